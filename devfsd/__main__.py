@@ -1,0 +1,5 @@
+"""``python -m devfsd``: the daemon."""
+
+from devfsd.daemon import main
+
+raise SystemExit(main())

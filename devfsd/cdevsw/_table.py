@@ -1,0 +1,157 @@
+"""The major table: name <-> major, and which ``Cdevsw`` sits at each major.
+
+Trio-free and pyfuse3-free. Theory of operation, after NetBSD's
+``sys/kern/subr_devsw.c``:
+
+There are two tables. ``_conv`` maps a driver *name* to its character major
+and outlives the driver: it is seeded with the reserved majors below (as
+NetBSD seeds it from the ``majors`` files, so ``mknod`` resolves ``tunwg``
+before the module is loaded, and opening such a node can autoload it), and
+every name that ever attached keeps its entry until the daemon stops (or,
+with a state directory, for good). ``_slots`` maps a major to the attached
+``Cdevsw``, and is cleared by ``devsw_detach``.
+
+``devsw_attach(name, cdevsw, -1)`` adopts the name's major if it has one,
+else takes the lowest free major at or above ``DYNAMIC_MAJOR_BASE`` that no
+name reserves. An explicit major that differs from the name's recorded one
+is ``EINVAL``; a busy slot is ``EEXIST``; running out is ``ENOMEM``.
+
+One table per process (as one kernel per machine): ``devsw`` is the global
+instance; tests make their own ``DevswTable`` or call ``reset()``.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Final, final
+
+from devfsd.cdevsw._dev import MAXDEVSW, Major
+from devfsd.errors import DeviceError
+
+if TYPE_CHECKING:
+    from devfsd.cdevsw._switch import Cdevsw
+
+__all__ = ["DYNAMIC_MAJOR_BASE", "RESERVED_MAJORS", "DevswTable", "devsw"]
+
+#: Majors reserved by name before any driver attaches (NetBSD's ``majors``).
+#: ``crandom`` takes rperm's 420; ``tunwg`` NetBSD tun's 40; ``mm`` NetBSD's 2.
+RESERVED_MAJORS: Final[Mapping[str, int]] = {"mm": 2, "tunwg": 40, "crandom": 420}
+
+#: Majors handed out to names with no reservation start here.
+DYNAMIC_MAJOR_BASE: Final = 256
+
+
+@final
+class DevswTable:
+    """The name <-> major table and the attached ``Cdevsw`` per major."""
+
+    def __init__(
+        self,
+        reserved: Mapping[str, int] = RESERVED_MAJORS,
+        dynamic_base: int = DYNAMIC_MAJOR_BASE,
+    ) -> None:
+        self._conv: dict[str, Major] = {n: Major(m) for n, m in reserved.items()}
+        self._slots: dict[Major, Cdevsw] = {}
+        self._names: dict[Major, str] = {m: n for n, m in self._conv.items()}
+        self._dynamic_base = dynamic_base
+        #: Called with (name, major) whenever ``_conv`` gains an entry, so a
+        #: state directory can persist it.
+        self.on_new_name: Callable[[str, Major], None] | None = None
+
+    # -- lookups (hot path: a dict get each) ------------------------------
+
+    def lookup(self, maj: int) -> Cdevsw | None:
+        """The ``Cdevsw`` attached at ``maj``, or ``None``."""
+        return self._slots.get(Major(maj))
+
+    def getname(self, maj: int) -> str | None:
+        """The name that owns ``maj`` (attached or not), or ``None``."""
+        return self._names.get(Major(maj))
+
+    def getmajor(self, name: str) -> Major | None:
+        """The major recorded for ``name``, or ``None``."""
+        return self._conv.get(name)
+
+    def entries(self) -> list[tuple[str, Major, bool]]:
+        """Every (name, major, attached) in major order (``mknod -l``)."""
+        return sorted(
+            ((n, m, m in self._slots) for n, m in self._conv.items()), key=lambda e: e[1]
+        )
+
+    def names_of(self, cdevsw: Cdevsw) -> list[Major]:
+        """The majors at which ``cdevsw`` is attached."""
+        return [m for m, c in self._slots.items() if c is cdevsw]
+
+    # -- attach / detach ---------------------------------------------------
+
+    def attach(self, name: str, cdevsw: Cdevsw, maj: int = -1) -> Major:
+        """Attach ``cdevsw`` under ``name`` (NetBSD ``devsw_attach``).
+
+        Args:
+            name: the driver name (``mknod`` resolves it to the major).
+            cdevsw: the entry points.
+            maj: a major, or -1 for the name's recorded one or a free one.
+
+        Returns:
+            The major attached.
+
+        Raises:
+            DeviceError: ``EINVAL`` (empty name, major out of range or
+                differing from the name's), ``EEXIST`` (slot busy),
+                ``ENOMEM`` (no free major).
+        """
+        if not name or not isinstance(name, str):
+            raise DeviceError(errno.EINVAL, "driver name must be a non-empty string")
+        known = self._conv.get(name)
+        if maj != -1 and not 0 <= maj < MAXDEVSW:
+            raise DeviceError(errno.EINVAL, f"major {maj} out of range 0..{MAXDEVSW - 1}")
+        if known is not None:
+            if maj not in (-1, known):
+                raise DeviceError(errno.EINVAL, f"{name} has major {known}, not {maj}")
+            chosen = known
+        elif maj == -1:
+            chosen = self._free_major()
+        else:
+            owner = self._names.get(Major(maj))
+            if owner is not None:
+                raise DeviceError(errno.EEXIST, f"major {maj} belongs to {owner}")
+            chosen = Major(maj)
+        if chosen in self._slots:
+            raise DeviceError(errno.EEXIST, f"major {chosen} is in use")
+        if known is None:
+            self._conv[name] = chosen
+            self._names[chosen] = name
+            if self.on_new_name is not None:
+                self.on_new_name(name, chosen)
+        self._slots[chosen] = cdevsw
+        return chosen
+
+    def detach(self, cdevsw: Cdevsw) -> None:
+        """Remove ``cdevsw`` from every slot it holds (by identity).
+
+        The name keeps its major. Callers (``devsw_detach``) wake sleepers.
+        """
+        for m in self.names_of(cdevsw):
+            del self._slots[m]
+
+    def restore(self, conv: Mapping[str, int]) -> None:
+        """Add remembered name -> major entries (from a state directory)."""
+        for n, m in conv.items():
+            if n not in self._conv and Major(m) not in self._names:
+                self._conv[n] = Major(m)
+                self._names[Major(m)] = n
+
+    def _free_major(self) -> Major:
+        for m in range(self._dynamic_base, MAXDEVSW):
+            if Major(m) not in self._names and Major(m) not in self._slots:
+                return Major(m)
+        raise DeviceError(errno.ENOMEM, "no free major")
+
+    def reset(self) -> None:
+        """Forget everything but the reservations (tests only)."""
+        self.__init__()  # type: ignore[misc]
+
+
+#: The process's table.
+devsw: Final = DevswTable()

@@ -1,0 +1,53 @@
+"""Errno-carrying exceptions, in one place.
+
+Imports nothing but the standard library's ``errno`` and ``os.strerror``.
+
+===================  =========================  =============================
+raised by            raise                      becomes
+===================  =========================  =============================
+drivers, cdevsw,     ``DeviceError(errno)``     ``FUSEError`` in ``fs.py``
+kern
+a driver bug         anything else              traceback logged, ``EIO``
+control server       ``ControlError(errno)``    error reply ``errno`` + text
+===================  =========================  =============================
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["ControlError", "DeviceError", "DevfsdError"]
+
+
+class DevfsdError(Exception):
+    """Base of devfsd's errno-carrying exceptions.
+
+    Args:
+        errno: a positive ``errno`` value (``errno.ENXIO``, ...).
+        msg: optional text; ``str()`` falls back to ``os.strerror(errno)``.
+    """
+
+    def __init__(self, errno: int, msg: str | None = None) -> None:
+        if not isinstance(errno, int) or isinstance(errno, bool) or errno <= 0:
+            raise ValueError(f"errno must be a positive int, not {errno!r}")
+        super().__init__(errno, msg)
+        self.errno = errno
+        self.msg = msg
+
+    def __str__(self) -> str:
+        return self.msg if self.msg else os.strerror(self.errno)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.errno}, {str(self)!r})"
+
+
+class DeviceError(DevfsdError):
+    """An error a driver entry point (or the device switch) returns.
+
+    The one exception type drivers raise: ``raise DeviceError(errno.EINVAL)``
+    is NetBSD's ``return EINVAL``.
+    """
+
+
+class ControlError(DevfsdError):
+    """An error reply on the control socket (modload, modunload, ...)."""

@@ -1,0 +1,527 @@
+"""Loading and unloading modules: search path, requirements, refcounts, autoload.
+
+Imports trio and the device switch, never pyfuse3. Theory of operation,
+after NetBSD's ``sys/kern/kern_module.c``:
+
+*Locate.* An argument with a ``/`` is a path: a package directory (with
+``__init__.py``) or a ``.py`` file. Anything else is a name, looked up as
+``DIR/NAME/__init__.py`` then ``DIR/NAME.py`` in each module directory in
+turn. The code is imported under ``devfsd_modules.NAME`` (so a module's own
+relative imports work) and must define ``MODULE`` and ``modcmd``.
+
+*Load.* Loaded already: ``EEXIST``. Not found: ``ENOENT``. Code that does
+not import or lacks ``MODULE``/``modcmd``: ``ENOEXEC``. ``MODULE.name`` not
+the name asked for: ``ENOENT``. Requirements load first, as *autoloads*;
+a cycle is ``EDEADLK``. Then ``modcmd(INIT, props)``; if it fails, every
+cdevsw it attached, every thread it started and every requirement this load
+brought in are undone, and its errno is the answer: nothing is left behind.
+
+*Unload.* Unknown: ``ENOENT``. Required by a loaded module: ``EBUSY``.
+Else ``modcmd(FINI)``; its error keeps the module. After FINI, anything the
+module left attached is detached (with a warning) and its threads are
+cancelled.
+
+*Autoload.* Opening a node whose major has a name but no driver loads the
+module of that name (flag ``a``). An autoloaded module is offered
+``AUTOUNLOAD`` once it has been quiet (no open files on its majors, no
+opens) for ``autotime`` seconds; 0 or ``ENOTTY`` lets it go, any other
+answer vetoes and it is asked again after another quiet period. (NetBSD
+asks once; asking again is kinder to modules that veto while busy.)
+
+One load or unload runs at a time (a trio lock), so the cdevsw entries a
+module attaches during INIT are known exactly by comparing the switch
+before and after.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import errno
+import importlib.util
+import logging
+import os
+import sys
+import time
+import types
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, final
+
+import trio
+
+from devfsd.cdevsw import _wait
+from devfsd.cdevsw._table import devsw
+from devfsd.errors import DeviceError
+from devfsd.kern.module import ModCmd, ModuleClass, ModuleInfo, validate_module_name
+from devfsd.kern.props import check_props
+
+if TYPE_CHECKING:
+    from devfsd.cdevsw._dev import Major
+    from devfsd.cdevsw._switch import Cdevsw
+    from devfsd.kern.module import Props
+
+__all__ = [
+    "DEFAULT_AUTOTIME",
+    "LoadedModule",
+    "ModStat",
+    "ModuleLoader",
+    "current_module",
+    "kthread_create",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AUTOTIME: Final = 10.0
+_PKG: Final = "devfsd_modules"
+
+_current: contextvars.ContextVar[LoadedModule | None] = contextvars.ContextVar(
+    "devfsd_current_module", default=None
+)
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModStat:
+    """One modstat row."""
+
+    name: str
+    cls: str
+    source: str
+    flags: str
+    refs: int
+    size: int
+    requires: tuple[str, ...]
+
+
+@final
+class LoadedModule:
+    """A module in the kernel (NetBSD ``module_t``)."""
+
+    def __init__(self, info: ModuleInfo, pymod: types.ModuleType, path: Path, size: int) -> None:
+        self.info = info
+        self.pymod = pymod
+        self.path = path
+        self.size = size
+        self.autoload = False
+        self.refcnt = 0
+        self.majors: list[Major] = []
+        self.cdevsws: list[Cdevsw] = []
+        self.threads: list[trio.CancelScope] = []
+        self.last_used = time.monotonic()
+        self.props: dict[str, str | int | bool] = {}
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    async def modcmd(self, cmd: ModCmd, props: Props | None) -> None:
+        """Run the module's modcmd, as this module (for ``kthread_create``).
+
+        Raises:
+            DeviceError: whatever the module answered; ``EIO`` (logged) for
+                an exception that is not a ``DeviceError``.
+        """
+        fn: Callable[[ModCmd, Props | None], Awaitable[int | None]] = self.pymod.modcmd
+        token = _current.set(self)
+        try:
+            rv = await fn(cmd, props)
+        except DeviceError:
+            raise
+        except Exception:
+            log.exception("module %s: modcmd(%s) raised", self.name, cmd.name)
+            raise DeviceError(errno.EIO) from None
+        finally:
+            _current.reset(token)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+            raise DeviceError(rv)
+
+
+def current_module() -> LoadedModule | None:
+    """The module whose modcmd (or thread) is running, if any."""
+    return _current.get()
+
+
+_root_nursery: trio.Nursery | None = None
+
+
+def kthread_create(fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> trio.CancelScope:
+    """Start a background task owned by the calling module (``kthread_create(9)``).
+
+    Call from a module's modcmd (INIT) or from one of its threads. The task
+    is cancelled when the module unloads or its INIT fails; an exception in
+    it is logged and ends only that task.
+
+    Returns:
+        A cancel scope that stops the task early.
+
+    Raises:
+        RuntimeError: outside a module, or with no loader running.
+    """
+    mod = _current.get()
+    if mod is None:
+        raise RuntimeError("kthread_create() outside a module's modcmd or thread")
+    if _root_nursery is None:
+        raise RuntimeError("kthread_create() with no module loader running")
+    scope = trio.CancelScope()
+    mod.threads.append(scope)
+
+    async def run() -> None:
+        token = _current.set(mod)
+        try:
+            with scope:
+                await fn(*args)
+        except Exception:
+            log.exception("module %s: thread %s died", mod.name, name or fn)
+        finally:
+            _current.reset(token)
+            if scope in mod.threads:
+                mod.threads.remove(scope)
+
+    _root_nursery.start_soon(run, name=f"{mod.name}:{name or getattr(fn, '__name__', 'thread')}")
+    return scope
+
+
+def _project_modules() -> Path:
+    return Path(__file__).resolve().parent.parent.parent / "modules"
+
+
+@final
+class ModuleLoader:
+    """The kernel's module list.
+
+    Args:
+        modpath: directories searched for modules by name, in order; the
+            project's ``modules/`` is appended when it exists.
+        autoload: whether opening a driverless node may load its module.
+        autotime: quiet seconds before an autoloaded module is offered
+            ``AUTOUNLOAD`` (0: never).
+    """
+
+    def __init__(
+        self,
+        modpath: Iterable[str | os.PathLike[str]] = (),
+        *,
+        autoload: bool = True,
+        autotime: float = DEFAULT_AUTOTIME,
+        include_project_modules: bool = True,
+    ) -> None:
+        self.modpath = [Path(p) for p in modpath]
+        proj = _project_modules()
+        if include_project_modules and proj.is_dir() and proj not in self.modpath:
+            self.modpath.append(proj)
+        self.autoload_enabled = autoload
+        self.autotime = autotime
+        self.modules: dict[str, LoadedModule] = {}
+        self._lock = trio.Lock()
+        self._loading: list[str] = []
+        self.generation = 0
+        #: Set by the file system: how many files are open on a major.
+        self.open_count: Callable[[int], int] = lambda maj: 0
+
+    # -- running --------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host module threads and the autounload check until cancelled."""
+        global _root_nursery
+        async with trio.open_nursery() as nursery:
+            _root_nursery = nursery
+            try:
+                task_status.started()
+                while True:
+                    await trio.sleep(max(0.5, min(self.autotime or 5.0, 5.0) / 2))
+                    await self._autounload_pass()
+            finally:
+                _root_nursery = None
+                nursery.cancel_scope.cancel()
+
+    # -- locating -------------------------------------------------------
+
+    def locate(self, spec: str) -> tuple[str, Path, Path | None]:
+        """Find a module's code.
+
+        Returns:
+            (expected name, file to import, package directory or None).
+
+        Raises:
+            DeviceError: ``ENOENT`` (not found), ``ENAMETOOLONG``, ``EINVAL``.
+        """
+        if "\0" in spec:
+            raise DeviceError(errno.EINVAL, "module name or path contains NUL")
+        if len(spec.encode()) >= os.pathconf("/", "PC_PATH_MAX"):
+            raise DeviceError(errno.ENAMETOOLONG)
+        if "/" in spec:
+            p = Path(spec)
+            if p.is_dir():
+                init = p / "__init__.py"
+                if not init.is_file():
+                    raise DeviceError(errno.ENOENT, f"{spec}: no __init__.py")
+                return p.resolve().name, init, p.resolve()
+            if p.is_file() and p.suffix == ".py":
+                return p.stem, p, None
+            raise DeviceError(errno.ENOENT)
+        name = validate_module_name(spec)
+        for d in self.modpath:
+            pkg = d / name
+            if (pkg / "__init__.py").is_file():
+                return name, pkg / "__init__.py", pkg
+            f = d / f"{name}.py"
+            if f.is_file():
+                return name, f, None
+        raise DeviceError(errno.ENOENT)
+
+    def _import(self, name: str, path: Path, pkgdir: Path | None) -> types.ModuleType:
+        if _PKG not in sys.modules:
+            parent = types.ModuleType(_PKG)
+            parent.__path__ = []
+            sys.modules[_PKG] = parent
+        qual = f"{_PKG}.{name}"
+        self._purge(qual)
+        spec = importlib.util.spec_from_file_location(
+            qual, path, submodule_search_locations=[str(pkgdir)] if pkgdir else None
+        )
+        if spec is None or spec.loader is None:
+            raise DeviceError(errno.ENOEXEC, f"{path}: cannot import")
+        pymod = importlib.util.module_from_spec(spec)
+        sys.modules[qual] = pymod
+        try:
+            spec.loader.exec_module(pymod)
+        except Exception:
+            self._purge(qual)
+            log.exception("module %s: import of %s failed", name, path)
+            raise DeviceError(errno.ENOEXEC) from None
+        info = getattr(pymod, "MODULE", None)
+        if not isinstance(info, ModuleInfo) or not callable(getattr(pymod, "modcmd", None)):
+            self._purge(qual)
+            log.error("module %s: %s defines no MODULE = ModuleInfo(...) and modcmd()", name, path)
+            raise DeviceError(errno.ENOEXEC)
+        return pymod
+
+    @staticmethod
+    def _purge(qual: str) -> None:
+        for k in [k for k in sys.modules if k == qual or k.startswith(qual + ".")]:
+            del sys.modules[k]
+
+    # -- load / unload --------------------------------------------------
+
+    async def load(
+        self, spec: str, props: Props | None = None, *, autoload: bool = False
+    ) -> LoadedModule:
+        """Load a module (``modload``).
+
+        Args:
+            spec: a module name, or a path (contains ``/``).
+            props: load-time properties for INIT.
+            autoload: mark it autoloaded (flag ``a``).
+
+        Returns:
+            The loaded module.
+
+        Raises:
+            DeviceError: ``EEXIST``, ``ENOENT``, ``ENOEXEC``, ``EDEADLK``,
+                ``EINVAL``, ``ENOMEM`` or INIT's own error.
+        """
+        checked = check_props(props)
+        async with self._lock:
+            return await self._load(spec, checked, autoload=autoload, brought=[])
+
+    async def _load(
+        self, spec: str, props: dict[str, str | int | bool], *, autoload: bool, brought: list[str]
+    ) -> LoadedModule:
+        if "/" not in spec:
+            validate_module_name(spec)
+            if spec in self.modules:
+                raise DeviceError(errno.EEXIST)
+            if spec in self._loading:
+                raise DeviceError(errno.EDEADLK)
+        name, path, pkgdir = self.locate(spec)
+        if name in self.modules:
+            raise DeviceError(errno.EEXIST)
+        if name in self._loading:
+            raise DeviceError(errno.EDEADLK)
+        self._loading.append(name)
+        try:
+            pymod = self._import(name, path, pkgdir)
+            info: ModuleInfo = pymod.MODULE
+            if info.name != name:
+                if "/" not in spec:
+                    self._purge(f"{_PKG}.{name}")
+                    log.error("module %s: %s declares name %r", name, path, info.name)
+                    raise DeviceError(errno.ENOENT)
+                if info.name in self.modules:
+                    self._purge(f"{_PKG}.{name}")
+                    raise DeviceError(errno.EEXIST)
+                # Loaded by path under another name: re-import under its own.
+                self._purge(f"{_PKG}.{name}")
+                name = info.name
+                pymod = self._import(name, path, pkgdir)
+                info = pymod.MODULE
+            mod = LoadedModule(info, pymod, path, _code_size(pkgdir or path))
+            mod.props = props
+            mine: list[str] = []
+            try:
+                for req in info.required:
+                    if req == name:
+                        raise DeviceError(errno.EDEADLK)
+                    if req not in self.modules:
+                        await self._load(req, {}, autoload=True, brought=mine)
+                before = dict(devsw._slots)
+                try:
+                    await mod.modcmd(ModCmd.INIT, props)
+                finally:
+                    added = {m: c for m, c in devsw._slots.items() if before.get(m) is not c}
+                    mod.majors = list(added)
+                    mod.cdevsws = list(dict.fromkeys(added.values()))
+            except BaseException:
+                self._undo(mod)
+                for r in reversed(mine):
+                    await self._unload(r, quiet=True)
+                self._purge(f"{_PKG}.{name}")
+                raise
+            for req in info.required:
+                self.modules[req].refcnt += 1
+            mod.autoload = autoload
+            self.modules[name] = mod
+            self.generation += 1
+            brought.append(name)
+            log.info("loaded module %s%s from %s", name, " (autoload)" if autoload else "", path)
+            return mod
+        finally:
+            self._loading.remove(name)
+
+    def _undo(self, mod: LoadedModule) -> None:
+        """Remove what a failed INIT or a sloppy FINI left behind."""
+        for c in mod.cdevsws:
+            if devsw.names_of(c):
+                for m in devsw.names_of(c):
+                    _wait.abort_sleepers(m)
+                devsw.detach(c)
+        for scope in list(mod.threads):
+            scope.cancel()
+        mod.threads.clear()
+
+    async def unload(self, name: str) -> None:
+        """Unload a module (``modunload``).
+
+        Raises:
+            DeviceError: ``ENOENT`` (not loaded), ``EBUSY`` (required by
+                another module), or FINI's own error (the module stays).
+        """
+        validate_module_name(name)
+        async with self._lock:
+            await self._unload(name)
+
+    async def _unload(self, name: str, *, quiet: bool = False) -> None:
+        mod = self.modules.get(name)
+        if mod is None:
+            raise DeviceError(errno.ENOENT)
+        if mod.refcnt > 0:
+            raise DeviceError(errno.EBUSY)
+        await mod.modcmd(ModCmd.FINI, None)
+        left = [c for c in mod.cdevsws if devsw.names_of(c)]
+        if left:
+            log.warning("module %s: FINI left %d cdevsw attached; detaching", name, len(left))
+        self._undo(mod)
+        del self.modules[name]
+        for req in mod.info.required:
+            if req in self.modules:
+                self.modules[req].refcnt -= 1
+        self._purge(f"{_PKG}.{name}")
+        self.generation += 1
+        if not quiet:
+            log.info("unloaded module %s", name)
+
+    async def unload_all(self) -> None:
+        """At shutdown: unload every module, dependants first; log refusals."""
+        async with self._lock:
+            progress = True
+            while self.modules and progress:
+                progress = False
+                for name in sorted(self.modules, key=lambda n: self.modules[n].refcnt):
+                    if self.modules[name].refcnt:
+                        continue
+                    try:
+                        await self._unload(name)
+                        progress = True
+                    except DeviceError as exc:
+                        log.warning("shutdown: module %s refused to unload: %s", name, exc)
+                        self._undo(self.modules.pop(name))
+                        progress = True
+                    break
+
+    # -- autoload ---------------------------------------------------------
+
+    async def autoload(self, name: str) -> bool:
+        """Load ``name`` because a node of its driver was opened.
+
+        Returns:
+            True if the module list changed (the caller retries the open).
+        """
+        if not self.autoload_enabled or any(c in name for c in "/.@"):
+            return False
+        gen = self.generation
+        try:
+            await self.load(name, None, autoload=True)
+        except DeviceError as exc:
+            if exc.errno != errno.EEXIST:
+                log.info("autoload of %s failed: %s", name, exc)
+        return self.generation != gen or name in self.modules
+
+    def note_use(self, maj: int) -> None:
+        """An open on ``maj`` happened: restart its module's quiet period."""
+        for mod in self.modules.values():
+            if maj in mod.majors:
+                mod.last_used = time.monotonic()
+                return
+
+    async def _autounload_pass(self) -> None:
+        if self.autotime <= 0:
+            return
+        now = time.monotonic()
+        for name, mod in list(self.modules.items()):
+            if not mod.autoload or mod.refcnt or now - mod.last_used < self.autotime:
+                continue
+            if any(self.open_count(m) for m in mod.majors):
+                mod.last_used = now
+                continue
+            mod.last_used = now
+            try:
+                await mod.modcmd(ModCmd.AUTOUNLOAD, None)
+            except DeviceError as exc:
+                if exc.errno != errno.ENOTTY:
+                    log.debug("module %s vetoed autounload: %s", name, exc)
+                    continue
+            try:
+                await self.unload(name)
+            except DeviceError as exc:
+                log.debug("autounload of %s failed: %s", name, exc)
+
+    # -- status -------------------------------------------------------------
+
+    def stat(self) -> list[ModStat]:
+        """modstat's rows, sorted by name."""
+        return [
+            ModStat(
+                name=m.name,
+                cls=ModuleClass(m.info.cls).label,
+                source="filesys",
+                flags="a" if m.autoload else "-",
+                refs=m.refcnt,
+                size=m.size,
+                requires=m.info.required,
+            )
+            for _, m in sorted(self.modules.items())
+        ]
+
+    def module_of_major(self, maj: int) -> LoadedModule | None:
+        for mod in self.modules.values():
+            if maj in mod.majors:
+                return mod
+        return None
+
+
+def _code_size(p: Path) -> int:
+    """Bytes of Python source in a module (modstat's SIZE)."""
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*.py") if f.is_file())

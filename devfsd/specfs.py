@@ -1,0 +1,214 @@
+"""The I/O path from an open file to a driver (NetBSD ``spec_vnops.c``).
+
+Imports trio-free device-switch code and the loader, never pyfuse3: the file
+system (``fs.py``) and the in-process test harness both call it, so a driver
+sees the same calls under pytest as behind a real mount.
+
+What it guarantees to drivers and callers (../shared/reference/netbsd.md 4.4):
+
+- ``d_open`` on every open; ``d_close`` only on the last close of a ``dev``
+  (counted over every node and open file with that ``dev``).
+- Opening a ``dev`` whose major has a name but no driver autoloads the
+  module of that name and retries; no driver at all is ``ENXIO``.
+- A file keeps the ``Cdevsw`` it was opened through; once that is detached
+  (module unloaded), read, write and ioctl give ``ENXIO`` and poll
+  ``POLLERR``; the last close still runs no driver code.
+- A 0-byte read returns ``b""`` without calling the driver; a read never
+  returns more than asked (``Uio`` enforces it).
+- An exception other than ``DeviceError`` from a driver is logged with its
+  traceback and becomes ``EIO`` for that call only.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+from collections import Counter
+from typing import TYPE_CHECKING, Final, final
+
+from devfsd.cdevsw._dev import Dev, major
+from devfsd.cdevsw._switch import FNONBLOCK, FREAD, FWRITE, File, Lwp
+from devfsd.cdevsw._table import devsw
+from devfsd.cdevsw._uio import IO_NDELAY, UIO_READ, UIO_WRITE, Uio
+from devfsd.errors import DeviceError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from devfsd.cdevsw._switch import Cdevsw
+    from devfsd.cdevsw._uio import Buffer
+    from devfsd.kern.loader import ModuleLoader
+
+__all__ = ["S_IFCHR_MODE", "SpecFs", "open_flags_to_fflag"]
+
+log = logging.getLogger(__name__)
+
+S_IFCHR_MODE: Final = 0o020000
+_POLLERR: Final = select.POLLERR
+_ALL_EVENTS: Final = select.POLLIN | select.POLLOUT | select.POLLRDNORM | select.POLLWRNORM
+
+
+def open_flags_to_fflag(flags: int) -> int:
+    """Linux open(2) flags to NetBSD ``FREAD|FWRITE|FNONBLOCK``."""
+    acc = flags & os.O_ACCMODE
+    f = {os.O_RDONLY: FREAD, os.O_WRONLY: FWRITE, os.O_RDWR: FREAD | FWRITE}.get(acc, FREAD)
+    if flags & os.O_NONBLOCK:
+        f |= FNONBLOCK
+    return f
+
+
+@final
+class SpecFs:
+    """Open files on device numbers, and the calls into their drivers.
+
+    Args:
+        loader: the module list, for autoload (``None``: no autoload).
+    """
+
+    def __init__(self, loader: ModuleLoader | None = None) -> None:
+        self.loader = loader
+        self.opens: Counter[Dev] = Counter()
+        self.files: set[File] = set()
+        if loader is not None:
+            loader.open_count = self.open_count
+
+    def open_count(self, maj: int) -> int:
+        """Open files on any ``dev`` of major ``maj``."""
+        return sum(n for d, n in self.opens.items() if major(d) == maj)
+
+    async def _call(self, what: str, coro: Awaitable[object]) -> object:
+        try:
+            return await coro
+        except DeviceError:
+            raise
+        except Exception:
+            log.exception("driver %s raised", what)
+            raise DeviceError(errno.EIO) from None
+
+    async def open(self, dev: Dev, flags: int, pid: int, uid: int, gid: int) -> File:
+        """Open ``dev`` for a caller; ``flags`` are open(2)'s.
+
+        Raises:
+            DeviceError: ``ENXIO`` (no driver), or ``d_open``'s error.
+        """
+        maj = major(dev)
+        cdev = devsw.lookup(maj)
+        if cdev is None:
+            name = devsw.getname(maj)
+            if name is not None and self.loader is not None and await self.loader.autoload(name):
+                cdev = devsw.lookup(maj)
+            if cdev is None:
+                raise DeviceError(errno.ENXIO)
+        fp = File(dev, open_flags_to_fflag(flags), pid, uid, gid)
+        fp.cdevsw = cdev
+        # Count the open before d_open sleeps, so a racing last close of
+        # another file does not run d_close under it.
+        self.opens[dev] += 1
+        try:
+            await self._call("d_open", cdev.d_open(dev, fp.flag, S_IFCHR_MODE, fp.lwp))
+        except BaseException:
+            self._drop(dev)
+            raise
+        self.files.add(fp)
+        if self.loader is not None:
+            self.loader.note_use(maj)
+        return fp
+
+    def _drop(self, dev: Dev) -> bool:
+        n = self.opens[dev] - 1
+        if n <= 0:
+            del self.opens[dev]
+            return True
+        self.opens[dev] = n
+        return False
+
+    def _live(self, fp: File) -> Cdevsw:
+        cdev = fp.cdevsw
+        if cdev is None or devsw.lookup(major(fp.dev)) is not cdev:
+            raise DeviceError(errno.ENXIO)
+        return cdev
+
+    async def read(self, fp: File, size: int, offset: int = 0) -> Buffer:
+        """One read(2) of at most ``size`` bytes.
+
+        Raises:
+            DeviceError: ``ENXIO`` after detach, or ``d_read``'s error;
+                bytes already moved win over ``EINTR``/``EWOULDBLOCK``.
+        """
+        if size <= 0:
+            return b""
+        cdev = self._live(fp)
+        uio = Uio(UIO_READ, offset, size, fp.lwp, IO_NDELAY if fp.flag & FNONBLOCK else 0)
+        try:
+            await cdev.d_read(fp.dev, uio, uio.ioflag)
+        except DeviceError as exc:
+            if uio.resid == size or exc.errno not in (errno.EINTR, errno.EWOULDBLOCK):
+                raise
+        except Exception:
+            log.exception("driver d_read raised")
+            raise DeviceError(errno.EIO) from None
+        return uio.moved()
+
+    async def write(self, fp: File, data: Buffer, offset: int = 0) -> int:
+        """One write(2); returns the bytes the driver took.
+
+        Raises:
+            DeviceError: ``ENXIO`` after detach, or ``d_write``'s error;
+                bytes already taken win over ``EINTR``/``EWOULDBLOCK``.
+        """
+        cdev = self._live(fp)
+        uio = Uio.for_write(data, fp.lwp, offset, IO_NDELAY if fp.flag & FNONBLOCK else 0)
+        size = uio.resid
+        try:
+            await cdev.d_write(fp.dev, uio, uio.ioflag)
+        except DeviceError as exc:
+            if uio.resid == size or exc.errno not in (errno.EINTR, errno.EWOULDBLOCK):
+                raise
+        except Exception:
+            log.exception("driver d_write raised")
+            raise DeviceError(errno.EIO) from None
+        return size - uio.resid
+
+    async def poll(self, fp: File, events: int = _ALL_EVENTS, poll_handle: object = None) -> int:
+        """Readiness of ``fp``; ``POLLERR`` once its driver is gone."""
+        try:
+            cdev = self._live(fp)
+        except DeviceError:
+            return _POLLERR
+        l = Lwp(fp.pid, fp.uid, fp.gid, fp, poll_handle)
+        rv = await self._call("d_poll", cdev.d_poll(fp.dev, events, l))
+        if not isinstance(rv, int):
+            log.error("driver d_poll returned %r, not an int", rv)
+            return _POLLERR
+        return rv
+
+    async def ioctl(self, dev: Dev, cmd: int, data: bytearray, l: Lwp, flag: int = FREAD | FWRITE) -> None:
+        """``d_ioctl`` on ``dev`` (from the control socket).
+
+        Raises:
+            DeviceError: ``ENXIO`` (no driver), or ``d_ioctl``'s error.
+        """
+        cdev = devsw.lookup(major(dev))
+        if cdev is None:
+            raise DeviceError(errno.ENXIO)
+        await self._call("d_ioctl", cdev.d_ioctl(dev, cmd, data, flag, l))
+
+    async def close(self, fp: File) -> None:
+        """Release ``fp``; the last close of its ``dev`` runs ``d_close``.
+
+        Errors from ``d_close`` are logged: close(2) has already returned.
+        """
+        if fp not in self.files:
+            return
+        self.files.discard(fp)
+        if not self._drop(fp.dev):
+            return
+        cdev = fp.cdevsw
+        if cdev is None or devsw.lookup(major(fp.dev)) is not cdev:
+            return
+        try:
+            await self._call("d_close", cdev.d_close(fp.dev, fp.flag, S_IFCHR_MODE, fp.lwp))
+        except DeviceError as exc:
+            log.debug("d_close of %#x: %s", fp.dev, exc)

@@ -1,0 +1,1 @@
+"""Test support for drivers: an in-process kernel and (later) real mounts."""
