@@ -82,16 +82,23 @@ class Kernel:
         """A kernel whose module threads run; everything is unloaded and reset on exit."""
         k = cls(modpath, autotime=autotime)
         devsw.reset()
+        failure: BaseException | None = None
         async with trio.open_nursery() as nursery:
             await nursery.start(k.loader.run)
             try:
                 yield k
+            except BaseException as exc:
+                # Re-raised below, outside the nursery, so that a test sees
+                # its own exception rather than an ExceptionGroup.
+                failure = exc
             finally:
                 abort_sleepers()
                 with trio.CancelScope(shield=True):
                     await k.loader.unload_all()
                 nursery.cancel_scope.cancel()
         devsw.reset()
+        if failure is not None:
+            raise failure
 
     async def modload(self, module: str, props: Props | None = None) -> None:
         await self.loader.load(module, props)

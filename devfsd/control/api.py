@@ -1,0 +1,95 @@
+"""One method per control operation, apart from the transport.
+
+Uses the loader and the device switch; no sockets (``server.py`` carries the
+bytes). Each method takes the request's checked arguments and returns a
+JSON-able result or raises ``DevfsdError`` (``DeviceError`` from the kernel
+side travels as is: the reply carries its errno).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import os
+from typing import TYPE_CHECKING, Any, final
+
+from devfsd.cdevsw._dev import Dev
+from devfsd.cdevsw._ioccom import IOC_IN, IOC_OUT, IOCPARM_LEN
+from devfsd.cdevsw._switch import Lwp
+from devfsd.cdevsw._table import devsw
+from devfsd.cdevsw._wait import sleepers
+from devfsd.errors import ControlError, DeviceError
+
+if TYPE_CHECKING:
+    from devfsd.fs import DevFs
+    from devfsd.kern.loader import ModuleLoader
+
+__all__ = ["ControlApi"]
+
+
+@final
+class ControlApi:
+    """The operations the control socket offers."""
+
+    def __init__(self, loader: ModuleLoader, fs: DevFs | None, mountpoint: str) -> None:
+        self.loader = loader
+        self.fs = fs
+        self.mountpoint = mountpoint
+
+    async def ping(self, peer: Lwp) -> None:
+        return None
+
+    async def modload(self, peer: Lwp, module: str, props: dict[str, Any] | None) -> None:
+        await self.loader.load(module, props)
+
+    async def modunload(self, peer: Lwp, module: str) -> None:
+        await self.loader.unload(module)
+
+    async def modstat(self, peer: Lwp, module: str | None) -> dict[str, Any]:
+        rows = [
+            {
+                "name": s.name,
+                "class": s.cls,
+                "source": s.source,
+                "flags": s.flags,
+                "refs": s.refs,
+                "size": s.size,
+                "requires": list(s.requires),
+            }
+            for s in self.loader.stat()
+        ]
+        width_names = [r["name"] for r in rows]
+        if module is not None:
+            rows = [r for r in rows if r["name"] == module]
+        return {"modules": rows, "autoload": self.loader.autoload_enabled, "names": width_names}
+
+    async def drivers(self, peer: Lwp) -> list[list[Any]]:
+        return [[n, m, a] for n, m, a in devsw.entries()]
+
+    async def ioctl(self, peer: Lwp, path: str, cmd: int, data: str) -> str:
+        if self.fs is None:
+            raise ControlError(errno.ENODEV, "no file system")
+        if not 0 <= cmd < 1 << 32:
+            raise ControlError(errno.EINVAL, "ioctl command out of range")
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ControlError(errno.EINVAL, "ioctl data is not base64") from None
+        node = self.fs.resolve(self.mountpoint, path)
+        if not node.is_chr:
+            raise DeviceError(errno.ENOTTY)
+        size = IOCPARM_LEN(cmd)
+        buf = bytearray(raw[:size].ljust(size, b"\0")) if cmd & IOC_IN else bytearray(size)
+        await self.fs.spec.ioctl(Dev(node.rdev), cmd, buf, peer)
+        return base64.b64encode(bytes(buf) if cmd & IOC_OUT else b"").decode()
+
+    async def status(self, peer: Lwp) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "mountpoint": self.mountpoint,
+            "sleepers": sleepers(),
+            "open_files": len(self.fs.files) if self.fs is not None else 0,
+            "nodes": len(self.fs.table.nodes) if self.fs is not None else 0,
+            "modules": sorted(self.loader.modules),
+        }

@@ -1,0 +1,291 @@
+"""``devfsd [-f] [--control PATH] [--modpath DIR]... [-o OPT] MOUNTPOINT``.
+
+Touches the world: argv, logging, the mount, the control socket, signals,
+the trio nursery. Start-up order: clear a stale mount, bind the control
+socket (final mode), mount, then tell the waiting parent "ready" (without
+``-f`` the parent exits only then, so the next command can use both).
+Shutdown, on SIGTERM/SIGINT or when the mount goes (``umount``,
+``fusermount3 -u``): sleepers are woken (``ENXIO``), modules unloaded
+(FINI), the socket removed and the mount, if still there, unmounted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import faulthandler
+import logging
+import logging.handlers
+import os
+import re
+import signal
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Final
+
+import pyfuse3
+import trio
+
+from devfsd import __version__
+from devfsd.cdevsw._wait import abort_sleepers
+from devfsd.control import DEFAULT_CONTROL, ENV_CONTROL
+from devfsd.control.api import ControlApi
+from devfsd.control.server import ControlServer, bind_control_socket
+from devfsd.fs import MAX_TASKS, DevFs
+from devfsd.kern.loader import DEFAULT_AUTOTIME, ModuleLoader
+from devfsd.specfs import SpecFs
+
+if TYPE_CHECKING:
+    import socket
+
+__all__ = ["main"]
+
+log = logging.getLogger("devfsd")
+
+PROG: Final = "devfsd"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Mount a userland /dev whose character devices are loadable Python drivers.",
+    )
+    p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr")
+    p.add_argument(
+        "-c",
+        "--control",
+        metavar="PATH",
+        help=f"control socket (default: ${ENV_CONTROL} or {DEFAULT_CONTROL})",
+    )
+    p.add_argument(
+        "--modpath", metavar="DIR", action="append", default=[], help="search DIR for modules (repeatable)"
+    )
+    p.add_argument(
+        "-o", dest="options", metavar="OPT", action="append", default=[], help="extra FUSE mount options"
+    )
+    p.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog (without -f)")
+    p.add_argument("-d", "--debug", action="store_true", help="log debug messages")
+    p.add_argument(
+        "--autotime",
+        type=float,
+        default=DEFAULT_AUTOTIME,
+        metavar="SECONDS",
+        help="quiet time before autoloaded modules are offered unloading (0: never)",
+    )
+    p.add_argument("--no-autoload", action="store_true", help="never load modules when a node is opened")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("mountpoint", help="where to mount")
+    return p
+
+
+def _die(arg: str, err: int | str) -> int:
+    text = os.strerror(err) if isinstance(err, int) else err
+    print(f"{PROG}: {arg}: {text}", file=sys.stderr)
+    return 1
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as octal escapes.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _is_mounted(real: str) -> bool:
+    """Whether something is mounted at ``real`` (a resolved path).
+
+    Reads /proc/self/mountinfo only: the daemon must never stat its own
+    mount, whose requests only it could answer.
+    """
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return any(_unescape(line.split()[4]) == real for line in f)
+    except OSError:
+        return False
+
+
+def _clear_stale(mountpoint: str) -> None:
+    """Unmount a dead daemon's mount (``ENOTCONN``) at ``mountpoint``."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise
+        log.warning("clearing stale mount at %s", mountpoint)
+        subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False, capture_output=True)
+        os.stat(mountpoint)
+
+
+def _mount_options(extra: list[str]) -> set[str]:
+    opts = {"default_permissions", "fsname=devfsd", "subtype=devfsd"}
+    if os.geteuid() == 0:
+        opts.add("allow_other")
+    for o in extra:
+        opts.update(x for x in o.split(",") if x)
+    return opts
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if args.debug else logging.INFO)
+    handler: logging.Handler
+    if args.foreground and not args.log:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    elif args.log:
+        handler = logging.FileHandler(args.log)
+        handler.setFormatter(logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    elif os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler("/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        handler.setFormatter(logging.Formatter("devfsd[%(process)d]: %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler = logging.FileHandler("/var/log/devfsd.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    root.handlers[:] = [handler]
+    stream = getattr(handler, "stream", None)
+    if stream is not None and hasattr(stream, "fileno"):
+        # SIGUSR1 dumps every thread's stack into the log, to debug a hang.
+        faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
+
+
+class Daemon:
+    """One mount and its control socket."""
+
+    def __init__(self, args: argparse.Namespace, mountpoint: str, control: str) -> None:
+        self.args = args
+        self.mountpoint = mountpoint
+        self.control = control
+        self.loader = ModuleLoader(args.modpath, autoload=not args.no_autoload, autotime=args.autotime)
+        self.spec = SpecFs(self.loader)
+        self.fs = DevFs(self.spec, control)
+        self.api = ControlApi(self.loader, self.fs, mountpoint)
+        self.sock: socket.socket | None = None
+        self.terminated = False
+
+    def start(self) -> None:
+        """Bind the socket and mount (before trio runs)."""
+        self.sock = bind_control_socket(self.control)
+        try:
+            pyfuse3.init(self.fs, self.mountpoint, _mount_options(self.args.options))
+        except BaseException:
+            self._remove_socket()
+            raise
+
+    def _remove_socket(self) -> None:
+        if self.sock is None:
+            return
+        try:
+            st = os.fstat(self.sock.fileno())
+            del st
+            os.unlink(self.control)
+        except OSError:
+            pass
+        self.sock.close()
+        self.sock = None
+
+    async def _signals(self, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for sig in sigs:
+                if sig == signal.SIGHUP:
+                    log.info("SIGHUP: nothing to reload")
+                    continue
+                log.info("signal %d: shutting down", sig)
+                self.terminated = True
+                abort_sleepers()
+                pyfuse3.terminate()
+                return
+
+    async def run(self, ready: int | None) -> None:
+        assert self.sock is not None
+        server = ControlServer(self.api, self.sock)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.loader.run)
+            await nursery.start(server.serve)
+            nursery.start_soon(self._signals, nursery)
+            if ready is not None:
+                os.write(ready, b"OK\n")
+                os.close(ready)
+            log.info("devfsd %s serving %s, control %s", __version__, self.mountpoint, self.control)
+            try:
+                await pyfuse3.main(min_tasks=2, max_tasks=MAX_TASKS)
+            finally:
+                abort_sleepers()
+                with trio.CancelScope(shield=True):
+                    await self.loader.unload_all()
+                nursery.cancel_scope.cancel()
+
+    def finish(self, *, crashed: bool) -> None:
+        self._remove_socket()
+        still = _is_mounted(self.mountpoint)
+        try:
+            pyfuse3.close(unmount=still)
+        except Exception as exc:  # never leave a mount behind because of a close error
+            log.warning("close: %s", exc)
+        if _is_mounted(self.mountpoint) and (crashed or self.terminated):
+            subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], check=False, capture_output=True)
+        log.info("devfsd stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    mountpoint = os.path.abspath(args.mountpoint)
+    control = os.path.abspath(args.control or os.environ.get(ENV_CONTROL) or DEFAULT_CONTROL)
+    try:
+        _clear_stale(mountpoint)
+        if not os.path.isdir(mountpoint):
+            return _die(args.mountpoint, errno.ENOTDIR)
+        mountpoint = os.path.realpath(mountpoint)
+        if _is_mounted(mountpoint):
+            return _die(args.mountpoint, errno.EBUSY)
+    except OSError as exc:
+        return _die(args.mountpoint, exc.errno or errno.EIO)
+
+    ready: int | None = None
+    if not args.foreground:
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid > 0:
+            os.close(wfd)
+            with os.fdopen(rfd, "rb") as r:
+                answer = r.read()
+            if answer.startswith(b"OK"):
+                return 0
+            sys.stderr.write(answer.decode(errors="replace") or f"{PROG}: daemon exited during start-up\n")
+            return 1
+        os.close(rfd)
+        os.setsid()
+        ready = wfd
+        # Start-up errors still go to the parent through the pipe.
+    _setup_logging(args)
+    d = Daemon(args, mountpoint, control)
+    try:
+        d.start()
+    except OSError as exc:
+        err = exc.errno or errno.EIO
+        arg = exc.filename if isinstance(exc.filename, str) else args.mountpoint
+        msg = f"{PROG}: {arg}: {os.strerror(err)}\n"
+        return _startup_failed(ready, msg)
+    except RuntimeError as exc:
+        return _startup_failed(ready, f"{PROG}: {args.mountpoint}: {exc}\n")
+    if ready is not None:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+    crashed = True
+    try:
+        trio.run(d.run, ready)
+        crashed = False
+    except BaseException:
+        log.exception("devfsd crashed")
+        raise
+    finally:
+        d.finish(crashed=crashed)
+    return 0
+
+
+def _startup_failed(ready: int | None, msg: str) -> int:
+    if ready is not None:
+        os.write(ready, msg.encode())
+        os.close(ready)
+        os._exit(1)
+    sys.stderr.write(msg)
+    return 1

@@ -1,0 +1,428 @@
+"""The pyfuse3 file system: the node tree and the I/O path, behind FUSE.
+
+The only module that imports pyfuse3 besides the daemon. Every handler
+turns ``DeviceError`` into ``FUSEError`` here and nowhere else; a driver's
+stray exception has already become ``EIO`` in ``SpecFs``.
+
+What the kernel sees (see ../shared/DESIGN.md): character nodes are
+*regular files* (there is no CUSE), opened ``direct_io`` and
+``nonseekable``, so each read(2)/write(2) reaches the driver once with the
+caller's size; ``O_TRUNC`` is ignored. The reply to MKNOD alone says
+``S_IFCHR`` (the kernel insists on the type it asked for); with zero entry
+and attribute timeouts the next lookup says ``S_IFREG`` and the kernel makes
+a fresh inode. A node's driver, major and minor are extended attributes
+(``user.devfsd.*``), since ``st_rdev`` of a regular file reads 0.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+from typing import TYPE_CHECKING, Any, Final, cast, final
+
+import pyfuse3
+
+from devfsd.cdevsw._dev import Dev, major, minor
+from devfsd.cdevsw._table import devsw
+from devfsd.control import CONTROL_XATTR
+from devfsd.errors import DeviceError
+from devfsd.nodes import Node, NodeTable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from devfsd.cdevsw._switch import File
+    from devfsd.specfs import SpecFs
+
+__all__ = ["MAX_TASKS", "DevFs"]
+
+log = logging.getLogger(__name__)
+
+#: Request tasks pyfuse3 may run; must exceed ``_wait.MAX_SLEEPERS`` so a
+#: sleeping driver never starves the mount (pyfuse3's max_tasks deadlock).
+MAX_TASKS: Final = 4200
+
+_XATTRS: Final = (b"user.devfsd.type", b"user.devfsd.driver", b"user.devfsd.major", b"user.devfsd.minor")
+
+
+def _err(exc: DeviceError) -> pyfuse3.FUSEError:
+    e = exc.errno
+    return pyfuse3.FUSEError(e if 0 < e < 512 else errno.EIO)
+
+
+@final
+class DevFs(pyfuse3.Operations):
+    """``/dev`` as a FUSE file system.
+
+    Args:
+        spec: the I/O path to drivers.
+        control_path: answered as ``user.devfsd.control`` on every inode.
+        clock: nanoseconds since the epoch (tests pass a fake).
+        table: the node tree (the daemon may pass a restored one).
+    """
+
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(
+        self,
+        spec: SpecFs,
+        control_path: str = "",
+        clock: Callable[[], int] = time.time_ns,
+        table: NodeTable | None = None,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.clock = clock
+        self.table = table or NodeTable(clock())
+        self.control = control_path.encode()
+        self.files: dict[int, tuple[File, Node]] = {}
+        self._dirs: dict[int, list[tuple[bytes, int]]] = {}
+        self._next_fh = 1
+        #: Called after the tree changes (for persistence); None: nothing.
+        self.on_change: Callable[[], None] | None = None
+
+    # -- attributes -------------------------------------------------------
+
+    def _attr(self, node: Node, *, mknod_reply: bool = False) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.inode
+        mode = node.mode
+        if node.is_chr and not mknod_reply:
+            mode = stat.S_IFREG | stat.S_IMODE(mode)
+        a.st_mode = mode
+        a.st_nlink = node.nlink
+        a.st_uid = node.uid
+        a.st_gid = node.gid
+        a.st_rdev = node.rdev
+        a.st_size = len(node.target) if stat.S_ISLNK(node.mode) else 0
+        a.st_blksize = 4096
+        a.st_blocks = 0
+        a.st_atime_ns = node.atime_ns
+        a.st_mtime_ns = node.mtime_ns
+        a.st_ctime_ns = node.ctime_ns
+        a.generation = 0
+        a.entry_timeout = 0
+        a.attr_timeout = 0
+        return a
+
+    def _entry(self, node: Node, *, mknod_reply: bool = False) -> pyfuse3.EntryAttributes:
+        node.nlookup += 1
+        return self._attr(node, mknod_reply=mknod_reply)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        try:
+            return self._entry(self.table.lookup(parent_inode, name))
+        except DeviceError as exc:
+            raise _err(exc) from None
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for ino, n in inode_list:
+            self.table.forget(ino, n)
+
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        try:
+            return self._attr(self.table.get(inode))
+        except DeviceError as exc:
+            raise _err(exc) from None
+
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        try:
+            node = self.table.get(inode)
+        except DeviceError as exc:
+            raise _err(exc) from None
+        now = self.clock()
+        if fields.update_size:
+            if node.is_dir:
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            # Truncating a device node does nothing (echo x > node opens O_TRUNC).
+        if fields.update_mode:
+            node.mode = stat.S_IFMT(node.mode) | stat.S_IMODE(attr.st_mode)
+        if fields.update_uid:
+            node.uid = attr.st_uid
+        if fields.update_gid:
+            node.gid = attr.st_gid
+        if fields.update_atime:
+            node.atime_ns = attr.st_atime_ns
+        if fields.update_mtime:
+            node.mtime_ns = attr.st_mtime_ns
+        node.ctime_ns = now
+        self._changed()
+        return self._attr(node)
+
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        try:
+            node = self.table.get(inode)
+        except DeviceError as exc:
+            raise _err(exc) from None
+        if not stat.S_ISLNK(node.mode):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return node.target
+
+    # -- names ------------------------------------------------------------
+
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        try:
+            node = self.table.mknod(
+                parent_inode, name, mode & ~ctx.umask, rdev, ctx.uid, ctx.gid, self.clock()
+            )
+        except DeviceError as exc:
+            raise _err(exc) from None
+        self._changed()
+        return self._entry(node, mknod_reply=True)
+
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        try:
+            node = self.table.mkdir(parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid, self.clock())
+        except DeviceError as exc:
+            raise _err(exc) from None
+        self._changed()
+        return self._entry(node)
+
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        try:
+            node = self.table.symlink(parent_inode, name, target, ctx.uid, ctx.gid, self.clock())
+        except DeviceError as exc:
+            raise _err(exc) from None
+        self._changed()
+        return self._entry(node)
+
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        try:
+            node = self.table.link(inode, new_parent_inode, new_name, self.clock())
+        except DeviceError as exc:
+            raise _err(exc) from None
+        self._changed()
+        return self._entry(node)
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        try:
+            self.table.unlink(parent_inode, name, self.clock())
+        except DeviceError as exc:
+            raise _err(exc) from None
+        self._changed()
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        try:
+            self.table.rmdir(parent_inode, name, self.clock())
+        except DeviceError as exc:
+            raise _err(exc) from None
+        self._changed()
+
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        try:
+            self.table.rename(
+                parent_inode_old, name_old, parent_inode_new, name_new, flags, self.clock()
+            )
+        except DeviceError as exc:
+            raise _err(exc) from None
+        self._changed()
+
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        # Only device nodes, FIFOs, directories and links live here.
+        raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+
+    # -- directories --------------------------------------------------------
+
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        try:
+            d = self.table.dir(inode)
+            entries = [(b".", d.inode), (b"..", d.parent)]
+            entries += [(n, node.inode) for n, node in self.table.entries(inode)]
+        except DeviceError as exc:
+            raise _err(exc) from None
+        fh = self._next_fh
+        self._next_fh += 1
+        self._dirs[fh] = entries
+        return fh
+
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        entries = self._dirs.get(fh)
+        if entries is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        nodes = self.table.nodes
+        for i in range(start_id, len(entries)):
+            name, ino = entries[i]
+            node = nodes.get(ino)
+            if node is None:
+                continue
+            if not pyfuse3.readdir_reply(token, name, self._attr(node), i + 1):
+                return
+
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = s.f_bfree = s.f_bavail = 0
+        s.f_files = len(self.table.nodes)
+        s.f_ffree = s.f_favail = 1 << 20
+        s.f_namemax = 255
+        return s
+
+    # -- extended attributes ------------------------------------------------
+
+    def _xattrs(self, node: Node) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        if self.control:
+            out[CONTROL_XATTR.encode()] = self.control
+        if node.is_chr:
+            dev = Dev(node.rdev)
+            out[b"user.devfsd.type"] = b"c"
+            out[b"user.devfsd.driver"] = (devsw.getname(major(dev)) or "").encode()
+            out[b"user.devfsd.major"] = str(major(dev)).encode()
+            out[b"user.devfsd.minor"] = str(minor(dev)).encode()
+        return out
+
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        try:
+            node = self.table.get(inode)
+        except DeviceError as exc:
+            raise _err(exc) from None
+        value = self._xattrs(node).get(name)
+        if value is None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return value
+
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        try:
+            node = self.table.get(inode)
+        except DeviceError as exc:
+            raise _err(exc) from None
+        return list(self._xattrs(node))
+
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        raise pyfuse3.FUSEError(errno.EPERM if name.startswith(b"user.devfsd.") else errno.ENOTSUP)
+
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise pyfuse3.FUSEError(errno.EPERM if name.startswith(b"user.devfsd.") else errno.ENODATA)
+
+    # -- device I/O -----------------------------------------------------------
+
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        try:
+            node = self.table.get(inode)
+        except DeviceError as exc:
+            raise _err(exc) from None
+        if not node.is_chr:
+            raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.ENXIO)
+        node.nopen += 1
+        try:
+            fp = await self.spec.open(Dev(node.rdev), flags, ctx.pid, ctx.uid, ctx.gid)
+        except DeviceError as exc:
+            node.nopen -= 1
+            self.table.maybe_free(node)
+            raise _err(exc) from None
+        fh = self._next_fh
+        self._next_fh += 1
+        self.files[fh] = (fp, node)
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        try:
+            return cast("bytes", await self.spec.read(self.files[fh][0], size, off))
+        except DeviceError as exc:
+            raise _err(exc) from None
+        except KeyError:
+            raise pyfuse3.FUSEError(errno.EBADF) from None
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        try:
+            return await self.spec.write(self.files[fh][0], buf, off)
+        except DeviceError as exc:
+            raise _err(exc) from None
+        except KeyError:
+            raise pyfuse3.FUSEError(errno.EBADF) from None
+
+    async def poll(
+        self, inode: int, fh: int, poll_handle: Any, ctx: pyfuse3.RequestContext
+    ) -> int:
+        entry = self.files.get(fh)
+        if entry is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        try:
+            return await self.spec.poll(entry[0], poll_handle=poll_handle)
+        except DeviceError as exc:
+            raise _err(exc) from None
+
+    async def flush(self, fh: int) -> None:
+        return None
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        return None
+
+    async def release(self, fh: int) -> None:
+        entry = self.files.pop(fh, None)
+        if entry is None:
+            return
+        fp, node = entry
+        try:
+            await self.spec.close(fp)
+        finally:
+            node.nopen -= 1
+            self.table.maybe_free(node)
+
+    def stacktrace(self) -> None:  # pragma: no cover - debugging aid
+        log.info("stack trace requested")
+
+    # -- for the control socket -----------------------------------------------
+
+    def resolve(self, mountpoint: str, path: str) -> Node:
+        """The node at ``path`` (absolute, under ``mountpoint``), without FUSE.
+
+        The daemon must never walk its own mount through the kernel.
+
+        Raises:
+            DeviceError: ``EXDEV`` if ``path`` is not on this mount, else
+                lookup errors.
+        """
+        rel = os.path.relpath(os.path.normpath(path), mountpoint)
+        if rel == os.curdir:
+            return self.table.root
+        if rel.startswith(os.pardir):
+            raise DeviceError(errno.EXDEV, f"{path} is not on {mountpoint}")
+        node = self.table.root
+        for part in rel.split(os.sep):
+            node = self.table.lookup(node.inode, os.fsencode(part))
+            if stat.S_ISLNK(node.mode):
+                raise DeviceError(errno.ELOOP, "symbolic links are not followed here")
+        return node
+
+

@@ -1,0 +1,320 @@
+"""The /dev tree: inodes, directory entries, modes, owners, times. Pure.
+
+No trio, no pyfuse3, no clock: callers pass ``now`` (nanoseconds since the
+epoch). Errors are ``DeviceError(errno)``; the file system turns them into
+FUSE errors. Semantics follow a tmpfs ``/dev``: directories, character
+nodes, FIFOs and symbolic links; hard links to non-directories; ``rename``
+with ``RENAME_NOREPLACE`` and ``RENAME_EXCHANGE``. Permission checks are the
+kernel's (``default_permissions``); only ownership rules the kernel leaves
+to the file system (a new node's owner) are applied here.
+
+An inode lives while it has a name, an open file or a kernel lookup
+reference (``nlookup``, dropped by FORGET), as FUSE requires.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+from collections.abc import Iterator
+from typing import Final, final
+
+from devfsd.errors import DeviceError
+
+__all__ = ["NAME_MAX", "ROOT_INODE", "Node", "NodeTable"]
+
+ROOT_INODE: Final = 1
+NAME_MAX: Final = 255
+SYMLINK_MAX: Final = 4095
+
+RENAME_NOREPLACE: Final = 1
+RENAME_EXCHANGE: Final = 2
+
+
+@final
+class Node:
+    """One inode."""
+
+    __slots__ = (
+        "atime_ns",
+        "children",
+        "ctime_ns",
+        "gid",
+        "inode",
+        "mode",
+        "mtime_ns",
+        "nlink",
+        "nlookup",
+        "nopen",
+        "parent",
+        "rdev",
+        "target",
+        "uid",
+    )
+
+    def __init__(self, inode: int, mode: int, uid: int, gid: int, now: int, rdev: int = 0) -> None:
+        self.inode = inode
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.rdev = rdev
+        self.atime_ns = self.mtime_ns = self.ctime_ns = now
+        self.nlink = 0
+        self.nlookup = 0
+        self.nopen = 0
+        self.parent = 0
+        self.target = b""
+        self.children: dict[bytes, int] | None = {} if stat.S_ISDIR(mode) else None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.children is not None
+
+    @property
+    def is_chr(self) -> bool:
+        return stat.S_ISCHR(self.mode)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.inode} mode={self.mode:o} nlink={self.nlink}>"
+
+
+def _check_name(name: bytes) -> None:
+    if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
+        raise DeviceError(errno.EINVAL, f"invalid name {name!r}")
+    if len(name) > NAME_MAX:
+        raise DeviceError(errno.ENAMETOOLONG)
+
+
+@final
+class NodeTable:
+    """All inodes of one mount."""
+
+    def __init__(self, now: int, root_mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
+        self.nodes: dict[int, Node] = {}
+        self._next = ROOT_INODE
+        root = self._new(stat.S_IFDIR | root_mode, uid, gid, now)
+        root.nlink = 2
+        root.parent = ROOT_INODE
+        self.root = root
+
+    def _new(self, mode: int, uid: int, gid: int, now: int, rdev: int = 0) -> Node:
+        node = Node(self._next, mode, uid, gid, now, rdev)
+        self.nodes[self._next] = node
+        self._next += 1
+        return node
+
+    def get(self, inode: int) -> Node:
+        """The node ``inode``; ``ENOENT`` if it is gone."""
+        node = self.nodes.get(inode)
+        if node is None:
+            raise DeviceError(errno.ENOENT)
+        return node
+
+    def dir(self, inode: int) -> Node:
+        node = self.get(inode)
+        if node.children is None:
+            raise DeviceError(errno.ENOTDIR)
+        return node
+
+    def lookup(self, parent: int, name: bytes) -> Node:
+        """The node called ``name`` in ``parent`` (``.`` and ``..`` too)."""
+        d = self.dir(parent)
+        if name == b".":
+            return d
+        if name == b"..":
+            return self.get(d.parent)
+        assert d.children is not None
+        ino = d.children.get(name)
+        if ino is None:
+            if len(name) > NAME_MAX:
+                raise DeviceError(errno.ENAMETOOLONG)
+            raise DeviceError(errno.ENOENT)
+        return self.nodes[ino]
+
+    def entries(self, parent: int) -> Iterator[tuple[bytes, Node]]:
+        """(name, node) of each entry of ``parent``, in creation order."""
+        d = self.dir(parent)
+        assert d.children is not None
+        for name, ino in d.children.items():
+            yield name, self.nodes[ino]
+
+    def _link_in(self, d: Node, name: bytes, node: Node, now: int) -> None:
+        assert d.children is not None
+        d.children[name] = node.inode
+        node.nlink += 1
+        if node.is_dir:
+            node.parent = d.inode
+            d.nlink += 1
+        d.mtime_ns = d.ctime_ns = now
+
+    def _check_new(self, parent: int, name: bytes) -> Node:
+        _check_name(name)
+        d = self.dir(parent)
+        assert d.children is not None
+        if name in d.children:
+            raise DeviceError(errno.EEXIST)
+        return d
+
+    def _owner_gid(self, d: Node, gid: int) -> int:
+        # A setgid directory hands its group down, as on tmpfs.
+        return d.gid if d.mode & stat.S_ISGID else gid
+
+    def mknod(
+        self, parent: int, name: bytes, mode: int, rdev: int, uid: int, gid: int, now: int
+    ) -> Node:
+        """Make a character node or a FIFO.
+
+        Raises:
+            DeviceError: ``EEXIST``, ``ENOENT``, ``ENOTDIR``, ``EINVAL``,
+                ``ENAMETOOLONG``; ``EOPNOTSUPP`` for block devices, regular
+                files and sockets (devfsd serves character devices).
+        """
+        fmt = stat.S_IFMT(mode)
+        if fmt not in (stat.S_IFCHR, stat.S_IFIFO):
+            raise DeviceError(errno.EOPNOTSUPP)
+        d = self._check_new(parent, name)
+        node = self._new(mode, uid, self._owner_gid(d, gid), now, rdev if fmt == stat.S_IFCHR else 0)
+        self._link_in(d, name, node, now)
+        return node
+
+    def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int, now: int) -> Node:
+        d = self._check_new(parent, name)
+        perm = stat.S_IMODE(mode) | (d.mode & stat.S_ISGID)
+        node = self._new(stat.S_IFDIR | perm, uid, self._owner_gid(d, gid), now)
+        node.nlink = 1  # "." ; the entry in the parent adds one
+        self._link_in(d, name, node, now)
+        return node
+
+    def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int, now: int) -> Node:
+        if not target or b"\0" in target:
+            raise DeviceError(errno.EINVAL if target else errno.ENOENT)
+        if len(target) > SYMLINK_MAX:
+            raise DeviceError(errno.ENAMETOOLONG)
+        d = self._check_new(parent, name)
+        node = self._new(stat.S_IFLNK | 0o777, uid, self._owner_gid(d, gid), now)
+        node.target = target
+        self._link_in(d, name, node, now)
+        return node
+
+    def link(self, inode: int, parent: int, name: bytes, now: int) -> Node:
+        node = self.get(inode)
+        if node.is_dir:
+            raise DeviceError(errno.EPERM)
+        d = self._check_new(parent, name)
+        self._link_in(d, name, node, now)
+        node.ctime_ns = now
+        return node
+
+    def _unlink_entry(self, d: Node, name: bytes, node: Node, now: int) -> None:
+        assert d.children is not None
+        del d.children[name]
+        node.nlink -= 1
+        if node.is_dir:
+            node.nlink -= 1  # its "."
+            d.nlink -= 1
+        d.mtime_ns = d.ctime_ns = now
+        node.ctime_ns = now
+        self.maybe_free(node)
+
+    def unlink(self, parent: int, name: bytes, now: int) -> Node:
+        d = self.dir(parent)
+        node = self.lookup(parent, name)
+        if name in (b".", b".."):
+            raise DeviceError(errno.EINVAL)
+        if node.is_dir:
+            raise DeviceError(errno.EISDIR)
+        self._unlink_entry(d, name, node, now)
+        return node
+
+    def rmdir(self, parent: int, name: bytes, now: int) -> Node:
+        d = self.dir(parent)
+        if name == b".":
+            raise DeviceError(errno.EINVAL)
+        if name == b"..":
+            raise DeviceError(errno.ENOTEMPTY)
+        node = self.lookup(parent, name)
+        if not node.is_dir:
+            raise DeviceError(errno.ENOTDIR)
+        if node.children:
+            raise DeviceError(errno.ENOTEMPTY)
+        self._unlink_entry(d, name, node, now)
+        return node
+
+    def _is_ancestor(self, anc: int, ino: int) -> bool:
+        while True:
+            if ino == anc:
+                return True
+            if ino == ROOT_INODE:
+                return False
+            ino = self.nodes[ino].parent
+
+    def rename(
+        self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int, now: int
+    ) -> None:
+        """rename(2) / renameat2(2) with ``RENAME_NOREPLACE``, ``RENAME_EXCHANGE``.
+
+        Raises:
+            DeviceError: ``ENOENT``, ``EEXIST``, ``EISDIR``, ``ENOTDIR``,
+                ``ENOTEMPTY``, ``EINVAL`` (a directory into itself, bad flags).
+        """
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (
+            RENAME_NOREPLACE | RENAME_EXCHANGE
+        ):
+            raise DeviceError(errno.EINVAL)
+        if old in (b".", b"..") or new in (b".", b".."):
+            raise DeviceError(errno.EBUSY)
+        _check_name(new)
+        od = self.dir(old_parent)
+        nd = self.dir(new_parent)
+        src = self.lookup(old_parent, old)
+        assert od.children is not None and nd.children is not None
+        dst_ino = nd.children.get(new)
+        dst = self.nodes[dst_ino] if dst_ino is not None else None
+        if flags & RENAME_EXCHANGE:
+            if dst is None:
+                raise DeviceError(errno.ENOENT)
+            for n, d in ((src, nd), (dst, od)):
+                if n.is_dir and self._is_ancestor(n.inode, d.inode):
+                    raise DeviceError(errno.EINVAL)
+            od.children[old], nd.children[new] = dst.inode, src.inode
+            for n, d, other in ((src, nd, od), (dst, od, nd)):
+                if n.is_dir and d is not other:
+                    n.parent = d.inode
+                    d.nlink += 1
+                    other.nlink -= 1
+                n.ctime_ns = now
+            od.mtime_ns = od.ctime_ns = nd.mtime_ns = nd.ctime_ns = now
+            return
+        if dst is src:
+            return  # same inode: nothing to do, as POSIX says
+        if src.is_dir and self._is_ancestor(src.inode, nd.inode):
+            raise DeviceError(errno.EINVAL)
+        if dst is not None:
+            if flags & RENAME_NOREPLACE:
+                raise DeviceError(errno.EEXIST)
+            if src.is_dir and not dst.is_dir:
+                raise DeviceError(errno.ENOTDIR)
+            if dst.is_dir and not src.is_dir:
+                raise DeviceError(errno.EISDIR)
+            if dst.is_dir and dst.children:
+                raise DeviceError(errno.ENOTEMPTY)
+            self._unlink_entry(nd, new, dst, now)
+        del od.children[old]
+        nd.children[new] = src.inode
+        if src.is_dir and od is not nd:
+            src.parent = nd.inode
+            od.nlink -= 1
+            nd.nlink += 1
+        src.ctime_ns = now
+        od.mtime_ns = od.ctime_ns = nd.mtime_ns = nd.ctime_ns = now
+
+    def maybe_free(self, node: Node) -> None:
+        """Drop ``node`` once it has no name, no open file and no lookup."""
+        if node.nlink <= 0 and node.nlookup <= 0 and node.nopen <= 0 and node.inode != ROOT_INODE:
+            self.nodes.pop(node.inode, None)
+
+    def forget(self, inode: int, n: int) -> None:
+        node = self.nodes.get(inode)
+        if node is not None:
+            node.nlookup = max(0, node.nlookup - n)
+            self.maybe_free(node)

@@ -1,0 +1,260 @@
+"""The module framework in-process: load, unload, requirements, errors, autoload."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from devfsd.cdevsw import devsw
+from devfsd.errors import DeviceError
+from devfsd.testing.harness import Kernel
+
+MODS = Path(__file__).resolve().parent.parent / "modules"
+
+
+def errno_of(excinfo: pytest.ExceptionInfo[DeviceError]) -> int:
+    return excinfo.value.errno
+
+
+async def test_load_attach_unload_detach() -> None:
+    async with Kernel.running([MODS]) as k:
+        await k.modload("msgq")
+        maj = devsw.getmajor("msgq")
+        assert maj is not None and devsw.lookup(maj) is not None
+        assert [s.name for s in k.loader.stat()] == ["msgq"]
+        await k.modunload("msgq")
+        assert devsw.lookup(maj) is None
+        assert devsw.getmajor("msgq") == maj  # the name keeps its major
+        await k.modload("msgq")
+        assert devsw.getmajor("msgq") == maj
+
+
+@pytest.mark.parametrize(
+    ("spec", "err"),
+    [
+        ("nonexistent", errno.ENOENT),
+        ("", errno.ENOENT),
+        ("x" * 40, errno.ENAMETOOLONG),
+        ("/nonexistent/module", errno.ENOENT),
+        ("a\0b", errno.EINVAL),
+        ("cyca", errno.EDEADLK),
+    ],
+)
+async def test_load_errors(spec: str, err: int) -> None:
+    async with Kernel.running([MODS]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.modload(spec)
+        assert errno_of(ei) == err
+        assert k.loader.stat() == []
+
+
+async def test_load_twice_is_eexist() -> None:
+    async with Kernel.running([MODS]) as k:
+        await k.modload("msgq")
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("msgq")
+        assert errno_of(ei) == errno.EEXIST
+        with pytest.raises(DeviceError) as ei:
+            await k.modload(str(MODS / "msgq"))
+        assert errno_of(ei) == errno.EEXIST
+
+
+async def test_unload_unknown_is_enoent() -> None:
+    async with Kernel.running([MODS]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.modunload("msgq")
+        assert errno_of(ei) == errno.ENOENT
+
+
+async def test_load_by_path() -> None:
+    async with Kernel.running([]) as k:
+        await k.modload(str(MODS / "msgq"))
+        assert [s.name for s in k.loader.stat()] == ["msgq"]
+
+
+async def test_requirements_autoload_and_pin() -> None:
+    async with Kernel.running([MODS]) as k:
+        await k.modload("needsmsgq")
+        rows = {s.name: s for s in k.loader.stat()}
+        assert rows["msgq"].flags == "a" and rows["msgq"].refs == 1
+        assert rows["needsmsgq"].flags == "-" and rows["needsmsgq"].requires == ("msgq",)
+        with pytest.raises(DeviceError) as ei:
+            await k.modunload("msgq")
+        assert errno_of(ei) == errno.EBUSY
+        await k.modunload("needsmsgq")
+        assert {s.name: s.refs for s in k.loader.stat()} == {"msgq": 0}
+
+
+async def test_failed_init_leaves_nothing() -> None:
+    async with Kernel.running([MODS]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("badinit")
+        assert errno_of(ei) == errno.ENOSPC
+        maj = devsw.getmajor("badinit")
+        assert maj is not None and devsw.lookup(maj) is None
+        await trio.testing.wait_all_tasks_blocked()
+        import sys
+
+        assert not any(m.startswith("devfsd_modules.badinit") for m in sys.modules)
+        assert k.loader.stat() == []
+        await k.modload("badinit", {"ok": True})
+        assert devsw.lookup(maj) is not None
+
+
+async def test_fini_ebusy_keeps_module() -> None:
+    async with Kernel.running([MODS]) as k:
+        await k.modload("msgq")
+        f = await k.open("msgq", 0)
+        with pytest.raises(DeviceError) as ei:
+            await k.modunload("msgq")
+        assert errno_of(ei) == errno.EBUSY
+        assert [s.name for s in k.loader.stat()] == ["msgq"]
+        await f.close()
+        await k.modunload("msgq")
+
+
+async def test_props_validated() -> None:
+    async with Kernel.running([MODS]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("msgq", {"x": 1.5})  # type: ignore[dict-item]
+        assert errno_of(ei) == errno.EINVAL
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("msgq", {"x": "y" * 5000})
+        assert errno_of(ei) == errno.ENOMEM
+
+
+async def test_open_autoloads_a_named_major() -> None:
+    async with Kernel.running([MODS]) as k:
+        await k.modload("msgq")
+        await k.modunload("msgq")  # msgq keeps its major, with no driver
+        f = await k.open("msgq", 3)
+        assert [(s.name, s.flags) for s in k.loader.stat()] == [("msgq", "a")]
+        await f.close()
+
+
+async def test_open_of_unnamed_major_is_enxio() -> None:
+    async with Kernel.running([MODS]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.open(300, 0)
+        assert errno_of(ei) == errno.ENXIO
+
+
+async def test_autoload_by_reserved_name(tmp_path: Path) -> None:
+    (tmp_path / "mm").mkdir()
+    (tmp_path / "mm" / "__init__.py").write_text((MODS / "msgq" / "__init__.py").read_text()
+        .replace('name="msgq"', 'name="mm"').replace('devsw_attach("msgq"', 'devsw_attach("mm"'))
+    async with Kernel.running([tmp_path]) as k:
+        f = await k.open("mm", 0)  # major 2 is reserved for "mm"
+        assert [(s.name, s.flags) for s in k.loader.stat()] == [("mm", "a")]
+        await f.close()
+
+
+async def test_autounload_after_quiet_period() -> None:
+    async with Kernel.running([MODS], autotime=0.0) as k:
+        k.loader.autotime = 10.0
+        await k.modload("msgq")
+        await k.modunload("msgq")
+        f = await k.open("msgq", 0)
+        await f.write(b"x")
+        assert await f.read(10) == b"x"
+        await k.loader._autounload_pass()  # open: not quiet
+        assert [s.name for s in k.loader.stat()] == ["msgq"]
+        await f.close()
+        await k.loader._autounload_pass()  # quiet, but not for 10 s yet
+        assert [s.name for s in k.loader.stat()] == ["msgq"]
+        # The loader's clock is time.monotonic; make the module look old.
+        k.loader.modules["msgq"].last_used -= 11
+        await k.loader._autounload_pass()
+        assert k.loader.stat() == []
+
+
+async def test_driver_exception_is_eio_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    async with Kernel.running([MODS]) as k:
+        await k.modload("faulty")
+        f = await k.open("faulty", 0)
+        with pytest.raises(DeviceError) as ei:
+            await f.read(10)
+        assert errno_of(ei) == errno.EIO
+        assert "ZeroDivisionError" in caplog.text
+        g = await k.open("faulty", 1)
+        assert await g.read(10) == b"fine\n"
+        assert await g.poll() == __import__("select").POLLERR
+        await f.close()
+        await g.close()
+
+
+async def test_enxio_after_unload_of_open_file() -> None:
+    async with Kernel.running([MODS]) as k:
+        await k.modload("faulty")
+        f = await k.open("faulty", 1)
+        await k.modunload("faulty")
+        with pytest.raises(DeviceError) as ei:
+            await f.read(10)
+        assert errno_of(ei) == errno.ENXIO
+        with pytest.raises(DeviceError) as ei:
+            await f.write(b"x")
+        assert errno_of(ei) == errno.ENXIO
+        await f.close()
+
+
+async def test_blocking_read_wakes_on_write() -> None:
+    async with Kernel.running([MODS]) as k:
+        await k.modload("msgq")
+        r = await k.open("msgq", 0, os.O_RDONLY)
+        w = await k.open("msgq", 0, os.O_WRONLY)
+        got: list[bytes] = []
+        async with trio.open_nursery() as n:
+            async def reader() -> None:
+                got.append(await r.read(100))
+
+            n.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            await w.write(b"hello")
+        assert got == [b"hello"]
+        nb = await k.open("msgq", 0, os.O_RDONLY | os.O_NONBLOCK)
+        with pytest.raises(DeviceError) as ei:
+            await nb.read(10)
+        assert errno_of(ei) == errno.EAGAIN
+        for f in (r, w, nb):
+            await f.close()
+
+
+async def test_unload_wakes_sleepers_with_enxio() -> None:
+    async with Kernel.running([MODS]) as k:
+        await k.modload("msgq")
+        r = await k.open("msgq", 0)
+        errs: list[int] = []
+        async with trio.open_nursery() as n:
+            async def reader() -> None:
+                try:
+                    await r.read(100)
+                except DeviceError as exc:
+                    errs.append(exc.errno)
+
+            n.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            # Module refuses while open; the shutdown path aborts sleepers.
+            from devfsd.cdevsw._wait import abort_sleepers
+
+            assert abort_sleepers() == 1
+        assert errs == [errno.ENXIO]
+        await r.close()
+
+
+async def test_d_close_only_on_last_close() -> None:
+    async with Kernel.running([MODS]) as k:
+        await k.modload("msgq")
+        mod = k.loader.modules["msgq"].pymod
+        a = await k.open("msgq", 0)
+        b = await k.open("msgq", 0)
+        assert mod.open_devs[a.dev] == 2
+        await a.close()
+        assert a.dev in mod.open_devs  # d_close not called yet
+        await b.close()
+        assert a.dev not in mod.open_devs
