@@ -129,16 +129,24 @@ def _setup_logging(args: argparse.Namespace) -> None:
     handler: logging.Handler
     if args.foreground and not args.log:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
     elif args.log:
         handler = logging.FileHandler(args.log)
-        handler.setFormatter(logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
     elif os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler("/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        handler = logging.handlers.SysLogHandler(
+            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON
+        )
         handler.setFormatter(logging.Formatter("devfsd[%(process)d]: %(levelname)s %(name)s: %(message)s"))
     else:
         handler = logging.FileHandler("/var/log/devfsd.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
     root.handlers[:] = [handler]
     stream = getattr(handler, "stream", None)
     if stream is not None and hasattr(stream, "fileno"):

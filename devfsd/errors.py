@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ControlError", "DeviceError", "DevfsdError"]
+__all__ = ["ControlError", "DevfsdError", "DeviceError"]
 
 
 class DevfsdError(Exception):
@@ -28,7 +28,7 @@ class DevfsdError(Exception):
     """
 
     def __init__(self, errno: int, msg: str | None = None) -> None:
-        if not isinstance(errno, int) or isinstance(errno, bool) or errno <= 0:
+        if isinstance(errno, bool) or errno <= 0:
             raise ValueError(f"errno must be a positive int, not {errno!r}")
         super().__init__(errno, msg)
         self.errno = errno

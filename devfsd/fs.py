@@ -148,9 +148,8 @@ class DevFs(pyfuse3.Operations):
         except DeviceError as exc:
             raise _err(exc) from None
         now = self.clock()
-        if fields.update_size:
-            if node.is_dir:
-                raise pyfuse3.FUSEError(errno.EISDIR)
+        if fields.update_size and node.is_dir:
+            raise pyfuse3.FUSEError(errno.EISDIR)
             # Truncating a device node does nothing (echo x > node opens O_TRUNC).
         if fields.update_mode:
             node.mode = stat.S_IFMT(node.mode) | stat.S_IMODE(attr.st_mode)
@@ -243,9 +242,7 @@ class DevFs(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> None:
         try:
-            self.table.rename(
-                parent_inode_old, name_old, parent_inode_new, name_new, flags, self.clock()
-            )
+            self.table.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, self.clock())
         except DeviceError as exc:
             raise _err(exc) from None
         self._changed()
@@ -326,9 +323,7 @@ class DevFs(pyfuse3.Operations):
             raise _err(exc) from None
         return list(self._xattrs(node))
 
-    async def setxattr(
-        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
-    ) -> None:
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
         raise pyfuse3.FUSEError(errno.EPERM if name.startswith(b"user.devfsd.") else errno.ENOTSUP)
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -371,9 +366,7 @@ class DevFs(pyfuse3.Operations):
         except KeyError:
             raise pyfuse3.FUSEError(errno.EBADF) from None
 
-    async def poll(
-        self, inode: int, fh: int, poll_handle: Any, ctx: pyfuse3.RequestContext
-    ) -> int:
+    async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: pyfuse3.RequestContext) -> int:
         entry = self.files.get(fh)
         if entry is None:
             raise pyfuse3.FUSEError(errno.EBADF)
@@ -424,5 +417,3 @@ class DevFs(pyfuse3.Operations):
             if stat.S_ISLNK(node.mode):
                 raise DeviceError(errno.ELOOP, "symbolic links are not followed here")
         return node
-
-

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import errno
 import stat
-from collections.abc import Iterator
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 from devfsd.errors import DeviceError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["NAME_MAX", "ROOT_INODE", "Node", "NodeTable"]
 
@@ -159,9 +161,7 @@ class NodeTable:
         # A setgid directory hands its group down, as on tmpfs.
         return d.gid if d.mode & stat.S_ISGID else gid
 
-    def mknod(
-        self, parent: int, name: bytes, mode: int, rdev: int, uid: int, gid: int, now: int
-    ) -> Node:
+    def mknod(self, parent: int, name: bytes, mode: int, rdev: int, uid: int, gid: int, now: int) -> Node:
         """Make a character node or a FIFO.
 
         Raises:
@@ -248,18 +248,14 @@ class NodeTable:
                 return False
             ino = self.nodes[ino].parent
 
-    def rename(
-        self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int, now: int
-    ) -> None:
+    def rename(self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int, now: int) -> None:
         """rename(2) / renameat2(2) with ``RENAME_NOREPLACE``, ``RENAME_EXCHANGE``.
 
         Raises:
             DeviceError: ``ENOENT``, ``EEXIST``, ``EISDIR``, ``ENOTDIR``,
                 ``ENOTEMPTY``, ``EINVAL`` (a directory into itself, bad flags).
         """
-        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (
-            RENAME_NOREPLACE | RENAME_EXCHANGE
-        ):
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (RENAME_NOREPLACE | RENAME_EXCHANGE):
             raise DeviceError(errno.EINVAL)
         if old in (b".", b"..") or new in (b".", b".."):
             raise DeviceError(errno.EBUSY)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Final, final
 from devfsd.cdevsw._dev import Dev, major
 from devfsd.cdevsw._switch import FNONBLOCK, FREAD, FWRITE, File, Lwp
 from devfsd.cdevsw._table import devsw
-from devfsd.cdevsw._uio import IO_NDELAY, UIO_READ, UIO_WRITE, Uio
+from devfsd.cdevsw._uio import IO_NDELAY, UIO_READ, Uio
 from devfsd.errors import DeviceError
 
 if TYPE_CHECKING:

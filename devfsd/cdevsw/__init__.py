@@ -9,7 +9,7 @@ driver needs is importable from here::
 from __future__ import annotations
 
 from devfsd.cdevsw._dev import MAXDEVSW, MAXMINOR, Dev, Major, Minor, major, makedev, minor
-from devfsd.cdevsw._ioccom import IOC_IN, IOC_OUT, IOCPARM_LEN, IO, IOR, IOW, IOWR
+from devfsd.cdevsw._ioccom import IO, IOC_IN, IOC_OUT, IOCPARM_LEN, IOR, IOW, IOWR
 from devfsd.cdevsw._switch import (
     D_MPSAFE,
     D_OTHER,
@@ -50,9 +50,9 @@ __all__ = [
     "FREAD",
     "FWRITE",
     "IO",
+    "IOCPARM_LEN",
     "IOC_IN",
     "IOC_OUT",
-    "IOCPARM_LEN",
     "IOR",
     "IOW",
     "IOWR",

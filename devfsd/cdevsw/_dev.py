@@ -26,12 +26,7 @@ MAXMINOR: Final = (1 << 20) - 1
 
 def makedev(maj: int, mnr: int) -> Dev:
     """Encode a major and a minor as a ``Dev`` (Linux ``makedev``)."""
-    return Dev(
-        ((maj & 0xFFFFF000) << 32)
-        | ((maj & 0xFFF) << 8)
-        | ((mnr & 0xFFFFFF00) << 12)
-        | (mnr & 0xFF)
-    )
+    return Dev(((maj & 0xFFFFF000) << 32) | ((maj & 0xFFF) << 8) | ((mnr & 0xFFFFFF00) << 12) | (mnr & 0xFF))
 
 
 def major(dev: int) -> Major:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["IOCPARM_LEN", "IOC_IN", "IOC_OUT", "IOC_VOID", "IO", "IOR", "IOW", "IOWR"]
+__all__ = ["IO", "IOCPARM_LEN", "IOC_IN", "IOC_OUT", "IOC_VOID", "IOR", "IOW", "IOWR"]
 
 IOCPARM_MASK: Final = 0x1FFF
 IOC_VOID: Final = 0x20000000
@@ -22,22 +22,22 @@ def _ioc(inout: int, group: int, num: int, length: int) -> int:
     return inout | ((length & IOCPARM_MASK) << 16) | ((group & 0xFF) << 8) | (num & 0xFF)
 
 
-def IO(group: int, num: int) -> int:  # noqa: N802 - ioccom.h's name
+def IO(group: int, num: int) -> int:
     return _ioc(IOC_VOID, group, num, 0)
 
 
-def IOR(group: int, num: int, length: int) -> int:  # noqa: N802
+def IOR(group: int, num: int, length: int) -> int:
     return _ioc(IOC_OUT, group, num, length)
 
 
-def IOW(group: int, num: int, length: int) -> int:  # noqa: N802
+def IOW(group: int, num: int, length: int) -> int:
     return _ioc(IOC_IN, group, num, length)
 
 
-def IOWR(group: int, num: int, length: int) -> int:  # noqa: N802
+def IOWR(group: int, num: int, length: int) -> int:
     return _ioc(IOC_IN | IOC_OUT, group, num, length)
 
 
-def IOCPARM_LEN(cmd: int) -> int:  # noqa: N802
+def IOCPARM_LEN(cmd: int) -> int:
     """The parameter size encoded in ``cmd``."""
     return (cmd >> 16) & IOCPARM_MASK

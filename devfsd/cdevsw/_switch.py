@@ -124,9 +124,7 @@ class Lwp:
 
     __slots__ = ("fp", "gid", "pid", "poll_handle", "uid")
 
-    def __init__(
-        self, pid: int, uid: int, gid: int, fp: File | None = None, poll_handle: Any = None
-    ) -> None:
+    def __init__(self, pid: int, uid: int, gid: int, fp: File | None = None, poll_handle: Any = None) -> None:
         self.pid = pid
         self.uid = uid
         self.gid = gid

@@ -23,13 +23,14 @@ instance; tests make their own ``DevswTable`` or call ``reset()``.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final, final
 
 from devfsd.cdevsw._dev import MAXDEVSW, Major
 from devfsd.errors import DeviceError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from devfsd.cdevsw._switch import Cdevsw
 
 __all__ = ["DYNAMIC_MAJOR_BASE", "RESERVED_MAJORS", "DevswTable", "devsw"]
@@ -75,9 +76,7 @@ class DevswTable:
 
     def entries(self) -> list[tuple[str, Major, bool]]:
         """Every (name, major, attached) in major order (``mknod -l``)."""
-        return sorted(
-            ((n, m, m in self._slots) for n, m in self._conv.items()), key=lambda e: e[1]
-        )
+        return sorted(((n, m, m in self._slots) for n, m in self._conv.items()), key=lambda e: e[1])
 
     def names_of(self, cdevsw: Cdevsw) -> list[Major]:
         """The majors at which ``cdevsw`` is attached."""
@@ -150,7 +149,7 @@ class DevswTable:
 
     def reset(self) -> None:
         """Forget everything but the reservations (tests only)."""
-        self.__init__()  # type: ignore[misc]
+        self.__init__()
 
 
 #: The process's table.

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, final
 
 from devfsd.cdevsw._dev import Dev
 from devfsd.cdevsw._ioccom import IOC_IN, IOC_OUT, IOCPARM_LEN
-from devfsd.cdevsw._switch import Lwp
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import sleepers
 from devfsd.errors import ControlError, DeviceError
 
 if TYPE_CHECKING:
+    from devfsd.cdevsw._switch import Lwp
     from devfsd.fs import DevFs
     from devfsd.kern.loader import ModuleLoader
 

@@ -57,9 +57,9 @@ class Client:
                         return decode_reply(msg)
         except TimeoutError:
             raise ControlError(errno.ETIMEDOUT) from None
+        except ControlError:
+            raise
         except OSError as exc:
-            if isinstance(exc, ControlError):
-                raise
             raise ControlError(exc.errno or errno.EIO) from None
 
     def ping(self) -> None:

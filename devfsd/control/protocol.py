@@ -16,10 +16,12 @@ from __future__ import annotations
 import errno
 import json
 import struct
-from collections.abc import Mapping
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from devfsd.errors import ControlError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "MAX_MESSAGE",
@@ -134,7 +136,7 @@ def parse_request(msg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
                 continue
             raise ProtocolError(errno.EINVAL, f"{op}: missing argument {name!r}")
         v = msg[name]
-        if isinstance(v, bool) and bool not in types or not isinstance(v, types):
+        if (isinstance(v, bool) and bool not in types) or not isinstance(v, types):
             raise ProtocolError(errno.EINVAL, f"{op}: argument {name!r} has the wrong type")
         args[name] = v
     return op, args

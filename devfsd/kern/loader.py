@@ -43,7 +43,6 @@ import os
 import sys
 import time
 import types
-from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
@@ -57,6 +56,8 @@ from devfsd.kern.module import ModCmd, ModuleClass, ModuleInfo, validate_module_
 from devfsd.kern.props import check_props
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable
+
     from devfsd.cdevsw._dev import Major
     from devfsd.cdevsw._switch import Cdevsw
     from devfsd.kern.module import Props
@@ -145,7 +146,9 @@ def current_module() -> LoadedModule | None:
 _root_nursery: trio.Nursery | None = None
 
 
-def kthread_create(fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> trio.CancelScope:
+def kthread_create(
+    fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
+) -> trio.CancelScope:
     """Start a background task owned by the calling module (``kthread_create(9)``).
 
     Call from a module's modcmd (INIT) or from one of its threads. The task
@@ -304,9 +307,7 @@ class ModuleLoader:
 
     # -- load / unload --------------------------------------------------
 
-    async def load(
-        self, spec: str, props: Props | None = None, *, autoload: bool = False
-    ) -> LoadedModule:
+    async def load(self, spec: str, props: Props | None = None, *, autoload: bool = False) -> LoadedModule:
         """Load a module (``modload``).
 
         Args:

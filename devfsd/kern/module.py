@@ -99,10 +99,9 @@ class ModuleInfo:
 
     def __post_init__(self) -> None:
         validate_module_name(self.name)
-        if isinstance(self.required, str):
+        req: object = self.required
+        if isinstance(req, str):
             # NetBSD writes "a,b": accept it, store a tuple.
-            object.__setattr__(
-                self, "required", tuple(r for r in self.required.split(",") if r)
-            )
+            object.__setattr__(self, "required", tuple(r for r in req.split(",") if r))
         for r in self.required:
             validate_module_name(r)

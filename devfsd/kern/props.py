@@ -105,9 +105,7 @@ def check_props(props: object) -> dict[str, str | int | bool]:
     for k, v in props.items():
         if not isinstance(k, str) or not k:
             raise DeviceError(errno.EINVAL, "property names must be non-empty strings")
-        if isinstance(v, bool | str):
-            out[k] = v
-        elif isinstance(v, int) and _INT64_MIN <= v <= _INT64_MAX:
+        if isinstance(v, bool | str) or (isinstance(v, int) and _INT64_MIN <= v <= _INT64_MAX):
             out[k] = v
         else:
             raise DeviceError(errno.EINVAL, f"property {k}: value must be a string, int64 or bool")

@@ -15,7 +15,6 @@ unload and ``EIO`` for driver exceptions behave as behind a real mount::
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, final
 
@@ -30,6 +29,8 @@ from devfsd.kern.loader import ModuleLoader
 from devfsd.specfs import SpecFs
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+
     from devfsd.cdevsw._switch import File
     from devfsd.cdevsw._uio import Buffer
     from devfsd.kern.module import Props
@@ -68,9 +69,7 @@ class OpenFile:
 class Kernel:
     """Module loader + device switch + I/O path, in this process."""
 
-    def __init__(
-        self, modpath: Iterable[str | os.PathLike[str]] = (), *, autotime: float = 0.0
-    ) -> None:
+    def __init__(self, modpath: Iterable[str | os.PathLike[str]] = (), *, autotime: float = 0.0) -> None:
         self.loader = ModuleLoader(modpath, autotime=autotime)
         self.spec = SpecFs(self.loader)
 

@@ -8,6 +8,7 @@ does not go within the deadline.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -71,7 +72,11 @@ def _bin(name: str) -> str:
 
 
 def run(
-    argv: Sequence[str], *, input: bytes | None = None, timeout: float = 60.0, env: dict[str, str] | None = None
+    argv: Sequence[str],
+    *,
+    input: bytes | None = None,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a program (a devfsd tool by bare name, or any path) and collect its output."""
     argv = list(argv)
@@ -112,15 +117,15 @@ class DevfsdMount:
 
     def start(self) -> DevfsdMount:
         self.base.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):  # possibly a stale mount, which devfsd clears
             self.path.mkdir()
-        except FileExistsError:
-            pass  # possibly a stale mount, which devfsd clears
         argv = [_bin("devfsd"), "-f", "--control", self.control, "--log", str(self.log)]
         for d in self.modpath:
             argv += ["--modpath", d]
         argv += [*self.args, str(self.path)]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             wait_for(self._ready, START_TIMEOUT, f"devfsd on {self.path}")
         except BaseException:

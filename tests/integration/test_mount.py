@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,16 +23,18 @@ from devfsd.control.client import Client
 from devfsd.errors import ControlError
 from devfsd.testing.mount import DevfsdMount, is_mounted, run, wait_for
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
 MODS = Path(__file__).resolve().parent.parent / "modules"
 
 
 @pytest.fixture
-def mnt(tmp_path: Path) -> DevfsdMount:
-    m = DevfsdMount(tmp_path, modpath=[MODS], args=["--debug"])
-    with m:
-        yield m  # type: ignore[misc]
+def mnt(tmp_path: Path) -> Iterator[DevfsdMount]:
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug"]) as m:
+        yield m
 
 
 def msgq_node(m: DevfsdMount, name: str = "q", unit: int = 0, mode: int = 0o666) -> Path:
@@ -227,6 +230,37 @@ def test_thousand_sleepers_do_not_stop_other_requests(mnt: DevfsdMount) -> None:
             os.close(fd)
 
 
+def test_ioctl_through_the_control_socket(mnt: DevfsdMount) -> None:
+    from devfsd.cdevsw import IO, IOR
+
+    q = msgq_node(mnt)
+    for m in (b"a", b"b"):
+        _write(q, m)
+    c = mnt.client()
+    assert c.ioctl(str(q), IOR(ord("m"), 1, 4)) == struct.pack("<I", 2)
+    assert c.ioctl(str(q), IO(ord("m"), 2)) == b""
+    assert c.ioctl(str(q), IOR(ord("m"), 1, 4)) == struct.pack("<I", 0)
+    with pytest.raises(ControlError) as ei:
+        c.ioctl(str(q), IO(ord("m"), 9))
+    assert ei.value.errno == errno.ENOTTY
+    with pytest.raises(ControlError) as ei:
+        c.ioctl(str(mnt.path / "missing"), IO(ord("m"), 2))
+    assert ei.value.errno == errno.ENOENT
+    with pytest.raises(ControlError) as ei:
+        c.ioctl("/etc/passwd", IO(ord("m"), 2))
+    assert ei.value.errno == errno.EXDEV
+    # ioctl(2) itself cannot pass through FUSE: the kernel answers ENOTTY.
+    import fcntl
+
+    fd = os.open(q, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as oi:
+            fcntl.ioctl(fd, IOR(ord("m"), 1, 4), b"\0" * 4)
+        assert oi.value.errno == errno.ENOTTY
+    finally:
+        os.close(fd)
+
+
 def test_driver_exception_gives_eio_and_daemon_survives(mnt: DevfsdMount) -> None:
     c = mnt.client()
     c.modload("faulty")
@@ -245,7 +279,7 @@ def test_driver_exception_gives_eio_and_daemon_survives(mnt: DevfsdMount) -> Non
 def test_open_without_driver_is_enxio(mnt: DevfsdMount) -> None:
     os.mknod(mnt.path / "nothing", stat.S_IFCHR | 0o666, makedev(300, 0))
     with pytest.raises(OSError) as ei:
-        open(mnt.path / "nothing", "rb")
+        os.open(mnt.path / "nothing", os.O_RDONLY)
     assert ei.value.errno == errno.ENXIO
 
 

@@ -146,8 +146,12 @@ async def test_open_of_unnamed_major_is_enxio() -> None:
 
 async def test_autoload_by_reserved_name(tmp_path: Path) -> None:
     (tmp_path / "mm").mkdir()
-    (tmp_path / "mm" / "__init__.py").write_text((MODS / "msgq" / "__init__.py").read_text()
-        .replace('name="msgq"', 'name="mm"').replace('devsw_attach("msgq"', 'devsw_attach("mm"'))
+    (tmp_path / "mm" / "__init__.py").write_text(
+        (MODS / "msgq" / "__init__.py")
+        .read_text()
+        .replace('name="msgq"', 'name="mm"')
+        .replace('devsw_attach("msgq"', 'devsw_attach("mm"')
+    )
     async with Kernel.running([tmp_path]) as k:
         f = await k.open("mm", 0)  # major 2 is reserved for "mm"
         assert [(s.name, s.flags) for s in k.loader.stat()] == [("mm", "a")]
@@ -209,6 +213,7 @@ async def test_blocking_read_wakes_on_write() -> None:
         w = await k.open("msgq", 0, os.O_WRONLY)
         got: list[bytes] = []
         async with trio.open_nursery() as n:
+
             async def reader() -> None:
                 got.append(await r.read(100))
 
@@ -231,6 +236,7 @@ async def test_unload_wakes_sleepers_with_enxio() -> None:
         r = await k.open("msgq", 0)
         errs: list[int] = []
         async with trio.open_nursery() as n:
+
             async def reader() -> None:
                 try:
                     await r.read(100)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 
 import trio
+import trio.lowlevel
 
 from devfsd.cdevsw import Cdevsw, DeviceError, devsw_attach, devsw_detach, nullopen
 from devfsd.kern import ModCmd, ModuleClass, ModuleInfo, Props, kthread_create
@@ -29,7 +30,7 @@ async def modcmd(cmd: ModCmd, props: Props | None) -> None:
     if cmd == ModCmd.INIT:
         devsw_attach("badinit", cdevsw)
         kthread_create(spin, name="spin")
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         if not (props or {}).get("ok"):
             raise DeviceError(errno.ENOSPC)
     elif cmd == ModCmd.FINI:

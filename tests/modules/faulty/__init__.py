@@ -5,7 +5,18 @@ from __future__ import annotations
 
 import errno
 
-from devfsd.cdevsw import Cdevsw, Dev, DeviceError, Lwp, Uio, devsw_attach, devsw_detach, minor, nullclose, nullopen
+from devfsd.cdevsw import (
+    Cdevsw,
+    Dev,
+    DeviceError,
+    Lwp,
+    Uio,
+    devsw_attach,
+    devsw_detach,
+    minor,
+    nullclose,
+    nullopen,
+)
 from devfsd.kern import ModCmd, ModuleClass, ModuleInfo, Props
 
 MODULE = ModuleInfo(name="faulty", cls=ModuleClass.DRIVER)
@@ -25,7 +36,9 @@ async def faulty_poll(dev: Dev, events: int, l: Lwp) -> int:
     return "ready"  # type: ignore[return-value]
 
 
-cdevsw = Cdevsw(d_open=nullopen, d_close=nullclose, d_read=faulty_read, d_write=faulty_write, d_poll=faulty_poll)
+cdevsw = Cdevsw(
+    d_open=nullopen, d_close=nullclose, d_read=faulty_read, d_write=faulty_write, d_poll=faulty_poll
+)
 
 
 async def modcmd(cmd: ModCmd, props: Props | None) -> None:

@@ -4,15 +4,20 @@ Each minor is a queue of messages. write(2) queues one message; read(2)
 returns the oldest one, cut to the caller's buffer (the rest is dropped, as
 tun(4) does); with nothing queued a read sleeps, or fails EAGAIN when the
 file is non-blocking. poll: readable when a message waits, always writable.
-FINI refuses with EBUSY while a node is open.
+FINI refuses with EBUSY while a node is open. ioctl ``MSGQ_COUNT``
+(``_IOR('m', 1, uint32)``) answers how many messages wait; ``MSGQ_FLUSH``
+(``_IO('m', 2)``) drops them; others are ENOTTY.
 """
 
 from __future__ import annotations
 
 import errno
+import struct
 from collections import deque
 
 from devfsd.cdevsw import (
+    IO,
+    IOR,
     POLLIN,
     POLLOUT,
     POLLRDNORM,
@@ -30,6 +35,9 @@ from devfsd.cdevsw import (
 from devfsd.kern import ModCmd, ModuleClass, ModuleInfo, Props
 
 MODULE = ModuleInfo(name="msgq", cls=ModuleClass.DRIVER)
+
+MSGQ_COUNT = IOR(ord("m"), 1, 4)
+MSGQ_FLUSH = IO(ord("m"), 2)
 
 
 class Unit:
@@ -79,7 +87,18 @@ async def msgq_poll(dev: Dev, events: int, l: Lwp) -> int:
     return revents
 
 
+async def msgq_ioctl(dev: Dev, cmd: int, data: bytearray, flag: int, l: Lwp) -> None:
+    u = unit(dev)
+    if cmd == MSGQ_COUNT:
+        data[:4] = struct.pack("<I", len(u.queue))
+    elif cmd == MSGQ_FLUSH:
+        u.queue.clear()
+    else:
+        raise DeviceError(errno.ENOTTY)
+
+
 cdevsw = Cdevsw(
+    d_ioctl=msgq_ioctl,
     d_open=msgq_open,
     d_close=msgq_close,
     d_read=msgq_read,
