@@ -10,6 +10,7 @@ from __future__ import annotations
 from devfsd.kern.loader import ModStat, ModuleLoader, current_module, kthread_create
 from devfsd.kern.module import MAXMODNAME, ModCmd, ModuleClass, ModuleInfo, Props
 from devfsd.kern.props import PropError, check_props, parse_bool, parse_int, parse_param
+from devfsd.kern.threads import run_in_thread
 
 __all__ = [
     "MAXMODNAME",
@@ -26,4 +27,5 @@ __all__ = [
     "parse_bool",
     "parse_int",
     "parse_param",
+    "run_in_thread",
 ]

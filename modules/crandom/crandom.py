@@ -52,9 +52,9 @@ one comparison sort of 1M 64-bit keys is ~55 ms here, and two stable 16-bit
 radix passes over 32-bit keys ~45-57 ms with ``os.urandom``: both miss the
 50 ms target that the C shuffle meets with room to spare.
 
-XXX: a 1 MiB read keeps the trio thread busy for its ~25 ms; every other
-request waits. Moving it to a worker thread needs an API for it in
-``devfsd.kern`` (the snapshot is already a copy).
+Strings of ``THREAD_MIN`` bytes or more are permuted in a worker thread
+(``devfsd.kern.run_in_thread``) on a snapshot, so a 1 MiB read (~25 ms)
+does not hold up other requests.
 XXX: nothing bounds the total memory of the strings: ``maxlen`` bytes per
 minor, and any minor of major 420 may be used.
 """
@@ -72,6 +72,7 @@ from randomgen import ChaCha
 
 from devfsd.cdevsw import Cdevsw, devsw_attach, devsw_detach, minor, seltrue
 from devfsd.errors import DeviceError
+from devfsd.kern import run_in_thread
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -104,6 +105,8 @@ DEFAULT_MAXLEN: Final = 1 << 20
 #: loop (~1.2 us a byte) beats the fast one's fixed ~28 us for a fresh key
 #: and generator.
 PLAIN_MAX: Final = 24
+#: Strings this long or longer are permuted in a worker thread.
+THREAD_MIN: Final = 64 * 1024
 #: ChaCha20: 20 rounds (randomgen allows fewer; fewer is not ChaCha20).
 CHACHA_ROUNDS: Final = 20
 
@@ -293,10 +296,25 @@ class Crandom:
             DeviceError: ``EINVAL`` if ``unit`` has no string or ``resid``
                 is shorter than it.
         """
+        return self.permute(self._checked(unit, resid))
+
+    def _checked(self, unit: Minor, resid: int) -> bytearray:
         s = self.strings.get(unit)
         if s is None or resid < len(s):
             raise DeviceError(errno.EINVAL)
-        return self.permute(s)
+        return s
+
+    async def permutation_async(self, unit: Minor, resid: int) -> bytes:
+        """``permutation``, computed in a worker thread for long strings.
+
+        A long permutation would hold the trio thread (and every other
+        request) for tens of milliseconds; from ``THREAD_MIN`` bytes on it
+        runs on a snapshot in a worker thread (numpy releases the GIL).
+        """
+        s = self._checked(unit, resid)
+        if len(s) < THREAD_MIN:
+            return self.permute(s)
+        return await run_in_thread(self.permute, bytes(s))
 
 
 # -- entry points ---------------------------------------------------------------
@@ -349,7 +367,7 @@ async def crandom_read(dev: Dev, uio: Uio, ioflag: int) -> None:
     st = _open_state(uio.lwp)
     if sc.config.oneshot and st.read:
         return
-    uio.uiomove(sc.permutation(minor(dev), uio.resid))
+    uio.uiomove(await sc.permutation_async(minor(dev), uio.resid))
     st.read = True
 
 

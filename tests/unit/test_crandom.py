@@ -211,6 +211,37 @@ async def test_long_reads_are_uniform_over_positions() -> None:
     assert chi2_p_positions(samples, n) >= P_FAIL
 
 
+async def test_long_strings_permute_in_a_worker_thread() -> None:
+    # From THREAD_MIN bytes on, the permutation runs off the trio thread on
+    # a snapshot, so other requests go on meanwhile.
+    import sys
+    import threading
+
+    async with crandom_kernel() as k:
+        impl = sys.modules["devfsd_modules.crandom.crandom"]
+        sc = impl._sc
+        threads: list[bool] = []
+        real = sc.permute
+
+        def spy(data: bytes) -> bytes:
+            threads.append(threading.current_thread() is threading.main_thread())
+            out: bytes = real(data)
+            return out
+
+        sc.permute = spy
+        f = await k.open("crandom", 0)
+        short = b"short"
+        await f.write(short)
+        assert sorted(await f.read(100)) == sorted(short)
+        await f.close()
+        f = await k.open("crandom", 0)
+        data = bytes(range(256)) * (impl.THREAD_MIN // 256)
+        await f.write(data)
+        assert sorted(await f.read(len(data))) == sorted(data)
+        await f.close()
+    assert threads == [True, False]
+
+
 async def test_first_write_replaces_later_writes_append() -> None:
     async with crandom_kernel() as k:
         f = await k.open("crandom", 0)
