@@ -15,10 +15,17 @@ from devfsd.control import resolve_path
 from devfsd.control.protocol import Framer, decode_reply, encode
 from devfsd.errors import ControlError
 
-__all__ = ["Client"]
+__all__ = ["Client", "Unreachable"]
 
 #: Seconds a request may take before the client gives up (ETIMEDOUT).
 DEFAULT_TIMEOUT: Final = 60.0
+
+
+class Unreachable(ControlError):
+    """The daemon could not be reached: connect, send, receive, time-out or hang-up.
+
+    Tools name the socket, not their argument, in the message for it.
+    """
 
 
 @final
@@ -40,7 +47,10 @@ class Client:
 
     def call(self, op: str, **args: Any) -> Any:
         """Send one request and return its result."""
-        req = encode({"op": op, **args})
+        try:
+            req = encode({"op": op, **args})
+        except UnicodeEncodeError:
+            raise ControlError(errno.EILSEQ) from None
         framer = Framer()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -50,17 +60,17 @@ class Client:
                 while True:
                     data = s.recv(65536)
                     if not data:
-                        raise ControlError(errno.ECONNRESET, "devfsd closed the connection")
+                        raise Unreachable(errno.ECONNRESET, "devfsd closed the connection")
                     framer.feed(data)
                     msg = framer.next_message()
                     if msg is not None:
                         return decode_reply(msg)
         except TimeoutError:
-            raise ControlError(errno.ETIMEDOUT) from None
+            raise Unreachable(errno.ETIMEDOUT) from None
         except ControlError:
             raise
         except OSError as exc:
-            raise ControlError(exc.errno or errno.EIO) from None
+            raise Unreachable(exc.errno or errno.EIO) from None
 
     def ping(self) -> None:
         self.call("ping")

@@ -1,0 +1,110 @@
+"""The README's tour, command by command, with the real tools on a real mount."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from devfsd.testing.mount import DevfsdMount
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = [pytest.mark.fuse, pytest.mark.slow]
+
+
+def sh(m: DevfsdMount, cmd: str) -> subprocess.CompletedProcess[bytes]:
+    env = {**m.env, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    return subprocess.run(["sh", "-c", cmd], capture_output=True, env=env, timeout=60, check=False)
+
+
+def ok(r: subprocess.CompletedProcess[bytes]) -> bytes:
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == b""
+    return r.stdout
+
+
+def test_tour(devfs: DevfsdMount) -> None:
+    d = devfs.path
+    assert ok(sh(devfs, "modload crandom")) == b""
+    assert ok(sh(devfs, f"devfs-mknod {d}/crandom c crandom 0")) == b""
+    st = (d / "crandom").stat()
+    assert stat.S_IMODE(st.st_mode) == 0o666 & ~_umask()
+    assert os.getxattr(d / "crandom", "user.devfsd.driver") == b"crandom"
+    assert os.getxattr(d / "crandom", "user.devfsd.major") == b"420"
+    assert ok(sh(devfs, f"echo -n 'hello' > {d}/crandom")) == b""
+    seen = {ok(sh(devfs, f"head -c 5 {d}/crandom")) for _ in range(30)}
+    assert all(sorted(s) == sorted(b"hello") for s in seen)
+    assert len(seen) > 1  # 60 orders; 30 reads all alike would be a broken RNG
+    out = ok(sh(devfs, "modstat crandom")).decode()
+    lines = out.splitlines()
+    assert lines[0] == "NAME             CLASS    SOURCE   FLAG  REFS    SIZE REQUIRES "
+    assert re.fullmatch(r"crandom          driver   filesys  -        0 +\d+ -", lines[1]), lines[1]
+    # dd reads exactly one permutation per read(2).
+    assert len(ok(sh(devfs, f"dd if={d}/crandom bs=5 count=3 status=none"))) == 15
+    assert ok(sh(devfs, "modunload crandom")) == b""
+    assert ok(sh(devfs, "modstat")).decode().splitlines()[1:] == []
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def test_tool_errors(devfs: DevfsdMount) -> None:
+    r = sh(devfs, "modload crandom && modload crandom")
+    assert (r.returncode, r.stdout, r.stderr) == (1, b"", b"modload: crandom: File exists\n")
+    r = sh(devfs, "modload nosuchmodule")
+    assert (r.returncode, r.stderr) == (1, b"modload: nosuchmodule: No such file or directory\n")
+    r = sh(devfs, "modunload nosuchmodule")
+    assert (r.returncode, r.stderr) == (1, b"modunload: nosuchmodule: No such file or directory\n")
+    r = sh(devfs, "modload -b oneshot=maybe crandom")
+    assert (r.returncode, r.stderr) == (1, b"modload: Invalid boolean value `maybe'\n")
+    ok(sh(devfs, f"devfs-mknod {devfs.path}/c0 c crandom 0"))
+    fd = os.open(devfs.path / "c0", os.O_RDONLY)
+    try:
+        r = sh(devfs, "modunload crandom")
+        assert (r.returncode, r.stderr) == (1, b"modunload: crandom: Device or resource busy\n")
+    finally:
+        os.close(fd)
+    ok(sh(devfs, "modunload crandom"))
+    r = sh(devfs, f"devfs-mknod {devfs.path}/x c nosuchdriver 0")
+    assert (r.returncode, r.stderr) == (1, b"devfs-mknod: unknown driver: nosuchdriver\n")
+    r = sh(devfs, f"devfs-mknod {devfs.path}/c0 c crandom 0")
+    assert (r.returncode, r.stderr) == (1, f"devfs-mknod: {devfs.path}/c0: File exists\n".encode())
+    r = sh(devfs, f"DEVFSD_CONTROL={devfs.base}/nope.sock modload crandom")
+    assert (r.returncode, r.stderr) == (1, f"modload: {devfs.base}/nope.sock: No such file or directory\n".encode())
+
+
+def test_mknod_list_and_autoload_on_open(devfs: DevfsdMount) -> None:
+    lines = ok(sh(devfs, "devfs-mknod -l")).decode().splitlines()
+    assert "crandom character major 420" in lines and "mm character major 2" in lines
+    # The node can be made before the driver is loaded; opening it autoloads.
+    ok(sh(devfs, f"devfs-mknod {devfs.path}/zero c mm 12"))
+    assert ok(sh(devfs, f"head -c 4 {devfs.path}/zero")) == b"\0\0\0\0"
+    rows = ok(sh(devfs, "modstat mm")).decode().splitlines()[1:]
+    assert [r.split()[:4] for r in rows] == [["mm", "driver", "filesys", "a"]]
+
+
+def test_oneshot_property_reaches_init(devfs: DevfsdMount) -> None:
+    ok(sh(devfs, "modload -b oneshot=true crandom"))
+    ok(sh(devfs, f"devfs-mknod {devfs.path}/c c crandom 0 && echo -n abc > {devfs.path}/c"))
+    out = ok(sh(devfs, f"cat {devfs.path}/c"))
+    assert sorted(out) == sorted(b"abc")
+
+
+def test_cat_file_into_node_stores_it_whole(devfs: DevfsdMount, tmp_path: Path) -> None:
+    ok(sh(devfs, "modload crandom"))
+    ok(sh(devfs, f"devfs-mknod {devfs.path}/c c crandom 0"))
+    data = os.urandom(300_000)
+    (tmp_path / "f").write_bytes(data)
+    ok(sh(devfs, f"cat {tmp_path}/f > {devfs.path}/c"))
+    out = ok(sh(devfs, f"dd if={devfs.path}/c bs=1M count=1 status=none"))
+    assert len(out) == len(data) and sorted(out) == sorted(data)
