@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from devfsd.testing.mount import DevfsdMount
-
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from devfsd.testing.mount import DevfsdMount
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
@@ -80,7 +80,10 @@ def test_tool_errors(devfs: DevfsdMount) -> None:
     r = sh(devfs, f"devfs-mknod {devfs.path}/c0 c crandom 0")
     assert (r.returncode, r.stderr) == (1, f"devfs-mknod: {devfs.path}/c0: File exists\n".encode())
     r = sh(devfs, f"DEVFSD_CONTROL={devfs.base}/nope.sock modload crandom")
-    assert (r.returncode, r.stderr) == (1, f"modload: {devfs.base}/nope.sock: No such file or directory\n".encode())
+    assert (r.returncode, r.stderr) == (
+        1,
+        f"modload: {devfs.base}/nope.sock: No such file or directory\n".encode(),
+    )
 
 
 def test_mknod_list_and_autoload_on_open(devfs: DevfsdMount) -> None:
