@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devfsd.cdevsw import (
+    IOCPARM_LEN,
     IOW,
     POLLIN,
-    IOCPARM_LEN,
     Cdevsw,
     DevswTable,
     Lwp,
