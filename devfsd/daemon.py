@@ -43,6 +43,7 @@ __all__ = ["main"]
 log = logging.getLogger("devfsd")
 
 PROG: Final = "devfsd"
+FALLBACK_LOG: Final = "/var/log/devfsd.log"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages")
     p.add_argument(
         "--autotime",
-        type=float,
+        type=_autotime,
         default=DEFAULT_AUTOTIME,
         metavar="SECONDS",
         help="quiet time before autoloaded modules are offered unloading (0: never)",
@@ -76,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("mountpoint", help="where to mount")
     return p
+
+
+def _autotime(text: str) -> float:
+    v = float(text)
+    if not v >= 0:  # negative, or NaN
+        raise ValueError(text)
+    return v
 
 
 def _die(arg: str, err: int | str) -> int:
@@ -143,15 +151,17 @@ def _setup_logging(args: argparse.Namespace) -> None:
         )
         handler.setFormatter(logging.Formatter("devfsd[%(process)d]: %(levelname)s %(name)s: %(message)s"))
     else:
-        handler = logging.FileHandler("/var/log/devfsd.log")
+        handler = logging.FileHandler(FALLBACK_LOG)
         handler.setFormatter(
             logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s")
         )
     root.handlers[:] = [handler]
+    # SIGUSR1 dumps every thread's stack into the log (syslog: the fallback
+    # log file), to debug a hang.
     stream = getattr(handler, "stream", None)
-    if stream is not None and hasattr(stream, "fileno"):
-        # SIGUSR1 dumps every thread's stack into the log, to debug a hang.
-        faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
+    if stream is None or not hasattr(stream, "fileno"):
+        stream = open(FALLBACK_LOG, "a")  # noqa: SIM115 - lives as long as the process
+    faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
 
 
 class Daemon:

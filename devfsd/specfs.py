@@ -29,6 +29,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Final, final
 
 from devfsd.cdevsw._dev import Dev, major
+from devfsd.cdevsw._ioccom import IOC_IN, IOC_OUT, IOCPARM_LEN
 from devfsd.cdevsw._switch import FNONBLOCK, FREAD, FWRITE, File, Lwp
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._uio import IO_NDELAY, UIO_READ, Uio
@@ -184,8 +185,12 @@ class SpecFs:
             return _POLLERR
         return rv
 
-    async def ioctl(self, dev: Dev, cmd: int, data: bytearray, l: Lwp, flag: int = FREAD | FWRITE) -> None:
-        """``d_ioctl`` on ``dev`` (from the control socket).
+    async def ioctl(self, dev: Dev, cmd: int, data: bytes, l: Lwp, flag: int = FREAD | FWRITE) -> bytes:
+        """``d_ioctl`` on ``dev``, with NetBSD's parameter rules (sys_ioctl).
+
+        The driver gets a ``bytearray`` of exactly the size ``cmd`` encodes:
+        ``data`` copied in (cut or zero-padded) for ``IOC_IN`` commands,
+        zeros otherwise; the caller gets it back only for ``IOC_OUT``.
 
         Raises:
             DeviceError: ``ENXIO`` (no driver), or ``d_ioctl``'s error.
@@ -193,7 +198,11 @@ class SpecFs:
         cdev = devsw.lookup(major(dev))
         if cdev is None:
             raise DeviceError(errno.ENXIO)
-        await self._call("d_ioctl", cdev.d_ioctl(dev, cmd, data, flag, l))
+        size = IOCPARM_LEN(cmd)
+        buf = bytearray(data[:size].ljust(size, b"\0")) if cmd & IOC_IN else bytearray(size)
+        call = Lwp(l.pid, l.uid, l.gid, l.fp, dev=dev)
+        await self._call("d_ioctl", cdev.d_ioctl(dev, cmd, buf, flag, call))
+        return bytes(buf) if cmd & IOC_OUT else b""
 
     async def close(self, fp: File) -> None:
         """Release ``fp``; the last close of its ``dev`` runs ``d_close``.

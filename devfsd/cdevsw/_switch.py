@@ -102,7 +102,7 @@ class File:
         self.gid = gid
         self.data: Any = None
         self.cdevsw: Cdevsw | None = None
-        self.lwp = Lwp(pid, uid, gid, self)
+        self.lwp = Lwp(pid, uid, gid, self, dev=dev)
 
     def __repr__(self) -> str:
         return f"<File dev={self.dev:#x} flag={self.flag:#x} pid={self.pid}>"
@@ -120,16 +120,27 @@ class Lwp:
             control socket, in-process harness calls without a file).
         poll_handle: set by the file system on a poll that wants a later
             notification; ``selrecord`` takes it.
+        dev: the device the call is for (``None`` outside an entry point);
+            a detach of its major ends the caller's sleeps.
     """
 
-    __slots__ = ("fp", "gid", "pid", "poll_handle", "uid")
+    __slots__ = ("dev", "fp", "gid", "pid", "poll_handle", "uid")
 
-    def __init__(self, pid: int, uid: int, gid: int, fp: File | None = None, poll_handle: Any = None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        uid: int,
+        gid: int,
+        fp: File | None = None,
+        poll_handle: Any = None,
+        dev: Dev | None = None,
+    ) -> None:
         self.pid = pid
         self.uid = uid
         self.gid = gid
         self.fp = fp
         self.poll_handle = poll_handle
+        self.dev = dev if dev is not None or fp is None else fp.dev
 
     def __repr__(self) -> str:
         return f"<Lwp pid={self.pid} uid={self.uid} gid={self.gid}>"

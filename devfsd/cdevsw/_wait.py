@@ -179,8 +179,7 @@ class WaitChannel:
         """
         if len(_sleeping) >= MAX_SLEEPERS:
             raise DeviceError(errno.EAGAIN, "too many sleepers")
-        fp = l.fp
-        s = _Sleeper(self, major(fp.dev) if fp is not None else None)
+        s = _Sleeper(self, major(l.dev) if l.dev is not None else None)
         _sleeping.add(s)
         self._sleepers.add(s)
         deadline = trio.current_time() + timo if timo is not None else float("inf")

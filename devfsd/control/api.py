@@ -15,7 +15,6 @@ import os
 from typing import TYPE_CHECKING, Any, final
 
 from devfsd.cdevsw._dev import Dev
-from devfsd.cdevsw._ioccom import IOC_IN, IOC_OUT, IOCPARM_LEN
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import sleepers
 from devfsd.errors import ControlError, DeviceError
@@ -79,10 +78,8 @@ class ControlApi:
         node = self.fs.resolve(self.mountpoint, path)
         if not node.is_chr:
             raise DeviceError(errno.ENOTTY)
-        size = IOCPARM_LEN(cmd)
-        buf = bytearray(raw[:size].ljust(size, b"\0")) if cmd & IOC_IN else bytearray(size)
-        await self.fs.spec.ioctl(Dev(node.rdev), cmd, buf, peer)
-        return base64.b64encode(bytes(buf) if cmd & IOC_OUT else b"").decode()
+        out = await self.fs.spec.ioctl(Dev(node.rdev), cmd, raw, peer)
+        return base64.b64encode(out).decode()
 
     async def status(self, peer: Lwp) -> dict[str, Any]:
         return {

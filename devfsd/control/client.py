@@ -7,6 +7,7 @@ connection, so a client is cheap and holds nothing between calls.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import socket
 from typing import Any, Final, final
@@ -56,7 +57,10 @@ class Client:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(self.timeout)
                 s.connect(self.path)
-                s.sendall(req)
+                # The daemon may answer before reading (EPERM): read that.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    s.sendall(req)
+
                 while True:
                     data = s.recv(65536)
                     if not data:

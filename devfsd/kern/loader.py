@@ -341,6 +341,7 @@ class ModuleLoader:
         if name in self._loading:
             raise DeviceError(errno.EDEADLK)
         self._loading.append(name)
+        loading = name
         try:
             pymod = self._import(name, path, pkgdir)
             info: ModuleInfo = pymod.MODULE
@@ -388,7 +389,7 @@ class ModuleLoader:
             log.info("loaded module %s%s from %s", name, " (autoload)" if autoload else "", path)
             return mod
         finally:
-            self._loading.remove(name)
+            self._loading.remove(loading)
 
     def _undo(self, mod: LoadedModule) -> None:
         """Remove what a failed INIT or a sloppy FINI left behind."""

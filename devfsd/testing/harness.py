@@ -56,10 +56,12 @@ class OpenFile:
     async def write(self, data: Buffer) -> int:
         return await self.kernel.spec.write(self.fp, data)
 
-    async def poll(self, events: int | None = None) -> int:
+    async def poll(self, events: int | None = None, poll_handle: object = None) -> int:
+        """The driver's ``d_poll``; ``poll_handle`` (anything with ``notify()``)
+        is what ``selrecord`` keeps and ``wakeup`` notifies, as the kernel's."""
         if events is None:
-            return await self.kernel.spec.poll(self.fp)
-        return await self.kernel.spec.poll(self.fp, events)
+            return await self.kernel.spec.poll(self.fp, poll_handle=poll_handle)
+        return await self.kernel.spec.poll(self.fp, events, poll_handle)
 
     async def close(self) -> None:
         await self.kernel.spec.close(self.fp)
@@ -131,6 +133,5 @@ class Kernel:
         return OpenFile(self, fp)
 
     async def ioctl(self, driver: str | int, unit: int, cmd: int, data: bytes = b"") -> bytes:
-        buf = bytearray(data)
-        await self.spec.ioctl(self.dev(driver, unit), cmd, buf, Lwp(os.getpid(), 0, 0))
-        return bytes(buf)
+        """``d_ioctl`` as the control socket calls it: sized by ``cmd``, out only for ``IOR``."""
+        return await self.spec.ioctl(self.dev(driver, unit), cmd, data, Lwp(os.getpid(), 0, 0))

@@ -253,6 +253,26 @@ async def test_unload_wakes_sleepers_with_enxio() -> None:
         await r.close()
 
 
+async def test_unload_ends_a_sleep_in_d_ioctl() -> None:
+    from devfsd.cdevsw import IO
+
+    async with Kernel.running([MODS]) as k:
+        await k.modload("msgq")
+        errs: list[int] = []
+        async with trio.open_nursery() as n:
+
+            async def waiter() -> None:
+                try:
+                    await k.ioctl("msgq", 0, IO(ord("m"), 3))
+                except DeviceError as exc:
+                    errs.append(exc.errno)
+
+            n.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            await k.modunload("msgq")  # no file is open: FINI agrees
+        assert errs == [errno.ENXIO]
+
+
 async def test_d_close_only_on_last_close() -> None:
     async with Kernel.running([MODS]) as k:
         await k.modload("msgq")

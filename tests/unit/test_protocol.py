@@ -25,7 +25,10 @@ from devfsd.errors import ControlError
 
 
 def test_round_trip_whole_and_byte_by_byte() -> None:
-    msgs: list[dict[str, object]] = [{"op": "modload", "module": "crandom", "props": {"a": 1}}, {"op": "ping"}]
+    msgs: list[dict[str, object]] = [
+        {"op": "modload", "module": "crandom", "props": {"a": 1}},
+        {"op": "ping"},
+    ]
     wire = b"".join(encode(m) for m in msgs)
     f = Framer()
     f.feed(wire)

@@ -6,7 +6,8 @@ tun(4) does); with nothing queued a read sleeps, or fails EAGAIN when the
 file is non-blocking. poll: readable when a message waits, always writable.
 FINI refuses with EBUSY while a node is open. ioctl ``MSGQ_COUNT``
 (``_IOR('m', 1, uint32)``) answers how many messages wait; ``MSGQ_FLUSH``
-(``_IO('m', 2)``) drops them; others are ENOTTY.
+(``_IO('m', 2)``) drops them; ``MSGQ_WAIT`` (``_IO('m', 3)``) sleeps until
+a message waits; others are ENOTTY.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ MODULE = ModuleInfo(name="msgq", cls=ModuleClass.DRIVER)
 
 MSGQ_COUNT = IOR(ord("m"), 1, 4)
 MSGQ_FLUSH = IO(ord("m"), 2)
+MSGQ_WAIT = IO(ord("m"), 3)
 
 
 class Unit:
@@ -93,6 +95,9 @@ async def msgq_ioctl(dev: Dev, cmd: int, data: bytearray, flag: int, l: Lwp) -> 
         data[:4] = struct.pack("<I", len(u.queue))
     elif cmd == MSGQ_FLUSH:
         u.queue.clear()
+    elif cmd == MSGQ_WAIT:
+        while not u.queue:
+            await u.chan.sleep(l)
     else:
         raise DeviceError(errno.ENOTTY)
 
