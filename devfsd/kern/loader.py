@@ -147,23 +147,28 @@ _root_nursery: trio.Nursery | None = None
 
 
 def kthread_create(
-    fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
+    fn: Callable[..., Awaitable[Any]],
+    *args: Any,
+    name: str | None = None,
+    module: LoadedModule | None = None,
 ) -> trio.CancelScope:
-    """Start a background task owned by the calling module (``kthread_create(9)``).
+    """Start a background task owned by a module (``kthread_create(9)``).
 
-    Call from a module's modcmd (INIT) or from one of its threads. The task
-    is cancelled when the module unloads or its INIT fails; an exception in
-    it is logged and ends only that task.
+    The task belongs to ``module``, or, by default, to the module whose
+    modcmd or thread is running. From an entry point (where no module is
+    "running"), pass the module that INIT saved with ``current_module()``.
+    The task is cancelled when the module unloads or its INIT fails; an
+    exception in it is logged and ends only that task.
 
     Returns:
         A cancel scope that stops the task early.
 
     Raises:
-        RuntimeError: outside a module, or with no loader running.
+        RuntimeError: no module given or running, or no loader running.
     """
-    mod = _current.get()
+    mod = module if module is not None else _current.get()
     if mod is None:
-        raise RuntimeError("kthread_create() outside a module's modcmd or thread")
+        raise RuntimeError("kthread_create() outside a module's modcmd or thread, and no module=")
     if _root_nursery is None:
         raise RuntimeError("kthread_create() with no module loader running")
     scope = trio.CancelScope()
