@@ -16,7 +16,6 @@ import errno
 import logging
 import os
 import socket
-import stat
 import struct
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -25,6 +24,7 @@ import trio
 from devfsd.cdevsw._switch import Lwp
 from devfsd.control.protocol import Framer, ProtocolError, encode, error_reply, ok_reply, parse_request
 from devfsd.errors import DevfsdError
+from devfsd.kern.sockets import bind_unix_listener
 
 if TYPE_CHECKING:
     from devfsd.control.api import ControlApi
@@ -39,46 +39,12 @@ _UCRED: Final = struct.Struct("3i")
 
 
 def bind_control_socket(path: str, gid: int | None = None) -> socket.socket:
-    """Make the listening socket at ``path`` with its final mode.
-
-    A leftover socket file with no listener is replaced; a live one is
-    ``EADDRINUSE``.
+    """Make the listening control socket at ``path``: 0600, or 0660 with ``gid``.
 
     Raises:
-        OSError: the errno of what failed.
+        OSError: ``EADDRINUSE`` if a live daemon serves it, or what failed.
     """
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, mode=0o755, exist_ok=True)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)
-        else:
-            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE), path)
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    mode = 0o660 if gid is not None else 0o600
-    old = os.umask(0o777 & ~mode)
-    try:
-        sock.bind(path)
-    except BaseException:
-        sock.close()
-        raise
-    finally:
-        os.umask(old)
-    if gid is not None:
-        os.chown(path, 0, gid)
-    sock.listen(128)
-    return sock
+    return bind_unix_listener(path, 0o660 if gid is not None else 0o600, gid=gid)
 
 
 @final

@@ -10,6 +10,7 @@ from __future__ import annotations
 from devfsd.kern.loader import ModStat, ModuleLoader, current_module, kthread_create
 from devfsd.kern.module import MAXMODNAME, ModCmd, ModuleClass, ModuleInfo, Props
 from devfsd.kern.props import PropError, check_props, parse_bool, parse_int, parse_param
+from devfsd.kern.sockets import bind_unix_listener
 from devfsd.kern.threads import run_in_thread
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "ModuleLoader",
     "PropError",
     "Props",
+    "bind_unix_listener",
     "check_props",
     "current_module",
     "kthread_create",

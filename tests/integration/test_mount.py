@@ -158,7 +158,8 @@ def test_epoll_wakes_on_write(mnt: DevfsdMount) -> None:
         os.close(fd)
 
 
-def test_blocked_reader_wakes_and_ctrl_c_kills_it(mnt: DevfsdMount) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_blocked_reader_wakes_and_a_signal_kills_it(mnt: DevfsdMount, sig: int) -> None:
     q = msgq_node(mnt)
     cat = subprocess.Popen(["cat", str(q)], stdout=subprocess.PIPE)
     try:
@@ -169,8 +170,8 @@ def test_blocked_reader_wakes_and_ctrl_c_kills_it(mnt: DevfsdMount) -> None:
         assert cat.stdout.readline() == b"woken\n"
         wait_for(lambda: mnt.client().status()["sleepers"] == 1, 10, "cat to block again")
         t0 = time.monotonic()
-        cat.send_signal(signal.SIGINT)
-        assert cat.wait(5) == -signal.SIGINT
+        cat.send_signal(sig)
+        assert cat.wait(5) == -sig
         assert time.monotonic() - t0 < 1.0
         wait_for(lambda: mnt.client().status()["sleepers"] == 0, 5, "the sleeper to go")
     finally:

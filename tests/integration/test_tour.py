@@ -7,14 +7,15 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import pytest
 
+from devfsd.testing.mount import DevfsdMount, wait_for
+
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from devfsd.testing.mount import DevfsdMount
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
@@ -94,6 +95,22 @@ def test_mknod_list_and_autoload_on_open(devfs: DevfsdMount) -> None:
     assert ok(sh(devfs, f"head -c 4 {devfs.path}/zero")) == b"\0\0\0\0"
     rows = ok(sh(devfs, "modstat mm")).decode().splitlines()[1:]
     assert [r.split()[:4] for r in rows] == [["mm", "driver", "filesys", "a"]]
+
+
+def test_autoloaded_module_goes_after_a_quiet_period(tmp_path: Path) -> None:
+    with DevfsdMount(tmp_path, args=["--autotime", "0.5"]) as m:
+        ok(sh(m, f"devfs-mknod {m.path}/null c mm 2"))
+        with open(m.path / "null", "wb", buffering=0) as f:
+            f.write(b"x")
+            assert [r.split()[3] for r in ok(sh(m, "modstat mm")).decode().splitlines()[1:]] == ["a"]
+            # Open: not quiet, whatever the time.
+            time.sleep(1.0)  # a quiet period passes while the node is open
+            assert "mm" in m.client().status()["modules"]
+        wait_for(lambda: "mm" not in m.client().status()["modules"], 20, "mm to be autounloaded")
+        # A modload'ed module never goes by itself.
+        ok(sh(m, "modload crandom"))
+        time.sleep(1.5)
+        assert "crandom" in m.client().status()["modules"]
 
 
 def test_oneshot_property_reaches_init(devfs: DevfsdMount) -> None:
