@@ -1,0 +1,145 @@
+"""tunwg: a tun(4)-style device whose packets travel as real WireGuard.
+
+``modload tunwg`` makes ``count`` interfaces (default 1) named
+``<ifname>N`` (default ``tunwg0``...), each with its UAPI socket at
+``<sockdir>/<name>.sock`` (default ``/var/run/wireguard``), so the real
+``wg`` tool configures them (``wg set tunwg0 private-key ...``) before any
+node is opened. ``devfs-mknod /dev/tunwg0 c tunwg 0`` makes the node; each
+packet written to it travels encrypted to the peer its destination routes
+to, and the peers' packets come out of reads. See tunwg(4).
+
+Load properties: ``count`` (int, 0..256), ``ifname`` (str, a prefix; names
+must stay below 16 bytes), ``sockdir`` (str), ``mtu`` (int, 576..65535,
+default 1420), ``keylog`` (str: a file that gets each session's keys in
+the format tshark's ``wg.keylog_file`` reads).
+
+FINI refuses (``EBUSY``) while a node is open; AUTOUNLOAD refuses while an
+interface has a private key (unloading loses its configuration).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from typing import TYPE_CHECKING, Final, TextIO
+
+from devfsd.cdevsw import DeviceError, devsw_attach, devsw_detach
+from devfsd.kern import ModCmd, ModuleClass, ModuleInfo, current_module
+
+from .iface import Interface
+from .tun import make_cdevsw
+
+if TYPE_CHECKING:
+    from devfsd.kern import Props
+    from devfsd.kern.loader import LoadedModule
+
+log = logging.getLogger(__name__)
+
+MODULE = ModuleInfo(name="tunwg", cls=ModuleClass.DRIVER)
+
+MAX_UNITS: Final = 256
+
+
+class _State:
+    def __init__(
+        self, module: LoadedModule, ifname: str, sockdir: str, mtu: int, keylog: TextIO | None
+    ) -> None:
+        self.module = module
+        self.ifname = ifname
+        self.sockdir = sockdir
+        self.mtu = mtu
+        self.keylog = keylog
+        self.units: dict[int, Interface] = {}
+
+    def get(self, unit: int, create: bool) -> Interface:
+        ifp = self.units.get(unit)
+        if ifp is None:
+            if not create or unit >= MAX_UNITS:
+                raise DeviceError(errno.ENXIO)
+            ifp = self.make(unit)
+        return ifp
+
+    def make(self, unit: int) -> Interface:
+        try:
+            ifp = Interface(unit, f"{self.ifname}{unit}", self.sockdir, mtu=self.mtu, keylog=self.keylog)
+        except ValueError as exc:
+            raise DeviceError(errno.EINVAL, str(exc)) from None
+        try:
+            ifp.start(self.module)
+        except OSError as exc:
+            log.error("tunwg: %s: %s", ifp.uapi_path, exc)
+            raise DeviceError(exc.errno or errno.EIO) from None
+        self.units[unit] = ifp
+        return ifp
+
+    def stop(self) -> None:
+        for ifp in self.units.values():
+            ifp.stop()
+        self.units.clear()
+        if self.keylog is not None:
+            self.keylog.close()
+
+
+_state: _State | None = None
+
+
+def _get(unit: int, create: bool) -> Interface:
+    if _state is None:
+        raise DeviceError(errno.ENXIO)
+    return _state.get(unit, create)
+
+
+cdevsw: Final = make_cdevsw(_get)
+
+
+def _prop(props: Props, name: str, kind: type, default: object) -> object:
+    v = props.get(name, default)
+    if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+        raise DeviceError(errno.EINVAL, f"{name} must be an integer")
+    if kind is str and not isinstance(v, str):
+        raise DeviceError(errno.EINVAL, f"{name} must be a string")
+    return v
+
+
+async def modcmd(cmd: ModCmd, props: Props | None) -> None:
+    global _state
+    if cmd == ModCmd.INIT:
+        p = props or {}
+        count = _prop(p, "count", int, 1)
+        ifname = _prop(p, "ifname", str, "tunwg")
+        sockdir = _prop(p, "sockdir", str, "/var/run/wireguard")
+        mtu = _prop(p, "mtu", int, 1420)
+        keylog_path = _prop(p, "keylog", str, "")
+        assert isinstance(count, int) and isinstance(mtu, int)
+        assert isinstance(ifname, str) and isinstance(sockdir, str) and isinstance(keylog_path, str)
+        if not 0 <= count <= MAX_UNITS or not 576 <= mtu <= 65535 or not sockdir.startswith("/"):
+            raise DeviceError(errno.EINVAL)
+        module = current_module()
+        assert module is not None
+        keylog: TextIO | None = None
+        if keylog_path:
+            try:
+                keylog = open(keylog_path, "a")  # noqa: SIM115, ASYNC230 - once, at load; lives until FINI
+            except OSError as exc:
+                raise DeviceError(exc.errno or errno.EIO) from None
+        state = _State(module, ifname, sockdir, mtu, keylog)
+        try:
+            for unit in range(count):
+                state.make(unit)
+            devsw_attach("tunwg", cdevsw)
+        except BaseException:
+            state.stop()
+            raise
+        _state = state
+    elif cmd == ModCmd.FINI:
+        if _state is not None and any(i.is_open for i in _state.units.values()):
+            raise DeviceError(errno.EBUSY)
+        devsw_detach(cdevsw)
+        if _state is not None:
+            _state.stop()
+        _state = None
+    elif cmd == ModCmd.AUTOUNLOAD:
+        if _state is not None and any(i.device.configured for i in _state.units.values()):
+            raise DeviceError(errno.EBUSY)
+    else:
+        raise DeviceError(errno.ENOTTY)

@@ -1,0 +1,331 @@
+"""One tunwg interface: a WireGuard ``Device`` and the I/O around it.
+
+The trio edge around the sans-I/O core (``wg.Device``): the UDP socket, the
+timer task, the UAPI socket ``wg`` talks to, and the receive queue the
+node's readers take packets from. Imports trio and sockets; the protocol is
+all in ``wg/``.
+
+Each interface runs one supervisor task (a module thread) holding three
+tasks: the UDP receive loop, the timer loop and the UAPI server. Effects the
+device returns are carried out at once: ``SendDatagram`` is a non-blocking
+``sendto`` (a full socket buffer drops the datagram, as a congested link
+would), ``DeliverPacket`` queues the packet for readers (at most
+``QUEUE_MAX``, tun(4)'s 256; beyond, dropped and counted), ``KeyLog``
+appends to the key log file.
+
+The UDP socket is one dual-stack IPv6 socket (IPv4 peers appear as
+``::ffff:a.b.c.d``), or IPv4 only where IPv6 is off. It is bound when the
+UAPI sets ``listen_port`` (the device calls ``bind``), so ``wg set`` can
+configure the interface before its node is opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Final, TextIO, final
+
+import trio
+
+from devfsd.cdevsw import WaitChannel
+from devfsd.kern import bind_unix_listener, kthread_create
+
+from .wg.device import DeliverPacket, Device, SendDatagram
+from .wg.uapi import CLOSED, NEED_DATA, Endpoint, GetRequest, UapiError, UapiReader, format_errno
+
+if TYPE_CHECKING:
+    from devfsd.kern.loader import LoadedModule
+
+    from .wg.device import Effect
+
+__all__ = ["QUEUE_MAX", "Interface"]
+
+log = logging.getLogger(__name__)
+
+#: Packets waiting for readers, at most (tun(4)'s IFQ_MAXLEN).
+QUEUE_MAX: Final = 256
+#: Datagrams drained per wake-up of the receive loop before yielding.
+RECV_BATCH: Final = 64
+IFNAMSIZ: Final = 16
+
+
+@final
+class Interface:
+    """tunwg unit ``unit``: interface ``name`` with its UAPI socket in ``sockdir``."""
+
+    def __init__(
+        self,
+        unit: int,
+        name: str,
+        sockdir: str,
+        *,
+        mtu: int,
+        keylog: TextIO | None = None,
+    ) -> None:
+        if not name or len(name) >= IFNAMSIZ or "/" in name:
+            raise ValueError(f"bad interface name {name!r}")
+        self.unit = unit
+        self.name = name
+        self.sockdir = sockdir
+        self.mtu = mtu
+        self.keylog = keylog
+        self.device = Device(
+            rng=os.urandom, bind=self._bind, mtu=mtu, keylog=keylog is not None, log=self._debug
+        )
+        self.queue: deque[bytes] = deque()
+        self.rchan = WaitChannel(f"{name}.read")
+        self.is_open = False
+        self.dropped_queue_full = 0
+        self.send_errors = 0
+        self._sock: socket.socket | None = None
+        self._sock_changed = trio.Event()
+        self._timer_poke = trio.Event()
+        self._scheduled = float("inf")
+        self._uapi: trio.socket.SocketType | None = None
+        self._scope: trio.CancelScope | None = None
+        self._addr_cache: dict[object, Endpoint] = {}
+        self._dst_cache: dict[Endpoint, tuple[str, int]] = {}
+
+    def _debug(self, text: str) -> None:
+        log.debug("%s: %s", self.name, text)
+
+    @property
+    def uapi_path(self) -> str:
+        return os.path.join(self.sockdir, f"{self.name}.sock")
+
+    # -- life ---------------------------------------------------------------
+
+    def start(self, module: LoadedModule) -> None:
+        """Make the UAPI socket and start the tasks (as ``module``'s threads).
+
+        Raises:
+            OSError: ``EADDRINUSE`` if a live process serves the socket path.
+        """
+        self._uapi = trio.socket.from_stdlib_socket(bind_unix_listener(self.uapi_path, 0o700, backlog=16))
+        self._scope = kthread_create(self._run, name=self.name, module=module)
+
+    def stop(self) -> None:
+        """Stop the tasks, close the sockets, remove the UAPI socket."""
+        if self._scope is not None:
+            self._scope.cancel()
+            self._scope = None
+        if self._uapi is not None:
+            self._uapi.close()
+            self._uapi = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.uapi_path)
+        self._close_udp()
+        self.device.down()
+
+    async def _run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._uapi_loop, nursery)
+            nursery.start_soon(self._recv_loop)
+            nursery.start_soon(self._timer_loop)
+
+    # -- the node -------------------------------------------------------------
+
+    def up(self) -> None:
+        self.is_open = True
+        self._apply(self.device.up(now=trio.current_time()))
+        self._poke()
+
+    def down(self) -> None:
+        self.is_open = False
+        self.device.down()
+        self.queue.clear()
+        self.rchan.wakeup()
+
+    def write_packet(self, packet: bytes) -> None:
+        self._apply(self.device.packet_from_tun(packet, now=trio.current_time(), wall_ns=time.time_ns()))
+        self._poke()
+
+    # -- effects ----------------------------------------------------------------
+
+    def _apply(self, effects: list[Effect]) -> None:
+        for e in effects:
+            if type(e) is SendDatagram:
+                self._send(e.data, e.endpoint)
+            elif type(e) is DeliverPacket:
+                self._deliver(e.packet)
+            else:
+                self._log_key(e.line)
+
+    def _send(self, data: bytes, ep: Endpoint) -> None:
+        sock = self._sock
+        if sock is None:
+            self.send_errors += 1
+            return
+        dst = self._dst_cache.get(ep)
+        if dst is None:
+            host = ep.host
+            if sock.family == socket.AF_INET6 and ":" not in host:
+                host = "::ffff:" + host
+            dst = (host, ep.port)
+            if len(self._dst_cache) > 1024:
+                self._dst_cache.clear()
+            self._dst_cache[ep] = dst
+        try:
+            sock.sendto(data, dst)
+        except OSError as exc:  # full buffer, unreachable: a lost datagram
+            self.send_errors += 1
+            log.debug("%s: sendto %s: %s", self.name, ep, exc)
+
+    def _deliver(self, packet: bytes) -> None:
+        if not self.is_open:
+            return
+        if len(self.queue) >= QUEUE_MAX:
+            self.dropped_queue_full += 1
+            return
+        self.queue.append(packet)
+        self.rchan.wakeup()
+
+    def _log_key(self, line: str) -> None:
+        if self.keylog is not None:
+            self.keylog.write(line if line.endswith("\n") else line + "\n")
+            self.keylog.flush()
+
+    # -- UDP ------------------------------------------------------------------------
+
+    def _bind(self, port: int) -> int:
+        """The device's ``bind``: (re)bind the UDP socket; returns the port.
+
+        Raises:
+            UapiError: ``EADDRINUSE`` when the port is taken.
+        """
+        try:
+            new = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            new.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            addr: tuple[str, int] = ("::", port)
+        except OSError:
+            new = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            addr = ("0.0.0.0", port)
+        try:
+            new.bind(addr)
+        except OSError as exc:
+            new.close()
+            raise UapiError(exc.errno or errno.EADDRINUSE) from None
+        new.setblocking(False)
+        for opt, size in ((socket.SO_RCVBUF, 4 << 20), (socket.SO_SNDBUF, 4 << 20)):
+            with contextlib.suppress(OSError):
+                new.setsockopt(socket.SOL_SOCKET, opt, size)
+        self._close_udp()
+        self._sock = new
+        self._sock_changed.set()
+        return int(new.getsockname()[1])
+
+    def _close_udp(self) -> None:
+        old, self._sock = self._sock, None
+        if old is not None:
+            trio.lowlevel.notify_closing(old)
+            old.close()
+
+    def _endpoint(self, addr: tuple[str, int] | tuple[str, int, int, int]) -> Endpoint:
+        ep = self._addr_cache.get(addr)
+        if ep is None:
+            host = addr[0]
+            if host.startswith("::ffff:") and "." in host:
+                host = host[7:]
+            ep = Endpoint(host=host, port=addr[1])
+            if len(self._addr_cache) > 1024:
+                self._addr_cache.clear()
+            self._addr_cache[addr] = ep
+        return ep
+
+    async def _recv_loop(self) -> None:
+        while True:
+            sock = self._sock
+            if sock is None:
+                self._sock_changed = trio.Event()
+                await self._sock_changed.wait()
+                continue
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except (trio.ClosedResourceError, OSError):
+                continue  # rebound: take the new socket
+            dev = self.device
+            for _ in range(RECV_BATCH):
+                try:
+                    data, addr = sock.recvfrom(65536)
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # e.g. ICMP port unreachable reported here
+                    log.debug("%s: recvfrom: %s", self.name, exc)
+                    break
+                self._apply(
+                    dev.datagram_received(
+                        data, self._endpoint(addr), now=trio.current_time(), wall_ns=time.time_ns()
+                    )
+                )
+            self._poke()
+            await trio.lowlevel.checkpoint()
+
+    # -- timers -------------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        """Wake the timer task if the device's next deadline moved earlier."""
+        d = self.device.next_deadline()
+        if d is not None and d < self._scheduled:
+            self._timer_poke.set()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            d = self.device.next_deadline()
+            self._scheduled = d if d is not None else float("inf")
+            self._timer_poke = trio.Event()
+            with trio.move_on_at(self._scheduled):
+                await self._timer_poke.wait()
+            now = trio.current_time()
+            if now >= self._scheduled:
+                self._apply(self.device.tick(now=now, wall_ns=time.time_ns()))
+
+    # -- UAPI --------------------------------------------------------------------------
+
+    async def _uapi_loop(self, nursery: trio.Nursery) -> None:
+        assert self._uapi is not None
+        while True:
+            conn, _ = await self._uapi.accept()
+            nursery.start_soon(self._uapi_conn, conn)
+
+    async def _uapi_conn(self, conn: trio.socket.SocketType) -> None:
+        reader = UapiReader()
+        with conn:
+            try:
+                while True:
+                    try:
+                        req = reader.next_request()
+                    except UapiError as exc:
+                        await _sendall(conn, format_errno(exc.errno))
+                        continue
+                    if req is NEED_DATA:
+                        with trio.move_on_after(30):
+                            reader.receive_data(await conn.recv(65536))
+                            continue
+                        return  # idle client
+                    if req is CLOSED:
+                        return
+                    if isinstance(req, GetRequest):
+                        await _sendall(conn, self.device.uapi_get())
+                        continue
+                    try:
+                        effects = self.device.uapi_set(req, now=trio.current_time(), wall_ns=time.time_ns())
+                    except UapiError as exc:
+                        await _sendall(conn, format_errno(exc.errno))
+                    else:
+                        self._apply(effects)
+                        self._poke()
+                        await _sendall(conn, format_errno(0))
+            except OSError as exc:
+                log.debug("%s: uapi connection: %s", self.name, exc)
+
+
+async def _sendall(conn: trio.socket.SocketType, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = await conn.send(view)
+        view = view[n:]
