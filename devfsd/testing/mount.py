@@ -98,6 +98,7 @@ class DevfsdMount:
         *,
         modpath: Iterable[str | os.PathLike[str]] = (),
         args: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.base = Path(base)
         self.path = self.base / "dev"
@@ -105,6 +106,8 @@ class DevfsdMount:
         self.log = self.base / "devfsd.log"
         self.modpath = [str(p) for p in modpath]
         self.args = list(args)
+        #: A command the daemon runs under, e.g. ``nsenter --net=...``.
+        self.wrapper = list(wrapper)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -119,7 +122,7 @@ class DevfsdMount:
         self.base.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):  # possibly a stale mount, which devfsd clears
             self.path.mkdir()
-        argv = [_bin("devfsd"), "-f", "--control", self.control, "--log", str(self.log)]
+        argv = [*self.wrapper, _bin("devfsd"), "-f", "--control", self.control, "--log", str(self.log)]
         for d in self.modpath:
             argv += ["--modpath", d]
         argv += [*self.args, str(self.path)]

@@ -7,6 +7,13 @@ or an error. Give the interface its addresses and bring it up with ``ip``;
 then ping, iperf3, ssh and curl run over the tunnel. The TUN interface goes
 away when the bridge exits. Silent on success; ``tunwg-bridge: arg:
 strerror`` and exit 1 on failure, as NetBSD's tools.
+
+Why the node is read non-blocking, after poll(2): to the kernel a node is a
+regular file, and Linux serialises read(2) and write(2) calls on one open
+file (its position lock, which FUSE's FOPEN_STREAM would lift, but pyfuse3
+cannot set it). A thread blocked in read(2) on the node would hold every
+write of the other thread until a packet arrived. So the reading thread
+waits in poll(2), which takes no such lock, and reads only what is there.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import signal
 import struct
 import sys
@@ -43,13 +51,32 @@ def open_tun(name: str) -> int:
     return fd
 
 
-def _pump(src: int, dst: int, what: tuple[str, str], failed: list[tuple[str, int]], done: threading.Event) -> None:
-    """Copy packets from ``src`` to ``dst`` until an error (recorded) or ``done``."""
+def _pump(
+    src: int,
+    dst: int,
+    what: tuple[str, str],
+    failed: list[tuple[str, int]],
+    done: threading.Event,
+    *,
+    poll_first: bool = False,
+) -> None:
+    """Copy packets from ``src`` to ``dst`` until an error (recorded) or ``done``.
+
+    With ``poll_first``, ``src`` is non-blocking: wait in poll(2), then read.
+    """
     read, write = os.read, os.write
+    poller = select.poll()
+    poller.register(src, select.POLLIN)
     while not done.is_set():
+        if poll_first:
+            try:
+                if not poller.poll(500):
+                    continue
+            except InterruptedError:
+                continue
         try:
             packet = read(src, BUFSIZE)
-        except InterruptedError:
+        except (InterruptedError, BlockingIOError):
             continue
         except OSError as exc:
             failed.append((what[0], exc.errno or errno.EIO))
@@ -77,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ifname or len(ifname.encode()) > 15:
         return err(PROG, ifname, errno.EINVAL)
     try:
-        nfd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
+        nfd = os.open(node, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         return err(PROG, node, exc.errno or errno.EIO)
     try:
@@ -88,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     failed: list[tuple[str, int]] = []
     threads = [
-        threading.Thread(target=_pump, args=(nfd, tfd, (node, ifname), failed, done), daemon=True),
+        threading.Thread(
+            target=_pump, args=(nfd, tfd, (node, ifname), failed, done), kwargs={"poll_first": True}, daemon=True
+        ),
         threading.Thread(target=_pump, args=(tfd, nfd, (ifname, node), failed, done), daemon=True),
     ]
 
