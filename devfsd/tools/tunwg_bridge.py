@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[tuple[str, int]] = []
     threads = [
         threading.Thread(
-            target=_pump, args=(nfd, tfd, (node, ifname), failed, done), kwargs={"poll_first": True}, daemon=True
+            target=_pump,
+            args=(nfd, tfd, (node, ifname), failed, done),
+            kwargs={"poll_first": True},
+            daemon=True,
         ),
         threading.Thread(target=_pump, args=(tfd, nfd, (ifname, node), failed, done), daemon=True),
     ]
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     # exits next, so they are daemon threads).
     os.close(tfd)
     os.close(nfd)
-    if failed and not (failed[0][1] in (errno.EBADF,)):
+    if failed and failed[0][1] != errno.EBADF:
         name, code = failed[0]
         return err(PROG, name, code)
     return EXIT_SUCCESS
