@@ -53,7 +53,7 @@ class DevswTable:
         dynamic_base: int = DYNAMIC_MAJOR_BASE,
     ) -> None:
         self._conv: dict[str, Major] = {n: Major(m) for n, m in reserved.items()}
-        self._slots: dict[Major, Cdevsw] = {}
+        self._slots: dict[int, Cdevsw] = {}  # keyed by Major; int for lookup()
         self._names: dict[Major, str] = {m: n for n, m in self._conv.items()}
         self._dynamic_base = dynamic_base
         #: Called with (name, major) whenever ``_conv`` gains an entry, so a
@@ -64,7 +64,7 @@ class DevswTable:
 
     def lookup(self, maj: int) -> Cdevsw | None:
         """The ``Cdevsw`` attached at ``maj``, or ``None``."""
-        return self._slots.get(Major(maj))
+        return self._slots.get(maj)  # on every I/O: no NewType call
 
     def getname(self, maj: int) -> str | None:
         """The name that owns ``maj`` (attached or not), or ``None``."""
@@ -80,7 +80,11 @@ class DevswTable:
 
     def names_of(self, cdevsw: Cdevsw) -> list[Major]:
         """The majors at which ``cdevsw`` is attached."""
-        return [m for m, c in self._slots.items() if c is cdevsw]
+        return [Major(m) for m, c in self._slots.items() if c is cdevsw]
+
+    def attached(self) -> dict[Major, Cdevsw]:
+        """A copy of every attached (major, cdevsw)."""
+        return {Major(m): c for m, c in self._slots.items()}
 
     # -- attach / detach ---------------------------------------------------
 

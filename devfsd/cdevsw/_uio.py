@@ -27,6 +27,10 @@ UIO_WRITE: Final = 1
 #: ``ioflag`` bit: the file is non-blocking (``O_NONBLOCK`` at open).
 IO_NDELAY: Final = 0x10
 
+#: The data of a read uio: never written (a read moves nothing in), so one
+#: empty view serves them all instead of a new one per READ.
+_NO_DATA: Final = memoryview(b"")
+
 
 class Uio:
     """One transfer between a caller's buffer and a driver.
@@ -56,7 +60,7 @@ class Uio:
         self.lwp = lwp
         self.ioflag = ioflag
         self._chunks: list[Buffer] = []
-        self._data = memoryview(data).cast("B") if data is not None else memoryview(b"")
+        self._data = memoryview(data).cast("B") if data is not None else _NO_DATA
         self._pos = 0
 
     @classmethod
@@ -86,12 +90,20 @@ class Uio:
         Returns:
             The number of bytes moved.
         """
-        mv = memoryview(buf).cast("B")
-        n = min(mv.nbytes, self.resid)
+        # Plain: mv = memoryview(buf).cast("B"); n = min(mv.nbytes, self.resid).
+        # bytes, bytearray and views of them are already flat bytes: casting
+        # them anyway made a second view on every READ.
+        mv = memoryview(buf)
+        if mv.itemsize != 1 or mv.ndim != 1:
+            mv = mv.cast("B")
+        n = len(mv)
+        if n > self.resid:
+            n = self.resid
+            mv = mv[:n]
         if n <= 0:
             return 0
         if self.rw == UIO_READ:
-            self._chunks.append(mv if n == mv.nbytes else mv[:n])
+            self._chunks.append(mv)
         else:
             mv[:n] = self._data[self._pos : self._pos + n]
             self._pos += n

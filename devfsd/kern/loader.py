@@ -372,11 +372,11 @@ class ModuleLoader:
                         raise DeviceError(errno.EDEADLK)
                     if req not in self.modules:
                         await self._load(req, {}, autoload=True, brought=mine)
-                before = dict(devsw._slots)
+                before = devsw.attached()
                 try:
                     await mod.modcmd(ModCmd.INIT, props)
                 finally:
-                    added = {m: c for m, c in devsw._slots.items() if before.get(m) is not c}
+                    added = {m: c for m, c in devsw.attached().items() if before.get(m) is not c}
                     mod.majors = list(added)
                     mod.cdevsws = list(dict.fromkeys(added.values()))
             except BaseException:

@@ -25,7 +25,7 @@ from devfsd.errors import ControlError
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-__all__ = ["DevfsdMount", "is_mounted", "run", "wait_for"]
+__all__ = ["DevfsdMount", "is_mounted", "run", "tool", "wait_for"]
 
 START_TIMEOUT: Final = 20.0
 STOP_TIMEOUT: Final = 20.0
@@ -60,8 +60,12 @@ def _stale(path: str | os.PathLike[str]) -> bool:
     return False
 
 
-def _bin(name: str) -> str:
-    """A console script of this venv (beside the running python), else PATH's."""
+def tool(name: str) -> str:
+    """A console script of this venv (beside the running python), else PATH's.
+
+    Raises:
+        FileNotFoundError: neither has it.
+    """
     cand = Path(sys.executable).parent / name
     if cand.exists():
         return str(cand)
@@ -69,6 +73,9 @@ def _bin(name: str) -> str:
     if found is None:
         raise FileNotFoundError(name)
     return found
+
+
+_TOOLS: Final = ("devfsd", "modload", "modunload", "modstat", "devfs-mknod", "tunwg-bridge")
 
 
 def run(
@@ -80,8 +87,8 @@ def run(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a program (a devfsd tool by bare name, or any path) and collect its output."""
     argv = list(argv)
-    if "/" not in argv[0] and argv[0] in ("devfsd", "modload", "modunload", "modstat", "devfs-mknod"):
-        argv[0] = _bin(argv[0])
+    if "/" not in argv[0] and argv[0] in _TOOLS:
+        argv[0] = tool(argv[0])
     return subprocess.run(argv, input=input, capture_output=True, timeout=timeout, env=env, check=False)
 
 
@@ -122,7 +129,7 @@ class DevfsdMount:
         self.base.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):  # possibly a stale mount, which devfsd clears
             self.path.mkdir()
-        argv = [*self.wrapper, _bin("devfsd"), "-f", "--control", self.control, "--log", str(self.log)]
+        argv = [*self.wrapper, tool("devfsd"), "-f", "--control", self.control, "--log", str(self.log)]
         for d in self.modpath:
             argv += ["--modpath", d]
         argv += [*self.args, str(self.path)]

@@ -116,6 +116,7 @@ __all__ = [
     "wait_counters_settled",
     "wait_handshake",
     "wait_ping",
+    "wait_steady",
     "wait_until",
     "wg",
     "wg_pubkey",
@@ -818,15 +819,32 @@ def wait_counters_settled(pair: WgPair, timeout: float = 5.0, quiet: float = 0.1
     Raises:
         TimeoutError: still moving after ``timeout``.
     """
-    prev: list[tuple[WgPeer, WgPeer]] = []
+    return wait_steady(
+        lambda: (pair.a.wg.dump().peer(pair.b.key.public), pair.b.wg.dump().peer(pair.a.key.public)),
+        timeout,
+        "wg transfer counters to settle",
+        quiet=quiet,
+    )
 
-    def settled() -> tuple[WgPeer, WgPeer] | None:
-        now = (pair.a.wg.dump().peer(pair.b.key.public), pair.b.wg.dump().peer(pair.a.key.public))
+
+def wait_steady(read: Callable[[], _T], timeout: float, what: str, *, quiet: float = 0.1) -> _T:
+    """Until two readings ``quiet`` seconds apart are equal; that reading.
+
+    For counters that move while traffic flows (``wg show`` of two ends:
+    see :func:`wait_counters_settled`).
+
+    Raises:
+        TimeoutError: naming ``what``, still changing after ``timeout``.
+    """
+    prev: list[_T] = []
+
+    def steady() -> tuple[_T] | None:
+        now = read()
         same = prev == [now]
         prev[:] = [now]
-        return now if same else None
+        return (now,) if same else None
 
-    return wait_until(settled, timeout, "wg transfer counters to settle", interval=quiet)
+    return wait_until(steady, timeout, what, interval=quiet)[0]
 
 
 def udp_in_errors(ns: NetNs) -> int:
