@@ -19,21 +19,26 @@ import logging.handlers
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from typing import TYPE_CHECKING, Final
 
 import pyfuse3
 import trio
 
 from devfsd import __version__
+from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import abort_sleepers
 from devfsd.control import DEFAULT_CONTROL, ENV_CONTROL
 from devfsd.control.api import ControlApi
 from devfsd.control.server import ControlServer, bind_control_socket
+from devfsd.errors import DevfsdError
 from devfsd.fs import MAX_TASKS, DevFs
 from devfsd.kern.loader import DEFAULT_AUTOTIME, ModuleLoader
 from devfsd.specfs import SpecFs
+from devfsd.state import StateStore, default_state_dir
 
 if TYPE_CHECKING:
     import socket
@@ -74,6 +79,16 @@ def _parser() -> argparse.ArgumentParser:
         help="quiet time before autoloaded modules are offered unloading (0: never)",
     )
     p.add_argument("--no-autoload", action="store_true", help="never load modules when a node is opened")
+    p.add_argument(
+        "--state",
+        metavar="DIR",
+        help="keep nodes, majors and loaded modules in DIR (default: /var/lib/devfsd/<mountpoint>)",
+    )
+    p.add_argument(
+        "--reload-modules",
+        action="store_true",
+        help="at start, load again the modules that were loaded when the daemon last stopped",
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("mountpoint", help="where to mount")
     return p
@@ -173,8 +188,12 @@ class Daemon:
         self.control = control
         self.loader = ModuleLoader(args.modpath, autoload=not args.no_autoload, autotime=args.autotime)
         self.spec = SpecFs(self.loader)
-        self.fs = DevFs(self.spec, control)
-        self.api = ControlApi(self.loader, self.fs, mountpoint)
+        self.state = StateStore(args.state or default_state_dir(mountpoint))
+        devsw.restore(self.state.majors())
+        devsw.on_new_name = self.state.put_major
+        self.fs = DevFs(self.spec, control, table=self.state.load_tree(time.time_ns()))
+        self.fs.on_change = self.state.apply
+        self.api = ControlApi(self.loader, self.fs, mountpoint, self.state)
         self.sock: socket.socket | None = None
         self.terminated = False
 
@@ -216,6 +235,8 @@ class Daemon:
         server = ControlServer(self.api, self.sock)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.loader.run)
+            if self.args.reload_modules:
+                await self._reload_modules()
             await nursery.start(server.serve)
             nursery.start_soon(self._signals, nursery)
             if ready is not None:
@@ -230,8 +251,16 @@ class Daemon:
                     await self.loader.unload_all()
                 nursery.cancel_scope.cancel()
 
+    async def _reload_modules(self) -> None:
+        for spec, props in self.state.modules():
+            try:
+                await self.loader.load(spec, props)
+            except DevfsdError as exc:
+                log.warning("reloading module %s: %s", spec, exc)
+
     def finish(self, *, crashed: bool) -> None:
         self._remove_socket()
+        self.state.close()
         still = _is_mounted(self.mountpoint)
         try:
             pyfuse3.close(unmount=still)
@@ -273,7 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         ready = wfd
         # Start-up errors still go to the parent through the pipe.
     _setup_logging(args)
-    d = Daemon(args, mountpoint, control)
+    try:
+        d = Daemon(args, mountpoint, control)
+    except OSError as exc:
+        return _startup_failed(
+            ready, f"{PROG}: {exc.filename or args.state}: {os.strerror(exc.errno or errno.EIO)}\n"
+        )
+    except sqlite3.Error as exc:
+        return _startup_failed(ready, f"{PROG}: {args.state or default_state_dir(mountpoint)}: {exc}\n")
     try:
         d.start()
     except OSError as exc:

@@ -82,8 +82,9 @@ class DevFs(pyfuse3.Operations):
         self.files: dict[int, tuple[File, Node]] = {}
         self._dirs: dict[int, list[tuple[bytes, int]]] = {}
         self._next_fh = 1
-        #: Called after the tree changes (for persistence); None: nothing.
-        self.on_change: Callable[[], None] | None = None
+        #: Called with the tree's journal after each change, before the reply
+        #: (the state store commits it); None: nothing is kept.
+        self.on_change: Callable[[list[tuple[str, object, object, object]]], None] | None = None
 
     # -- attributes -------------------------------------------------------
 
@@ -114,8 +115,9 @@ class DevFs(pyfuse3.Operations):
         return self._attr(node, mknod_reply=mknod_reply)
 
     def _changed(self) -> None:
+        journal = self.table.take_journal()
         if self.on_change is not None:
-            self.on_change()
+            self.on_change(journal)
 
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
@@ -162,6 +164,7 @@ class DevFs(pyfuse3.Operations):
         if fields.update_mtime:
             node.mtime_ns = attr.st_mtime_ns
         node.ctime_ns = now
+        self.table.touch(node)
         self._changed()
         return self._attr(node)
 

@@ -10,6 +10,13 @@ to the file system (a new node's owner) are applied here.
 
 An inode lives while it has a name, an open file or a kernel lookup
 reference (``nlookup``, dropped by FORGET), as FUSE requires.
+
+Every change is also written down in ``journal`` as small records that a
+state store can replay in one transaction (``take_journal``): ``("put",
+node)`` (its attributes changed), ``("link", parent, name, inode)``,
+``("unlink", parent, name)`` and ``("drop", inode)`` (its last name went).
+Only named inodes are state: an unlinked inode still open is dropped from
+the journal's point of view at once, as it would be gone after a restart.
 """
 
 from __future__ import annotations
@@ -94,10 +101,76 @@ class NodeTable:
     def __init__(self, now: int, root_mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
         self.nodes: dict[int, Node] = {}
         self._next = ROOT_INODE
+        self.journal: list[tuple[str, object, object, object]] = []
         root = self._new(stat.S_IFDIR | root_mode, uid, gid, now)
         root.nlink = 2
         root.parent = ROOT_INODE
         self.root = root
+        self.journal.append(("put", root, None, None))
+
+    def take_journal(self) -> list[tuple[str, object, object, object]]:
+        """The changes since the last call, oldest first; clears them."""
+        j, self.journal = self.journal, []
+        return j
+
+    def touch(self, node: Node) -> None:
+        """Record that ``node``'s attributes changed (setattr)."""
+        self.journal.append(("put", node, None, None))
+
+    @classmethod
+    def restore(
+        cls,
+        inodes: list[tuple[int, int, int, int, int, int, int, int, bytes]],
+        entries: list[tuple[int, bytes, int]],
+        now: int,
+    ) -> NodeTable:
+        """Rebuild a tree from a state store's rows.
+
+        Args:
+            inodes: (inode, mode, uid, gid, rdev, atime, mtime, ctime, target).
+            entries: (parent, name, inode) in creation order.
+
+        Entries naming a missing inode or parent, and inodes no entry
+        reaches, are left out (nothing half-made survives).
+        """
+        t = cls(now)
+        t.journal.clear()
+        rows = {r[0]: r for r in inodes}
+        if ROOT_INODE in rows:
+            r = rows[ROOT_INODE]
+            root = t.root
+            root.mode, root.uid, root.gid = r[1], r[2], r[3]
+            root.atime_ns, root.mtime_ns, root.ctime_ns = r[5], r[6], r[7]
+        by_parent: dict[int, list[tuple[bytes, int]]] = {}
+        for parent, name, ino in entries:
+            by_parent.setdefault(parent, []).append((name, ino))
+        # Walk from the root so that only reachable inodes come back.
+        todo = [ROOT_INODE]
+        while todo:
+            d = t.nodes[todo.pop()]
+            for name, ino in by_parent.get(d.inode, ()):
+                row = rows.get(ino)
+                if row is None or (d.children is not None and name in d.children):
+                    continue
+                node = t.nodes.get(ino)
+                if node is None:
+                    node = Node(ino, row[1], row[2], row[3], row[5], row[4])
+                    node.atime_ns, node.mtime_ns, node.ctime_ns = row[5], row[6], row[7]
+                    node.target = row[8]
+                    t.nodes[ino] = node
+                    if node.is_dir:
+                        node.nlink = 1
+                        todo.append(ino)
+                elif node.is_dir:
+                    continue  # a directory has one name
+                assert d.children is not None
+                d.children[name] = ino
+                node.nlink += 1
+                if node.is_dir:
+                    node.parent = d.inode
+                    d.nlink += 1
+        t._next = max(t.nodes) + 1
+        return t
 
     def _new(self, mode: int, uid: int, gid: int, now: int, rdev: int = 0) -> Node:
         node = Node(self._next, mode, uid, gid, now, rdev)
@@ -148,6 +221,10 @@ class NodeTable:
             node.parent = d.inode
             d.nlink += 1
         d.mtime_ns = d.ctime_ns = now
+        j = self.journal
+        j.append(("put", node, None, None))
+        j.append(("put", d, None, None))
+        j.append(("link", d.inode, name, node.inode))
 
     def _check_new(self, parent: int, name: bytes) -> Node:
         _check_name(name)
@@ -214,6 +291,10 @@ class NodeTable:
             d.nlink -= 1
         d.mtime_ns = d.ctime_ns = now
         node.ctime_ns = now
+        j = self.journal
+        j.append(("unlink", d.inode, name, None))
+        j.append(("put", d, None, None))
+        j.append(("drop", node.inode, None, None) if node.nlink <= 0 else ("put", node, None, None))
         self.maybe_free(node)
 
     def unlink(self, parent: int, name: bytes, now: int) -> Node:
@@ -280,6 +361,7 @@ class NodeTable:
                     other.nlink -= 1
                 n.ctime_ns = now
             od.mtime_ns = od.ctime_ns = nd.mtime_ns = nd.ctime_ns = now
+            self._journal_rename(od, old, dst, nd, new, src)
             return
         if dst is src:
             return  # same inode: nothing to do, as POSIX says
@@ -303,6 +385,21 @@ class NodeTable:
             nd.nlink += 1
         src.ctime_ns = now
         od.mtime_ns = od.ctime_ns = nd.mtime_ns = nd.ctime_ns = now
+        self.journal.append(("unlink", od.inode, old, None))
+        self._journal_rename(None, old, None, nd, new, src)
+        self.journal.append(("put", od, None, None))
+
+    def _journal_rename(
+        self, od: Node | None, old: bytes, dst: Node | None, nd: Node, new: bytes, src: Node
+    ) -> None:
+        j = self.journal
+        if od is not None and dst is not None:
+            j.append(("link", od.inode, old, dst.inode))
+            j.append(("put", dst, None, None))
+            j.append(("put", od, None, None))
+        j.append(("link", nd.inode, new, src.inode))
+        j.append(("put", src, None, None))
+        j.append(("put", nd, None, None))
 
     def maybe_free(self, node: Node) -> None:
         """Drop ``node`` once it has no name, no open file and no lookup."""

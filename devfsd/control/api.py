@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from devfsd.cdevsw._switch import Lwp
     from devfsd.fs import DevFs
     from devfsd.kern.loader import ModuleLoader
+    from devfsd.state import StateStore
 
 __all__ = ["ControlApi"]
 
@@ -31,19 +32,26 @@ __all__ = ["ControlApi"]
 class ControlApi:
     """The operations the control socket offers."""
 
-    def __init__(self, loader: ModuleLoader, fs: DevFs | None, mountpoint: str) -> None:
+    def __init__(
+        self, loader: ModuleLoader, fs: DevFs | None, mountpoint: str, state: StateStore | None = None
+    ) -> None:
         self.loader = loader
         self.fs = fs
         self.mountpoint = mountpoint
+        self.state = state
 
     async def ping(self, peer: Lwp) -> None:
         return None
 
     async def modload(self, peer: Lwp, module: str, props: dict[str, Any] | None) -> None:
-        await self.loader.load(module, props)
+        mod = await self.loader.load(module, props)
+        if self.state is not None:
+            self.state.put_module(mod.name, module, mod.props)
 
     async def modunload(self, peer: Lwp, module: str) -> None:
         await self.loader.unload(module)
+        if self.state is not None:
+            self.state.drop_module(module)
 
     async def modstat(self, peer: Lwp, module: str | None) -> dict[str, Any]:
         rows = [

@@ -111,6 +111,9 @@ class DevfsdMount:
         self.path = self.base / "dev"
         self.control = str(self.base / "control.sock")
         self.log = self.base / "devfsd.log"
+        #: The state directory: a new DevfsdMount on the same base finds
+        #: what the last one left.
+        self.state = self.base / "state"
         self.modpath = [str(p) for p in modpath]
         self.args = list(args)
         #: A command the daemon runs under, e.g. ``nsenter --net=...``.
@@ -130,6 +133,7 @@ class DevfsdMount:
         with contextlib.suppress(FileExistsError):  # possibly a stale mount, which devfsd clears
             self.path.mkdir()
         argv = [*self.wrapper, tool("devfsd"), "-f", "--control", self.control, "--log", str(self.log)]
+        argv += ["--state", str(self.state)]
         for d in self.modpath:
             argv += ["--modpath", d]
         argv += [*self.args, str(self.path)]
