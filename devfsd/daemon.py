@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"control socket (default: ${ENV_CONTROL} or {DEFAULT_CONTROL})",
     )
     p.add_argument(
+        "--control-group",
+        metavar="GROUP",
+        type=_group,
+        help="members of GROUP may use the control socket too (mode 0660)",
+    )
+    p.add_argument(
         "--modpath", metavar="DIR", action="append", default=[], help="search DIR for modules (repeatable)"
     )
     p.add_argument(
@@ -92,6 +98,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("mountpoint", help="where to mount")
     return p
+
+
+def _group(text: str) -> int:
+    """A group name or number, as devfs-mknod's -g takes it."""
+    import grp
+
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        if text.isdigit():
+            return int(text)
+        raise argparse.ArgumentTypeError(f"{text}: invalid group name") from None
 
 
 def _autotime(text: str) -> float:
@@ -199,7 +217,7 @@ class Daemon:
 
     def start(self) -> None:
         """Bind the socket and mount (before trio runs)."""
-        self.sock = bind_control_socket(self.control)
+        self.sock = bind_control_socket(self.control, self.args.control_group)
         try:
             pyfuse3.init(self.fs, self.mountpoint, _mount_options(self.args.options))
         except BaseException:
@@ -232,7 +250,7 @@ class Daemon:
 
     async def run(self, ready: int | None) -> None:
         assert self.sock is not None
-        server = ControlServer(self.api, self.sock)
+        server = ControlServer(self.api, self.sock, self.args.control_group)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.loader.run)
             if self.args.reload_modules:

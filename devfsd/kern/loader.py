@@ -264,18 +264,24 @@ class ModuleLoader:
                 init = p / "__init__.py"
                 if not init.is_file():
                     raise DeviceError(errno.ENOENT, f"{spec}: no __init__.py")
+                _check_safe(p.resolve())
                 return p.resolve().name, init, p.resolve()
             if p.is_file() and p.suffix == ".py":
+                _check_safe(p.resolve())
                 return p.stem, p, None
             raise DeviceError(errno.ENOENT)
         name = validate_module_name(spec)
         for d in self.modpath:
-            pkg = d / name
-            if (pkg / "__init__.py").is_file():
-                return name, pkg / "__init__.py", pkg
-            f = d / f"{name}.py"
-            if f.is_file():
-                return name, f, None
+            for cand, pkg in ((d / name, True), (d / f"{name}.py", False)):
+                if not (cand / "__init__.py" if pkg else cand).is_file():
+                    continue
+                real = cand.resolve()
+                if real.parent != d.resolve():
+                    # A symbolic link (or ..) leading out of the module path.
+                    log.error("module %s: %s leads out of %s; refused", name, cand, d)
+                    raise DeviceError(errno.EPERM)
+                _check_safe(real)
+                return (name, real / "__init__.py", real) if pkg else (name, real, None)
         raise DeviceError(errno.ENOENT)
 
     def _import(self, name: str, path: Path, pkgdir: Path | None) -> types.ModuleType:
@@ -525,6 +531,33 @@ class ModuleLoader:
             if maj in mod.majors:
                 return mod
         return None
+
+
+def _check_safe(p: Path) -> None:
+    """Refuse code others could have changed, as a kernel refuses unsafe modules.
+
+    ``p`` (a ``.py`` file, or a package directory and every file and
+    directory in it) must belong to root or to the daemon's user and be
+    writable by nobody else.
+
+    Raises:
+        DeviceError: ``EPERM``, logged with the offending path.
+    """
+    me = os.geteuid()
+    paths = [p, *p.rglob("*")] if p.is_dir() else [p]
+    for f in paths:
+        try:
+            st = f.lstat()
+        except OSError:
+            continue
+        if st.st_uid not in (0, me) or st.st_mode & 0o022:
+            log.error(
+                "module code %s: owner %d, mode %o: not root's or writable by others; refused",
+                f,
+                st.st_uid,
+                st.st_mode & 0o7777,
+            )
+            raise DeviceError(errno.EPERM)
 
 
 def _code_size(p: Path) -> int:

@@ -460,3 +460,32 @@ def test_start_errors(tmp_path: Path) -> None:
         assert r.returncode == 1
         assert r.stderr.decode() == f"devfsd: {m.control}: Address already in use\n"
         assert not is_mounted(tmp_path / "dev2")
+
+
+def test_control_group_members_may_use_the_socket() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as base:
+        os.chmod(base, 0o755)
+        with DevfsdMount(base, modpath=[MODS], args=["--control-group", "65534"]) as m:
+            st = os.stat(m.control)
+            assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, 65534)
+            code = (
+                "from devfsd.control.client import Client\n"
+                f"Client({m.control!r}).modload('msgq')\n"
+                "print('ok')\n"
+            )
+            env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+            member = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            r = subprocess.run(
+                [*member, sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
+            )
+            assert r.stdout == "ok\n", r.stderr
+            outsider = ["setpriv", "--reuid=65534", "--regid=65533", "--clear-groups"]
+            r = subprocess.run(
+                [*outsider, sys.executable, "-c", code.replace("modload", "modunload")],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=env,
+            )
+            assert "Permission denied" in r.stderr  # the socket's mode keeps others out
+            assert [row["name"] for row in m.client().modstat()["modules"]] == ["msgq"]

@@ -284,3 +284,45 @@ async def test_d_close_only_on_last_close() -> None:
         assert a.dev in mod.open_devs  # d_close not called yet
         await b.close()
         assert a.dev not in mod.open_devs
+
+
+def _copy_msgq(dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(MODS / "msgq", dst / "msgq", ignore=shutil.ignore_patterns("__pycache__"))
+    return dst / "msgq"
+
+
+@pytest.mark.parametrize("how", ["group-writable", "other-writable", "not-root", "file-writable"])
+async def test_unsafe_module_code_is_eperm(tmp_path: Path, how: str) -> None:
+    pkg = _copy_msgq(tmp_path)
+    if how == "group-writable":
+        pkg.chmod(0o775)
+    elif how == "other-writable":
+        (pkg / "__init__.py").chmod(0o646)
+    elif how == "not-root":
+        os.chown(pkg / "__init__.py", 65534, 65534)
+    else:
+        (pkg / "__init__.py").chmod(0o666)
+    async with Kernel.running([tmp_path]) as k:
+        for spec in ("msgq", str(pkg)):
+            with pytest.raises(DeviceError) as ei:
+                await k.modload(spec)
+            assert errno_of(ei) == errno.EPERM
+
+
+async def test_module_path_cannot_be_escaped(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _copy_msgq(outside)
+    modpath = tmp_path / "mods"
+    modpath.mkdir()
+    (modpath / "msgq").symlink_to(outside / "msgq")
+    async with Kernel.running([modpath]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("msgq")
+        assert errno_of(ei) == errno.EPERM
+        for bad in ("..", "../msgq", ".hidden", "a b"):
+            with pytest.raises(DeviceError) as ei:
+                await k.modload(bad) if "/" not in bad else await k.loader.unload(bad)
+            assert errno_of(ei) == errno.EINVAL
