@@ -11,7 +11,12 @@ to, and the peers' packets come out of reads. See tunwg(4).
 Load properties: ``count`` (int, 0..256), ``ifname`` (str, a prefix; names
 must stay below 16 bytes), ``sockdir`` (str), ``mtu`` (int, 576..65535,
 default 1420), ``keylog`` (str: a file that gets each session's keys in
-the format tshark's ``wg.keylog_file`` reads).
+the format tshark's ``wg.keylog_file`` reads), ``rekey_after_time`` (int
+seconds, 1..120, default 120: for tests only, as NetBSD's
+``net.wg.rekey_after_time`` debug sysctl; see ``wg.Device``).
+
+``statistics(unit)`` returns an interface's counters (``InterfaceStats``),
+for tests and debugging.
 
 FINI refuses (``EBUSY``) while a node is open; AUTOUNLOAD refuses while an
 interface has a private key (unloading loses its configuration).
@@ -26,8 +31,9 @@ from typing import TYPE_CHECKING, Final, TextIO
 from devfsd.cdevsw import DeviceError, devsw_attach, devsw_detach
 from devfsd.kern import ModCmd, ModuleClass, ModuleInfo, current_module
 
-from .iface import Interface
+from .iface import Interface, InterfaceStats
 from .tun import make_cdevsw
+from .wg.constants import REKEY_AFTER_TIME
 
 if TYPE_CHECKING:
     from devfsd.kern import Props
@@ -42,13 +48,20 @@ MAX_UNITS: Final = 256
 
 class _State:
     def __init__(
-        self, module: LoadedModule, ifname: str, sockdir: str, mtu: int, keylog: TextIO | None
+        self,
+        module: LoadedModule,
+        ifname: str,
+        sockdir: str,
+        mtu: int,
+        keylog: TextIO | None,
+        rekey_after_time: int,
     ) -> None:
         self.module = module
         self.ifname = ifname
         self.sockdir = sockdir
         self.mtu = mtu
         self.keylog = keylog
+        self.rekey_after_time = rekey_after_time
         self.units: dict[int, Interface] = {}
 
     def get(self, unit: int, create: bool) -> Interface:
@@ -61,7 +74,14 @@ class _State:
 
     def make(self, unit: int) -> Interface:
         try:
-            ifp = Interface(unit, f"{self.ifname}{unit}", self.sockdir, mtu=self.mtu, keylog=self.keylog)
+            ifp = Interface(
+                unit,
+                f"{self.ifname}{unit}",
+                self.sockdir,
+                mtu=self.mtu,
+                keylog=self.keylog,
+                rekey_after_time=self.rekey_after_time,
+            )
         except ValueError as exc:
             raise DeviceError(errno.EINVAL, str(exc)) from None
         try:
@@ -92,6 +112,15 @@ def _get(unit: int, create: bool) -> Interface:
 cdevsw: Final = make_cdevsw(_get)
 
 
+def statistics(unit: int) -> InterfaceStats:
+    """Interface ``unit``'s counters.
+
+    Raises:
+        DeviceError: ENXIO, no such interface (or the module is not loaded).
+    """
+    return _get(unit, False).statistics()
+
+
 def _prop(props: Props, name: str, kind: type, default: object) -> object:
     v = props.get(name, default)
     if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
@@ -110,10 +139,13 @@ async def modcmd(cmd: ModCmd, props: Props | None) -> None:
         sockdir = _prop(p, "sockdir", str, "/var/run/wireguard")
         mtu = _prop(p, "mtu", int, 1420)
         keylog_path = _prop(p, "keylog", str, "")
-        assert isinstance(count, int) and isinstance(mtu, int)
+        rekey_after_time = _prop(p, "rekey_after_time", int, int(REKEY_AFTER_TIME))
+        assert isinstance(count, int) and isinstance(mtu, int) and isinstance(rekey_after_time, int)
         assert isinstance(ifname, str) and isinstance(sockdir, str) and isinstance(keylog_path, str)
         if not 0 <= count <= MAX_UNITS or not 576 <= mtu <= 65535 or not sockdir.startswith("/"):
             raise DeviceError(errno.EINVAL)
+        if not 1 <= rekey_after_time <= REKEY_AFTER_TIME:
+            raise DeviceError(errno.EINVAL, f"rekey_after_time must be 1..{int(REKEY_AFTER_TIME)}")
         module = current_module()
         assert module is not None
         keylog: TextIO | None = None
@@ -122,7 +154,7 @@ async def modcmd(cmd: ModCmd, props: Props | None) -> None:
                 keylog = open(keylog_path, "a")  # noqa: SIM115, ASYNC230 - once, at load; lives until FINI
             except OSError as exc:
                 raise DeviceError(exc.errno or errno.EIO) from None
-        state = _State(module, ifname, sockdir, mtu, keylog)
+        state = _State(module, ifname, sockdir, mtu, keylog, rekey_after_time)
         try:
             for unit in range(count):
                 state.make(unit)

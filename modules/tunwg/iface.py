@@ -28,6 +28,7 @@ import os
 import socket
 import time
 from collections import deque
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, TextIO, final
 
 import trio
@@ -35,7 +36,8 @@ import trio
 from devfsd.cdevsw import WaitChannel
 from devfsd.kern import bind_unix_listener, kthread_create
 
-from .wg.device import DeliverPacket, Device, SendDatagram
+from .wg.constants import REKEY_AFTER_TIME
+from .wg.device import DeliverPacket, Device, DeviceStats, SendDatagram
 from .wg.uapi import CLOSED, NEED_DATA, Endpoint, GetRequest, UapiError, UapiReader, format_errno
 
 if TYPE_CHECKING:
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 
     from .wg.device import Effect
 
-__all__ = ["QUEUE_MAX", "Interface"]
+__all__ = ["QUEUE_MAX", "Interface", "InterfaceStats"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,26 @@ QUEUE_MAX: Final = 256
 #: Datagrams drained per wake-up of the receive loop before yielding.
 RECV_BATCH: Final = 64
 IFNAMSIZ: Final = 16
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InterfaceStats:
+    """One interface's counters at one moment (``Interface.statistics()``).
+
+    Attributes:
+        is_open: the node is open (the interface is up).
+        queued: packets waiting for readers.
+        dropped_queue_full: packets for readers dropped because ``QUEUE_MAX`` waited.
+        send_errors: datagrams ``sendto`` refused (full buffer, unreachable,
+            no socket).
+        device: a copy of the ``wg.Device``'s drop and event counters.
+    """
+
+    is_open: bool
+    queued: int
+    dropped_queue_full: int
+    send_errors: int
+    device: DeviceStats
 
 
 @final
@@ -66,6 +88,7 @@ class Interface:
         *,
         mtu: int,
         keylog: TextIO | None = None,
+        rekey_after_time: float = REKEY_AFTER_TIME,
     ) -> None:
         if not name or len(name) >= IFNAMSIZ or "/" in name:
             raise ValueError(f"bad interface name {name!r}")
@@ -75,7 +98,12 @@ class Interface:
         self.mtu = mtu
         self.keylog = keylog
         self.device = Device(
-            rng=os.urandom, bind=self._bind, mtu=mtu, keylog=keylog is not None, log=self._debug
+            rng=os.urandom,
+            bind=self._bind,
+            mtu=mtu,
+            keylog=keylog is not None,
+            log=self._debug,
+            rekey_after_time=rekey_after_time,
         )
         self.queue: deque[bytes] = deque()
         self.rchan = WaitChannel(f"{name}.read")
@@ -97,6 +125,15 @@ class Interface:
     @property
     def uapi_path(self) -> str:
         return os.path.join(self.sockdir, f"{self.name}.sock")
+
+    def statistics(self) -> InterfaceStats:
+        return InterfaceStats(
+            is_open=self.is_open,
+            queued=len(self.queue),
+            dropped_queue_full=self.dropped_queue_full,
+            send_errors=self.send_errors,
+            device=replace(self.device.stats),
+        )
 
     # -- life ---------------------------------------------------------------
 
@@ -195,9 +232,16 @@ class Interface:
     def _bind(self, port: int) -> int:
         """The device's ``bind``: (re)bind the UDP socket; returns the port.
 
+        The old socket is closed first, as wireguard-go's ``BindUpdate``
+        does: ``wg setconf`` sends the port the interface already has, and
+        binding a second socket to it would fail ``EADDRINUSE``. So a
+        failed bind leaves the interface with no socket (the device then
+        counts as unbound), as in wireguard-go.
+
         Raises:
             UapiError: ``EADDRINUSE`` when the port is taken.
         """
+        self._close_udp()
         try:
             new = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
             new.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -214,7 +258,6 @@ class Interface:
         for opt, size in ((socket.SO_RCVBUF, 4 << 20), (socket.SO_SNDBUF, 4 << 20)):
             with contextlib.suppress(OSError):
                 new.setsockopt(socket.SOL_SOCKET, opt, size)
-        self._close_udp()
         self._sock = new
         self._sock_changed.set()
         return int(new.getsockname()[1])

@@ -9,11 +9,10 @@ notification, ioctl, load properties, FINI and AUTOUNLOAD, autoload.
 
 from __future__ import annotations
 
-import shutil
-
 import errno
 import os
 import re
+import shutil
 import struct
 from contextlib import asynccontextmanager
 from pathlib import Path

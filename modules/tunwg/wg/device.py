@@ -119,6 +119,7 @@ from .constants import (
     MAX_MESSAGE_SIZE,
     MESSAGE_TRANSPORT_MIN_SIZE,
     MESSAGE_TRANSPORT_TYPE,
+    REKEY_AFTER_TIME,
     UNDER_LOAD_AFTER_TIME,
     UNDER_LOAD_QUEUE_SIZE,
 )
@@ -219,6 +220,12 @@ class Device:
             mac2 (cookies) and the rate limiter apply.
         log: called with one line of debug text per dropped datagram and
             protocol event, if given (never on the per-packet success path).
+        rekey_after_time: REKEY_AFTER_TIME (120 s), the age at which the
+            initiator of a session starts the next handshake when it sends.
+            For tests only, as NetBSD's ``net.wg.rekey_after_time`` debug
+            sysctl: a shorter value makes a rekey happen within a test's
+            budget (no sooner than REKEY_TIMEOUT, 5 s, after the previous
+            initiation). No other timer moves.
 
     Attributes (read-only for callers): ``is_up``, ``listen_port`` (the bound
     port, or the configured one while unbound), ``fwmark``, ``stats``.
@@ -244,6 +251,7 @@ class Device:
         "listen_port",
         "log",
         "mtu",
+        "rekey_after_time",
         "rng",
         "stats",
     )
@@ -257,8 +265,12 @@ class Device:
         keylog: bool = False,
         under_load_threshold: int = UNDER_LOAD_QUEUE_SIZE,
         log: Callable[[str], None] | None = None,
+        rekey_after_time: float = REKEY_AFTER_TIME,
     ) -> None:
+        if not 0 < rekey_after_time <= REKEY_AFTER_TIME:
+            raise ValueError(f"rekey_after_time must be in (0, {REKEY_AFTER_TIME}]")
         self.rng: Final = rng
+        self.rekey_after_time: Final = rekey_after_time
         self._bind: Final = bind
         self.mtu: Final = mtu
         self.keylog = keylog

@@ -152,10 +152,11 @@ class Keypair:
         """
         return now - self.created >= REJECT_AFTER_TIME
 
-    def needs_rekey_sending(self, now: float) -> bool:
-        """After sending: counter past REKEY_AFTER_MESSAGES, or we initiated it over 120 s ago."""
+    def needs_rekey_sending(self, now: float, rekey_after_time: float = REKEY_AFTER_TIME) -> bool:
+        """After sending: counter past REKEY_AFTER_MESSAGES, or we initiated it over 120 s
+        (``rekey_after_time``, shortened only by tests) ago."""
         return self.send_counter > REKEY_AFTER_MESSAGES or (
-            self.is_initiator and now - self.created > REKEY_AFTER_TIME
+            self.is_initiator and now - self.created > rekey_after_time
         )
 
     def needs_rekey_receiving(self, now: float) -> bool:

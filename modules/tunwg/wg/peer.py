@@ -130,6 +130,7 @@ class Peer:
         "_allowed",
         "_device",
         "_mtu",
+        "_rekey_after_time",
         "_rng",
         "_stats",
         "cookie_generator",
@@ -152,6 +153,7 @@ class Peer:
         self._stats: Final = device.stats
         self._mtu: Final = device.mtu
         self._rng: Final = device.rng
+        self._rekey_after_time: Final = device.rekey_after_time
         self.public_key: Final = public_key
         self.handshake: Final = Handshake(remote_static=public_key, static_static=static_static)
         self.cookie_generator: Final = CookieGenerator(public_key)
@@ -260,7 +262,7 @@ class Peer:
                 self.tx_bytes += len(data)
                 timers.on_data_sent(now, self._rng)
                 out: list[Effect] = [SendDatagram(data, endpoint)]
-                if keypair.needs_rekey_sending(now):  # keepKeyFreshSending
+                if keypair.needs_rekey_sending(now, self._rekey_after_time):  # keepKeyFreshSending
                     self.initiate(now, wall_ns, out, is_retry=False)
                 return out
         out = []
@@ -315,7 +317,7 @@ class Peer:
             self.tx_bytes += len(data)
             if n:
                 timers.on_data_sent(now, self._rng)
-            if keypair.needs_rekey_sending(now):
+            if keypair.needs_rekey_sending(now, self._rekey_after_time):
                 self.initiate(now, wall_ns, out, is_retry=False)
 
     def send_keepalive(self, now: float, wall_ns: int, out: list[Effect]) -> None:

@@ -488,6 +488,24 @@ def test_rekey_after_rekey_after_time() -> None:
     assert peer_a.current.created == net.now
 
 
+def test_shortened_rekey_after_time_rekeys_no_sooner_than_rekey_timeout() -> None:
+    net, a, _b = make_pair(a_kw={"rekey_after_time": 1.0})
+    net.write(a, PING_AB)
+    assert net.kinds() == [(PORT_A, "init"), (PORT_B, "resp"), (PORT_A, "data")]
+    net.run_until(2.0)  # past rekey_after_time, but an initiation went out 2 s ago
+    net.write(a, PING_AB)
+    assert net.kinds(3) == [(PORT_A, "data")]
+    net.run_until(REKEY_TIMEOUT + 0.5)
+    net.write(a, PING_AB)
+    assert net.kinds(4)[:3] == [(PORT_A, "data"), (PORT_A, "init"), (PORT_B, "resp")]
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, REKEY_AFTER_TIME + 1])
+def test_rekey_after_time_out_of_range_refused(value: float) -> None:
+    with pytest.raises(ValueError, match="rekey_after_time"):
+        Device(rng=random.Random(0).randbytes, bind=lambda p: p, rekey_after_time=value)
+
+
 def test_responder_does_not_rekey_on_time() -> None:
     net, _a, b = established()
     net.run_until(REKEY_AFTER_TIME + 1)
