@@ -1,7 +1,8 @@
 """``tunwg-bridge NODE IFNAME``: join a tun-style node to a Linux TUN interface.
 
 Opens NODE (a tunwg node: one IP packet per read and per write) and makes
-the Linux TUN interface IFNAME (``IFF_TUN | IFF_NO_PI``), then moves every
+the Linux TUN interface IFNAME (``IFF_TUN | IFF_NO_PI``) with MTU ``-m``
+(default 1420, tunwg's default), then moves every
 packet read from one to the other, in two threads, until SIGINT or SIGTERM
 or an error. Give the interface its addresses and bring it up with ``ip``;
 then ping, iperf3, ssh and curl run over the tunnel. The TUN interface goes
@@ -23,6 +24,7 @@ import fcntl
 import os
 import select
 import signal
+import socket
 import struct
 import sys
 import threading
@@ -37,7 +39,11 @@ TUNSETIFF: Final = 0x400454CA
 IFF_TUN: Final = 0x0001
 IFF_NO_PI: Final = 0x1000
 BUFSIZE: Final = 65536
-USAGE: Final = f"usage: {PROG} node ifname\n"
+USAGE: Final = f"usage: {PROG} [-m mtu] node ifname\n"
+SIOCSIFMTU: Final = 0x8922
+#: tunwg's default MTU: the TUN interface must not send larger packets, or
+#: each write of one fails EIO (a TCP stream would stall).
+DEFAULT_MTU: Final = 1420
 
 
 def open_tun(name: str) -> int:
@@ -49,6 +55,12 @@ def open_tun(name: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def set_mtu(name: str, mtu: int) -> None:
+    """Set interface ``name``'s MTU (SIOCSIFMTU)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), SIOCSIFMTU, struct.pack("16si12x", name.encode(), mtu))
 
 
 def _pump(
@@ -97,6 +109,14 @@ def _pump(
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    mtu = DEFAULT_MTU
+    if args[:1] == ["-m"] and len(args) >= 2:
+        if not args[1].isdigit() or not 68 <= int(args[1]) <= 65535:
+            return err(PROG, args[1], errno.EINVAL)
+        mtu = int(args[1])
+        args = args[2:]
+    if args[:1] == ["--"]:
+        args = args[1:]
     if len(args) != 2 or args[0].startswith("-"):
         sys.stderr.write(USAGE)
         return EXIT_FAILURE
@@ -109,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return err(PROG, node, exc.errno or errno.EIO)
     try:
         tfd = open_tun(ifname)
+        set_mtu(ifname, mtu)
     except OSError as exc:
         os.close(nfd)
         return err(PROG, ifname, exc.errno or errno.EIO)
