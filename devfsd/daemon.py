@@ -33,12 +33,13 @@ from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import abort_sleepers
 from devfsd.control import DEFAULT_CONTROL, ENV_CONTROL
 from devfsd.control.api import ControlApi
-from devfsd.control.server import ControlServer, bind_control_socket
+from devfsd.control.server import IDLE_TIMEOUT, ControlServer, bind_control_socket
 from devfsd.errors import DevfsdError
 from devfsd.fs import MAX_TASKS, DevFs
 from devfsd.kern.loader import DEFAULT_AUTOTIME, ModuleLoader
-from devfsd.specfs import SpecFs
+from devfsd.specfs import DEFAULT_ENTRY_TIMEOUT, SpecFs
 from devfsd.state import StateStore, default_state_dir
+from devfsd.tools import subcommands
 
 if TYPE_CHECKING:
     import socket
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Mount a userland /dev whose character devices are loadable Python drivers.",
+        epilog=subcommands.EPILOG,
     )
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr")
     p.add_argument(
@@ -95,6 +97,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="at start, load again the modules that were loaded when the daemon last stopped",
     )
+    p.add_argument(
+        "--entry-timeout",
+        type=_seconds,
+        default=DEFAULT_ENTRY_TIMEOUT,
+        metavar="SECONDS",
+        help="cancel a driver entry point awake this long, with ETIMEDOUT (0: never)",
+    )
+    p.add_argument(
+        "--control-idle",
+        type=_seconds,
+        default=IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="drop a control connection silent this long (0: never)",
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("mountpoint", help="where to mount")
     return p
@@ -110,6 +126,13 @@ def _group(text: str) -> int:
         if text.isdigit():
             return int(text)
         raise argparse.ArgumentTypeError(f"{text}: invalid group name") from None
+
+
+def _seconds(text: str) -> float:
+    v = float(text)
+    if not 0 <= v < float("inf"):  # negative, infinite or NaN
+        raise ValueError(text)
+    return v
 
 
 def _autotime(text: str) -> float:
@@ -205,7 +228,7 @@ class Daemon:
         self.mountpoint = mountpoint
         self.control = control
         self.loader = ModuleLoader(args.modpath, autoload=not args.no_autoload, autotime=args.autotime)
-        self.spec = SpecFs(self.loader)
+        self.spec = SpecFs(self.loader, entry_timeout=args.entry_timeout or None)
         self.state = StateStore(args.state or default_state_dir(mountpoint))
         devsw.restore(self.state.majors())
         devsw.on_new_name = self.state.put_major
@@ -250,7 +273,9 @@ class Daemon:
 
     async def run(self, ready: int | None) -> None:
         assert self.sock is not None
-        server = ControlServer(self.api, self.sock, self.args.control_group)
+        server = ControlServer(
+            self.api, self.sock, self.args.control_group, idle=self.args.control_idle or None
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(self.loader.run)
             if self.args.reload_modules:
@@ -290,6 +315,11 @@ class Daemon:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Developer subcommands (devfsd(8), Subcommands); a mountpoint of that
+    # name is given with a slash.
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in subcommands.NAMES:
+        return subcommands.main(words)
     args = _parser().parse_args(argv)
     mountpoint = os.path.abspath(args.mountpoint)
     control = os.path.abspath(args.control or os.environ.get(ENV_CONTROL) or DEFAULT_CONTROL)

@@ -16,7 +16,14 @@ What it guarantees to drivers and callers (../shared/reference/netbsd.md 4.4):
 - A 0-byte read returns ``b""`` without calling the driver; a read never
   returns more than asked (``Uio`` enforces it).
 - An exception other than ``DeviceError`` from a driver is logged with its
-  traceback and becomes ``EIO`` for that call only.
+  traceback and becomes ``EIO`` for that call only; so does a wrong return
+  (``d_open``/``d_read``/``d_write``/``d_ioctl``/``d_close`` return
+  ``None``, ``d_poll`` an ``int``), with a log line naming the value.
+- An entry point awake for longer than ``entry_timeout`` seconds is
+  cancelled, the stack it was stuck in is logged and the caller gets
+  ``ETIMEDOUT`` (time asleep in ``WaitChannel.sleep`` does not count; see
+  ``devfsd.cdevsw._wait``). XXX: only an ``await`` can be cancelled; a
+  synchronous loop in a driver stalls the daemon and no limit here helps.
 """
 
 from __future__ import annotations
@@ -33,22 +40,25 @@ from devfsd.cdevsw._ioccom import IOC_IN, IOC_OUT, IOCPARM_LEN
 from devfsd.cdevsw._switch import FNONBLOCK, FREAD, FWRITE, File, Lwp
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._uio import IO_NDELAY, UIO_READ, Uio
+from devfsd.cdevsw._wait import call_limited
 from devfsd.errors import DeviceError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from devfsd.cdevsw._switch import Cdevsw
     from devfsd.cdevsw._uio import Buffer
     from devfsd.kern.loader import ModuleLoader
 
-__all__ = ["S_IFCHR_MODE", "SpecFs", "open_flags_to_fflag"]
+__all__ = ["DEFAULT_ENTRY_TIMEOUT", "S_IFCHR_MODE", "SpecFs", "open_flags_to_fflag"]
 
 log = logging.getLogger(__name__)
 
 S_IFCHR_MODE: Final = 0o020000
 _POLLERR: Final = select.POLLERR
 _ALL_EVENTS: Final = select.POLLIN | select.POLLOUT | select.POLLRDNORM | select.POLLWRNORM
+#: Seconds an entry point may stay awake (not asleep on a WaitChannel).
+DEFAULT_ENTRY_TIMEOUT: Final = 10.0
 
 
 def open_flags_to_fflag(flags: int) -> int:
@@ -66,10 +76,15 @@ class SpecFs:
 
     Args:
         loader: the module list, for autoload (``None``: no autoload).
+        entry_timeout: seconds an entry point may run awake before it is
+            cancelled with ``ETIMEDOUT`` (``None``: no limit).
     """
 
-    def __init__(self, loader: ModuleLoader | None = None) -> None:
+    def __init__(
+        self, loader: ModuleLoader | None = None, entry_timeout: float | None = DEFAULT_ENTRY_TIMEOUT
+    ) -> None:
         self.loader = loader
+        self.entry_timeout = entry_timeout
         self.opens: Counter[Dev] = Counter()
         self.files: set[File] = set()
         if loader is not None:
@@ -79,14 +94,35 @@ class SpecFs:
         """Open files on any ``dev`` of major ``maj``."""
         return sum(n for d, n in self.opens.items() if major(d) == maj)
 
+    def _hung(self, what: str) -> None:
+        # Called with the Cancelled in flight: its traceback is the stack
+        # the driver was stuck in.
+        log.error("driver %s still running after %g s: cancelled", what, self.entry_timeout, exc_info=True)
+
     async def _call(self, what: str, coro: Awaitable[object]) -> object:
+        """Await one entry point under the time limit.
+
+        Raises:
+            DeviceError: the driver's, ``EIO`` for any other exception,
+                ``ETIMEDOUT`` past ``entry_timeout``.
+        """
         try:
-            return await coro
+            rv, hung = await call_limited(coro, self.entry_timeout, lambda: self._hung(what))
         except DeviceError:
             raise
         except Exception:
             log.exception("driver %s raised", what)
             raise DeviceError(errno.EIO) from None
+        if hung:
+            raise DeviceError(errno.ETIMEDOUT)
+        return rv
+
+    async def _call_none(self, what: str, coro: Awaitable[object]) -> None:
+        """``_call`` for an entry point that must return ``None``."""
+        rv = await self._call(what, coro)
+        if rv is not None:
+            log.error("driver %s returned %.100r, not None", what, rv)
+            raise DeviceError(errno.EIO)
 
     async def open(self, dev: Dev, flags: int, pid: int, uid: int, gid: int) -> File:
         """Open ``dev`` for a caller; ``flags`` are open(2)'s.
@@ -108,7 +144,7 @@ class SpecFs:
         # another file does not run d_close under it.
         self.opens[dev] += 1
         try:
-            await self._call("d_open", cdev.d_open(dev, fp.flag, S_IFCHR_MODE, fp.lwp))
+            await self._call_none("d_open", cdev.d_open(dev, fp.flag, S_IFCHR_MODE, fp.lwp))
         except BaseException:
             self._drop(dev)
             raise
@@ -145,14 +181,7 @@ class SpecFs:
         if cdev is None or devsw.lookup(major(fp.dev)) is not cdev:
             raise DeviceError(errno.ENXIO)
         uio = Uio(UIO_READ, offset, size, fp.lwp, IO_NDELAY if fp.flag & FNONBLOCK else 0)
-        try:
-            await cdev.d_read(fp.dev, uio, uio.ioflag)
-        except DeviceError as exc:
-            if uio.resid == size or exc.errno not in (errno.EINTR, errno.EWOULDBLOCK):
-                raise
-        except Exception:
-            log.exception("driver d_read raised")
-            raise DeviceError(errno.EIO) from None
+        await self._rw("d_read", cdev.d_read, fp, uio)
         return uio.moved()
 
     async def write(self, fp: File, data: Buffer, offset: int = 0) -> int:
@@ -165,15 +194,32 @@ class SpecFs:
         cdev = self._live(fp)
         uio = Uio.for_write(data, fp.lwp, offset, IO_NDELAY if fp.flag & FNONBLOCK else 0)
         size = uio.resid
+        await self._rw("d_write", cdev.d_write, fp, uio)
+        return size - uio.resid
+
+    async def _rw(
+        self, what: str, fn: Callable[[Dev, Uio, int], Awaitable[object]], fp: File, uio: Uio
+    ) -> None:
+        """Run ``d_read``/``d_write``: ``_call_none``, but bytes already
+        moved win over ``EINTR``, ``EWOULDBLOCK`` and ``ETIMEDOUT``."""
+        size = uio.resid
         try:
-            await cdev.d_write(fp.dev, uio, uio.ioflag)
+            rv, hung = await call_limited(
+                fn(fp.dev, uio, uio.ioflag), self.entry_timeout, lambda: self._hung(what)
+            )
         except DeviceError as exc:
             if uio.resid == size or exc.errno not in (errno.EINTR, errno.EWOULDBLOCK):
                 raise
+            return
         except Exception:
-            log.exception("driver d_write raised")
+            log.exception("driver %s raised", what)
             raise DeviceError(errno.EIO) from None
-        return size - uio.resid
+        if hung:
+            if uio.resid == size:
+                raise DeviceError(errno.ETIMEDOUT)
+        elif rv is not None:
+            log.error("driver %s returned %.100r, not None", what, rv)
+            raise DeviceError(errno.EIO)
 
     async def poll(self, fp: File, events: int = _ALL_EVENTS, poll_handle: object = None) -> int:
         """Readiness of ``fp``; ``POLLERR`` once its driver is gone."""
@@ -204,7 +250,7 @@ class SpecFs:
         size = IOCPARM_LEN(cmd)
         buf = bytearray(data[:size].ljust(size, b"\0")) if cmd & IOC_IN else bytearray(size)
         call = Lwp(l.pid, l.uid, l.gid, l.fp, dev=dev)
-        await self._call("d_ioctl", cdev.d_ioctl(dev, cmd, buf, flag, call))
+        await self._call_none("d_ioctl", cdev.d_ioctl(dev, cmd, buf, flag, call))
         return bytes(buf) if cmd & IOC_OUT else b""
 
     async def close(self, fp: File) -> None:
@@ -221,6 +267,6 @@ class SpecFs:
         if cdev is None or devsw.lookup(major(fp.dev)) is not cdev:
             return
         try:
-            await self._call("d_close", cdev.d_close(fp.dev, fp.flag, S_IFCHR_MODE, fp.lwp))
+            await self._call_none("d_close", cdev.d_close(fp.dev, fp.flag, S_IFCHR_MODE, fp.lwp))
         except DeviceError as exc:
             log.debug("d_close of %#x: %s", fp.dev, exc)

@@ -1,40 +1,21 @@
-"""Shared fixtures: markers' skips and a real devfsd mount."""
+"""Shared fixtures. The ``fuse`` marker's skip and the devfsd_* fixtures
+come from devfsd's own pytest plugin (``devfsd.testing.plugin``); ``devfs``
+is the project's older name for a plain mount."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import pytest
 
-from devfsd.testing.mount import DevfsdMount
-
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
+    from devfsd.testing.mount import DevfsdMount
+    from devfsd.testing.plugin import MountFactory
 
-
-def _can_mount() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (mknod, mounts, allow_other)"
-    if not os.path.exists("/dev/fuse"):
-        return "needs /dev/fuse"
-    return None
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    why = _can_mount()
-    if why is None:
-        return
-    skip = pytest.mark.skip(reason=why)
-    for item in items:
-        if "fuse" in item.keywords:
-            item.add_marker(skip)
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture
-def devfs(tmp_path: Path) -> Iterator[DevfsdMount]:
-    """A running devfsd on ``tmp_path/dev``; torn down even if the test fails."""
-    m = DevfsdMount(tmp_path, args=["--debug"])
-    with m:
-        yield m
+def devfs(devfsd_mount: MountFactory) -> DevfsdMount:
+    """A running devfsd (``--debug``) on a temporary mountpoint; torn down even if the test fails."""
+    return devfsd_mount(args=["--debug"])

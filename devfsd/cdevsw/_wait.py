@@ -32,12 +32,27 @@ FUSE makes sleeping harder than in a kernel in three ways (see
 
 ``selrecord(l)`` remembers the poll handle of a poll that found nothing
 ready; ``wakeup()`` notifies it once, after which the kernel polls again.
+
+Entry points have a time limit (``call_limited``, set by ``SpecFs`` from
+``devfsd --entry-timeout``): one that awaits anything but a ``sleep`` here
+for longer is cancelled and its caller gets ``ETIMEDOUT``, so a driver
+awaiting a socket or an event that never comes ties up one request, not the
+node for ever. Time asleep in ``WaitChannel.sleep`` does not count: a read
+on an empty queue may legitimately wait for hours. ``sleep`` finds the
+call's cancel scope in a context variable, lifts its deadline to infinity
+while asleep and re-arms it with what was left when it wakes. XXX: trio
+cancels only at an ``await``; a driver spinning in a synchronous loop (or
+calling blocking code) cannot be interrupted and stalls the whole daemon.
+Nothing short of running drivers in another process would fix that.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
+import types
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
@@ -46,9 +61,18 @@ from devfsd.cdevsw._dev import major
 from devfsd.errors import DeviceError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine, Generator
+
     from devfsd.cdevsw._switch import Lwp
 
-__all__ = ["MAX_SLEEPERS", "WaitChannel", "abort_sleepers", "signal_pending", "sleepers"]
+__all__ = [
+    "MAX_SLEEPERS",
+    "WaitChannel",
+    "abort_sleepers",
+    "call_limited",
+    "signal_pending",
+    "sleepers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +98,114 @@ class _Sleeper:
 
 
 _sleeping: set[_Sleeper] = set()
+
+
+@final
+class _Entry:
+    """The time limit of one entry point call (see ``call_limited``)."""
+
+    __slots__ = ("asleep", "left", "scope")
+
+    def __init__(self, timeout: float) -> None:
+        self.scope: trio.CancelScope | None = None
+        self.asleep = 0
+        self.left = timeout
+
+
+#: The limit of the entry point this task is running, if any.
+_entry: ContextVar[_Entry | None] = ContextVar("devfsd_entry", default=None)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Go on awaiting ``coro``, which has already yielded ``yielded`` once.
+
+    What ``await coro`` does after its first step: every value ``coro``
+    yields goes up to trio, every value or exception trio sends back goes
+    down to ``coro``, and its return value is ours.
+    """
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def call_limited(
+    coro: Awaitable[Any],
+    timeout: float | None,
+    on_hang: Callable[[], None] | None = None,
+) -> tuple[Any, bool]:
+    """Await an entry point's coroutine under a limit of ``timeout`` seconds awake.
+
+    Theory: most entry points (mm, crandom) never wait for anything; they
+    run to the end at their first step. Opening a trio cancel scope for
+    each would cost several microseconds on every read(2), more than the
+    rest of devfsd's read path. So the first step runs bare, and only an
+    entry point that is still running after it (it awaits something) gets
+    its cancel scope, with the deadline counted from then. Time asleep in
+    ``WaitChannel.sleep`` stops the clock: ``sleep`` finds this call's
+    ``_Entry`` in a context variable, lifts the scope's deadline while
+    asleep and re-arms it with what was left when it wakes. The plain
+    version is ``with trio.move_on_after(timeout): return await coro``.
+
+    A scope can only be added after the first step if the entry point is
+    not stopped inside a cancel scope of its own (trio's scopes must nest):
+    that is checked on trio's private ``Task._cancel_status``; when it is,
+    the call goes on without the limit.
+
+    Args:
+        coro: the entry point's coroutine, not yet started.
+        timeout: seconds awake, or ``None`` for no limit.
+        on_hang: called (with the ``Cancelled`` in flight, so a logger can
+            show the stack it was stuck in) when the limit strikes.
+
+    Returns:
+        (what the entry point returned, False), or (None, True) when it was
+        cancelled for running too long.
+    """
+    if timeout is None:
+        return await coro, False
+    if not isinstance(coro, types.CoroutineType):  # not an ``async def``: the plain way
+        with trio.move_on_after(timeout) as plain:
+            return await coro, False
+        return None, plain.cancelled_caught
+    entry = _Entry(timeout)
+    token = _entry.set(entry)
+    task = trio.lowlevel.current_task()
+    status = task._cancel_status
+    try:
+        try:
+            first = coro.send(None)
+        except StopIteration as stop:
+            return stop.value, False
+        if task._cancel_status is not status:
+            # The entry point stopped inside a cancel scope of its own (a
+            # sleep, a move_on_after): a scope of ours entered now would
+            # nest inside it and corrupt trio's scope stack. This call runs
+            # without the limit. XXX: a driver that hangs inside its own
+            # cancel scope is not caught.
+            return await _resume(coro, first), False
+        deadline = math.inf if entry.asleep else trio.current_time() + timeout
+        with trio.CancelScope(deadline=deadline) as cs:
+            entry.scope = cs
+            try:
+                return await _resume(coro, first), False
+            except trio.Cancelled:
+                if cs.cancel_called and on_hang is not None:
+                    on_hang()
+                raise
+        return None, True
+    finally:
+        _entry.reset(token)
 
 
 def sleepers() -> int:
@@ -184,6 +316,14 @@ class WaitChannel:
         self._sleepers.add(s)
         deadline = trio.current_time() + timo if timo is not None else float("inf")
         interval = CHECK_FIRST
+        # Stop the entry point's clock (see call_limited) while asleep.
+        entry = _entry.get()
+        if entry is not None:
+            entry.asleep += 1
+            sc = entry.scope
+            if sc is not None and not sc.cancel_called and sc.deadline != math.inf:
+                entry.left = max(sc.deadline - trio.current_time(), 0.0)
+                sc.deadline = math.inf
         try:
             while True:
                 with trio.move_on_at(min(deadline, trio.current_time() + interval)):
@@ -200,3 +340,8 @@ class WaitChannel:
         finally:
             _sleeping.discard(s)
             self._sleepers.discard(s)
+            if entry is not None:
+                entry.asleep -= 1
+                sc = entry.scope
+                if sc is not None and not entry.asleep and not sc.cancel_called:
+                    sc.deadline = trio.current_time() + entry.left

@@ -30,6 +30,7 @@ __all__ = [
     "ProtocolError",
     "decode_reply",
     "encode",
+    "encode_reply",
     "error_reply",
     "ok_reply",
     "parse_request",
@@ -65,6 +66,21 @@ def encode(obj: Mapping[str, Any]) -> bytes:
     if len(body) > MAX_MESSAGE:
         raise ProtocolError(errno.EMSGSIZE, "message too long")
     return _HEADER.pack(len(body)) + body
+
+
+def encode_reply(reply: Mapping[str, Any]) -> bytes:
+    """A reply as one message, whatever it holds: never raises.
+
+    A reply too big to send becomes its ``EMSGSIZE`` error, and one holding
+    text UTF-8 cannot carry (a lone surrogate, sent as JSON ``"\\udc80"``
+    and echoed back in an error) becomes ``EILSEQ``.
+    """
+    try:
+        return encode(reply)
+    except ProtocolError as exc:
+        return encode(error_reply(exc.errno, str(exc)))
+    except UnicodeEncodeError:
+        return encode(error_reply(errno.EILSEQ, "reply text is not valid Unicode"))
 
 
 @final

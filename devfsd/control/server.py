@@ -6,7 +6,10 @@ moment when others may connect. Every connection's peer is checked with
 ``SO_PEERCRED``: root, or a member of the control group, else one ``EPERM``
 reply and close. A connection may send several requests; a malformed one
 gets an error reply and the connection is closed (its framing is lost); a
-client silent for ``IDLE_TIMEOUT`` seconds is dropped; at most
+client that takes longer than ``idle`` seconds (``IDLE_TIMEOUT``, devfsd
+``--control-idle``) to send a whole request, or to read its reply, is dropped:
+the clock restarts after each reply and stops while a request runs, so a
+slow modload is never cut short but a silent or trickling client is; at most
 ``MAX_CONNECTIONS`` are served at once, others are closed at once.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import socket
 import struct
@@ -22,7 +26,14 @@ from typing import TYPE_CHECKING, Any, Final, final
 import trio
 
 from devfsd.cdevsw._switch import Lwp
-from devfsd.control.protocol import Framer, ProtocolError, encode, error_reply, ok_reply, parse_request
+from devfsd.control.protocol import (
+    Framer,
+    ProtocolError,
+    encode_reply,
+    error_reply,
+    ok_reply,
+    parse_request,
+)
 from devfsd.errors import DevfsdError
 from devfsd.kern.sockets import bind_unix_listener
 
@@ -35,6 +46,8 @@ log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT: Final = 30.0
 MAX_CONNECTIONS: Final = 512
+#: Seconds to wait after accept(2) fails (out of descriptors) before retrying.
+ACCEPT_RETRY: Final = 0.1
 _UCRED: Final = struct.Struct("3i")
 
 
@@ -51,8 +64,18 @@ def bind_control_socket(path: str, gid: int | None = None) -> socket.socket:
 class ControlServer:
     """Serves ``api`` on a bound listening socket."""
 
-    def __init__(self, api: ControlApi, sock: socket.socket, gid: int | None = None) -> None:
+    def __init__(
+        self,
+        api: ControlApi,
+        sock: socket.socket,
+        gid: int | None = None,
+        *,
+        idle: float | None = IDLE_TIMEOUT,
+    ) -> None:
         self.api = api
+        #: Seconds a connection may stay open without finishing a request
+        #: (``None``: no limit).
+        self.idle = idle
         self.sock = trio.socket.from_stdlib_socket(sock)
         self.gid = gid
         self.connections = 0
@@ -61,7 +84,14 @@ class ControlServer:
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
-                conn, _ = await self.sock.accept()
+                try:
+                    conn, _ = await self.sock.accept()
+                except OSError as exc:
+                    # EMFILE/ENFILE/ENOBUFS: out of descriptors or memory for
+                    # now. Raising would end the daemon; wait and retry.
+                    log.warning("control accept: %s", exc)
+                    await trio.sleep(ACCEPT_RETRY)
+                    continue
                 if self.connections >= MAX_CONNECTIONS:
                     conn.close()
                     continue
@@ -85,7 +115,7 @@ class ControlServer:
         return None
 
     async def _send(self, conn: trio.socket.SocketType, msg: dict[str, Any]) -> None:
-        data = encode(msg)
+        data = encode_reply(msg)
         while data:
             n = await conn.send(data)
             data = data[n:]
@@ -94,17 +124,25 @@ class ControlServer:
         try:
             with conn:
                 peer = self._peer(conn)
-                with trio.move_on_after(IDLE_TIMEOUT):
+                with trio.move_on_after(self._idle()) as cs:
                     if peer is None:
                         await self._send(conn, error_reply(errno.EPERM, os.strerror(errno.EPERM)))
                         return
-                    await self._loop(conn, peer)
+                    await self._loop(conn, peer, cs)
+                if cs.cancelled_caught:
+                    log.debug("control connection idle for %s s: dropped", self.idle)
         except OSError as exc:
             log.debug("control connection: %s", exc)
+        except Exception:
+            # A bug here must cost one connection, never the daemon.
+            log.exception("control connection failed")
         finally:
             self.connections -= 1
 
-    async def _loop(self, conn: trio.socket.SocketType, peer: Lwp) -> None:
+    def _idle(self) -> float:
+        return self.idle if self.idle is not None else math.inf
+
+    async def _loop(self, conn: trio.socket.SocketType, peer: Lwp, cs: trio.CancelScope) -> None:
         framer = Framer()
         while True:
             try:
@@ -118,7 +156,10 @@ class ControlServer:
                     return
                 framer.feed(data)
                 continue
-            await self._send(conn, await self.handle(msg, peer))
+            cs.deadline = math.inf  # a request may take its time (modload)
+            reply = await self.handle(msg, peer)
+            cs.deadline = trio.current_time() + self._idle()
+            await self._send(conn, reply)
 
     async def handle(self, msg: dict[str, Any], peer: Lwp) -> dict[str, Any]:
         """Run one request; always returns a reply."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextvars
 import errno
+import importlib.machinery
 import importlib.util
 import logging
 import os
@@ -194,6 +195,18 @@ def _project_modules() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "modules"
 
 
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the module's source on every load, never its bytecode cache.
+
+    The cache is checked by size and whole-second mtime: a module edited
+    within a second of its last load, to the same size (``b"v1"`` to
+    ``b"v2"``), would otherwise come back unchanged after a reload.
+    """
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        return self.source_to_code(self.get_data(self.path), self.path)
+
+
 @final
 class ModuleLoader:
     """The kernel's module list.
@@ -291,8 +304,12 @@ class ModuleLoader:
             sys.modules[_PKG] = parent
         qual = f"{_PKG}.{name}"
         self._purge(qual)
+        importlib.invalidate_caches()  # files added since the last load
         spec = importlib.util.spec_from_file_location(
-            qual, path, submodule_search_locations=[str(pkgdir)] if pkgdir else None
+            qual,
+            path,
+            loader=_SourceLoader(qual, str(path)),
+            submodule_search_locations=[str(pkgdir)] if pkgdir else None,
         )
         if spec is None or spec.loader is None:
             raise DeviceError(errno.ENOEXEC, f"{path}: cannot import")

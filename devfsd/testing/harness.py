@@ -26,7 +26,7 @@ from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import abort_sleepers
 from devfsd.errors import DeviceError
 from devfsd.kern.loader import ModuleLoader
-from devfsd.specfs import SpecFs
+from devfsd.specfs import DEFAULT_ENTRY_TIMEOUT, SpecFs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -71,17 +71,27 @@ class OpenFile:
 class Kernel:
     """Module loader + device switch + I/O path, in this process."""
 
-    def __init__(self, modpath: Iterable[str | os.PathLike[str]] = (), *, autotime: float = 0.0) -> None:
+    def __init__(
+        self,
+        modpath: Iterable[str | os.PathLike[str]] = (),
+        *,
+        autotime: float = 0.0,
+        entry_timeout: float | None = DEFAULT_ENTRY_TIMEOUT,
+    ) -> None:
         self.loader = ModuleLoader(modpath, autotime=autotime)
-        self.spec = SpecFs(self.loader)
+        self.spec = SpecFs(self.loader, entry_timeout=entry_timeout)
 
     @classmethod
     @asynccontextmanager
     async def running(
-        cls, modpath: Iterable[str | os.PathLike[str]] = (), *, autotime: float = 0.0
+        cls,
+        modpath: Iterable[str | os.PathLike[str]] = (),
+        *,
+        autotime: float = 0.0,
+        entry_timeout: float | None = DEFAULT_ENTRY_TIMEOUT,
     ) -> AsyncIterator[Kernel]:
         """A kernel whose module threads run; everything is unloaded and reset on exit."""
-        k = cls(modpath, autotime=autotime)
+        k = cls(modpath, autotime=autotime, entry_timeout=entry_timeout)
         devsw.reset()
         failure: BaseException | None = None
         async with trio.open_nursery() as nursery:

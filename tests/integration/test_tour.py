@@ -1,4 +1,8 @@
-"""The README's tour, command by command, with the real tools on a real mount."""
+"""The README's tour, command by command, with the real tools on a real mount.
+
+Mounts come from the ``devfsd_mount`` fixture of devfsd's pytest plugin and
+commands run through its ``devfsd_run`` (``devfs`` is a plain mount).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from devfsd.testing.mount import DevfsdMount, wait_for
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from devfsd.testing.plugin import MountFactory, RunFn
+
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
 
@@ -31,8 +37,13 @@ def ok(r: subprocess.CompletedProcess[bytes]) -> bytes:
     return r.stdout
 
 
-def test_tour(devfs: DevfsdMount) -> None:
+def test_tour(devfsd_mount: MountFactory, devfsd_run: RunFn) -> None:
+    devfs = devfsd_mount(args=["--debug"])
     d = devfs.path
+
+    def sh(m: DevfsdMount, cmd: str) -> subprocess.CompletedProcess[bytes]:
+        return devfsd_run(cmd, m)
+
     assert ok(sh(devfs, "modload crandom")) == b""
     assert ok(sh(devfs, f"devfs-mknod {d}/crandom c crandom 0")) == b""
     st = (d / "crandom").stat()
@@ -128,3 +139,14 @@ def test_cat_file_into_node_stores_it_whole(devfs: DevfsdMount, tmp_path: Path) 
     ok(sh(devfs, f"cat {tmp_path}/f > {devfs.path}/c"))
     out = ok(sh(devfs, f"dd if={devfs.path}/c bs=1M count=1 status=none"))
     assert len(out) == len(data) and sorted(out) == sorted(data)
+
+
+def test_modules_and_nodes_from_the_fixture(devfsd_mount: MountFactory, devfsd_run: RunFn) -> None:
+    m = devfsd_mount(modules=["crandom"], nodes={"c0": ("crandom", 0)})
+    r = devfsd_run('echo -n abc > "$DEV/c0" && head -c 3 "$DEV/c0" && modstat crandom', m)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout[:3]) == sorted(b"abc")
+    assert r.stdout[3:].decode().splitlines()[1].split()[:2] == ["crandom", "driver"]
+    r = devfsd_run(["cat", str(m.path / "nosuch")], m, timeout=10)
+    assert (r.returncode, r.stdout) == (1, b"")
+    assert b"No such file or directory" in r.stderr

@@ -1,0 +1,38 @@
+"""``devfsd WORD ...``: the developer subcommands, dispatched by devfsd's main.
+
+``devfsd new-module NAME [DIR]`` writes a module skeleton
+(``devfsd.tools.newmodule``); ``devfsd regress [--module M]... SCRIPT...``
+runs shell scenarios against fresh mounts (``devfsd.testing.regress``).
+Any other first argument is a mountpoint; one named like a subcommand is
+given with a ``/`` (``./new-module``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["EPILOG", "NAMES", "main"]
+
+NAMES: Final = frozenset({"new-module", "regress"})
+
+EPILOG: Final = (
+    "subcommands: 'devfsd new-module NAME [DIR]' writes a driver module skeleton with tests; "
+    "'devfsd regress [--module M]... SCRIPT...' runs shell scenarios against fresh mounts. "
+    "A mountpoint named like a subcommand is given as ./NAME."
+)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run subcommand ``argv[0]`` with the rest of ``argv``."""
+    word, rest = argv[0], list(argv[1:])
+    if word == "new-module":
+        from devfsd.tools import newmodule
+
+        return newmodule.main(rest)
+    assert word == "regress", word
+    from devfsd.testing import regress
+
+    return regress.main(rest)

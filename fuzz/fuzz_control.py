@@ -1,0 +1,40 @@
+"""Coverage-guided fuzzing (atheris/libFuzzer) of
+the control protocol: Framer, parse_request, ControlServer.handle (fake api), encode_reply.
+
+Run from the repository root (see docs/reliability.md)::
+
+    .venv/bin/python fuzz/fuzz_control.py --seeds /tmp/seeds-control   # write seed inputs
+    mkdir -p /tmp/corpus-control
+    .venv/bin/python fuzz/fuzz_control.py /tmp/corpus-control /tmp/seeds-control -max_total_time=3600
+
+libFuzzer adds what it finds to the first directory; a crash is written
+to crash-* in the current directory and reproduces with
+``.venv/bin/python fuzz/fuzz_control.py crash-...``. The body is
+``fuzz._targets.control_one_input``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--seeds":
+        from fuzz._targets import write_seeds
+
+        print(write_seeds("control", sys.argv[2]), "seeds written")
+        return
+    import atheris
+
+    with atheris.instrument_imports(include=["devfsd", "modules", "fuzz"]):
+        from fuzz._targets import control_one_input
+
+    atheris.Setup(sys.argv, control_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
