@@ -107,7 +107,7 @@ class SpecFs:
                 ``ETIMEDOUT`` past ``entry_timeout``.
         """
         try:
-            rv, hung = await call_limited(coro, self.entry_timeout, lambda: self._hung(what))
+            rv, hung = await call_limited(coro, self.entry_timeout, self._hung, what)
         except DeviceError:
             raise
         except Exception:
@@ -205,7 +205,7 @@ class SpecFs:
         size = uio.resid
         try:
             rv, hung = await call_limited(
-                fn(fp.dev, uio, uio.ioflag), self.entry_timeout, lambda: self._hung(what)
+                fn(fp.dev, uio, uio.ioflag), self.entry_timeout, self._hung, what
             )
         except DeviceError as exc:
             if uio.resid == size or exc.errno not in (errno.EINTR, errno.EWOULDBLOCK):

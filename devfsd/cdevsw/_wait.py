@@ -142,7 +142,8 @@ def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any,
 async def call_limited(
     coro: Awaitable[Any],
     timeout: float | None,
-    on_hang: Callable[[], None] | None = None,
+    on_hang: Callable[[str], None] | None = None,
+    what: str = "",
 ) -> tuple[Any, bool]:
     """Await an entry point's coroutine under a limit of ``timeout`` seconds awake.
 
@@ -165,8 +166,9 @@ async def call_limited(
     Args:
         coro: the entry point's coroutine, not yet started.
         timeout: seconds awake, or ``None`` for no limit.
-        on_hang: called (with the ``Cancelled`` in flight, so a logger can
-            show the stack it was stuck in) when the limit strikes.
+        on_hang: called with ``what`` (and the ``Cancelled`` in flight, so a
+            logger can show the stack it was stuck in) when the limit strikes.
+        what: the entry point's name, for ``on_hang``.
 
     Returns:
         (what the entry point returned, False), or (None, True) when it was
@@ -178,30 +180,29 @@ async def call_limited(
         with trio.move_on_after(timeout) as plain:
             return await coro, False
         return None, plain.cancelled_caught
-    entry = _Entry(timeout)
-    token = _entry.set(entry)
     task = trio.lowlevel.current_task()
     status = task._cancel_status
     try:
-        try:
-            first = coro.send(None)
-        except StopIteration as stop:
-            return stop.value, False
-        if task._cancel_status is not status:
-            # The entry point stopped inside a cancel scope of its own (a
-            # sleep, a move_on_after): a scope of ours entered now would
-            # nest inside it and corrupt trio's scope stack. This call runs
-            # without the limit. XXX: a driver that hangs inside its own
-            # cancel scope is not caught.
-            return await _resume(coro, first), False
-        deadline = math.inf if entry.asleep else trio.current_time() + timeout
-        with trio.CancelScope(deadline=deadline) as cs:
+        first = coro.send(None)
+    except StopIteration as stop:
+        return stop.value, False
+    if task._cancel_status is not status:
+        # The entry point stopped inside a cancel scope of its own (a
+        # sleep, a move_on_after): a scope of ours entered now would nest
+        # inside it and corrupt trio's scope stack. This call runs without
+        # the limit. XXX: a driver that hangs after such a first wait is
+        # not caught.
+        return await _resume(coro, first), False
+    entry = _Entry(timeout)
+    token = _entry.set(entry)
+    try:
+        with trio.CancelScope(deadline=trio.current_time() + timeout) as cs:
             entry.scope = cs
             try:
                 return await _resume(coro, first), False
             except trio.Cancelled:
                 if cs.cancel_called and on_hang is not None:
-                    on_hang()
+                    on_hang(what)
                 raise
         return None, True
     finally:
