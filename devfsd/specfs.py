@@ -35,12 +35,14 @@ import select
 from collections import Counter
 from typing import TYPE_CHECKING, Final, final
 
+from trio.lowlevel import current_task
+
 from devfsd.cdevsw._dev import Dev, major
 from devfsd.cdevsw._ioccom import IOC_IN, IOC_OUT, IOCPARM_LEN
 from devfsd.cdevsw._switch import FNONBLOCK, FREAD, FWRITE, File, Lwp
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._uio import IO_NDELAY, UIO_READ, Uio
-from devfsd.cdevsw._wait import call_limited
+from devfsd.cdevsw._wait import call_limited, finish_limited
 from devfsd.errors import DeviceError
 
 if TYPE_CHECKING:
@@ -203,10 +205,21 @@ class SpecFs:
         """Run ``d_read``/``d_write``: ``_call_none``, but bytes already
         moved win over ``EINTR``, ``EWOULDBLOCK`` and ``ETIMEDOUT``."""
         size = uio.resid
+        timeout = self.entry_timeout
         try:
-            rv, hung = await call_limited(
-                fn(fp.dev, uio, uio.ioflag), self.entry_timeout, self._hung, what
-            )
+            coro = fn(fp.dev, uio, uio.ioflag)
+            if timeout is None:
+                rv, hung = await coro, False
+            else:
+                # call_limited(coro, ...), its first step inlined: most
+                # drivers finish in it, and this runs on every read(2).
+                status = current_task()._cancel_status
+                try:
+                    first = coro.send(None)  # type: ignore[attr-defined]
+                except StopIteration as stop:
+                    rv, hung = stop.value, False
+                else:
+                    rv, hung = await finish_limited(coro, first, status, timeout, self._hung, what)  # type: ignore[arg-type]
         except DeviceError as exc:
             if uio.resid == size or exc.errno not in (errno.EINTR, errno.EWOULDBLOCK):
                 raise

@@ -70,6 +70,7 @@ __all__ = [
     "WaitChannel",
     "abort_sleepers",
     "call_limited",
+    "finish_limited",
     "signal_pending",
     "sleepers",
 ]
@@ -186,7 +187,23 @@ async def call_limited(
         first = coro.send(None)
     except StopIteration as stop:
         return stop.value, False
-    if task._cancel_status is not status:
+    return await finish_limited(coro, first, status, timeout, on_hang, what)
+
+
+async def finish_limited(
+    coro: Coroutine[Any, Any, Any],
+    first: Any,
+    status: object,
+    timeout: float,
+    on_hang: Callable[[str], None] | None = None,
+    what: str = "",
+) -> tuple[Any, bool]:
+    """The rest of ``call_limited`` once ``coro``'s first step yielded ``first``.
+
+    For callers on the hot path that run the first step inline: ``status``
+    is ``trio.lowlevel.current_task()._cancel_status`` from before it.
+    """
+    if trio.lowlevel.current_task()._cancel_status is not status:
         # The entry point stopped inside a cancel scope of its own (a
         # sleep, a move_on_after): a scope of ours entered now would nest
         # inside it and corrupt trio's scope stack. This call runs without
