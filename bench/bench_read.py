@@ -36,11 +36,9 @@ Needs root and /dev/fuse (as the ``fuse`` tests).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import mmap
 import os
-import platform
 import signal
 import stat
 import statistics
@@ -55,10 +53,11 @@ from typing import TYPE_CHECKING, Final
 import pyfuse3
 import trio
 
+from devfsd.testing.benchinfo import machine_info, machine_ticks, proc_ticks, rotations
 from devfsd.testing.mount import DevfsdMount, is_mounted, wait_for
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 RESULTS_DIR: Final = BENCH_DIR / "results"
@@ -232,21 +231,6 @@ def _mm_zero(dm: DevfsdMount) -> Path:
 # -- other load -----------------------------------------------------------
 
 
-def _busy_ticks() -> int:
-    """Ticks every CPU spent busy, steal included (/proc/stat ``cpu`` line)."""
-    with open("/proc/stat") as f:
-        fields = f.readline().split()
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
-    return user + nice + system + irq + softirq + steal
-
-
-def _proc_ticks(pid: int) -> int:
-    """utime + stime of every thread of ``pid`` (/proc/PID/stat fields 14, 15)."""
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return int(rest[11]) + int(rest[12])
-
-
 class LoadGauge:
     """CPU used by anything but ``pids`` over a span, in CPUs (1.0 = one CPU busy).
 
@@ -257,12 +241,12 @@ class LoadGauge:
     def __init__(self, pids: list[int]) -> None:
         self.pids = pids
         self._t0 = time.monotonic()
-        self._busy0 = _busy_ticks()
-        self._ours0 = sum(_proc_ticks(p) for p in pids)
+        self._busy0 = machine_ticks()[0]
+        self._ours0 = sum(proc_ticks(p) for p in pids)
 
     def other_cpus(self) -> float:
-        busy = _busy_ticks() - self._busy0
-        ours = sum(_proc_ticks(p) for p in self.pids) - self._ours0
+        busy = machine_ticks()[0] - self._busy0
+        ours = sum(proc_ticks(p) for p in self.pids) - self._ours0
         secs = time.monotonic() - self._t0
         return max(0, busy - ours) / CLK_TCK / secs if secs > 0 else 0.0
 
@@ -331,15 +315,7 @@ def _table(rows: list[Row]) -> str:
 
 
 def _machine() -> dict[str, object]:
-    return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "kernel": platform.release(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "pyfuse3": pyfuse3.__version__,
-        "trio": trio.__version__,
-    }
+    return machine_info(pyfuse3=pyfuse3.__version__, trio=trio.__version__)
 
 
 def _write_json(
@@ -365,13 +341,6 @@ def _write_json(
 # -- main -----------------------------------------------------------------
 
 
-def _rotations(n: int) -> Iterator[list[str]]:
-    order = list(SERVERS)
-    for i in range(n):
-        k = i % len(order)
-        yield order[k:] + order[:k]
-
-
 def _measure(
     args: argparse.Namespace,
     tests: list[Test],
@@ -390,7 +359,7 @@ def _measure(
                 _run(warm, fd, bufs, server, -1)
         samples: list[Sample] = []
         gauge = LoadGauge(gauge_pids)
-        for rnd, order in enumerate(_rotations(args.rounds)):
+        for rnd, order in enumerate(rotations(SERVERS, args.rounds)):
             for test in tests:
                 for server in order:
                     samples.append(_run(test, fds[server], bufs, server, rnd))

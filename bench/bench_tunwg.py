@@ -73,11 +73,9 @@ import argparse
 import contextlib
 import cProfile
 import ctypes
-import datetime
 import io
 import json
 import os
-import platform
 import pstats
 import re
 import shlex
@@ -93,7 +91,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from devfsd.testing.mount import DevfsdMount, run
+from devfsd.testing.benchinfo import machine_info, machine_ticks, proc_ticks, rotations, tool_version
+from devfsd.testing.mount import DevfsdMount, run, tool
 from devfsd.testing.netns import (
     KeyPair,
     check_address,
@@ -195,16 +194,6 @@ class TunwgEnd:
     bridge: subprocess.Popen[bytes]
 
 
-def _venv_bin(name: str) -> str:
-    cand = Path(sys.executable).parent / name
-    if cand.exists():
-        return str(cand)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(name)
-    return found
-
-
 @contextlib.contextmanager
 def tunwg_end(pair: WgPair, tmp: Path, v: Variant, *, shim: Sequence[str] = ()) -> Iterator[TunwgEnd]:
     """tunwg in ``pair.a``'s namespace, peered with ``pair.b``'s wireguard-go.
@@ -261,7 +250,7 @@ def tunwg_end(pair: WgPair, tmp: Path, v: Variant, *, shim: Sequence[str] = ()) 
         # interface back, not a's wireguard-go (whose peer b would drop
         # them: its allowed-ips are wireguard-go a's).
         b.ns.run(["ip", "route", "add", f"{local}/32", "dev", b.wg.ifname, "src", remote])
-        argv = [*(v.bridge or [_venv_bin("tunwg-bridge")]), str(node), tun]
+        argv = [*(v.bridge or [tool("tunwg-bridge")]), str(node), tun]
         bridge = a.ns.popen(argv, stderr=subprocess.PIPE)
         try:
             wait_until(
@@ -426,36 +415,16 @@ def _paths(pair: WgPair, ends: Sequence[TunwgEnd], *, both_ways: bool) -> list[L
     return links
 
 
-def _cpu_ticks(pid: int) -> int:
-    """utime + stime of a process, all its threads, in clock ticks (0 if gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return 0
-    fields = text.rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def _machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    with open("/proc/stat") as f:
-        vals = [int(x) for x in f.readline().split()[1:]]
-    idle = vals[3] + vals[4]
-    total = sum(vals[:8])
-    return total - idle, total
-
-
 @contextlib.contextmanager
 def _cpu_window(pids: dict[str, int], out: dict[str, float]) -> Iterator[None]:
     """CPU seconds each of ``pids`` used inside the block, and the machine's
     busy fraction (``out["machine"]``)."""
-    t0 = {k: _cpu_ticks(p) for k, p in pids.items()}
-    m0 = _machine_ticks()
+    t0 = {k: proc_ticks(p) for k, p in pids.items()}
+    m0 = machine_ticks()
     yield
     for k, p in pids.items():
-        out[k] = (_cpu_ticks(p) - t0[k]) / TICK
-    m1 = _machine_ticks()
+        out[k] = (proc_ticks(p) - t0[k]) / TICK
+    m1 = machine_ticks()
     out["machine"] = (m1[0] - m0[0]) / max(1, m1[1] - m0[1])
 
 
@@ -492,12 +461,6 @@ def _measure(path: Link, rnd: int, count: int, seconds: float) -> Sample:
         cpu_s=cpu,
         machine_busy=busy,
     )
-
-
-def _rotations(names: list[str], n: int) -> Iterator[list[str]]:
-    for i in range(n):
-        k = i % len(names)
-        yield names[k:] + names[:k]
 
 
 def _summarise(names: list[str], samples: list[Sample]) -> list[Row]:
@@ -607,15 +570,6 @@ def _table(rows: list[Row], ratios: list[Ratio], args: argparse.Namespace) -> st
 # -- the record -----------------------------------------------------------
 
 
-def _version(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except OSError as exc:
-        return str(exc)
-    text = (out.stdout or out.stderr).strip()
-    return text.splitlines()[0] if text else ""
-
-
 def _git_head() -> str:
     r = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -635,17 +589,9 @@ def _git_head() -> str:
 
 
 def _machine() -> dict[str, object]:
-    return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "kernel": platform.release(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "git": _git_head(),
-        "wireguard-go": _version(["wireguard-go", "--version"]),
-        "wg": _version(["wg", "--version"]),
-        "iperf3": _version(["iperf3", "--version"]),
-    }
+    return machine_info(
+        git=_git_head(), **{t: tool_version([t, "--version"]) for t in ("wireguard-go", "wg", "iperf3")}
+    )
 
 
 def _write_json(name: str, args: argparse.Namespace, doc: dict[str, Any]) -> Path:
@@ -688,7 +634,7 @@ def bench(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         for path in paths.values():
             iperf3_tcp(path.client, path.server, path.addr, seconds=1, port=IPERF3_PORT)
         say("warmed up")
-        for rnd, order in enumerate(_rotations(list(paths), args.rounds)):
+        for rnd, order in enumerate(rotations(list(paths), args.rounds)):
             for name in order:
                 samples.append(_measure(paths[name], rnd, args.count, args.seconds))
             say(f"round {rnd + 1}/{args.rounds} done")

@@ -37,12 +37,8 @@ Needs root, /dev/net/tun, ``ip netns``, wireguard-go, ``wg``, ``ping``,
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from devfsd.testing.benchinfo import machine_info, rotations, tool_version
 from devfsd.testing.netns import (
     iperf3_tcp,
     missing_capability,
@@ -59,8 +56,6 @@ from devfsd.testing.netns import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from devfsd.testing.netns import NetNs, WgPair
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
@@ -150,12 +145,6 @@ def _measure(path: Link, rnd: int, count: int, seconds: float) -> Sample:
     )
 
 
-def _rotations(names: list[str], n: int) -> Iterator[list[str]]:
-    for i in range(n):
-        k = i % len(names)
-        yield names[k:] + names[:k]
-
-
 def _summarise(names: list[str], samples: list[Sample]) -> list[Row]:
     rows = []
     for name in names:
@@ -201,25 +190,8 @@ def _table(rows: list[Row], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _version(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except OSError as exc:
-        return str(exc)
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
-
-
 def _machine() -> dict[str, object]:
-    return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "kernel": platform.release(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "wireguard-go": _version(["wireguard-go", "--version"]),
-        "wg": _version(["wg", "--version"]),
-        "iperf3": _version(["iperf3", "--version"]),
-    }
+    return machine_info(**{t: tool_version([t, "--version"]) for t in ("wireguard-go", "wg", "iperf3")})
 
 
 def _write_json(args: argparse.Namespace, samples: list[Sample], rows: list[Row]) -> Path:
@@ -284,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in paths.values():
             iperf3_tcp(path.client, path.server, path.addr, seconds=1, port=IPERF3_PORT)
         say("warmed up")
-        for rnd, order in enumerate(_rotations(list(paths), args.rounds)):
+        for rnd, order in enumerate(rotations(list(paths), args.rounds)):
             for name in order:
                 samples.append(_measure(paths[name], rnd, args.count, args.seconds))
             say(f"round {rnd + 1}/{args.rounds} done")
