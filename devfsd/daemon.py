@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages")
     p.add_argument(
         "--autotime",
-        type=_autotime,
+        type=_seconds,
         default=DEFAULT_AUTOTIME,
         metavar="SECONDS",
         help="quiet time before autoloaded modules are offered unloading (0: never)",
@@ -129,16 +129,13 @@ def _group(text: str) -> int:
 
 
 def _seconds(text: str) -> float:
-    v = float(text)
+    """A number of seconds, 0 or more and finite (argparse type)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
     if not 0 <= v < float("inf"):  # negative, infinite or NaN
-        raise ValueError(text)
-    return v
-
-
-def _autotime(text: str) -> float:
-    v = float(text)
-    if not v >= 0:  # negative, or NaN
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"{text}: not a number of seconds >= 0")
     return v
 
 
