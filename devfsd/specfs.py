@@ -24,6 +24,11 @@ What it guarantees to drivers and callers (../shared/reference/netbsd.md 4.4):
   ``ETIMEDOUT`` (time asleep in ``WaitChannel.sleep`` does not count; see
   ``devfsd.cdevsw._wait``). XXX: only an ``await`` can be cancelled; a
   synchronous loop in a driver stalls the daemon and no limit here helps.
+
+Tracing (``devfsd trace``, ``devfsd.trace``): ``trace`` is ``None`` unless a
+tracer is attached (``tracing``), and each entry point's call tests it once
+to choose between the bare call and the same call through the hub. That
+test is all an untraced daemon pays; keep it the only one on the read path.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ import errno
 import logging
 import os
 import select
+import time
 from collections import Counter
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final, final
 
 from trio.lowlevel import current_task
@@ -44,13 +51,15 @@ from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._uio import IO_NDELAY, UIO_READ, Uio
 from devfsd.cdevsw._wait import call_limited, finish_limited
 from devfsd.errors import DeviceError
+from devfsd.trace import TraceHub
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from devfsd.cdevsw._switch import Cdevsw
     from devfsd.cdevsw._uio import Buffer
     from devfsd.kern.loader import ModuleLoader
+    from devfsd.trace import Tracer
 
 __all__ = ["DEFAULT_ENTRY_TIMEOUT", "S_IFCHR_MODE", "SpecFs", "open_flags_to_fflag"]
 
@@ -89,8 +98,23 @@ class SpecFs:
         self.entry_timeout = entry_timeout
         self.opens: Counter[Dev] = Counter()
         self.files: set[File] = set()
+        self._hub = TraceHub(time.time_ns, time.perf_counter_ns)
+        #: The hub while a tracer is attached, else ``None`` (the one test
+        #: the I/O path makes for tracing).
+        self.trace: TraceHub | None = None
         if loader is not None:
             loader.open_count = self.open_count
+
+    @contextmanager
+    def tracing(self, tracer: Tracer) -> Iterator[None]:
+        """Attach ``tracer`` for the ``with`` block; detached however it ends."""
+        self._hub.attach(tracer)
+        self.trace = self._hub
+        try:
+            yield
+        finally:
+            self._hub.detach(tracer)
+            self.trace = self._hub if self._hub.tracers else None
 
     def open_count(self, maj: int) -> int:
         """Open files on any ``dev`` of major ``maj``."""
@@ -146,7 +170,11 @@ class SpecFs:
         # another file does not run d_close under it.
         self.opens[dev] += 1
         try:
-            await self._call_none("d_open", cdev.d_open(dev, fp.flag, S_IFCHR_MODE, fp.lwp))
+            call = self._call_none("d_open", cdev.d_open(dev, fp.flag, S_IFCHR_MODE, fp.lwp))
+            if self.trace is None:
+                await call
+            else:
+                await self.trace.call(call, "open", dev, pid, fp.flag)
         except BaseException:
             self._drop(dev)
             raise
@@ -183,7 +211,10 @@ class SpecFs:
         if cdev is None or devsw.lookup(major(fp.dev)) is not cdev:
             raise DeviceError(errno.ENXIO)
         uio = Uio(UIO_READ, offset, size, fp.lwp, IO_NDELAY if fp.flag & FNONBLOCK else 0)
-        await self._rw("d_read", cdev.d_read, fp, uio)
+        if self.trace is None:
+            await self._rw("d_read", cdev.d_read, fp, uio)
+        else:
+            await self.trace.rw(self._rw("d_read", cdev.d_read, fp, uio), "read", fp.dev, fp.pid, uio)
         return uio.moved()
 
     async def write(self, fp: File, data: Buffer, offset: int = 0) -> int:
@@ -196,7 +227,10 @@ class SpecFs:
         cdev = self._live(fp)
         uio = Uio.for_write(data, fp.lwp, offset, IO_NDELAY if fp.flag & FNONBLOCK else 0)
         size = uio.resid
-        await self._rw("d_write", cdev.d_write, fp, uio)
+        if self.trace is None:
+            await self._rw("d_write", cdev.d_write, fp, uio)
+        else:
+            await self.trace.rw(self._rw("d_write", cdev.d_write, fp, uio), "write", fp.dev, fp.pid, uio)
         return size - uio.resid
 
     async def _rw(
@@ -241,7 +275,11 @@ class SpecFs:
         except DeviceError:
             return _POLLERR
         l = Lwp(fp.pid, fp.uid, fp.gid, fp, poll_handle)
-        rv = await self._call("d_poll", cdev.d_poll(fp.dev, events, l))
+        call = self._call("d_poll", cdev.d_poll(fp.dev, events, l))
+        if self.trace is None:
+            rv = await call
+        else:
+            rv = await self.trace.call(call, "poll", fp.dev, fp.pid, events)
         if not isinstance(rv, int):
             log.error("driver d_poll returned %r, not an int", rv)
             return _POLLERR
@@ -262,8 +300,12 @@ class SpecFs:
             raise DeviceError(errno.ENXIO)
         size = IOCPARM_LEN(cmd)
         buf = bytearray(data[:size].ljust(size, b"\0")) if cmd & IOC_IN else bytearray(size)
-        call = Lwp(l.pid, l.uid, l.gid, l.fp, dev=dev)
-        await self._call_none("d_ioctl", cdev.d_ioctl(dev, cmd, buf, flag, call))
+        caller = Lwp(l.pid, l.uid, l.gid, l.fp, dev=dev)
+        call = self._call_none("d_ioctl", cdev.d_ioctl(dev, cmd, buf, flag, caller))
+        if self.trace is None:
+            await call
+        else:
+            await self.trace.call(call, "ioctl", dev, l.pid, cmd, size)
         return bytes(buf) if cmd & IOC_OUT else b""
 
     async def close(self, fp: File) -> None:
@@ -280,6 +322,10 @@ class SpecFs:
         if cdev is None or devsw.lookup(major(fp.dev)) is not cdev:
             return
         try:
-            await self._call_none("d_close", cdev.d_close(fp.dev, fp.flag, S_IFCHR_MODE, fp.lwp))
+            call = self._call_none("d_close", cdev.d_close(fp.dev, fp.flag, S_IFCHR_MODE, fp.lwp))
+            if self.trace is None:
+                await call
+            else:
+                await self.trace.call(call, "close", fp.dev, fp.pid, fp.flag)
         except DeviceError as exc:
             log.debug("d_close of %#x: %s", fp.dev, exc)

@@ -18,8 +18,11 @@ from devfsd.cdevsw._dev import Dev
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import sleepers
 from devfsd.errors import ControlError, DeviceError
+from devfsd.trace import DEFAULT_BUFFER, MAX_BUFFER, Tracer
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from devfsd.cdevsw._switch import Lwp
     from devfsd.fs import DevFs
     from devfsd.kern.loader import ModuleLoader
@@ -98,3 +101,44 @@ class ControlApi:
             "nodes": len(self.fs.table.nodes) if self.fs is not None else 0,
             "modules": sorted(self.loader.modules),
         }
+
+    async def trace(
+        self, peer: Lwp, path: str | None, driver: str | None, buffer: int | None, count: int | None
+    ) -> Tracer:
+        """A tracer for the node at ``path`` or every node of ``driver``, not yet attached.
+
+        The server streams its events (``tracing``; protocol.py, Streams).
+
+        Raises:
+            ControlError: ``EINVAL`` for both or neither of ``path`` and
+                ``driver``, or ``buffer``/``count`` out of range; ``ENODEV``
+                without a file system.
+            DeviceError: ``ENODEV`` if ``path`` is not a device node,
+                ``ENXIO`` for a driver name with no major, lookup errors
+                (``EXDEV`` off this mount, ``ENOENT``).
+        """
+        if (path is None) == (driver is None):
+            raise ControlError(errno.EINVAL, "trace: give a node or a driver")
+        if buffer is None:
+            buffer = DEFAULT_BUFFER
+        if not 1 <= buffer <= MAX_BUFFER:
+            raise ControlError(errno.EINVAL, f"trace: buffer must be 1 to {MAX_BUFFER}")
+        if count is not None and count < 1:
+            raise ControlError(errno.EINVAL, "trace: count must be positive")
+        if self.fs is None:
+            raise ControlError(errno.ENODEV, "no file system")
+        if driver is not None:
+            maj = devsw.getmajor(driver)
+            if maj is None:
+                raise DeviceError(errno.ENXIO)
+            return Tracer(major=maj, buffer=buffer, count=count)
+        assert path is not None
+        node = self.fs.resolve(self.mountpoint, path)
+        if not node.is_chr:
+            raise DeviceError(errno.ENODEV)
+        return Tracer(dev=node.rdev, buffer=buffer, count=count)
+
+    def tracing(self, tracer: Tracer) -> AbstractContextManager[None]:
+        """Attach ``tracer`` to the I/O path for a ``with`` block."""
+        assert self.fs is not None
+        return self.fs.spec.tracing(tracer)

@@ -9,6 +9,34 @@ or ``{"ok": false, "errno": N, "error": TEXT}``.
 h11's connection does: ``feed(data)`` then ``next_message()`` until it
 returns ``None``. Anything malformed raises ``ProtocolError`` carrying the
 errno of the error reply to send (``EMSGSIZE``, ``EBADMSG``, ``EINVAL``).
+
+Streams. An op in ``STREAM_OPS`` (``trace``) asks for a stream of items
+instead of one result. Its messages, in order::
+
+    {"ok": false, "errno": N, "error": TEXT}       refused: no stream; the
+                                                  connection goes on as after
+                                                  any request
+    {"ok": true, "result": START}                 started; then
+    {"items": [ITEM, ...], "dropped": N}          any number of these: N is
+                                                  how many items were lost
+                                                  since the last one (the
+                                                  client read too slowly)
+    {"end": true, "result": SUMMARY}              the last; the daemon closes
+
+Once a stream has started the client sends nothing more. To end it early
+it shuts down its sending side (``shutdown(SHUT_WR)``): the daemon stops
+collecting, sends what it holds and the end message, and closes; closing
+the connection outright ends it too, without the end. A connection closed
+by the daemon before the end means the daemon went away. The daemon side
+of a stream never waits for the client to collect an item: it holds a
+bounded number and counts the rest as dropped.
+
+``StreamReader`` is the client's side, as ``Framer`` is both sides':
+``next_event(msg)`` turns each message into ``StreamStarted``,
+``StreamItems`` or ``StreamEnded`` and checks their order. ``trace`` items
+are ``devfsd.trace.TraceEvent`` as JSON arrays (``decode_trace_event``);
+its ``START`` is ``{"dev": N|null, "major": N|null, "buffer": N}`` and its
+``SUMMARY`` ``{"seen": N, "dropped": N}``.
 """
 
 from __future__ import annotations
@@ -16,9 +44,11 @@ from __future__ import annotations
 import errno
 import json
 import struct
-from typing import TYPE_CHECKING, Any, Final, final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TypeGuard, final
 
 from devfsd.errors import ControlError
+from devfsd.trace import CALLS, TraceEvent
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,14 +56,22 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_MESSAGE",
     "OPS",
+    "STREAM_OPS",
     "Framer",
     "ProtocolError",
+    "StreamEnded",
+    "StreamItems",
+    "StreamReader",
+    "StreamStarted",
     "decode_reply",
+    "decode_trace_event",
     "encode",
     "encode_reply",
     "error_reply",
     "ok_reply",
     "parse_request",
+    "stream_end",
+    "stream_items",
 ]
 
 #: Largest message either side accepts (bytes of JSON).
@@ -49,7 +87,15 @@ OPS: Final[Mapping[str, Mapping[str, tuple[type, ...]]]] = {
     "drivers": {},
     "ioctl": {"path": (str,), "cmd": (int,), "data": (str,)},
     "status": {},
+    "trace": {
+        "path": (str, type(None)),
+        "driver": (str, type(None)),
+        "buffer": (int, type(None)),
+        "count": (int, type(None)),
+    },
 }
+#: The ops answered with a stream (module docstring), not one reply.
+STREAM_OPS: Final = frozenset({"trace"})
 
 
 class ProtocolError(ControlError):
@@ -183,3 +229,92 @@ def decode_reply(msg: Mapping[str, Any]) -> Any:
 
 def _raise(err: int, text: str | None) -> Any:
     raise ControlError(err, text)
+
+
+# -- streams -------------------------------------------------------------------
+
+
+def stream_items(items: list[Any], dropped: int) -> dict[str, Any]:
+    """A stream's items message; ``dropped`` items were lost before these."""
+    return {"items": items, "dropped": dropped}
+
+
+def stream_end(result: Any = None) -> dict[str, Any]:
+    """A stream's last message."""
+    return {"end": True, "result": result}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamStarted:
+    """The stream's first reply: what it streams."""
+
+    result: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamItems:
+    """Items, after ``dropped`` more were lost."""
+
+    items: list[Any]
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamEnded:
+    """The last message: the daemon closes the connection after it."""
+
+    result: Any
+
+
+StreamEvent = StreamStarted | StreamItems | StreamEnded
+
+
+def _count(v: object) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+@final
+class StreamReader:
+    """The client's side of one stream: messages in, events out, in order."""
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        #: ``"start"`` (awaiting the reply), ``"items"``, ``"ended"``.
+        self.state = "start"
+
+    def next_event(self, msg: Mapping[str, Any]) -> StreamEvent:
+        """What ``msg``, the next message of the stream, says.
+
+        Raises:
+            ControlError: the daemon's refusal (its errno and text), or
+                ``EBADMSG`` for a malformed message or one out of order
+                (items before the reply, anything after the end).
+        """
+        if self.state == "start":
+            result = decode_reply(msg)  # raises the refusal
+            self.state = "items"
+            return StreamStarted(result=result)
+        if self.state == "items":
+            items, dropped = msg.get("items"), msg.get("dropped")
+            if msg.keys() == {"items", "dropped"} and isinstance(items, list) and _count(dropped):
+                return StreamItems(items=items, dropped=dropped)
+            if msg.keys() == {"end", "result"} and msg["end"] is True:
+                self.state = "ended"
+                return StreamEnded(result=msg["result"])
+            raise ProtocolError(errno.EBADMSG, "malformed stream message")
+        raise ProtocolError(errno.EBADMSG, "message after the end of the stream")
+
+
+def decode_trace_event(item: Any) -> TraceEvent:
+    """A ``trace`` stream item as a ``TraceEvent``.
+
+    Raises:
+        ProtocolError: ``EBADMSG`` unless ``item`` is an array of the eight
+            fields, integers but ``call``, one of ``CALLS``.
+    """
+    if isinstance(item, list) and len(item) == len(TraceEvent._fields):
+        ints = item[:3] + item[4:]
+        if item[3] in CALLS and all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+            return TraceEvent(*item)
+    raise ProtocolError(errno.EBADMSG, "malformed trace event")

@@ -11,6 +11,15 @@ client that takes longer than ``idle`` seconds (``IDLE_TIMEOUT``, devfsd
 the clock restarts after each reply and stops while a request runs, so a
 slow modload is never cut short but a silent or trickling client is; at most
 ``MAX_CONNECTIONS`` are served at once, others are closed at once.
+
+A stream op (``trace``; protocol.py, Streams) takes the connection over:
+after its first reply the daemon sends items as they come, with no idle
+limit, and closes the connection at the end. Items never wait for the
+client: ``push`` fills a bounded buffer that one task per stream drains
+into the socket, so a client that reads slowly, or not at all, costs
+dropped items and one blocked send, never a slower daemon. A second task
+reads the connection only to see the client hang up, which ends the stream
+and detaches its tracer.
 """
 
 from __future__ import annotations
@@ -27,12 +36,15 @@ import trio
 
 from devfsd.cdevsw._switch import Lwp
 from devfsd.control.protocol import (
+    STREAM_OPS,
     Framer,
     ProtocolError,
     encode_reply,
     error_reply,
     ok_reply,
     parse_request,
+    stream_end,
+    stream_items,
 )
 from devfsd.errors import DevfsdError
 from devfsd.kern.sockets import bind_unix_listener
@@ -157,6 +169,11 @@ class ControlServer:
                 framer.feed(data)
                 continue
             cs.deadline = math.inf  # a request may take its time (modload)
+            if msg.get("op") in STREAM_OPS:
+                if await self._stream(conn, msg, peer):
+                    return  # a stream ends its connection
+                cs.deadline = trio.current_time() + self._idle()
+                continue  # refused, and said so
             reply = await self.handle(msg, peer)
             cs.deadline = trio.current_time() + self._idle()
             await self._send(conn, reply)
@@ -165,6 +182,8 @@ class ControlServer:
         """Run one request; always returns a reply."""
         try:
             op, args = parse_request(msg)
+            if op in STREAM_OPS:
+                raise ProtocolError(errno.EINVAL, f"{op}: a stream, not a request")
             result = await getattr(self.api, op)(peer, **args)
         except DevfsdError as exc:
             return error_reply(exc.errno, str(exc))
@@ -172,3 +191,52 @@ class ControlServer:
             log.exception("control request %r failed", msg.get("op"))
             return error_reply(errno.EIO, os.strerror(errno.EIO))
         return ok_reply(result)
+
+    async def _stream(self, conn: trio.socket.SocketType, msg: dict[str, Any], peer: Lwp) -> bool:
+        """Serve a ``trace`` stream; ``False`` if it was refused (and said so).
+
+        Returns once the stream has ended: its count reached, or the client
+        gone. Raises ``OSError`` when the client is gone mid-send.
+        """
+        try:
+            _, args = parse_request(msg)
+            tracer = await self.api.trace(peer, **args)
+        except DevfsdError as exc:
+            await self._send(conn, error_reply(exc.errno, str(exc)))
+            return False
+        await self._send(conn, ok_reply({"dev": tracer.dev, "major": tracer.major, "buffer": tracer.buffer}))
+        lot = trio.lowlevel.ParkingLot()
+        tracer.on_ready = lot.unpark_all
+        hung_up = False
+
+        async def watch() -> None:
+            # The client sends nothing during a stream; its EOF (or reset)
+            # is the end. Anything it sends is discarded.
+            nonlocal hung_up
+            try:
+                while await conn.recv(4096):
+                    pass
+            except OSError:
+                pass
+            hung_up = True
+            lot.unpark_all()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            try:
+                with self.api.tracing(tracer):
+                    while not (hung_up or tracer.done):
+                        if tracer.pending:
+                            await self._send(conn, stream_items(*tracer.take()))
+                        else:
+                            await lot.park()
+                while tracer.pending:
+                    await self._send(conn, stream_items(*tracer.take()))
+                await self._send(conn, stream_end({"seen": tracer.seen, "dropped": tracer.total_dropped}))
+            except OSError as exc:
+                # Caught here, not in _serve_one: raised in a nursery's body
+                # it would leave as an ExceptionGroup.
+                log.debug("trace stream: %s", exc)
+            finally:
+                nursery.cancel_scope.cancel()
+        return True

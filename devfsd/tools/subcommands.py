@@ -2,7 +2,9 @@
 
 ``devfsd new-module NAME [DIR]`` writes a module skeleton
 (``devfsd.tools.newmodule``); ``devfsd regress [--module M]... SCRIPT...``
-runs shell scenarios against fresh mounts (``devfsd.testing.regress``).
+runs shell scenarios against fresh mounts (``devfsd.testing.regress``);
+``devfsd trace [-b events] [-c path] [-n count] node|-m driver`` prints
+the calls reaching a driver as they happen (``devfsd.tools.trace``).
 Any other first argument is a mountpoint; one named like a subcommand is
 given with a ``/`` (``./new-module``).
 """
@@ -16,11 +18,12 @@ if TYPE_CHECKING:
 
 __all__ = ["EPILOG", "NAMES", "main"]
 
-NAMES: Final = frozenset({"new-module", "regress"})
+NAMES: Final = frozenset({"new-module", "regress", "trace"})
 
 EPILOG: Final = (
     "subcommands: 'devfsd new-module NAME [DIR]' writes a driver module skeleton with tests; "
-    "'devfsd regress [--module M]... SCRIPT...' runs shell scenarios against fresh mounts. "
+    "'devfsd regress [--module M]... SCRIPT...' runs shell scenarios against fresh mounts; "
+    "'devfsd trace [-b events] [-c path] [-n count] node|-m driver' prints the calls reaching a driver. "
     "A mountpoint named like a subcommand is given as ./NAME."
 )
 
@@ -32,6 +35,10 @@ def main(argv: Sequence[str]) -> int:
         from devfsd.tools import newmodule
 
         return newmodule.main(rest)
+    if word == "trace":
+        from devfsd.tools import trace
+
+        return trace.main(rest)
     assert word == "regress", word
     from devfsd.testing import regress
 
