@@ -11,6 +11,9 @@ only; every name carries this process's pid (``unique_name``).
 Teardown runs in reverse order of setup, also when setup or the test
 fails: bridge, daemon and its mount, wireguard-go, namespaces (which kill
 whatever still runs inside). :func:`leftovers` lists what is left.
+
+:class:`Capture` records a namespace's UDP datagrams with ``dumpcap`` (from
+tshark) for the key-log tests.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Final
 from devfsd.testing.netns import (
     INNER_NET4,
     INNER_NET6,
+    START_TIMEOUT,
     WG_RUN_DIR,
     KeyPair,
     NetNs,
@@ -34,9 +39,11 @@ from devfsd.testing.netns import (
     WgHost,
     WgPeer,
     WireguardGo,
+    _stop,
     unique_name,
     veth_pair,
     wait_steady,
+    wait_until,
 )
 from devfsd.testing.tunwg import TunwgHost
 
@@ -200,3 +207,70 @@ def tunwg_tunnel(
         host.bridge(t.tun, f"{t.inner4}/{INNER_NET4.prefixlen}", f"{t.inner6}/{INNER_NET6.prefixlen}")
         veth.wait_ping()
         yield tunnel
+
+
+# -- captures ------------------------------------------------------------------------
+
+
+class Capture:
+    """``dumpcap`` on ``dev`` inside ``ns``, writing pcapng to ``path``; a context manager.
+
+    Entering returns once dumpcap has its capture (filter ``bpf``) open and
+    its file made (it says ``File: PATH``), so every packet after that is
+    in it. :meth:`wait` waits until a display filter matches enough packets
+    in the growing file; :meth:`stop` (also on leaving, idempotent) ends it
+    with SIGINT, as Ctrl-C would, so the file is complete, and returns its
+    exit status (SIGKILL past netns's ``STOP_TIMEOUT``). dumpcap is a process of
+    ``ns``, which stops it anyway when closed.
+    """
+
+    def __init__(self, ns: NetNs, dev: str, path: Path, *, bpf: str = "udp") -> None:
+        self.ns, self.dev, self.path, self.bpf = ns, dev, path, bpf
+        self.log = path.with_name(path.name + ".log")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Capture:
+        with self.log.open("wb") as err:
+            self._proc = self.ns.popen(
+                ["dumpcap", "-q", "-i", self.dev, "-f", self.bpf, "-w", str(self.path)], stderr=err
+            )
+        try:
+            wait_until(self._ready, START_TIMEOUT, f"dumpcap on {self.dev} to open {self.path}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _ready(self) -> bool:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"dumpcap exited with {self._proc.returncode}: {self.log.read_text()}")
+        return f"File: {self.path}" in self.log.read_text(errors="replace")
+
+    def count(self, display_filter: str) -> int:
+        """Packets in the file so far that ``display_filter`` matches (tshark, no keys)."""
+        r = subprocess.run(
+            ["tshark", "-n", "-r", str(self.path), "-o", "wg.keylog_file:", "-Y", display_filter],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return len(r.stdout.splitlines())  # a file cut short mid-packet still lists the rest
+
+    def wait(self, display_filter: str, n: int, timeout: float = 5.0) -> None:
+        """Until at least ``n`` packets in the file match ``display_filter``."""
+        wait_until(
+            lambda: self.count(display_filter) >= n,
+            timeout,
+            f"{n} packets matching {display_filter!r} in {self.path}",
+            interval=0.1,
+        )
+
+    def stop(self) -> int | None:
+        """SIGINT, wait (SIGKILL past ``STOP_TIMEOUT``); the exit status, None if not started."""
+        proc, self._proc = self._proc, None
+        return _stop(proc, signal.SIGINT) if proc is not None else None
