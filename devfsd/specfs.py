@@ -116,6 +116,11 @@ class SpecFs:
             self._hub.detach(tracer)
             self.trace = self._hub if self._hub.tracers else None
 
+    @property
+    def tracers(self) -> int:
+        """Tracers attached (``devfsd trace`` clients; status reports it)."""
+        return len(self._hub.tracers)
+
     def open_count(self, maj: int) -> int:
         """Open files on any ``dev`` of major ``maj``."""
         return sum(n for d, n in self.opens.items() if major(d) == maj)

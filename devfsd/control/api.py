@@ -98,6 +98,7 @@ class ControlApi:
             "mountpoint": self.mountpoint,
             "sleepers": sleepers(),
             "open_files": len(self.fs.files) if self.fs is not None else 0,
+            "tracers": self.fs.spec.tracers if self.fs is not None else 0,
             "nodes": len(self.fs.table.nodes) if self.fs is not None else 0,
             "modules": sorted(self.loader.modules),
         }

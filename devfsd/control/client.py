@@ -182,7 +182,7 @@ class Client:
         return base64.b64decode(str(out))
 
     def status(self) -> dict[str, Any]:
-        """The daemon's mountpoint, pid, sleepers and open files."""
+        """The daemon's mountpoint, pid, sleepers, open files and tracers."""
         result: dict[str, Any] = self.call("status")
         return result
 

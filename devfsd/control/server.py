@@ -196,7 +196,7 @@ class ControlServer:
         """Serve a ``trace`` stream; ``False`` if it was refused (and said so).
 
         Returns once the stream has ended: its count reached, or the client
-        gone. Raises ``OSError`` when the client is gone mid-send.
+        gone (also mid-send: that ``OSError`` ends the stream here).
         """
         try:
             _, args = parse_request(msg)
@@ -204,7 +204,6 @@ class ControlServer:
         except DevfsdError as exc:
             await self._send(conn, error_reply(exc.errno, str(exc)))
             return False
-        await self._send(conn, ok_reply({"dev": tracer.dev, "major": tracer.major, "buffer": tracer.buffer}))
         lot = trio.lowlevel.ParkingLot()
         tracer.on_ready = lot.unpark_all
         hung_up = False
@@ -222,9 +221,13 @@ class ControlServer:
             lot.unpark_all()
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch)
             try:
+                # Attached before the reply, so that every call made after
+                # the client has it is seen.
                 with self.api.tracing(tracer):
+                    start = {"dev": tracer.dev, "major": tracer.major, "buffer": tracer.buffer}
+                    await self._send(conn, ok_reply(start))
+                    nursery.start_soon(watch)
                     while not (hung_up or tracer.done):
                         if tracer.pending:
                             await self._send(conn, stream_items(*tracer.take()))
