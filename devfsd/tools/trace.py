@@ -138,6 +138,8 @@ def main(argv: Sequence[str]) -> int:
         stream = client.trace(path=path, driver=driver, buffer=buffer, count=count)
     except (ControlError, UnicodeError) as exc:
         return failed(PROG, arg, client.path, exc)
+    except KeyboardInterrupt:
+        return EXIT_SUCCESS  # interrupted before the first line: nothing to show
     with stream:
         return _follow(stream, client.path)
 
@@ -150,7 +152,8 @@ def _follow(stream: Stream, sock: str) -> int:
         except KeyboardInterrupt:
             stream.stop()
             stream.timeout = DRAIN_TIMEOUT
-            with contextlib.suppress(ControlError):  # what arrived is printed
+            # What arrives in time is printed; a second SIGINT stops that.
+            with contextlib.suppress(ControlError, KeyboardInterrupt):
                 _print(stream)
     except BrokenPipeError:
         # The reader went away (``| head``): that ends the trace, quietly.
