@@ -117,6 +117,8 @@ RESULTS_DIR: Final = BENCH_DIR / "results"
 
 PING_INTERVAL: Final = 0.01
 IPERF3_PORT: Final = 5201
+#: tunwg's minor-number bit for batch framing (modules/tunwg/tun.py).
+TUNWG_BATCH: Final = 0x10000
 #: tunwg's UDP port in a; variant i takes TUNWG_PORT + i.
 TUNWG_PORT: Final = 51821
 TUNWG_MTU: Final = 1420  # tunwg's default; the TUN link must not exceed it
@@ -144,6 +146,7 @@ class Variant:
     bridge: tuple[str, ...] = ()  # () = tunwg-bridge
     modpath: tuple[str, ...] = ()
     cpus: str = ""  # taskset(1) list for the daemon and the bridge; "" = unpinned
+    minor: int = 0  # the node's minor: 0, or tunwg's BATCH bit (65536) for batch framing
 
     @property
     def name(self) -> str:
@@ -165,18 +168,22 @@ class Variant:
 
 
 def parse_variant(index: int, text: str) -> Variant:
-    """``LABEL[:BRIDGE-CMD[:MODPATH[:CPUS]]]`` (empty fields: the defaults)."""
+    """``LABEL[:BRIDGE-CMD[:MODPATH[:CPUS[:MINOR]]]]`` (empty fields: the defaults)."""
     label, _, rest = text.partition(":")
     bridge, _, rest = rest.partition(":")
-    modpath, _, cpus = rest.partition(":")
+    modpath, _, rest = rest.partition(":")
+    cpus, _, minor = rest.partition(":")
     if not re.fullmatch(r"[\w.+-]+", label):
         raise argparse.ArgumentTypeError(f"{text!r}: a variant needs a label (letters, digits, . + -)")
+    if minor and not minor.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: MINOR must be a number")
     return Variant(
         index=index,
         label=label,
         bridge=tuple(shlex.split(bridge)),
         modpath=(modpath,) if modpath else (),
         cpus=cpus,
+        minor=int(minor or 0),
     )
 
 
@@ -219,7 +226,7 @@ def tunwg_end(pair: WgPair, tmp: Path, v: Variant, *, shim: Sequence[str] = ()) 
         assert mount.proc is not None
         mount.client().modload("tunwg", {"ifname": prefix})
         node = mount.path / "tunwg0"
-        r = run(["devfs-mknod", str(node), "c", TUNWG_MAJOR_NAME, "0"], env=mount.env)
+        r = run(["devfs-mknod", str(node), "c", TUNWG_MAJOR_NAME, str(v.minor)], env=mount.env)
         if r.returncode != 0:
             raise RuntimeError(f"devfs-mknod: {r.stderr.decode().strip()}")
         wg(
@@ -1009,8 +1016,14 @@ def _parser() -> argparse.ArgumentParser:
         "--variant",
         action="append",
         default=[],
-        metavar="LABEL[:CMD[:DIR[:CPUS]]]",
-        help="also measure tunwg with bridge command CMD, module directory DIR, pinned to CPUS",
+        metavar="LABEL[:CMD[:DIR[:CPUS[:MINOR]]]]",
+        help="also measure tunwg: bridge command CMD, module directory DIR, pinned to CPUS, node minor MINOR",
+    )
+    p.add_argument(
+        "--minor",
+        type=int,
+        default=TUNWG_BATCH,
+        help=f"the tunwg node's minor (default {TUNWG_BATCH}: batch framing; 0: one packet per call)",
     )
     p.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
     p.add_argument("--label", default="", help="a word for the JSON file name and record")
@@ -1026,7 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
     args.count = args.count or (20 if args.quick else 50)
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)
     try:
-        args.variants = [Variant(index=0, label="")] + [
+        args.variants = [Variant(index=0, label="", minor=args.minor)] + [
             parse_variant(i + 1, text) for i, text in enumerate(args.variant)
         ]
     except argparse.ArgumentTypeError as exc:

@@ -5,9 +5,13 @@ turns ``DeviceError`` into ``FUSEError`` here and nowhere else; a driver's
 stray exception has already become ``EIO`` in ``SpecFs``.
 
 What the kernel sees (see ../shared/DESIGN.md): character nodes are
-*regular files* (there is no CUSE), opened ``direct_io`` and
-``nonseekable``, so each read(2)/write(2) reaches the driver once with the
-caller's size; ``O_TRUNC`` is ignored. The reply to MKNOD alone says
+*regular files* (there is no CUSE), opened ``direct_io``, so each
+read(2)/write(2)/pread(2)/pwrite(2) reaches the driver once with the
+caller's size; ``O_TRUNC`` is ignored. Seekable, as NetBSD's character
+devices: the offset reaches the driver as ``uio.offset``, and pread(2)/pwrite(2)
+are how two threads use one open node at once (read(2)/write(2) on one
+open file share Linux's position lock; FOPEN_STREAM would lift it, but
+pyfuse3 cannot set it). The reply to MKNOD alone says
 ``S_IFCHR`` (the kernel insists on the type it asked for); with zero entry
 and attribute timeouts the next lookup says ``S_IFREG`` and the kernel makes
 a fresh inode. A node's driver, major and minor are extended attributes
@@ -351,7 +355,7 @@ class DevFs(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         self.files[fh] = (fp, node)
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         # The reply may be any contiguous buffer (fuse.md 1.2), a memoryview

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Final, final
 
 from devfsd.testing.mount import DevfsdMount, run, tool
 from devfsd.testing.netns import WG_RUN_DIR, WgDump, unique_name, wait_until, wg, wg_show_dump
+from devfsd.tools.tunwg_bridge import BATCH
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -122,13 +123,17 @@ class TunwgHost:
         """Interface ``unit``'s name: what ``wg`` calls it."""
         return f"{self.prefix}{unit}"
 
-    def node(self, unit: int = 0) -> Path:
-        return self.mount.path / f"tunwg{unit}"
+    def node(self, unit: int = 0, *, batch: bool = False) -> Path:
+        return self.mount.path / f"tunwg{unit}{'b' if batch else ''}"
 
-    def mknod(self, unit: int = 0) -> Path:
-        """``devfs-mknod /dev/tunwgN c tunwg N`` on our mount; the node's path."""
-        node = self.node(unit)
-        r = run(["devfs-mknod", str(node), "c", "tunwg", str(unit)], env=self.mount.env, timeout=10)
+    def mknod(self, unit: int = 0, *, batch: bool = False) -> Path:
+        """``devfs-mknod /dev/tunwgN c tunwg N`` on our mount; the node's path.
+
+        With ``batch``, node ``tunwgNb`` with minor ``BATCH | N``: tunwg's batch framing.
+        """
+        node = self.node(unit, batch=batch)
+        minor = unit | BATCH if batch else unit
+        r = run(["devfs-mknod", str(node), "c", "tunwg", str(minor)], env=self.mount.env, timeout=10)
         if r.returncode != 0:
             raise RuntimeError(f"devfs-mknod {node}: exit {r.returncode}: {r.stderr.decode().strip()}")
         return node
@@ -149,15 +154,18 @@ class TunwgHost:
 
     # -- the data path --
 
-    def bridge(self, tun: str, *cidrs: str, unit: int = 0) -> subprocess.Popen[bytes]:
+    def bridge(self, tun: str, *cidrs: str, unit: int = 0, batch: bool = False) -> subprocess.Popen[bytes]:
         """Open node ``unit`` (bringing its interface up) and join it to a new Linux
         TUN interface ``tun`` with ``cidrs`` (documentation addresses), MTU and up.
+        With ``batch``, through the batch-framed node (``mknod(batch=True)``).
 
         Raises:
             RuntimeError: the bridge exited (its stderr in the message).
             TimeoutError: ``tun`` did not appear within ``START_TIMEOUT``.
         """
-        node = self.mknod(unit) if not self.node(unit).exists() else self.node(unit)
+        node = self.node(unit, batch=batch)
+        if not node.exists():
+            self.mknod(unit, batch=batch)
         proc = subprocess.Popen(
             nsenter_argv(self.ns, [tool("tunwg-bridge"), str(node), tun]),
             stdin=subprocess.DEVNULL,

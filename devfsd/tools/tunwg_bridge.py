@@ -1,20 +1,33 @@
 """``tunwg-bridge NODE IFNAME``: join a tun-style node to a Linux TUN interface.
 
-Opens NODE (a tunwg node: one IP packet per read and per write) and makes
-the Linux TUN interface IFNAME (``IFF_TUN | IFF_NO_PI``) with MTU ``-m``
-(default 1420, tunwg's default), then moves every
-packet read from one to the other, in two threads, until SIGINT or SIGTERM
-or an error. Give the interface its addresses and bring it up with ``ip``;
-then ping, iperf3, ssh and curl run over the tunnel. The TUN interface goes
-away when the bridge exits. Silent on success; ``tunwg-bridge: arg:
-strerror`` and exit 1 on failure, as NetBSD's tools.
+Opens NODE (a tunwg node) and makes the Linux TUN interface IFNAME
+(``IFF_TUN | IFF_NO_PI``) with MTU ``-m`` (default 1420, tunwg's default),
+then moves every packet read from one to the other, in two threads, until
+SIGINT or SIGTERM or an error. Give the interface its addresses and bring
+it up with ``ip``; then ping, iperf3, ssh and curl run over the tunnel. The
+TUN interface goes away when the bridge exits. Silent on success;
+``tunwg-bridge: arg: strerror`` and exit 1 on failure, as NetBSD's tools.
 
-Why the node is read non-blocking, after poll(2): to the kernel a node is a
-regular file, and Linux serialises read(2) and write(2) calls on one open
-file (its position lock, which FUSE's FOPEN_STREAM would lift, but pyfuse3
-cannot set it). A thread blocked in read(2) on the node would hold every
-write of the other thread until a packet arrived. So the reading thread
-waits in poll(2), which takes no such lock, and reads only what is there.
+Two threads, one per direction, each blocked in its own system call:
+
+- node to TUN: pread(2) on the node sleeps in the driver until a packet
+  comes (one FUSE request per read, no poll(2) first);
+- TUN to node: read(2) on the TUN, pwrite(2) on the node.
+
+pread(2)/pwrite(2), not read(2)/write(2): to the kernel a node is a
+regular file, and Linux serialises read(2) and write(2) on one open file
+(its position lock; FUSE's ``FOPEN_STREAM`` would lift it, but pyfuse3
+cannot set it), so a thread asleep in read(2) would hold every write of the
+other thread. The positioned calls take no such lock, and the driver
+ignores the offset.
+
+A node whose minor has ``BATCH`` set (``user.devfsd.minor``) speaks tunwg's
+batch framing: each read returns every queued packet that fits, each after
+its length as 2 bytes big-endian, and each write takes packets framed the
+same way. The bridge then gathers what the TUN has ready (up to
+``BATCH_BYTES``) into one write, and splits each read. Under load that
+divides the FUSE requests per packet by the batch size; a lone packet
+costs the same as without it. See tunwg(4).
 """
 
 from __future__ import annotations
@@ -30,9 +43,10 @@ import sys
 import threading
 from typing import Final
 
+from devfsd.mknod.cli import XATTR_MINOR
 from devfsd.tools import EXIT_FAILURE, EXIT_SUCCESS, err
 
-__all__ = ["main"]
+__all__ = ["BATCH", "BATCH_BYTES", "main", "split_batch"]
 
 PROG: Final = "tunwg-bridge"
 TUNSETIFF: Final = 0x400454CA
@@ -44,6 +58,14 @@ SIOCSIFMTU: Final = 0x8922
 #: tunwg's default MTU: the TUN interface must not send larger packets, or
 #: each write of one fails EIO (a TCP stream would stall).
 DEFAULT_MTU: Final = 1420
+#: The minor-number bit of tunwg's batch framing (tunwg's ``BATCH``).
+BATCH: Final = 0x10000
+#: The most a batch write carries: FUSE splits a write larger than its
+#: ``max_write`` (128 KiB here) into several requests, which would cut a batch.
+BATCH_BYTES: Final = 65536
+#: Errors that mean the device is gone: they end the bridge. Anything else
+#: on a write (no route, too big) loses that packet, as on a link.
+_GONE: Final = frozenset({errno.ENXIO, errno.EBADF, errno.ENODEV})
 
 
 def open_tun(name: str) -> int:
@@ -63,56 +85,110 @@ def set_mtu(name: str, mtu: int) -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFMTU, struct.pack("16si12x", name.encode(), mtu))
 
 
-def _pump(
-    src: int,
-    dst: int,
-    what: tuple[str, str],
-    failed: list[tuple[str, int]],
-    done: threading.Event,
-    *,
-    poll_first: bool = False,
-) -> None:
-    """Copy packets from ``src`` to ``dst`` until an error (recorded) or ``done``.
+def is_batch(node: str) -> bool:
+    """Whether ``node`` is a tunwg node with batch framing (its minor's ``BATCH`` bit)."""
+    try:
+        return bool(int(os.getxattr(node, XATTR_MINOR)) & BATCH)
+    except (OSError, ValueError):
+        return False
 
-    With ``poll_first``, ``src`` is non-blocking: wait in poll(2), then read.
+
+def split_batch(buf: bytes | memoryview) -> list[memoryview]:
+    """The packets of one batch-framed buffer (each after a 2-byte length).
+
+    Raises:
+        ValueError: a length runs past the end of ``buf``.
     """
-    read, write = os.read, os.write
-    poller = select.poll()
-    poller.register(src, select.POLLIN)
-    need_poll = poll_first
-    while not done.is_set():
-        if need_poll:
+    view = memoryview(buf)
+    out = []
+    pos, end = 0, len(view)
+    while pos < end:
+        if end - pos < 2:
+            raise ValueError("truncated length")
+        n = (view[pos] << 8) | view[pos + 1]
+        pos += 2
+        if n > end - pos:
+            raise ValueError("truncated packet")
+        out.append(view[pos : pos + n])
+        pos += n
+    return out
+
+
+class _Bridge:
+    """The two pumps and how they end: the first failure is kept."""
+
+    def __init__(self, nfd: int, tfd: int, node: str, ifname: str, batch: bool) -> None:
+        self.nfd, self.tfd = nfd, tfd
+        self.node, self.ifname = node, ifname
+        self.batch = batch
+        self.done = threading.Event()
+        self.failed: list[tuple[str, int]] = []
+
+    def _fail(self, name: str, code: int) -> None:
+        self.failed.append((name, code))
+        self.done.set()
+
+    def node_to_tun(self) -> None:
+        nfd, tfd, batch = self.nfd, self.tfd, self.batch
+        pread, write = os.pread, os.write
+        while not self.done.is_set():
+            try:
+                buf = pread(nfd, BUFSIZE, 0)
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                return self._fail(self.node, exc.errno or errno.EIO)
+            if not buf:
+                return self._fail(self.node, errno.ENXIO)
+            try:
+                packets = split_batch(buf) if batch else (buf,)
+            except ValueError:
+                return self._fail(self.node, errno.EIO)
+            for packet in packets:
+                try:
+                    write(tfd, packet)
+                except OSError as exc:
+                    if exc.errno in _GONE:
+                        return self._fail(self.ifname, exc.errno or errno.EIO)
+        return None
+
+    def tun_to_node(self) -> None:
+        nfd, tfd, batch = self.nfd, self.tfd, self.batch
+        read, pwrite = os.read, os.pwrite
+        poller = select.poll()
+        poller.register(tfd, select.POLLIN)
+        pack = struct.Struct(">H").pack
+        while not self.done.is_set():
             try:
                 if not poller.poll(500):
                     continue
+                packet = read(tfd, BUFSIZE)
+            except (InterruptedError, BlockingIOError):
+                continue
+            except OSError as exc:
+                return self._fail(self.ifname, exc.errno or errno.EIO)
+            if batch:
+                # Gather what else the TUN has ready, up to one batch.
+                parts = [pack(len(packet)), packet]
+                size = 2 + len(packet)
+                while size < BATCH_BYTES - 2 - 1500:
+                    try:
+                        packet = read(tfd, BUFSIZE)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as exc:
+                        return self._fail(self.ifname, exc.errno or errno.EIO)
+                    parts += (pack(len(packet)), packet)
+                    size += 2 + len(packet)
+                packet = b"".join(parts)
+            try:
+                pwrite(nfd, packet, 0)
             except InterruptedError:
                 continue
-        try:
-            packet = read(src, BUFSIZE)
-        except BlockingIOError:
-            need_poll = True  # drained: wait in poll(2) again
-            continue
-        except InterruptedError:
-            continue
-        except OSError as exc:
-            failed.append((what[0], exc.errno or errno.EIO))
-            break
-        # Read on until EAGAIN before polling again: a poll(2) is a FUSE
-        # round trip of its own, and under load packets are already queued
-        # (measured: +20 to +40 % TCP throughput through tunwg).
-        need_poll = False
-        if not packet:
-            failed.append((what[0], errno.ENXIO))
-            break
-        try:
-            write(dst, packet)
-        except OSError as exc:
-            # A packet the other side refuses (no route, too big) is lost,
-            # as on a link; only a gone device ends the bridge.
-            if exc.errno in (errno.ENXIO, errno.EBADF, errno.ENODEV):
-                failed.append((what[1], exc.errno))
-                break
-    done.set()
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    return self._fail(self.node, exc.errno or errno.EIO)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,41 +208,32 @@ def main(argv: list[str] | None = None) -> int:
     if not ifname or len(ifname.encode()) > 15:
         return err(PROG, ifname, errno.EINVAL)
     try:
-        nfd = os.open(node, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+        nfd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:
         return err(PROG, node, exc.errno or errno.EIO)
     try:
         tfd = open_tun(ifname)
+        os.set_blocking(tfd, False)
         set_mtu(ifname, mtu)
     except OSError as exc:
         os.close(nfd)
         return err(PROG, ifname, exc.errno or errno.EIO)
-    done = threading.Event()
-    failed: list[tuple[str, int]] = []
-    threads = [
-        threading.Thread(
-            target=_pump,
-            args=(nfd, tfd, (node, ifname), failed, done),
-            kwargs={"poll_first": True},
-            daemon=True,
-        ),
-        threading.Thread(target=_pump, args=(tfd, nfd, (ifname, node), failed, done), daemon=True),
-    ]
+    bridge = _Bridge(nfd, tfd, node, ifname, is_batch(node))
 
     def stop(signum: int, frame: object) -> None:
-        done.set()
+        bridge.done.set()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    for t in threads:
-        t.start()
-    while not done.wait(0.5):
+    for pump in (bridge.node_to_tun, bridge.tun_to_node):
+        threading.Thread(target=pump, daemon=True).start()
+    while not bridge.done.wait(0.5):
         pass
-    # The pumps may sit in read(2); closing is what ends them (the process
-    # exits next, so they are daemon threads).
+    # The node pump may sleep in pread(2); the process exits next (daemon
+    # threads), and devfsd sees the exit's SIGKILL and ends that read.
     os.close(tfd)
     os.close(nfd)
-    if failed and failed[0][1] != errno.EBADF:
-        name, code = failed[0]
+    if bridge.failed and bridge.failed[0][1] != errno.EBADF:
+        name, code = bridge.failed[0]
         return err(PROG, name, code)
     return EXIT_SUCCESS

@@ -10,8 +10,9 @@ tasks: the UDP receive loop, the timer loop and the UAPI server. Effects the
 device returns are carried out at once: ``SendDatagram`` is a non-blocking
 ``sendto`` (a full socket buffer drops the datagram, as a congested link
 would), ``DeliverPacket`` queues the packet for readers (at most
-``QUEUE_MAX``, tun(4)'s 256; beyond, dropped and counted), ``KeyLog``
-appends to the key log file.
+``QUEUE_MAX``, tun(4)'s 256, or ``QUEUE_MAX_BATCH`` while a batch-framed
+node has it open; beyond, dropped and counted), ``KeyLog`` appends to the
+key log file.
 
 The UDP socket is one dual-stack IPv6 socket (IPv4 peers appear as
 ``::ffff:a.b.c.d``), or IPv4 only where IPv6 is off. It is bound when the
@@ -45,12 +46,16 @@ if TYPE_CHECKING:
 
     from .wg.device import Effect
 
-__all__ = ["QUEUE_MAX", "Interface", "InterfaceStats"]
+__all__ = ["QUEUE_MAX", "QUEUE_MAX_BATCH", "Interface", "InterfaceStats"]
 
 log = logging.getLogger(__name__)
 
 #: Packets waiting for readers, at most (tun(4)'s IFQ_MAXLEN).
 QUEUE_MAX: Final = 256
+#: The receive queue behind a batch-framed node: a reader empties it tens of
+#: packets at a time, and a TCP window's worth arriving between two reads
+#: must not overflow it (measured: 256 dropped packets of a stream).
+QUEUE_MAX_BATCH: Final = 2048
 #: Datagrams drained per wake-up of the receive loop before yielding.
 RECV_BATCH: Final = 64
 IFNAMSIZ: Final = 16
@@ -108,6 +113,7 @@ class Interface:
         self.queue: deque[bytes] = deque()
         self.rchan = WaitChannel(f"{name}.read")
         self.is_open = False
+        self.queue_max = QUEUE_MAX
         self.dropped_queue_full = 0
         self.send_errors = 0
         self._sock: socket.socket | None = None
@@ -167,8 +173,9 @@ class Interface:
 
     # -- the node -------------------------------------------------------------
 
-    def up(self) -> None:
+    def up(self, *, batch: bool = False) -> None:
         self.is_open = True
+        self.queue_max = QUEUE_MAX_BATCH if batch else QUEUE_MAX
         self._apply(self.device.up(now=trio.current_time()))
         self._poke()
 
@@ -180,6 +187,14 @@ class Interface:
 
     def write_packet(self, packet: bytes) -> None:
         self._apply(self.device.packet_from_tun(packet, now=trio.current_time(), wall_ns=time.time_ns()))
+        self._poke()
+
+    def write_packets(self, packets: list[bytes]) -> None:
+        """``write_packet`` for each of ``packets``, in order."""
+        now, wall_ns = trio.current_time(), time.time_ns()
+        from_tun, apply = self.device.packet_from_tun, self._apply
+        for packet in packets:
+            apply(from_tun(packet, now=now, wall_ns=wall_ns))
         self._poke()
 
     # -- effects ----------------------------------------------------------------
@@ -216,7 +231,7 @@ class Interface:
     def _deliver(self, packet: bytes) -> None:
         if not self.is_open:
             return
-        if len(self.queue) >= QUEUE_MAX:
+        if len(self.queue) >= self.queue_max:
             self.dropped_queue_full += 1
             return
         self.queue.append(packet)

@@ -12,11 +12,24 @@ succeeds. A read returns exactly one packet, cut to the caller's buffer
 (the rest is dropped); with nothing queued it sleeps, or fails ``EAGAIN``
 on a non-blocking file. poll: readable when a packet waits, always
 writable.
+
+Batch framing, tunwg's own (tun(4) has nothing like it): minor ``BATCH |
+N`` is interface N with several packets per call, each after its length as
+2 bytes big-endian. A read returns every queued packet whose frame fits
+the caller's buffer, at least one (cut to fit if it alone does not, as
+tun(4) cuts); a read of 2 bytes or less fails ``EINVAL``. A write takes
+one or more framed packets and checks them all before sending any: a
+length of 0 or over the MTU, or a frame running past the end, fails
+``EIO``, a packet neither IPv4 nor IPv6 ``EAFNOSUPPORT``; then none is
+sent. While a batch node has the interface open its receive queue holds
+``QUEUE_MAX_BATCH`` packets. Under load, a FUSE request then carries tens
+of packets instead of one; the bridge uses it (tunwg-bridge(8)).
 """
 
 from __future__ import annotations
 
 import errno
+import struct
 from typing import TYPE_CHECKING, Final
 
 from devfsd.cdevsw import POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, Cdevsw, DeviceError, minor
@@ -28,10 +41,41 @@ if TYPE_CHECKING:
 
     from .iface import Interface
 
-__all__ = ["make_cdevsw"]
+__all__ = ["BATCH", "make_cdevsw", "parse_batch"]
 
+#: The minor-number bit that selects batch framing.
+BATCH: Final = 0x10000
+_UNIT: Final = BATCH - 1
 _READ: Final = POLLIN | POLLRDNORM
 _WRITE: Final = POLLOUT | POLLWRNORM
+_LEN: Final = struct.Struct(">H")
+
+
+def parse_batch(data: bytes, mtu: int) -> list[bytes]:
+    """The packets of a batch write, all checked before any is returned.
+
+    Raises:
+        DeviceError: ``EIO`` for a length of 0 or over ``mtu`` or a frame
+            running past the end; ``EAFNOSUPPORT`` for a packet neither
+            IPv4 nor IPv6.
+    """
+    packets = []
+    pos, end = 0, len(data)
+    unpack = _LEN.unpack_from
+    while pos < end:
+        if end - pos < 2:
+            raise DeviceError(errno.EIO)
+        (n,) = unpack(data, pos)
+        pos += 2
+        if n == 0 or n > mtu or n > end - pos:
+            raise DeviceError(errno.EIO)
+        if data[pos] >> 4 not in (4, 6):
+            raise DeviceError(errno.EAFNOSUPPORT)
+        packets.append(data[pos : pos + n])
+        pos += n
+    if not packets:
+        raise DeviceError(errno.EIO)
+    return packets
 
 
 def make_cdevsw(get: Callable[[int, bool], Interface]) -> Cdevsw:
@@ -44,16 +88,18 @@ def make_cdevsw(get: Callable[[int, bool], Interface]) -> Cdevsw:
     async def tun_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
         if l.uid != 0:
             raise DeviceError(errno.EPERM)
-        ifp = get(minor(dev), True)
+        m = minor(dev)
+        ifp = get(m & _UNIT, True)
         if ifp.is_open:
             raise DeviceError(errno.EBUSY)
-        ifp.up()
+        ifp.up(batch=bool(m & BATCH))
 
     async def tun_close(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
-        get(minor(dev), False).down()
+        get(minor(dev) & _UNIT, False).down()
 
     async def tun_read(dev: Dev, uio: Uio, ioflag: int) -> None:
-        ifp = get(minor(dev), False)
+        m = minor(dev)
+        ifp = get(m & _UNIT, False)
         q = ifp.queue
         while not q:
             if uio.nonblock:
@@ -61,10 +107,27 @@ def make_cdevsw(get: Callable[[int, bool], Interface]) -> Cdevsw:
             await ifp.rchan.sleep(uio.lwp)
             if not ifp.is_open:
                 raise DeviceError(errno.ENXIO)
-        uio.uiomove(q.popleft())
+        if not m & BATCH:
+            uio.uiomove(q.popleft())
+            return
+        room = uio.resid - 2
+        if room <= 0:
+            raise DeviceError(errno.EINVAL)
+        packet = q.popleft()[:room]
+        parts = [_LEN.pack(len(packet)), packet]
+        room -= len(packet)
+        while q and len(q[0]) + 2 <= room:
+            packet = q.popleft()
+            parts += (_LEN.pack(len(packet)), packet)
+            room -= len(packet) + 2
+        uio.uiomove(b"".join(parts))
 
     async def tun_write(dev: Dev, uio: Uio, ioflag: int) -> None:
-        ifp = get(minor(dev), False)
+        m = minor(dev)
+        ifp = get(m & _UNIT, False)
+        if m & BATCH:
+            ifp.write_packets(parse_batch(uio.getbytes(), ifp.mtu))
+            return
         n = uio.resid
         if n == 0 or n > ifp.mtu:
             raise DeviceError(errno.EIO)
@@ -74,7 +137,7 @@ def make_cdevsw(get: Callable[[int, bool], Interface]) -> Cdevsw:
         ifp.write_packet(packet)
 
     async def tun_poll(dev: Dev, events: int, l: Lwp) -> int:
-        ifp = get(minor(dev), False)
+        ifp = get(minor(dev) & _UNIT, False)
         revents = events & _WRITE
         if ifp.queue:
             revents |= events & _READ

@@ -55,6 +55,7 @@ class MakeTunnel(Protocol):
         count: int = 1,
         go_knows_tunwg_as: str | None = None,
         tunwg_knows_go_as: str | None = None,
+        batch: bool = False,
     ) -> Tunnel: ...
 
 
@@ -69,6 +70,7 @@ def make_tunnel(tmp_path: Path) -> Iterator[MakeTunnel]:
             count: int = 1,
             go_knows_tunwg_as: str | None = None,
             tunwg_knows_go_as: str | None = None,
+            batch: bool = False,
         ) -> Tunnel:
             return stack.enter_context(
                 tunwg_tunnel(
@@ -77,6 +79,7 @@ def make_tunnel(tmp_path: Path) -> Iterator[MakeTunnel]:
                     count=count,
                     go_knows_tunwg_as=go_knows_tunwg_as,
                     tunwg_knows_go_as=tunwg_knows_go_as,
+                    batch=batch,
                 )
             )
 

@@ -168,12 +168,15 @@ def _tcp_exchange(
     return out.decode().strip(), cli.stdout.strip()
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["packet", "batch"])
 @pytest.mark.parametrize("family", ["inner4", "inner6"])
-def test_tcp_stream_both_ways_bytes_checked(tunnel: Tunnel, family: str) -> None:
-    """4 MiB each way at once on one TCP connection (wireguard-go's end listens);
-    then the counters agree up to datagrams the kernel dropped at a full
-    UDP receive buffer (wireguard-go leaves it at 208 KiB; each drop costs
-    between a bare transport message and a full one)."""
+def test_tcp_stream_both_ways_bytes_checked(make_tunnel: MakeTunnel, family: str, batch: bool) -> None:
+    """4 MiB each way at once on one TCP connection (wireguard-go's end listens),
+    through the node one packet per call and with batch framing; then the
+    counters agree up to datagrams the kernel dropped at a full UDP receive
+    buffer (wireguard-go leaves it at 208 KiB; each drop costs between a
+    bare transport message and a full one)."""
+    tunnel = make_tunnel(batch=batch)
     t, g = tunnel.t, tunnel.g
     nbytes = 4 << 20
     got_g, got_t = _tcp_exchange(g.ns, t.ns, getattr(g, family), nbytes, 30.0)

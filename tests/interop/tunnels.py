@@ -157,8 +157,11 @@ def tunwg_tunnel(
     count: int = 1,
     go_knows_tunwg_as: str | None = None,
     tunwg_knows_go_as: str | None = None,
+    batch: bool = False,
 ) -> Iterator[Tunnel]:
     """A tunnel (module docstring); ``props`` are tunwg's load properties.
+
+    ``batch``: the bridge joins the batch-framed node (minor ``BATCH | 0``).
 
     ``go_knows_tunwg_as`` / ``tunwg_knows_go_as``: a wrong public key to
     configure for the other end instead of the right one.
@@ -204,7 +207,9 @@ def tunwg_tunnel(
             "allowed-ips",
             f"{g.inner4}/32,{g.inner6}/128",
         )
-        host.bridge(t.tun, f"{t.inner4}/{INNER_NET4.prefixlen}", f"{t.inner6}/{INNER_NET6.prefixlen}")
+        host.bridge(
+            t.tun, f"{t.inner4}/{INNER_NET4.prefixlen}", f"{t.inner6}/{INNER_NET6.prefixlen}", batch=batch
+        )
         veth.wait_ping()
         yield tunnel
 

@@ -506,6 +506,138 @@ async def test_queue_holds_256_packets_and_counts_the_drops(kernel: Kernel, sock
     assert idents == list(range(QUEUE_MAX))  # the first 256 kept, later ones dropped
 
 
+# -- batch framing (minor BATCH | N) ---------------------------------------------------
+
+BATCH: Final = 0x10000
+
+
+def frame(*packets: bytes) -> bytes:
+    """Packets in tunwg's batch framing: each after its length, 2 bytes big-endian."""
+    return b"".join(struct.pack("!H", len(p)) + p for p in packets)
+
+
+async def batch_pair(k: Kernel, sockdir: Path) -> tuple[Side, Side]:
+    """Two peered interfaces whose nodes are opened with batch framing, with a session."""
+    a, b = await configure_pair(k, sockdir, await load(k, sockdir, count=2))
+    a.f = await k.open("tunwg", BATCH | a.unit)
+    b.f = await k.open("tunwg", BATCH | b.unit)
+    p = ipv4(a.inner4, b.inner4)
+    assert await a.node.write(frame(p)) == len(p) + 2
+    assert await read(b.node) == frame(p)
+    return a, b
+
+
+def packets(a: Side, b: Side, n: int, size: int = 100) -> list[bytes]:
+    return [ipv4(a.inner4, b.inner4, i, payload=bytes([i]) * size) for i in range(1, n + 1)]
+
+
+async def test_batch_write_sends_each_packet_and_a_read_returns_them_framed(
+    kernel: Kernel, sockdir: Path
+) -> None:
+    a, b = await batch_pair(kernel, sockdir)
+    ps = [*packets(a, b, 3), ipv6(a.inner6, b.inner6)]
+    assert await a.node.write(frame(*ps)) == sum(len(p) + 2 for p in ps)
+    await wait_for(lambda: b.stats().queued == 4, "four packets queued on b")
+    assert await read(b.node) == frame(*ps)
+    assert b.stats().queued == 0
+
+
+async def test_batch_read_returns_the_whole_packets_that_fit(kernel: Kernel, sockdir: Path) -> None:
+    a, b = await batch_pair(kernel, sockdir)
+    p1, p2, p3 = packets(a, b, 3)
+    await a.node.write(frame(p1, p2, p3))
+    await wait_for(lambda: b.stats().queued == 3, "three packets queued on b")
+    assert await read(b.node, 2 * (len(p1) + 2) + len(p3)) == frame(p1, p2)  # p3's frame does not fit
+    assert await read(b.node) == frame(p3)
+
+
+async def test_batch_read_cuts_a_first_packet_that_does_not_fit(kernel: Kernel, sockdir: Path) -> None:
+    a, b = await batch_pair(kernel, sockdir)
+    p1, p2 = packets(a, b, 2)
+    await a.node.write(frame(p1, p2))
+    await wait_for(lambda: b.stats().queued == 2, "two packets queued on b")
+    assert await read(b.node, 12) == frame(p1[:10])  # as tun(4) cuts; the rest is dropped
+    assert await read(b.node) == frame(p2)
+
+
+async def test_batch_read_of_two_bytes_is_einval(kernel: Kernel, sockdir: Path) -> None:
+    a, b = await batch_pair(kernel, sockdir)
+    await a.node.write(frame(*packets(a, b, 1)))
+    await wait_for(lambda: b.stats().queued == 1, "a packet queued on b")
+    with pytest.raises(DeviceError) as ei:
+        await b.node.read(2)
+    assert errno_of(ei) == errno.EINVAL
+    assert b.stats().queued == 1  # nothing taken
+
+
+@pytest.mark.parametrize(
+    ("tail", "code"),
+    [
+        (b"\x00\x00", errno.EIO),  # a zero length
+        (struct.pack("!H", MTU + 1) + bytes([0x45]) * (MTU + 1), errno.EIO),  # past the MTU
+        (struct.pack("!H", 40) + bytes([0x45]) * 39, errno.EIO),  # runs past the end
+        (b"\x00", errno.EIO),  # half a length
+        (frame(bytes([0x20]) * 40), errno.EAFNOSUPPORT),  # neither IPv4 nor IPv6
+    ],
+    ids=["zero", "over-mtu", "past-end", "half-length", "not-ip"],
+)
+async def test_malformed_batch_write_sends_none_of_its_packets(
+    kernel: Kernel, sockdir: Path, tail: bytes, code: int
+) -> None:
+    a, b = await batch_pair(kernel, sockdir)
+    before = dict(await uapi_get(a.sock))["tx_bytes"]
+    good = packets(a, b, 2)
+    with pytest.raises(DeviceError) as ei:
+        await a.node.write(frame(*good) + tail)
+    assert errno_of(ei) == code
+    assert dict(await uapi_get(a.sock))["tx_bytes"] == before  # all or nothing
+    assert b.stats().queued == 0
+
+
+async def test_empty_batch_write_is_eio(kernel: Kernel, sockdir: Path) -> None:
+    a, _b = await batch_pair(kernel, sockdir)
+    with pytest.raises(DeviceError) as ei:
+        await a.node.write(b"")
+    assert errno_of(ei) == errno.EIO
+
+
+async def test_batch_node_and_plain_node_are_one_interface(kernel: Kernel, sockdir: Path) -> None:
+    await load(kernel, sockdir)
+    f = await kernel.open("tunwg", BATCH | 0)
+    with pytest.raises(DeviceError) as ei:
+        await kernel.open("tunwg", 0)
+    assert errno_of(ei) == errno.EBUSY
+    await f.close()
+    await (await kernel.open("tunwg", 0)).close()
+
+
+async def test_batch_node_queue_holds_more_than_256_packets(kernel: Kernel, sockdir: Path) -> None:
+    a, b = await batch_pair(kernel, sockdir)
+    total, chunk = QUEUE_MAX + 44, 25
+    for start in range(0, total, chunk):
+        await a.node.write(frame(*(ipv4(a.inner4, b.inner4, i) for i in range(start, start + chunk))))
+        taken = start + chunk
+
+        def queued(n: int = taken) -> bool:
+            return b.stats().queued == n
+
+        await wait_for(queued, f"b to queue {taken} packets")
+    assert b.stats().dropped_queue_full == 0
+    got = b""
+    while len(got) < total * (2 + 84):
+        got += await read(b.node)
+    idents = [struct.unpack_from("!H", got, i * 86 + 2 + 4)[0] for i in range(total)]
+    assert idents == list(range(total))
+
+
+def test_batch_bit_is_the_same_in_the_driver_the_bridge_and_the_bench() -> None:
+    from bench.bench_tunwg import TUNWG_BATCH
+    from devfsd.tools.tunwg_bridge import BATCH as BRIDGE_BATCH
+    from modules.tunwg.tun import BATCH as DRIVER_BATCH
+
+    assert BATCH == DRIVER_BATCH == BRIDGE_BATCH == TUNWG_BATCH
+
+
 # -- UAPI on the socket -----------------------------------------------------------------
 
 
