@@ -169,7 +169,8 @@ class ControlServer:
                 framer.feed(data)
                 continue
             cs.deadline = math.inf  # a request may take its time (modload)
-            if msg.get("op") in STREAM_OPS:
+            op = msg.get("op")
+            if isinstance(op, str) and op in STREAM_OPS:  # a list is unhashable
                 if await self._stream(conn, msg, peer):
                     return  # a stream ends its connection
                 cs.deadline = trio.current_time() + self._idle()
@@ -199,7 +200,8 @@ class ControlServer:
         gone (also mid-send: that ``OSError`` ends the stream here).
         """
         try:
-            _, args = parse_request(msg)
+            op, args = parse_request(msg)
+            assert op == "trace", op  # the one stream op so far
             tracer = await self.api.trace(peer, **args)
         except DevfsdError as exc:
             await self._send(conn, error_reply(exc.errno, str(exc)))

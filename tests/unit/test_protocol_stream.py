@@ -247,6 +247,16 @@ async def test_refused_then_the_connection_goes_on() -> None:
         assert len(api.attached) == 1
 
 
+async def test_unhashable_op_is_an_error_reply() -> None:
+    api = FakeApi()
+    async with served(api) as c:
+        await c.sock.send(encode({"op": ["trace"]}))
+        with pytest.raises(ControlError) as ei:
+            await c.recv()
+        assert ei.value.errno == errno.EINVAL
+        await c.start(path="/x")  # and the connection goes on
+
+
 async def test_slow_client_gets_drops_then_the_end() -> None:
     api = FakeApi()
     async with served(api) as c:
