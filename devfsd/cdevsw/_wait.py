@@ -37,13 +37,19 @@ Entry points have a time limit (``call_limited``, set by ``SpecFs`` from
 ``devfsd --entry-timeout``): one that awaits anything but a ``sleep`` here
 for longer is cancelled and its caller gets ``ETIMEDOUT``, so a driver
 awaiting a socket or an event that never comes ties up one request, not the
-node for ever. Time asleep in ``WaitChannel.sleep`` does not count: a read
-on an empty queue may legitimately wait for hours. ``sleep`` finds the
-call's cancel scope in a context variable, lifts its deadline to infinity
-while asleep and re-arms it with what was left when it wakes. XXX: trio
-cancels only at an ``await``; a driver spinning in a synchronous loop (or
-calling blocking code) cannot be interrupted and stalls the whole daemon.
-Nothing short of running drivers in another process would fix that.
+node for ever; that holds too when it waits inside cancel scopes of its own
+(``with trio.move_on_after(3600)``, a nursery, a ``sleep``): the limit's
+scope goes in under them. Time asleep in ``WaitChannel.sleep`` does not
+count: a read on an empty queue may legitimately wait for hours. ``sleep``
+finds the call's limit in a context variable (or, for a sleep begun before
+the limit was set up, the limit finds the sleep in ``_asleep``), lifts its
+deadline to infinity while asleep and re-arms it with what was left when
+it wakes. XXX: trio cancels only at an ``await``; a driver spinning in a
+synchronous loop (or calling blocking code) cannot be interrupted and
+stalls the whole daemon. Nothing short of running drivers in another
+process would fix that. Likewise a shielded scope in the driver
+(``trio.CancelScope(shield=True)``) keeps the limit out until it ends, as
+it keeps out every outer cancellation; a hang inside one is not caught.
 """
 
 from __future__ import annotations
@@ -89,28 +95,35 @@ _SIGKILL_BIT: Final = 1 << (9 - 1)
 
 @final
 class _Sleeper:
-    __slots__ = ("chan", "error", "event", "maj")
+    __slots__ = ("chan", "entry", "error", "event", "maj")
 
-    def __init__(self, chan: WaitChannel, maj: int | None) -> None:
+    def __init__(self, chan: WaitChannel, maj: int | None, entry: _Entry | None) -> None:
         self.chan = chan
         self.maj = maj
         self.event = trio.Event()
         self.error = 0
+        #: The limit whose clock this sleep stops; ``finish_limited`` sets it
+        #: on a sleep begun in an entry point's first step, before the limit.
+        self.entry = entry
 
 
 _sleeping: set[_Sleeper] = set()
+#: The sleep each task is in, for ``finish_limited`` to find.
+_asleep: dict[trio.lowlevel.Task, _Sleeper] = {}
 
 
 @final
 class _Entry:
     """The time limit of one entry point call (see ``call_limited``)."""
 
-    __slots__ = ("asleep", "left", "scope")
+    __slots__ = ("asleep", "left", "scope", "struck")
 
     def __init__(self, timeout: float) -> None:
         self.scope: trio.CancelScope | None = None
         self.asleep = 0
         self.left = timeout
+        #: The limit's ``Cancelled``, once trio has delivered it.
+        self.struck: BaseException | None = None
 
 
 #: The limit of the entry point this task is running, if any.
@@ -118,12 +131,16 @@ _entry: ContextVar[_Entry | None] = ContextVar("devfsd_entry", default=None)
 
 
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+def _resume(
+    coro: Coroutine[Any, Any, Any], yielded: Any, entry: _Entry | None = None
+) -> Generator[Any, Any, Any]:
     """Go on awaiting ``coro``, which has already yielded ``yielded`` once.
 
     What ``await coro`` does after its first step: every value ``coro``
     yields goes up to trio, every value or exception trio sends back goes
-    down to ``coro``, and its return value is ours.
+    down to ``coro``, and its return value is ours. With ``entry``, notes in
+    ``entry.struck`` the limit's ``Cancelled`` when trio delivers it (the
+    entry point may catch it).
     """
     while True:
         try:
@@ -134,10 +151,54 @@ def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any,
             except StopIteration as stop:
                 return stop.value
         else:
+            # Trio sends a blocked checkpoint its outcome: a cancellation
+            # is an ``outcome.Error`` holding the ``Cancelled``.
+            if entry is not None and entry.struck is None:
+                err = getattr(sent, "error", None)
+                sc = entry.scope
+                if isinstance(err, trio.Cancelled) and sc is not None and sc.cancel_called:
+                    entry.struck = err
             try:
                 yielded = coro.send(sent)
             except StopIteration as stop:
                 return stop.value
+
+
+@trio.lowlevel.enable_ki_protection  # no KeyboardInterrupt half-way through
+def _enter_at(cs: trio.CancelScope, task: trio.lowlevel.Task, status: Any) -> bool:
+    """Enter ``cs`` as if ``task`` were still at cancel status ``status``.
+
+    ``task`` may have entered cancel scopes of its own since (an entry
+    point stopped inside ``with trio.move_on_after(...)`` or a ``sleep``):
+    then ``cs`` goes in between, as the parent of the outermost of them,
+    exactly where ``with cs:`` around the whole call would have put it. The
+    task's scopes then exit into ``cs`` and ``cs`` into ``status``, in
+    order, and a cancellation of ``cs`` reaches into them as any outer
+    one would (a shielded scope among them keeps it out until it ends).
+    Trio re-parents cancel statuses the same way in ``TaskStatus.started``.
+    Must run while ``task`` is not blocked (its step has not yet reached
+    trio).
+
+    Returns:
+        False, entering nothing, if ``status`` does not enclose the task's
+        status (misnested scopes in the driver).
+    """
+    cur = task._cancel_status
+    if cur is status:
+        cs.__enter__()
+        return True
+    child = cur  # the task's outermost status inside ``status``
+    while (parent := child.parent) is not status:
+        if parent is None:
+            return False
+        child = parent
+    task._activate_cancel_status(status)
+    try:
+        cs.__enter__()
+    finally:
+        task._activate_cancel_status(cur)
+    child.parent = cs._cancel_status
+    return True
 
 
 async def call_limited(
@@ -153,16 +214,21 @@ async def call_limited(
     each would cost several microseconds on every read(2), more than the
     rest of devfsd's read path. So the first step runs bare, and only an
     entry point that is still running after it (it awaits something) gets
-    its cancel scope, with the deadline counted from then. Time asleep in
-    ``WaitChannel.sleep`` stops the clock: ``sleep`` finds this call's
-    ``_Entry`` in a context variable, lifts the scope's deadline while
-    asleep and re-arms it with what was left when it wakes. The plain
+    its cancel scope, with the deadline counted from then. The plain
     version is ``with trio.move_on_after(timeout): return await coro``.
 
-    A scope can only be added after the first step if the entry point is
-    not stopped inside a cancel scope of its own (trio's scopes must nest):
-    that is checked on trio's private ``Task._cancel_status``; when it is,
-    the call goes on without the limit.
+    Trio's scopes must nest, and at its first ``await`` the entry point may
+    be inside cancel scopes of its own (``with trio.move_on_after(...)``,
+    or the one in ``WaitChannel.sleep``). Entered then, our scope would
+    nest inside theirs and corrupt trio's scope stack when they exit; so
+    it goes in *under* them instead (``_enter_at``, on trio's private
+    ``Task._cancel_status``), where the plain version would have put it.
+
+    Time asleep in ``WaitChannel.sleep`` stops the clock: ``sleep`` finds
+    this call's ``_Entry`` in a context variable, lifts the scope's deadline
+    while asleep and re-arms it with what was left when it wakes; a sleep
+    already under way at the end of the first step is found in ``_asleep``
+    and the scope starts with no deadline until it ends.
 
     Args:
         coro: the entry point's coroutine, not yet started.
@@ -173,7 +239,9 @@ async def call_limited(
 
     Returns:
         (what the entry point returned, False), or (None, True) when it was
-        cancelled for running too long.
+        cancelled for running too long. An entry point that catches the
+        ``Cancelled`` and returns has its answer returned (and ``on_hang``
+        is called when it returns).
     """
     if timeout is None:
         return await coro, False
@@ -203,27 +271,57 @@ async def finish_limited(
     For callers on the hot path that run the first step inline: ``status``
     is ``trio.lowlevel.current_task()._cancel_status`` from before it.
     """
-    if trio.lowlevel.current_task()._cancel_status is not status:
-        # The entry point stopped inside a cancel scope of its own (a
-        # sleep, a move_on_after): a scope of ours entered now would nest
-        # inside it and corrupt trio's scope stack. This call runs without
-        # the limit. XXX: a driver that hangs after such a first wait is
-        # not caught.
-        return await _resume(coro, first), False
+    task = trio.lowlevel.current_task()
     entry = _Entry(timeout)
+    sleeper = _asleep.get(task)
+    if sleeper is not None and sleeper.entry is None:
+        # The first step went to sleep: no clock until it wakes. (A sleep
+        # that already stops an outer call's clock, were entry points ever
+        # to call each other through call_limited, stops only that one.)
+        sleeper.entry = entry
+        entry.asleep = 1
+        cs = trio.CancelScope()
+    else:
+        cs = trio.CancelScope(deadline=trio.current_time() + timeout)
+    if not _enter_at(cs, task, status):
+        # XXX: the entry point exited a scope it had not entered (its
+        # status is outside the caller's); trio reports that misnesting
+        # itself. No limit for such a call.
+        if sleeper is not None and sleeper.entry is entry:
+            sleeper.entry = None
+        return await _resume(coro, first), False
+    entry.scope = cs
     token = _entry.set(entry)
     try:
-        with trio.CancelScope(deadline=trio.current_time() + timeout) as cs:
-            entry.scope = cs
-            try:
-                return await _resume(coro, first), False
-            except trio.Cancelled:
-                if cs.cancel_called and on_hang is not None:
-                    on_hang(what)
-                raise
-        return None, True
+        try:
+            rv = await _resume(coro, first, entry)
+        except BaseException as exc:
+            # ``with cs:`` by hand (``_enter_at`` entered it).
+            swallowed = cs.__exit__(type(exc), exc, exc.__traceback__)
+            if on_hang is not None and cs.cancel_called:
+                if swallowed or isinstance(exc, trio.Cancelled):
+                    on_hang(what)  # exc in flight: its traceback is the driver's stack
+                else:
+                    _hang_caught(entry, on_hang, what)
+            if swallowed:
+                return None, True
+            raise
+        cs.__exit__(None, None, None)
+        _hang_caught(entry, on_hang, what)
+        return rv, False
     finally:
+        entry.struck = None
         _entry.reset(token)
+
+
+def _hang_caught(entry: _Entry, on_hang: Callable[[str], None] | None, what: str) -> None:
+    """Log a hang whose ``Cancelled`` the entry point caught, where it caught it."""
+    struck = entry.struck
+    if struck is not None and on_hang is not None:
+        try:
+            raise struck
+        except BaseException:
+            on_hang(what)
 
 
 def sleepers() -> int:
@@ -329,13 +427,15 @@ class WaitChannel:
         """
         if len(_sleeping) >= MAX_SLEEPERS:
             raise DeviceError(errno.EAGAIN, "too many sleepers")
-        s = _Sleeper(self, major(l.dev) if l.dev is not None else None)
-        _sleeping.add(s)
-        self._sleepers.add(s)
-        deadline = trio.current_time() + timo if timo is not None else float("inf")
-        interval = CHECK_FIRST
         # Stop the entry point's clock (see call_limited) while asleep.
         entry = _entry.get()
+        s = _Sleeper(self, major(l.dev) if l.dev is not None else None, entry)
+        task = trio.lowlevel.current_task()
+        _sleeping.add(s)
+        self._sleepers.add(s)
+        _asleep[task] = s
+        deadline = trio.current_time() + timo if timo is not None else float("inf")
+        interval = CHECK_FIRST
         if entry is not None:
             entry.asleep += 1
             sc = entry.scope
@@ -358,6 +458,8 @@ class WaitChannel:
         finally:
             _sleeping.discard(s)
             self._sleepers.discard(s)
+            _asleep.pop(task, None)
+            entry = s.entry  # finish_limited may have set it since
             if entry is not None:
                 entry.asleep -= 1
                 sc = entry.scope

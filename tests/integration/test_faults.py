@@ -152,3 +152,39 @@ def _pid(m: DevfsdMount) -> int:
 
 def loaded(m: DevfsdMount) -> list[str]:
     return [str(r["name"]) for r in m.client().modstat()["modules"]]
+
+
+def test_hang_inside_the_drivers_own_cancel_scope(mnt: DevfsdMount) -> None:
+    # tests/modules/scopehang: the read hangs inside trio cancel scopes of
+    # the driver's own, which the limit's scope must go under.
+    s = nodes(mnt, "scopehang", range(8))
+    got: dict[int, tuple[int, float]] = {}
+
+    def hang(unit: int) -> None:
+        t0 = time.monotonic()
+        e = read_errno(s[unit])
+        got[unit] = (e, time.monotonic() - t0)
+
+    threads = [threading.Thread(target=hang, args=(u,)) for u in (0, 1, 3)]
+    for t in threads:
+        t.start()
+    try:
+        # Meanwhile: its own timeout, and a 1 s sleep (twice the limit)
+        # inside a scope of its own, both answer.
+        with open(s[6], "rb", buffering=0) as fp:
+            assert fp.read(10) == b"own\n"
+        with open(s[7], "rb", buffering=0) as fp:
+            assert fp.read(10) == b"slept\n"
+    finally:
+        for t in threads:
+            t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert {u: e for u, (e, _) in got.items()} == {0: errno.ETIMEDOUT, 1: errno.ETIMEDOUT, 3: errno.ETIMEDOUT}
+    assert got[0][1] >= LIMIT
+    assert got[3][1] >= 1.0 + LIMIT  # asleep 1 s first: not counted
+    log = mnt.log_text()
+    assert log.count(f"driver d_read still running after {LIMIT:g} s: cancelled") == 3
+    assert "in scopehang_read" in log
+    assert "corrupted" not in log
+    mnt.client().modunload("scopehang")
+    assert "scopehang" not in loaded(mnt)

@@ -14,7 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from devfsd.cdevsw import devsw
+from devfsd.cdevsw import Lwp, WaitChannel, _wait, devsw
+from devfsd.cdevsw._wait import call_limited, sleepers
 from devfsd.errors import DeviceError
 from devfsd.testing.harness import Kernel
 
@@ -118,3 +119,127 @@ async def test_poll_wrong_type_is_pollerr(caplog: pytest.LogCaptureFixture) -> N
         assert await f.poll() == select.POLLERR
         assert "driver d_poll returned 'ready', not an int" in caplog.text
         await f.close()
+
+
+# Entry points that wait inside cancel scopes of their own (the limit's
+# scope must go under them): tests/modules/scopehang, one case per minor.
+SHORT = 0.25  # shorter than scopehang's NAP and SHIELD, longer than its OWN
+
+
+async def _scoped_read(k: Kernel, unit: int) -> tuple[bytes | int, float]:
+    """Read ``scopehang`` ``unit``: (its data or errno, how long it took).
+
+    Also checks that trio's cancel scope stack is as it was."""
+    task = trio.lowlevel.current_task()
+    status = task._cancel_status
+    f = await k.open("scopehang", unit)
+    t0 = trio.current_time()
+    try:
+        got: bytes | int = await f.read(10)
+    except DeviceError as exc:
+        got = exc.errno
+    took = trio.current_time() - t0
+    assert task._cancel_status is status
+    await f.close()
+    return got, took
+
+
+@pytest.mark.parametrize(
+    ("unit", "expect", "took"),
+    [
+        (0, errno.ETIMEDOUT, SHORT),  # in move_on_after(3600)
+        (1, errno.ETIMEDOUT, SHORT),  # in CancelScope()
+        (2, errno.ETIMEDOUT, SHORT),  # in three nested scopes
+        (3, errno.ETIMEDOUT, 1.0 + SHORT),  # asleep 1 s (not counted), then hangs
+        (4, errno.ETIMEDOUT, 1.0),  # a shield is honoured, then cut at once
+        (5, b"caught\n", SHORT),  # caught the Cancelled and answered
+        (6, b"own\n", 0.1),  # its own timeout, scopes held across awaits
+        (7, b"slept\n", 1.0),  # asleep in a scope of its own: not counted
+        (8, errno.ETIMEDOUT, SHORT),  # caught the Cancelled, hung again
+        (9, errno.ETIMEDOUT, SHORT),  # in a nursery, on a child task
+    ],
+)
+async def test_hang_inside_the_drivers_own_scope(
+    unit: int,
+    expect: bytes | int,
+    took: float,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with Kernel.running([MODS], entry_timeout=SHORT) as k:
+        await k.modload("scopehang")
+        got, t = await _scoped_read(k, unit)
+        assert got == expect
+        assert t == pytest.approx(took)
+        if expect == errno.ETIMEDOUT or unit == 5:
+            assert "driver d_read still running after 0.25 s: cancelled" in caplog.text
+            assert "in scopehang_read" in caplog.text  # the stack it hung in
+        else:
+            assert "still running" not in caplog.text
+        assert "corrupted" not in caplog.text
+        assert "raised" not in caplog.text
+        # The module still answers and unloads.
+        assert (await _scoped_read(k, 6))[0] == b"own\n"
+        await k.modunload("scopehang")
+        assert [s.name for s in k.loader.stat()] == []
+
+
+async def test_hang_in_own_scope_while_unloaded_still_times_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with Kernel.running([MODS], entry_timeout=SHORT) as k:
+        await k.modload("scopehang")
+        result: list[bytes | int] = []
+
+        async def reader() -> None:
+            result.append((await _scoped_read(k, 0))[0])
+
+        async with trio.open_nursery() as n:
+            n.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            await k.modunload("scopehang")
+        assert result == [errno.ETIMEDOUT]
+
+
+async def _hang_in_scope() -> None:
+    with trio.move_on_after(3600):
+        await trio.sleep_forever()
+
+
+async def test_callers_cancellation_is_not_a_hang(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The caller's own scope (a FUSE interrupt, a shutdown) still reaches
+    # through the limit's scope to the driver's, and is the caller's to catch.
+    with trio.move_on_after(1.0) as outer:
+        await call_limited(_hang_in_scope(), 5.0, lambda what: pytest.fail(what), "d_read")
+    assert outer.cancelled_caught
+    assert trio.current_time() == pytest.approx(1.0)
+    assert "corrupted" not in caplog.text
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+async def test_sleep_registry_is_left_empty(
+    timeout: float | None, autojump_clock: trio.testing.MockClock
+) -> None:
+    chan = WaitChannel("t")
+    lwp = Lwp(0, 0, 0)
+
+    async def sleeper() -> str:
+        with trio.CancelScope():
+            await chan.sleep(lwp)
+        return "woke"
+
+    async with trio.open_nursery() as n:
+        got: list[object] = []
+
+        async def run() -> None:
+            got.append(await call_limited(sleeper(), timeout))
+
+        n.start_soon(run)
+        await trio.sleep(60)  # asleep far past the limit: not counted
+        assert sleepers() == 1
+        chan.wakeup()
+    assert got == [("woke", False)]
+    assert sleepers() == 0
+    assert _wait._asleep == {}
