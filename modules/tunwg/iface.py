@@ -202,16 +202,19 @@ class Interface:
     def _apply(self, effects: list[Effect]) -> None:
         for e in effects:
             if type(e) is SendDatagram:
-                self._send(e.data, e.endpoint)
+                self._send(e)
             elif type(e) is DeliverPacket:
                 self._deliver(e.packet)
             else:
                 self._log_key(e.line)
 
-    def _send(self, data: bytes, ep: Endpoint) -> None:
+    def _send(self, e: SendDatagram) -> None:
+        data, ep = e.data, e.endpoint
         sock = self._sock
         if sock is None:
             self.send_errors += 1
+            if e.peer is not None:
+                e.peer.unsent(data)
             return
         dst = self._dst_cache.get(ep)
         if dst is None:
@@ -226,6 +229,8 @@ class Interface:
             sock.sendto(data, dst)
         except OSError as exc:  # full buffer, unreachable: a lost datagram
             self.send_errors += 1
+            if e.peer is not None:
+                e.peer.unsent(data)  # wireguard-go counts only what its bind took
             log.debug("%s: sendto %s: %s", self.name, ep, exc)
 
     def _deliver(self, packet: bytes) -> None:

@@ -824,3 +824,19 @@ async def test_keylog_ephemeral_keys_are_the_ones_on_the_wire(
 async def test_no_keylog_property_no_file(kernel: Kernel, sockdir: Path, tmp_path: Path) -> None:
     await established(kernel, sockdir)
     assert names(tmp_path) == []
+
+
+async def test_a_datagram_the_socket_refuses_is_not_counted_as_sent(kernel: Kernel, sockdir: Path) -> None:
+    """wireguard-go adds to tx_bytes only what its bind accepted."""
+    prefix = await load(kernel, sockdir)
+    a = side(kernel, sockdir, prefix, 0)
+    other = generate_private_key(os.urandom)
+    await uapi_set(
+        a.sock,
+        f"private_key={a.private.hex()}\nlisten_port=0\npublic_key={public_key(other).hex()}\n"
+        "endpoint=255.255.255.255:9\nallowed_ip=198.51.100.2/32\n",  # broadcast: sendto fails EACCES
+    )
+    a.f = await kernel.open("tunwg", 0)
+    await a.node.write(ipv4(a.inner4, "198.51.100.2"))  # staged; the handshake initiation is sent
+    await wait_for(lambda: a.stats().send_errors >= 1, "a failed send")
+    assert dict(await uapi_get(a.sock))["tx_bytes"] == "0"

@@ -47,7 +47,7 @@ forgets one on a retry.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypeAlias, final
 
 from .constants import (
@@ -82,10 +82,16 @@ __all__ = ["DeliverPacket", "Effect", "KeyLog", "Peer", "SendDatagram"]
 @final
 @dataclass(frozen=True, slots=True)
 class SendDatagram:
-    """Send ``data`` as one UDP datagram to ``endpoint`` (from the bound port)."""
+    """Send ``data`` as one UDP datagram to ``endpoint`` (from the bound port).
+
+    ``peer`` is the peer whose ``tx_bytes`` already count it (``None`` for a
+    cookie reply): if the send fails, the edge calls ``peer.unsent(data)``,
+    since wireguard-go counts only datagrams its bind accepted.
+    """
 
     data: bytes
     endpoint: Endpoint
+    peer: Peer | None = field(default=None, compare=False, repr=False)
 
 
 @final
@@ -178,6 +184,10 @@ class Peer:
         """Started (device up and configured) and not stopped."""
         return self.timers.running
 
+    def unsent(self, data: bytes) -> None:
+        """A datagram counted in ``tx_bytes`` did not go out (the send failed)."""
+        self.tx_bytes -= len(data)
+
     def snapshot(self) -> PeerSnapshot:
         """The peer as a UAPI get reply shows it."""
         return PeerSnapshot(
@@ -261,7 +271,7 @@ class Peer:
                 timers.on_any_authenticated_packet_sent(now)
                 self.tx_bytes += len(data)
                 timers.on_data_sent(now, self._rng)
-                out: list[Effect] = [SendDatagram(data, endpoint)]
+                out: list[Effect] = [SendDatagram(data, endpoint, self)]
                 if keypair.needs_rekey_sending(now, self._rekey_after_time):  # keepKeyFreshSending
                     self.initiate(now, wall_ns, out, is_retry=False)
                 return out
@@ -313,7 +323,7 @@ class Peer:
                 return
             timers.on_any_authenticated_packet_traversal(now)
             timers.on_any_authenticated_packet_sent(now)
-            out.append(SendDatagram(data, endpoint))
+            out.append(SendDatagram(data, endpoint, self))
             self.tx_bytes += len(data)
             if n:
                 timers.on_data_sent(now, self._rng)
@@ -332,7 +342,7 @@ class Peer:
         if endpoint is None or not self._device.bound:
             self._stats.dropped_no_endpoint += 1
             return
-        out.append(SendDatagram(data, endpoint))
+        out.append(SendDatagram(data, endpoint, self))
         self.tx_bytes += len(data)
 
     # --- Handshake (wireguard-go SendHandshakeInitiation / Response, BeginSymmetricSession) ---
