@@ -8,6 +8,7 @@ that have arrived.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 from typing import TYPE_CHECKING
@@ -101,6 +102,24 @@ def test_failing_calls_show_their_errno(mnt: DevfsdMount) -> None:
     # Each tracer saw its own device only.
     assert {e.major for e in tm.parsed()} == {2}
     assert {e.major for e in tc.parsed()} == {420}
+
+
+def test_poll_and_open_flags(mnt: DevfsdMount) -> None:
+    zero = mnt.path / "zero"
+    with TraceRun(mnt, ["-n", "2", str(zero)]) as t:
+        fd = os.open(zero, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            p = select.poll()
+            p.register(fd, select.POLLIN)
+            assert p.poll(DEADLINE * 1000) == [(fd, select.POLLIN)]
+        finally:
+            os.close(fd)
+        assert t.join() == 0
+    opened, polled = t.parsed()
+    assert (opened.call, opened.args) == ("open", {"flags": "FREAD|FNONBLOCK"})
+    assert polled.call == "poll" and polled.result == "0"
+    assert "POLLIN" in polled.args["events"].split("|")
+    assert "POLLIN" in polled.args["revents"].split("|")
 
 
 def test_count_ends_the_trace(mnt: DevfsdMount) -> None:
