@@ -10,7 +10,11 @@ client that takes longer than ``idle`` seconds (``IDLE_TIMEOUT``, devfsd
 ``--control-idle``) to send a whole request, or to read its reply, is dropped:
 the clock restarts after each reply and stops while a request runs, so a
 slow modload is never cut short but a silent or trickling client is; at most
-``MAX_CONNECTIONS`` are served at once, others are closed at once.
+``MAX_CONNECTIONS`` are served at once. A client that connects when all
+are taken pushes out the one that has waited longest for a request from
+its client (so silent clients cannot lock others out until their idle
+time runs out); only if every connection is running a request or a stream
+is the newcomer closed at once.
 
 A stream op (``trace``; protocol.py, Streams) takes the connection over:
 after its first reply the daemon sends items as they come, with no idle
@@ -91,6 +95,9 @@ class ControlServer:
         self.sock = trio.socket.from_stdlib_socket(sock)
         self.gid = gid
         self.connections = 0
+        #: Connections waiting for their client's next request, oldest
+        #: first, each with the scope that ends it.
+        self._waiting: dict[trio.socket.SocketType, trio.CancelScope] = {}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -104,11 +111,20 @@ class ControlServer:
                     log.warning("control accept: %s", exc)
                     await trio.sleep(ACCEPT_RETRY)
                     continue
-                if self.connections >= MAX_CONNECTIONS:
+                if self.connections >= MAX_CONNECTIONS and not self._evict():
                     conn.close()
                     continue
                 self.connections += 1
                 nursery.start_soon(self._serve_one, conn)
+
+    def _evict(self) -> bool:
+        """End the connection that has waited longest for its client; ``False`` if none waits."""
+        if not self._waiting:
+            return False
+        conn = next(iter(self._waiting))
+        self._waiting.pop(conn).cancel()
+        log.debug("control connections all taken: the longest idle one is dropped")
+        return True
 
     def _peer(self, conn: trio.socket.SocketType) -> Lwp | None:
         pid, uid, gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
@@ -141,7 +157,7 @@ class ControlServer:
                         await self._send(conn, error_reply(errno.EPERM, os.strerror(errno.EPERM)))
                         return
                     await self._loop(conn, peer, cs)
-                if cs.cancelled_caught:
+                if cs.cancelled_caught and trio.current_time() >= cs.deadline:
                     log.debug("control connection idle for %s s: dropped", self.idle)
         except OSError as exc:
             log.debug("control connection: %s", exc)
@@ -163,7 +179,11 @@ class ControlServer:
                 await self._send(conn, error_reply(exc.errno, str(exc)))
                 return
             if msg is None:
-                data = await conn.recv(65536)
+                self._waiting[conn] = cs
+                try:
+                    data = await conn.recv(65536)
+                finally:
+                    self._waiting.pop(conn, None)
                 if not data:
                     return
                 framer.feed(data)

@@ -58,6 +58,25 @@ def connect(m: DevfsdMount, timeout: float = 10.0) -> socket.socket:
     return s
 
 
+def connect_when_accepted(m: DevfsdMount, timeout: float = 10.0) -> socket.socket:
+    """``connect``, tried again while the listen backlog is full (``EAGAIN``)."""
+    got: list[socket.socket] = []
+
+    def accepted() -> bool:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(m.control)
+        except BlockingIOError:
+            s.close()
+            return False
+        got.append(s)
+        return True
+
+    wait_for(accepted, timeout, "room in the control socket's backlog", 0.001)
+    return got[0]
+
+
 def reply(s: socket.socket) -> dict[str, Any] | None:
     """The next reply, or ``None`` if the daemon closed the connection."""
     f = Framer()
@@ -221,3 +240,35 @@ def _pings(m: DevfsdMount) -> Any:
         return True
 
     return ok
+
+
+def test_silent_clients_at_the_cap_give_way_to_a_new_one(tmp_path: Path) -> None:
+    """With every connection taken by clients that say nothing (and a long
+    idle limit), a new client is still served at once: the connection that
+    has waited longest for its client is dropped to make room."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = MAX_CONNECTIONS + 256
+    if hard < need:
+        pytest.skip(f"needs RLIMIT_NOFILE >= {need} (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    socks: list[socket.socket] = []
+    try:
+        with DevfsdMount(tmp_path, modpath=[MODS], args=["--control-idle", "300"]) as m:
+            for _ in range(MAX_CONNECTIONS):
+                socks.append(connect_when_accepted(m))
+            # Each is served (not closed) once the daemon has accepted it: a
+            # ping on the last one answers when all before it are in.
+            socks[-1].sendall(encode({"op": "ping"}))
+            assert reply(socks[-1]) == {"ok": True, "result": None}
+            started = time.monotonic()
+            assert_serving(m)  # a fresh connection, past the cap
+            assert time.monotonic() - started < 10  # not after the 300 s idle limit
+            socks[0].settimeout(10)
+            assert socks[0].recv(1) == b""  # the longest idle one made room
+            socks[-1].sendall(encode({"op": "ping"}))  # the busiest-recently one still served
+            assert reply(socks[-1]) == {"ok": True, "result": None}
+            assert "Traceback" not in m.log_text()
+    finally:
+        for s in socks:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
