@@ -13,8 +13,8 @@ Everything that is not per request is devfsd's (../devfsd/daemon.py,
 its reply: the same mount options but the names (``default_permissions``,
 ``allow_other`` as root, ``fsname=``/``subtype=``), the same
 ``pyfuse3.main(min_tasks=2, max_tasks=MAX_TASKS)``, the same trio, a signal
-receiver in the same nursery, the file opened ``direct_io`` and
-``nonseekable``, FLUSH answered rather than ``ENOSYS``.
+receiver in the same nursery, the file opened ``direct_io`` (seekable, as
+devfsd's nodes), FLUSH answered rather than ``ENOSYS``.
 
 Touches the world (a mount); imports pyfuse3 and trio, and ``MAX_TASKS``
 from devfsd so that a change there follows here.
@@ -99,7 +99,7 @@ class RawFs(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         fh = self._next_fh
         self._next_fh += 1
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     async def read(self, fh: int, off: int, size: int) -> memoryview:  # type: ignore[override]
         # The whole job. pyfuse3 takes any contiguous buffer (fuse.md 1.2).

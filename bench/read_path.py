@@ -7,7 +7,9 @@ No mount: builds the ``DevFs``/``SpecFs`` pair the daemon builds, attaches
 five, CPU 0) the whole READ handler against rawfs's (``rawfs.py``), then
 each step of devfsd's chain on its own. A handler is timed to completion
 by ``coroutine.send(None)`` (none of them sleeps), so each handler row
-carries the same driving cost, shown on its own first.
+carries the same driving cost, shown on its own first. All of it runs
+inside one trio task (``trio.run``), since entry points ask trio for the
+current task (the time limit, ``devfsd.cdevsw._wait``).
 
 Behind a mount the same work costs more (caches are cold after the
 kernel's part of the round trip): ``bench_read.py`` measures that. This
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Final
 
 import pyfuse3
+import trio
 
 from devfsd.cdevsw import devsw_attach, major, makedev, minor
 from devfsd.cdevsw._uio import UIO_READ, Uio
@@ -109,11 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--number", type=int, default=200_000, help="calls per timing (default 200000)")
     args = p.parse_args(argv)
     os.sched_setaffinity(0, {0})
-    g = _setup()
-    print(f"{'step (1-byte READ on mm zero)':<46} {'ns':>7}")
-    for what, stmt in STEPS:
-        best = min(timeit.repeat(stmt, number=args.number, repeat=5, globals=g))
-        print(f"{what:<46} {best / args.number * 1e9:7.0f}")
+
+    async def run() -> None:
+        g = _setup()
+        print(f"{'step (1-byte READ on mm zero)':<46} {'ns':>7}")
+        for what, stmt in STEPS:
+            best = min(timeit.repeat(stmt, number=args.number, repeat=5, globals=g))
+            print(f"{what:<46} {best / args.number * 1e9:7.0f}")
+
+    trio.run(run)
     return 0
 
 

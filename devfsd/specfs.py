@@ -21,8 +21,10 @@ What it guarantees to drivers and callers (../shared/reference/netbsd.md 4.4):
   ``None``, ``d_poll`` an ``int``), with a log line naming the value.
 - An entry point awake for longer than ``entry_timeout`` seconds is
   cancelled, the stack it was stuck in is logged and the caller gets
-  ``ETIMEDOUT`` (time asleep in ``WaitChannel.sleep`` does not count; see
-  ``devfsd.cdevsw._wait``). XXX: only an ``await`` can be cancelled; a
+  ``ETIMEDOUT``, also when it waits inside cancel scopes of its own (time
+  asleep in ``WaitChannel.sleep`` does not count; see
+  ``devfsd.cdevsw._wait``). XXX: only an ``await`` can be cancelled, and
+  not inside a shielded scope of the driver's until that ends; a
   synchronous loop in a driver stalls the daemon and no limit here helps.
 
 Tracing (``devfsd trace``, ``devfsd.trace``): ``trace`` is ``None`` unless a
