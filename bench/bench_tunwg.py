@@ -435,8 +435,8 @@ def _cpu_window(pids: dict[str, int], out: dict[str, float]) -> Iterator[None]:
     out["machine"] = (m1[0] - m0[0]) / max(1, m1[1] - m0[1])
 
 
-def _measure(path: Link, rnd: int, count: int, seconds: float) -> Sample:
-    p = ping(path.client, path.addr, count=count, interval=PING_INTERVAL, wait=2)
+def _measure(path: Link, rnd: int, count: int, seconds: float, interval: float = PING_INTERVAL) -> Sample:
+    p = ping(path.client, path.addr, count=count, interval=interval, wait=2)
     if not p.received:
         raise RuntimeError(f"{path.name}: no ping came back")
     drops0 = udp_in_errors(path.server)
@@ -561,7 +561,7 @@ def _table(rows: list[Row], ratios: list[Ratio], args: argparse.Namespace) -> st
         )
     lines.append("")
     lines.append(
-        f"{args.rounds} round(s); each: ping -c {args.count} -i {PING_INTERVAL} (median of the replies;"
+        f"{args.rounds} round(s); each: ping -c {args.count} -i {args.interval} (median of the replies;"
         f" lost: summed), iperf3 TCP -t {args.seconds}; medians over the rounds, (min-max) over the rounds;"
     )
     lines.append(
@@ -643,7 +643,7 @@ def bench(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         say("warmed up")
         for rnd, order in enumerate(rotations(list(paths), args.rounds)):
             for name in order:
-                samples.append(_measure(paths[name], rnd, args.count, args.seconds))
+                samples.append(_measure(paths[name], rnd, args.count, args.seconds, args.interval))
             say(f"round {rnd + 1}/{args.rounds} done")
         for e in ends:
             if e.bridge.poll() is not None:
@@ -1011,6 +1011,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=None, help="pings per round (default 50, quick 20)")
     p.add_argument("--seconds", type=float, default=None, help="iperf3 -t per round (default 5, quick 2)")
     p.add_argument("--one-way", action="store_true", help="only a -> b (tunwg encrypts the stream)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=PING_INTERVAL,
+        help=f"ping -i, seconds (default {PING_INTERVAL}; the RTT ratio grows with it, see README)",
+    )
     p.add_argument("--profile", action="store_true", help="count FUSE requests, cProfile, perf; no table")
     p.add_argument(
         "--variant",
