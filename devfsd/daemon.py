@@ -40,6 +40,7 @@ from devfsd.kern.loader import DEFAULT_AUTOTIME, ModuleLoader
 from devfsd.specfs import DEFAULT_ENTRY_TIMEOUT, SpecFs
 from devfsd.state import StateStore, default_state_dir
 from devfsd.tools import subcommands
+from devfsd.watchdog import Watchdog
 
 if TYPE_CHECKING:
     import socket
@@ -283,9 +284,14 @@ class Daemon:
                 os.write(ready, b"OK\n")
                 os.close(ready)
             log.info("devfsd %s serving %s, control %s", __version__, self.mountpoint, self.control)
+            watchdog = Watchdog(self.spec.entry_timeout) if self.spec.entry_timeout else None
+            if watchdog is not None:
+                watchdog.start()
             try:
                 await pyfuse3.main(min_tasks=2, max_tasks=MAX_TASKS)
             finally:
+                if watchdog is not None:
+                    watchdog.stop()
                 abort_sleepers()
                 with trio.CancelScope(shield=True):
                     await self.loader.unload_all()

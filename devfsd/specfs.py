@@ -24,8 +24,10 @@ What it guarantees to drivers and callers (../shared/reference/netbsd.md 4.4):
   ``ETIMEDOUT``, also when it waits inside cancel scopes of its own (time
   asleep in ``WaitChannel.sleep`` does not count; see
   ``devfsd.cdevsw._wait``). XXX: only an ``await`` can be cancelled, and
-  not inside a shielded scope of the driver's until that ends; a
-  synchronous loop in a driver stalls the daemon and no limit here helps.
+  not inside a shielded scope of the driver's until that ends. A driver
+  that never yields (a synchronous loop, blocking code) is interrupted by
+  the stall watchdog (``devfsd.watchdog``) with ``DriverStall``, which
+  becomes ``ETIMEDOUT`` here.
 
 Tracing (``devfsd trace``, ``devfsd.trace``): ``trace`` is ``None`` unless a
 tracer is attached (``tracing``), and each entry point's call tests it once
@@ -54,6 +56,7 @@ from devfsd.cdevsw._uio import IO_NDELAY, UIO_READ, Uio
 from devfsd.cdevsw._wait import call_limited, finish_limited
 from devfsd.errors import DeviceError
 from devfsd.trace import TraceHub
+from devfsd.watchdog import DriverStall
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -143,6 +146,8 @@ class SpecFs:
             rv, hung = await call_limited(coro, self.entry_timeout, self._hung, what)
         except DeviceError:
             raise
+        except DriverStall:  # the watchdog interrupted it (and logged where)
+            raise DeviceError(errno.ETIMEDOUT) from None
         except Exception:
             log.exception("driver %s raised", what)
             raise DeviceError(errno.EIO) from None
@@ -272,6 +277,10 @@ class SpecFs:
             if uio.resid == size or exc.errno not in (errno.EINTR, errno.EWOULDBLOCK):
                 raise
             return None
+        except DriverStall:  # the watchdog interrupted it (and logged where)
+            if uio.resid == size:
+                raise DeviceError(errno.ETIMEDOUT) from None
+            return None
         except Exception:
             log.exception("driver %s raised", what)
             raise DeviceError(errno.EIO) from None
@@ -296,6 +305,10 @@ class SpecFs:
         except DeviceError as exc:
             if uio.resid == size or exc.errno not in (errno.EINTR, errno.EWOULDBLOCK):
                 raise
+            return
+        except DriverStall:
+            if uio.resid == size:
+                raise DeviceError(errno.ETIMEDOUT) from None
             return
         except Exception:
             log.exception("driver %s raised", what)

@@ -44,10 +44,11 @@ count: a read on an empty queue may legitimately wait for hours. ``sleep``
 finds the call's limit in a context variable (or, for a sleep begun before
 the limit was set up, the limit finds the sleep in ``_asleep``), lifts its
 deadline to infinity while asleep and re-arms it with what was left when
-it wakes. XXX: trio cancels only at an ``await``; a driver spinning in a
-synchronous loop (or calling blocking code) cannot be interrupted and
-stalls the whole daemon. Nothing short of running drivers in another
-process would fix that. Likewise a shielded scope in the driver
+it wakes. Trio cancels only at an ``await``: a driver spinning in a
+synchronous loop (or calling blocking code) is not reached from here but
+by the stall watchdog (``devfsd.watchdog``), which raises into it from a
+signal handler once the loop has been held past the same limit. XXX: a
+shielded scope in the driver
 (``trio.CancelScope(shield=True)``) keeps the limit out until it ends, as
 it keeps out every outer cancellation; a hang inside one is not caught.
 """

@@ -1,0 +1,79 @@
+"""Driver code that never yields, behind a real mount: the stall watchdog.
+
+A driver that spins or blocks without an ``await`` holds the daemon's one
+thread; no cancel scope reaches it. The watchdog (devfsd/watchdog.py)
+interrupts it after ``--entry-timeout``: the caller gets ``ETIMEDOUT``,
+the log has the stack, every other node works again and the module still
+unloads. See tests/modules/stall, one way of stalling per minor.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from devfsd.cdevsw import makedev
+from devfsd.testing.mount import DevfsdMount, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = [pytest.mark.fuse, pytest.mark.slow]
+
+MODS = Path(__file__).resolve().parent.parent / "modules"
+LIMIT = 0.5
+#: How long an interrupted read may take: the limit, the watchdog's period
+#: (a quarter of it) and slack for a loaded machine.
+DEADLINE = 10.0
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> Iterator[DevfsdMount]:
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--entry-timeout", str(LIMIT)]) as m:
+        c = m.client()
+        c.modload("stall")
+        maj = {n: mj for n, mj, _ in c.drivers()}["stall"]
+        for u in range(4):
+            os.mknod(m.path / f"stall{u}", stat.S_IFCHR | 0o666, makedev(maj, u))
+        yield m
+
+
+def read(p: Path) -> bytes:
+    with open(p, "rb", buffering=0) as f:
+        return f.read(10)
+
+
+@pytest.mark.parametrize(("minor", "how"), [(0, "while True: pass"), (1, "time.sleep(3600)")])
+def test_a_stalled_entry_point_is_interrupted_with_etimedout(mnt: DevfsdMount, minor: int, how: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(OSError) as ei:
+        read(mnt.path / f"stall{minor}")
+    took = time.monotonic() - started
+    assert ei.value.errno == errno.ETIMEDOUT
+    assert LIMIT * 0.9 <= took < DEADLINE
+    assert read(mnt.path / "stall2") == b"fine\n"  # the daemon serves again
+    log = mnt.log_text()
+    assert "devfsd_modules.stall" in log and "without yielding: interrupted" in log
+    assert "stall_read" in log  # the stack shows where
+    mnt.client().modunload("stall")
+
+
+def test_a_stalled_module_thread_dies_and_the_daemon_goes_on(mnt: DevfsdMount) -> None:
+    (mnt.path / "stall3").write_bytes(b"go")  # starts a thread that spins after its first await
+    wait_for(
+        lambda: "thread spinner died" in mnt.log_text(), DEADLINE, "the spinning thread to be interrupted"
+    )
+    assert read(mnt.path / "stall2") == b"fine\n"
+    mnt.client().modunload("stall")
+
+
+def test_no_stall_no_interruption(mnt: DevfsdMount) -> None:
+    for _ in range(200):
+        assert read(mnt.path / "stall2") == b"fine\n"
+    assert "interrupted" not in mnt.log_text()
