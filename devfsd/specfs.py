@@ -109,6 +109,14 @@ class SpecFs:
         self.trace: TraceHub | None = None
         if loader is not None:
             loader.open_count = self.open_count
+        devsw.on_detach(self._detached)
+
+    def _detached(self, cdev: Cdevsw) -> None:
+        """``cdev`` left the switch: the files opened through it are dead
+        (``ENXIO``), even if it, or another, is attached at the major again."""
+        for fp in self.files:
+            if fp.cdevsw is cdev:
+                fp.cdevsw = None
 
     @contextmanager
     def tracing(self, tracer: Tracer) -> Iterator[None]:
@@ -190,6 +198,8 @@ class SpecFs:
         except BaseException:
             self._drop(dev)
             raise
+        if devsw.lookup(maj) is not cdev:
+            fp.cdevsw = None  # detached while d_open ran: the file is dead
         self.files.add(fp)
         if self.loader is not None:
             self.loader.note_use(maj)
@@ -204,8 +214,8 @@ class SpecFs:
         return False
 
     def _live(self, fp: File) -> Cdevsw:
-        cdev = fp.cdevsw
-        if cdev is None or devsw.lookup(major(fp.dev)) is not cdev:
+        cdev = fp.cdevsw  # None once detached (_detached)
+        if cdev is None:
             raise DeviceError(errno.ENXIO)
         return cdev
 
@@ -220,7 +230,7 @@ class SpecFs:
             return b""
         # self._live(fp), inlined: this is the path every read(2) takes.
         cdev = fp.cdevsw
-        if cdev is None or devsw.lookup(major(fp.dev)) is not cdev:
+        if cdev is None:
             raise DeviceError(errno.ENXIO)
         uio = Uio(UIO_READ, offset, size, fp.lwp, IO_NDELAY if fp.flag & FNONBLOCK else 0)
         if self.trace is None:

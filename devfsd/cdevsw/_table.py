@@ -23,6 +23,7 @@ instance; tests make their own ``DevswTable`` or call ``reset()``.
 from __future__ import annotations
 
 import errno
+import weakref
 from typing import TYPE_CHECKING, Final, final
 
 from devfsd.cdevsw._dev import MAXDEVSW, Major
@@ -59,6 +60,10 @@ class DevswTable:
         #: Called with (name, major) whenever ``_conv`` gains an entry, so a
         #: state directory can persist it.
         self.on_new_name: Callable[[str, Major], None] | None = None
+        #: Called with each ``Cdevsw`` as it is detached, weakly held (a
+        #: ``SpecFs`` marks the files opened through it dead, so its I/O
+        #: path tests one attribute instead of looking the major up).
+        self._on_detach: list[weakref.WeakMethod[Callable[[Cdevsw], None]]] = []
 
     # -- lookups (hot path: a dict get each) ------------------------------
 
@@ -137,6 +142,21 @@ class DevswTable:
         """
         for m in self.names_of(cdevsw):
             del self._slots[m]
+        self._detached(cdevsw)
+
+    def on_detach(self, method: Callable[[Cdevsw], None]) -> None:
+        """Have bound method ``method`` called with every ``Cdevsw`` detached
+        (held weakly: it goes with its object)."""
+        self._on_detach.append(weakref.WeakMethod(method))
+
+    def _detached(self, cdevsw: Cdevsw) -> None:
+        alive = []
+        for ref in self._on_detach:
+            fn = ref()
+            if fn is not None:
+                fn(cdevsw)
+                alive.append(ref)
+        self._on_detach = alive
 
     def restore(self, conv: Mapping[str, int]) -> None:
         """Add remembered name -> major entries (from a state directory)."""
@@ -153,7 +173,11 @@ class DevswTable:
 
     def reset(self) -> None:
         """Forget everything but the reservations (tests only)."""
+        hooks = self._on_detach
+        for cdevsw in {id(c): c for c in self._slots.values()}.values():
+            self._detached(cdevsw)
         self.__init__()
+        self._on_detach = hooks
 
 
 #: The process's table.

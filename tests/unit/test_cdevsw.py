@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from select import POLLPRI
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given
@@ -18,14 +19,24 @@ from devfsd.cdevsw import (
     DevswTable,
     Lwp,
     Uio,
+    devsw,
+    devsw_attach,
+    devsw_detach,
     major,
     makedev,
     minor,
     noread,
+    nullopen,
     seltrue,
 )
 from devfsd.cdevsw._wait import signal_pending
 from devfsd.errors import DeviceError
+from devfsd.specfs import SpecFs
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from devfsd.cdevsw import Dev
 
 L = Lwp(1, 0, 0)
 
@@ -104,3 +115,49 @@ def test_ioccom() -> None:
 def test_signal_pending_of_self_and_gone() -> None:
     assert signal_pending(os.getpid()) is False
     assert signal_pending(2**22 + 12345) is True  # no such process: nobody waits
+
+
+def _reader(text: bytes) -> Callable[[Dev, Uio, int], Awaitable[None]]:
+    async def d_read(dev: Dev, uio: Uio, ioflag: int) -> None:
+        uio.uiomove(text)
+
+    return d_read
+
+
+async def test_files_of_a_detached_cdevsw_stay_dead_when_the_major_is_attached_again() -> None:
+    spec = SpecFs(None)
+    old = Cdevsw(d_open=nullopen, d_read=_reader(b"old"))
+    maj = devsw_attach("deadtest", old)
+    new = Cdevsw(d_open=nullopen, d_read=_reader(b"new"))
+    try:
+        fp = await spec.open(makedev(maj, 0), os.O_RDWR, 1, 0, 0)
+        assert bytes(await spec.read(fp, 3)) == b"old"
+        devsw_detach(old)
+        devsw_attach("deadtest", new)
+        for call in (spec.read(fp, 3), spec.write(fp, b"x")):
+            with pytest.raises(DeviceError) as ei:
+                await call
+            assert ei.value.errno == errno.ENXIO
+        fp2 = await spec.open(makedev(maj, 0), os.O_RDONLY, 1, 0, 0)
+        assert bytes(await spec.read(fp2, 3)) == b"new"  # a new open reaches the new driver
+        await spec.close(fp)
+        await spec.close(fp2)
+    finally:
+        for c in (old, new):
+            if devsw.names_of(c):
+                devsw_detach(c)
+
+
+async def test_a_file_whose_driver_detached_during_d_open_is_dead() -> None:
+    spec = SpecFs(None)
+
+    async def d_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
+        devsw_detach(cdev)
+
+    cdev = Cdevsw(d_open=d_open, d_read=_reader(b"x"))
+    maj = devsw_attach("deadopen", cdev)
+    fp = await spec.open(makedev(maj, 0), os.O_RDONLY, 1, 0, 0)
+    with pytest.raises(DeviceError) as ei:
+        await spec.read(fp, 1)
+    assert ei.value.errno == errno.ENXIO
+    await spec.close(fp)
