@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import socket
 import time
@@ -56,6 +57,10 @@ QUEUE_MAX: Final = 256
 #: packets at a time, and a TCP window's worth arriving between two reads
 #: must not overflow it (measured: 256 dropped packets of a stream).
 QUEUE_MAX_BATCH: Final = 2048
+#: ``_timer_scope`` while the timer task is between two sleeps: a deadline
+#: of -inf, which ``_poke`` never moves (the task reads the device's next
+#: deadline itself before it sleeps again).
+_BETWEEN_SLEEPS: Final = trio.CancelScope(deadline=-math.inf)
 #: Datagrams drained per wake-up of the receive loop before yielding.
 RECV_BATCH: Final = 64
 IFNAMSIZ: Final = 16
@@ -118,8 +123,8 @@ class Interface:
         self.send_errors = 0
         self._sock: socket.socket | None = None
         self._sock_changed = trio.Event()
-        self._timer_poke = trio.Event()
-        self._scheduled = float("inf")
+        #: The timer task's sleep; ``_poke`` moves its deadline.
+        self._timer_scope = _BETWEEN_SLEEPS
         self._uapi: trio.socket.SocketType | None = None
         self._scope: trio.CancelScope | None = None
         self._addr_cache: dict[object, Endpoint] = {}
@@ -325,26 +330,32 @@ class Interface:
                         data, self._endpoint(addr), now=trio.current_time(), wall_ns=time.time_ns()
                     )
                 )
-            self._poke()
-            await trio.lowlevel.checkpoint()
+            self._poke()  # wait_readable, next, yields: no checkpoint needed
 
     # -- timers -------------------------------------------------------------------------
 
     def _poke(self) -> None:
-        """Wake the timer task if the device's next deadline moved earlier."""
+        """Bring the timer task's wake-up forward if the device's next deadline moved earlier.
+
+        Moves the sleeping timer task's cancel-scope deadline rather than
+        waking it: a packet arms a timer (new handshake, keepalive) nearly
+        every time, and a woken task per packet could run before the reader
+        the packet is for (measured: RTT 2-5 % lower without).
+        """
         d = self.device.next_deadline()
-        if d is not None and d < self._scheduled:
-            self._timer_poke.set()
+        cs = self._timer_scope
+        if d is not None and d < cs.deadline:
+            cs.deadline = d
 
     async def _timer_loop(self) -> None:
         while True:
             d = self.device.next_deadline()
-            self._scheduled = d if d is not None else float("inf")
-            self._timer_poke = trio.Event()
-            with trio.move_on_at(self._scheduled):
-                await self._timer_poke.wait()
+            with trio.CancelScope(deadline=d if d is not None else math.inf) as cs:
+                self._timer_scope = cs
+                await trio.sleep_forever()
+            self._timer_scope = _BETWEEN_SLEEPS
             now = trio.current_time()
-            if now >= self._scheduled:
+            if now >= cs.deadline:
                 self._apply(self.device.tick(now=now, wall_ns=time.time_ns()))
 
     # -- UAPI --------------------------------------------------------------------------
