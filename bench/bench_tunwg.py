@@ -105,6 +105,7 @@ from devfsd.testing.netns import (
     wg,
     wireguard_go_pair,
 )
+from devfsd.tools.tunwg_bridge import BATCH as TUNWG_BATCH
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -117,8 +118,6 @@ RESULTS_DIR: Final = BENCH_DIR / "results"
 
 PING_INTERVAL: Final = 0.01
 IPERF3_PORT: Final = 5201
-#: tunwg's minor-number bit for batch framing (modules/tunwg/tun.py).
-TUNWG_BATCH: Final = 0x10000
 #: tunwg's UDP port in a; variant i takes TUNWG_PORT + i.
 TUNWG_PORT: Final = 51821
 TUNWG_MTU: Final = 1420  # tunwg's default; the TUN link must not exceed it

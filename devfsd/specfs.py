@@ -44,7 +44,7 @@ import select
 import time
 from collections import Counter
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 from trio.lowlevel import current_task
 
@@ -167,8 +167,7 @@ class SpecFs:
         """``_call`` for an entry point that must return ``None``."""
         rv = await self._call(what, coro)
         if rv is not None:
-            log.error("driver %s returned %.100r, not None", what, rv)
-            raise DeviceError(errno.EIO)
+            _wrong_return(what, rv)
 
     async def open(self, dev: Dev, flags: int, pid: int, uid: int, gid: int) -> File:
         """Open ``dev`` for a caller; ``flags`` are open(2)'s.
@@ -282,24 +281,13 @@ class SpecFs:
             status = current_task()._cancel_status
             first = coro.send(None)  # type: ignore[attr-defined]
         except StopIteration as stop:
-            rv = stop.value
-        except DeviceError as exc:
-            if uio.resid == size or exc.errno not in (errno.EINTR, errno.EWOULDBLOCK):
-                raise
+            if stop.value is not None:
+                _wrong_return(what, stop.value)
             return None
-        except DriverStall:  # the watchdog interrupted it (and logged where)
-            if uio.resid == size:
-                raise DeviceError(errno.ETIMEDOUT) from None
+        except Exception as exc:
+            _rw_failed(exc, what, uio.resid != size)
             return None
-        except Exception:
-            log.exception("driver %s raised", what)
-            raise DeviceError(errno.EIO) from None
-        else:
-            return self._rw_rest(what, coro, first, status, uio, size)  # type: ignore[arg-type]
-        if rv is not None:
-            log.error("driver %s returned %.100r, not None", what, rv)
-            raise DeviceError(errno.EIO)
-        return None
+        return self._rw_rest(what, coro, first, status, uio, size)  # type: ignore[arg-type]
 
     async def _rw_rest(
         self, what: str, coro: Coroutine[Any, Any, object], first: object, status: object, uio: Uio, size: int
@@ -312,23 +300,14 @@ class SpecFs:
             else:
                 timeout = self.entry_timeout or 0.0
                 rv, hung = await finish_limited(coro, first, status, timeout, self._hung, what)
-        except DeviceError as exc:
-            if uio.resid == size or exc.errno not in (errno.EINTR, errno.EWOULDBLOCK):
-                raise
+        except Exception as exc:
+            _rw_failed(exc, what, uio.resid != size)
             return
-        except DriverStall:
-            if uio.resid == size:
-                raise DeviceError(errno.ETIMEDOUT) from None
-            return
-        except Exception:
-            log.exception("driver %s raised", what)
-            raise DeviceError(errno.EIO) from None
         if hung:
             if uio.resid == size:
                 raise DeviceError(errno.ETIMEDOUT)
         elif rv is not None:
-            log.error("driver %s returned %.100r, not None", what, rv)
-            raise DeviceError(errno.EIO)
+            _wrong_return(what, rv)
 
     async def _rw_traced(
         self, what: str, fn: Callable[[Dev, Uio, int], Awaitable[object]], fp: File, uio: Uio
@@ -387,8 +366,8 @@ class SpecFs:
         self.files.discard(fp)
         if not self._drop(fp.dev):
             return
-        cdev = fp.cdevsw
-        if cdev is None or devsw.lookup(major(fp.dev)) is not cdev:
+        cdev = fp.cdevsw  # None once detached (_detached): no driver code
+        if cdev is None:
             return
         try:
             call = self._call_none("d_close", cdev.d_close(fp.dev, fp.flag, S_IFCHR_MODE, fp.lwp))
@@ -398,3 +377,28 @@ class SpecFs:
                 await self.trace.call(call, "close", fp.dev, fp.pid, fp.flag)
         except DeviceError as exc:
             log.debug("d_close of %#x: %s", fp.dev, exc)
+
+
+def _rw_failed(exc: Exception, what: str, moved: bool) -> None:
+    """What a ``d_read``/``d_write`` exception becomes; call in its ``except``.
+
+    Returns (the call succeeds with what it moved) only if bytes were
+    already ``moved`` and the error is ``EINTR``, ``EWOULDBLOCK`` or the
+    watchdog's interruption; raises the ``DeviceError`` the caller gets
+    otherwise (``EIO`` for a driver's bug, logged with its traceback).
+    """
+    if isinstance(exc, DeviceError):
+        if moved and exc.errno in (errno.EINTR, errno.EWOULDBLOCK):
+            return
+        raise exc
+    if isinstance(exc, DriverStall):  # the watchdog interrupted it (and logged where)
+        if moved:
+            return
+        raise DeviceError(errno.ETIMEDOUT) from None
+    log.exception("driver %s raised", what)
+    raise DeviceError(errno.EIO) from None
+
+
+def _wrong_return(what: str, rv: object) -> NoReturn:
+    log.error("driver %s returned %.100r, not None", what, rv)
+    raise DeviceError(errno.EIO)

@@ -44,7 +44,7 @@ import threading
 from typing import Final
 
 from devfsd.mknod.cli import XATTR_MINOR
-from devfsd.tools import EXIT_FAILURE, EXIT_SUCCESS, err
+from devfsd.tools import EXIT_SUCCESS, Getopt, GetoptError, err, usage
 
 __all__ = ["BATCH", "BATCH_BYTES", "main", "split_batch"]
 
@@ -192,19 +192,18 @@ class _Bridge:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    opts = Getopt(sys.argv[1:] if argv is None else argv, "m:")
     mtu = DEFAULT_MTU
-    if args[:1] == ["-m"] and len(args) >= 2:
-        if not args[1].isdigit() or not 68 <= int(args[1]) <= 65535:
-            return err(PROG, args[1], errno.EINVAL)
-        mtu = int(args[1])
-        args = args[2:]
-    if args[:1] == ["--"]:
-        args = args[1:]
-    if len(args) != 2 or args[0].startswith("-"):
-        sys.stderr.write(USAGE)
-        return EXIT_FAILURE
-    node, ifname = args
+    try:
+        for _opt, arg in opts:  # -m is the only option
+            if not arg.isdigit() or not 68 <= int(arg) <= 65535:
+                return err(PROG, arg, errno.EINVAL)
+            mtu = int(arg)
+    except GetoptError as exc:
+        return usage(PROG, USAGE, str(exc))
+    if len(opts.operands) != 2:
+        return usage(PROG, USAGE)
+    node, ifname = opts.operands
     if not ifname or len(ifname.encode()) > 15:
         return err(PROG, ifname, errno.EINVAL)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,9 +45,31 @@ def mnt(tmp_path: Path) -> Iterator[DevfsdMount]:
         yield m
 
 
+def bounded(p: Path, data: bytes | None = None, timeout: float = DEADLINE) -> bytes:
+    """Read ``p`` (or write ``data`` to it) in a thread; fail, not hang, if
+    the daemon stays stuck (the fixture's teardown kills it, which ends the
+    call)."""
+    got: list[bytes | BaseException] = []
+
+    def call() -> None:
+        try:
+            with open(p, "rb" if data is None else "wb", buffering=0) as f:
+                got.append(f.read(10) if data is None else b"%d" % f.write(data))
+        except OSError as exc:
+            got.append(exc)
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        pytest.fail(f"{p.name} still blocked after {timeout} s: the watchdog did not interrupt")
+    if isinstance(got[0], BaseException):
+        raise got[0]
+    return got[0]
+
+
 def read(p: Path) -> bytes:
-    with open(p, "rb", buffering=0) as f:
-        return f.read(10)
+    return bounded(p)
 
 
 @pytest.mark.parametrize(("minor", "how"), [(0, "while True: pass"), (1, "time.sleep(3600)")])
@@ -65,7 +88,7 @@ def test_a_stalled_entry_point_is_interrupted_with_etimedout(mnt: DevfsdMount, m
 
 
 def test_a_stalled_module_thread_dies_and_the_daemon_goes_on(mnt: DevfsdMount) -> None:
-    (mnt.path / "stall3").write_bytes(b"go")  # starts a thread that spins after its first await
+    bounded(mnt.path / "stall3", b"go")  # starts a thread that spins after its first await
     wait_for(
         lambda: "thread spinner died" in mnt.log_text(), DEADLINE, "the spinning thread to be interrupted"
     )

@@ -630,12 +630,13 @@ async def test_batch_node_queue_holds_more_than_256_packets(kernel: Kernel, sock
     assert idents == list(range(total))
 
 
-def test_batch_bit_is_the_same_in_the_driver_the_bridge_and_the_bench() -> None:
-    from bench.bench_tunwg import TUNWG_BATCH
+def test_batch_bit_is_the_same_in_the_driver_and_the_bridge() -> None:
+    # The driver imports the driver API only, so the bridge (and the bench
+    # and test helpers, which import the bridge's) keeps its own copy.
     from devfsd.tools.tunwg_bridge import BATCH as BRIDGE_BATCH
     from modules.tunwg.tun import BATCH as DRIVER_BATCH
 
-    assert BATCH == DRIVER_BATCH == BRIDGE_BATCH == TUNWG_BATCH
+    assert BATCH == DRIVER_BATCH == BRIDGE_BATCH
 
 
 # -- UAPI on the socket -----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import types
@@ -65,6 +66,23 @@ def run_with_watchdog(fn: Callable[[], object]) -> tuple[BaseException | None, f
     return got[0], took[0], wd
 
 
+@pytest.fixture
+def alarm() -> Iterator[None]:
+    """Fail, not hang, if the watchdog does not interrupt: SIGALRM after 5 s."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError("the watchdog did not interrupt within 5 s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.usefixtures("alarm")
 @pytest.mark.parametrize("what", ["spin", "block"])
 def test_driver_code_that_never_yields_is_interrupted(fake_driver: types.ModuleType, what: str) -> None:
     exc, took, wd = run_with_watchdog(getattr(fake_driver, what))

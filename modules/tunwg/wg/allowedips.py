@@ -341,23 +341,6 @@ class _Trie(Generic[P]):
             node = mid
         return node
 
-    def lookup(self, addr: bytes) -> P | None:
-        best = None
-        node = self.root
-        while True:
-            depth = node.depth
-            b = addr[depth]
-            peer = node.peers.get(b)
-            if peer is not None:
-                best = peer
-            child = node.children.get(b)
-            if child is None:
-                return best
-            skip = child.skip
-            if skip and addr[depth + 1 : child.depth] != skip:
-                return best
-            node = child
-
 
 @final
 class AllowedIPs(Generic[P]):
@@ -422,7 +405,7 @@ class AllowedIPs(Generic[P]):
         Raises:
             ValueError: ``addr`` has another length (a caller bug).
         """
-        # _Trie.lookup inlined: this is the per-packet path.
+        # The walk down the trie, inline (no method call per packet).
         n = len(addr)
         if n == _IPV4_LEN:
             node = self._v4.root
