@@ -1003,16 +1003,43 @@ def _print_profile(report: dict[str, Any]) -> None:
 # -- main ----------------------------------------------------------------------------
 
 
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)``, more than 0."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text}: not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text}: must be more than 0")
+        return value
+
+    return convert
+
+
+def _minor(text: str) -> int:
+    if not text.isdigit() or not 0 <= (value := int(text)) <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{text}: a minor is 0 to {0xFFFFFFFF}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="one round, 20 pings, 2 s streams")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, quick 1)")
-    p.add_argument("--count", type=int, default=None, help="pings per round (default 50, quick 20)")
-    p.add_argument("--seconds", type=float, default=None, help="iperf3 -t per round (default 5, quick 2)")
+    p.add_argument(
+        "--rounds", type=_positive(int), default=None, help="interleaved rounds (default 3, quick 1)"
+    )
+    p.add_argument(
+        "--count", type=_positive(int), default=None, help="pings per round (default 50, quick 20)"
+    )
+    p.add_argument(
+        "--seconds", type=_positive(float), default=None, help="iperf3 -t per round (default 5, quick 2)"
+    )
     p.add_argument("--one-way", action="store_true", help="only a -> b (tunwg encrypts the stream)")
     p.add_argument(
         "--interval",
-        type=float,
+        type=_positive(float),
         default=PING_INTERVAL,
         help=f"ping -i, seconds (default {PING_INTERVAL}; the RTT ratio grows with it, see README)",
     )
@@ -1026,7 +1053,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--minor",
-        type=int,
+        type=_minor,
         default=TUNWG_BATCH,
         help=f"the tunwg node's minor (default {TUNWG_BATCH}: batch framing; 0: one packet per call)",
     )

@@ -67,6 +67,8 @@ from .timers import GIVE_UP_AFTER_ATTEMPTS, PeerTimers, TimerAction
 from .uapi import PeerSnapshot
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .device import Device
     from .handshake import OpenedInitiation, StaticIdentity
     from .keys import PublicKey
@@ -361,23 +363,39 @@ class Peer:
         if not timers.begin_initiation(now, is_retry=is_retry):
             return
         hs = self.handshake
-        old_index = hs.local_index
-        index = device.index_new(self, None)
-        try:
-            msg = hs.create_initiation(identity, local_index=index, rng=self._rng, wall_ns=wall_ns)
-        except HandshakeError as exc:
-            device.index_free(index)
-            device.debug(self, exc)
+        msg = self._handshake_message(
+            lambda index: hs.create_initiation(identity, local_index=index, rng=self._rng, wall_ns=wall_ns),
+            now,
+        )
+        if msg is None:
             return
-        if old_index is not None:
-            device.index_free(old_index)
-        msg = self.cookie_generator.add_macs(msg, now=now)
         if device.keylog:
             out.append(self._keylog(identity))
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent(now)
         self._send(msg, out)
         timers.on_handshake_initiated(now, self._rng)
+
+    def _handshake_message(self, create: Callable[[int], bytes], now: float) -> bytes | None:
+        """A handshake message under a fresh local index, with its MACs.
+
+        ``create(index)`` makes it; the handshake's previous index is freed
+        once it has, the new one if it fails (logged; ``None``), as
+        wireguard-go's ``CreateMessageInitiation``/``CreateMessageResponse``
+        callers do.
+        """
+        device = self._device
+        old_index = self.handshake.local_index
+        index = device.index_new(self, None)
+        try:
+            msg = create(index)
+        except HandshakeError as exc:
+            device.index_free(index)
+            device.debug(self, exc)
+            return None
+        if old_index is not None:
+            device.index_free(old_index)
+        return self.cookie_generator.add_macs(msg, now=now)
 
     def accept_initiation(
         self, opened: OpenedInitiation, source: Endpoint, now: float, out: list[Effect]
@@ -403,17 +421,9 @@ class Peer:
         timers = self.timers
         timers.on_handshake_response_sent(now)
         hs = self.handshake
-        old_index = hs.local_index
-        index = device.index_new(self, None)
-        try:
-            msg = hs.create_response(local_index=index, rng=self._rng)
-        except HandshakeError as exc:
-            device.index_free(index)
-            device.debug(self, exc)
+        msg = self._handshake_message(lambda index: hs.create_response(local_index=index, rng=self._rng), now)
+        if msg is None:
             return
-        if old_index is not None:
-            device.index_free(old_index)
-        msg = self.cookie_generator.add_macs(msg, now=now)
         if device.keylog:
             out.append(self._keylog(identity))
         self._begin_session(now)
