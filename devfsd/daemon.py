@@ -103,7 +103,10 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=DEFAULT_ENTRY_TIMEOUT,
         metavar="SECONDS",
-        help="cancel a driver entry point awake this long, with ETIMEDOUT (0: never)",
+        help=(
+            "cancel a driver entry point awake this long, or interrupt one holding the daemon"
+            " without yielding, with ETIMEDOUT (0: never)"
+        ),
     )
     p.add_argument(
         "--control-idle",
