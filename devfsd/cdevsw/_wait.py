@@ -15,9 +15,11 @@ FUSE makes sleeping harder than in a kernel in three ways (see
 ../shared/reference/fuse.md, section 2):
 
 1. pyfuse3 does not pass FUSE_INTERRUPT, so a process blocked in a read
-   would not die on SIGINT until the driver answered. ``sleep`` therefore
-   wakes on its own every so often (50 ms at first, backing off to 400 ms)
-   and looks at the caller's pending signals in ``/proc/TID/status``; if one
+   would not die on SIGINT until the driver answered. Every sleeper's
+   caller is therefore looked at every so often (50 ms at first, backing
+   off to 400 ms; one clock task per trio run does it for all, so a sleep
+   and its wakeup cost no timer of their own) for pending signals in
+   ``/proc/TID/status``; if one
    is deliverable (pending and not blocked) it raises ``EINTR``, the kernel
    returns EINTR to the caller, and the signal is delivered. A fatal signal
    shows as a pending SIGKILL. coreutils, dd, Python and Go retry EINTR when
@@ -56,6 +58,8 @@ it keeps out every outer cancellation; a hang inside one is not caught.
 from __future__ import annotations
 
 import errno
+import heapq
+import itertools
 import logging
 import math
 import types
@@ -96,21 +100,122 @@ _SIGKILL_BIT: Final = 1 << (9 - 1)
 
 @final
 class _Sleeper:
-    __slots__ = ("chan", "entry", "error", "event", "maj")
+    """One ``WaitChannel.sleep`` under way: its task sleeps in
+    ``wait_task_rescheduled`` until ``wake`` reschedules it, once."""
 
-    def __init__(self, chan: WaitChannel, maj: int | None, entry: _Entry | None) -> None:
+    __slots__ = ("chan", "check_at", "deadline", "done", "entry", "error", "interval", "maj", "pid", "task")
+
+    def __init__(
+        self,
+        chan: WaitChannel,
+        maj: int | None,
+        entry: _Entry | None,
+        task: trio.lowlevel.Task,
+        pid: int,
+        deadline: float,
+        now: float,
+    ) -> None:
         self.chan = chan
         self.maj = maj
-        self.event = trio.Event()
+        self.task = task
+        self.pid = pid
+        self.deadline = deadline
+        self.interval = CHECK_FIRST
+        #: When ``_SleepClock`` next looks at the caller's signals and the
+        #: deadline.
+        self.check_at = min(now + CHECK_FIRST, deadline)
+        self.done = False
         self.error = 0
         #: The limit whose clock this sleep stops; ``finish_limited`` sets it
         #: on a sleep begun in an entry point's first step, before the limit.
         self.entry = entry
 
+    def wake(self, err: int = 0) -> None:
+        """End the sleep: it returns (``err`` 0) or raises ``DeviceError(err)``."""
+        if not self.done:
+            self.done = True
+            self.error = err
+            _sleeping.discard(self)
+            self.chan._sleepers.discard(self)
+            trio.lowlevel.reschedule(self.task)
+
+    def abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        """``wait_task_rescheduled``'s abort: a cancellation ends the sleep."""
+        self.done = True
+        _sleeping.discard(self)
+        self.chan._sleepers.discard(self)
+        return trio.lowlevel.Abort.SUCCEEDED
+
 
 _sleeping: set[_Sleeper] = set()
 #: The sleep each task is in, for ``finish_limited`` to find.
 _asleep: dict[trio.lowlevel.Task, _Sleeper] = {}
+
+
+@final
+class _SleepClock:
+    """The signal checks and timeouts of every sleep in one trio run.
+
+    One system task, asleep until the earliest sleeper's ``check_at``, so a
+    sleep itself needs no cancel scope of its own: a ``wakeup`` reschedules
+    the sleeper and nothing else (this is on the path of every packet a
+    tunwg reader waits for). A sleeper woken before its check stays in the
+    heap until it comes to the top, and is skipped (``done``). The clock's
+    deadline moves at each new sleep, to the earliest check of a sleeper
+    not yet woken, so a reader woken every few milliseconds never wakes it.
+    """
+
+    __slots__ = ("heap", "scope", "seq")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, _Sleeper]] = []
+        self.seq = itertools.count()
+        #: The clock task's sleep, while it sleeps.
+        self.scope: trio.CancelScope | None = None
+
+    def add(self, s: _Sleeper) -> None:
+        heap = self.heap
+        heapq.heappush(heap, (s.check_at, next(self.seq), s))
+        while heap[0][2].done:  # woken since: no reason to wake the clock for them
+            heapq.heappop(heap)
+        cs = self.scope
+        if cs is not None and cs.deadline != heap[0][0]:
+            cs.deadline = heap[0][0]
+
+    async def run(self) -> None:
+        heap = self.heap
+        while True:
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as cs:
+                self.scope = cs
+                await trio.sleep_forever()
+            self.scope = None
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                s = heapq.heappop(heap)[2]
+                if s.done:
+                    continue
+                if now >= s.deadline:
+                    s.wake(errno.EWOULDBLOCK)
+                elif signal_pending(s.pid):
+                    s.wake(errno.EINTR)
+                else:
+                    s.interval = min(s.interval * 2, CHECK_MAX)
+                    s.check_at = min(now + s.interval, s.deadline)
+                    heapq.heappush(heap, (s.check_at, next(self.seq), s))
+
+
+_clock: trio.lowlevel.RunVar[_SleepClock] = trio.lowlevel.RunVar("devfsd_sleep_clock")
+
+
+def _sleep_clock() -> _SleepClock:
+    """This trio run's ``_SleepClock``, started on first use."""
+    try:
+        return _clock.get()
+    except LookupError:
+        clock = _SleepClock()
+        _clock.set(clock)
+        trio.lowlevel.spawn_system_task(clock.run, name="devfsd sleep clock")
+        return clock
 
 
 @final
@@ -339,8 +444,7 @@ def abort_sleepers(maj: int | None = None, err: int = errno.ENXIO) -> int:
     n = 0
     for s in list(_sleeping):
         if maj is None or s.maj == maj:
-            s.error = err
-            s.event.set()
+            s.wake(err)
             n += 1
     return n
 
@@ -395,9 +499,13 @@ class WaitChannel:
     def wakeup(self) -> None:
         """Wake all sleepers and notify recorded polls (``wakeup`` + ``selnotify``)."""
         if self._sleepers:
-            for s in self._sleepers:
-                s.event.set()
-            self._sleepers.clear()
+            sleepers, self._sleepers = self._sleepers, set()
+            reschedule = trio.lowlevel.reschedule
+            for s in sleepers:  # _Sleeper.wake, inlined: every packet comes this way
+                if not s.done:
+                    s.done = True
+                    _sleeping.discard(s)
+                    reschedule(s.task)
         if self._polls:
             polls, self._polls = self._polls, []
             for h in polls:
@@ -430,35 +538,32 @@ class WaitChannel:
             raise DeviceError(errno.EAGAIN, "too many sleepers")
         # Stop the entry point's clock (see call_limited) while asleep.
         entry = _entry.get()
-        s = _Sleeper(self, major(l.dev) if l.dev is not None else None, entry)
         task = trio.lowlevel.current_task()
+        now = trio.current_time()
+        s = _Sleeper(
+            self,
+            major(l.dev) if l.dev is not None else None,
+            entry,
+            task,
+            l.pid,
+            now + timo if timo is not None else math.inf,
+            now,
+        )
+        _sleep_clock().add(s)
         _sleeping.add(s)
         self._sleepers.add(s)
         _asleep[task] = s
-        deadline = trio.current_time() + timo if timo is not None else float("inf")
-        interval = CHECK_FIRST
         if entry is not None:
             entry.asleep += 1
             sc = entry.scope
             if sc is not None and not sc.cancel_called and sc.deadline != math.inf:
-                entry.left = max(sc.deadline - trio.current_time(), 0.0)
+                entry.left = max(sc.deadline - now, 0.0)
                 sc.deadline = math.inf
         try:
-            while True:
-                with trio.move_on_at(min(deadline, trio.current_time() + interval)):
-                    await s.event.wait()
-                if s.event.is_set():
-                    if s.error:
-                        raise DeviceError(s.error)
-                    return
-                if trio.current_time() >= deadline:
-                    raise DeviceError(errno.EWOULDBLOCK)
-                if signal_pending(l.pid):
-                    raise DeviceError(errno.EINTR)
-                interval = min(interval * 2, CHECK_MAX)
+            await trio.lowlevel.wait_task_rescheduled(s.abort)
         finally:
-            _sleeping.discard(s)
-            self._sleepers.discard(s)
+            if not s.done:  # not woken nor cancelled: an exception thrown in
+                s.abort(None)
             _asleep.pop(task, None)
             entry = s.entry  # finish_limited may have set it since
             if entry is not None:
@@ -466,3 +571,5 @@ class WaitChannel:
                 sc = entry.scope
                 if sc is not None and not entry.asleep and not sc.cancel_called:
                     sc.deadline = trio.current_time() + entry.left
+        if s.error:
+            raise DeviceError(s.error)

@@ -1,0 +1,124 @@
+"""WaitChannel.sleep: wakeup, timeouts, signals, aborts, and its clock's bookkeeping."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+import trio
+import trio.testing
+
+from devfsd.cdevsw import Lwp, WaitChannel, _wait
+from devfsd.cdevsw._wait import CHECK_FIRST, CHECK_MAX, abort_sleepers, sleepers
+from devfsd.errors import DeviceError
+
+#: A pid no process has: ``signal_pending`` says a sleep for it must end.
+GONE = 2**22 + 12345
+
+
+async def _sleep_errno(chan: WaitChannel, lwp: Lwp, timo: float | None = None) -> int:
+    try:
+        await chan.sleep(lwp, timo)
+    except DeviceError as exc:
+        return exc.errno
+    return 0
+
+
+async def test_timo_ends_the_sleep_with_ewouldblock(autojump_clock: trio.testing.MockClock) -> None:
+    chan = WaitChannel("t")
+    t0 = trio.current_time()
+    assert await _sleep_errno(chan, Lwp(os.getpid(), 0, 0), 1.3) == errno.EWOULDBLOCK
+    assert trio.current_time() - t0 == pytest.approx(1.3)
+    assert sleepers() == 0
+
+
+async def test_timo_shorter_than_the_first_check(autojump_clock: trio.testing.MockClock) -> None:
+    chan = WaitChannel("t")
+    t0 = trio.current_time()
+    assert await _sleep_errno(chan, Lwp(os.getpid(), 0, 0), 0.01) == errno.EWOULDBLOCK
+    assert trio.current_time() - t0 == pytest.approx(0.01)
+    assert await _sleep_errno(chan, Lwp(os.getpid(), 0, 0), 0) == errno.EWOULDBLOCK
+
+
+async def test_wakeup_before_timo_returns(autojump_clock: trio.testing.MockClock) -> None:
+    chan = WaitChannel("t")
+    got: list[int] = []
+
+    async def sleeper() -> None:
+        got.append(await _sleep_errno(chan, Lwp(os.getpid(), 0, 0), 5.0))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(sleeper)
+        await trio.sleep(2.0)
+        chan.wakeup()
+    assert got == [0]
+    await trio.sleep(10)  # its old timeout passes: nothing happens to anyone
+    assert sleepers() == 0
+
+
+async def test_signalled_caller_gets_eintr_at_the_first_check(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    chan = WaitChannel("t")
+    t0 = trio.current_time()
+    assert await _sleep_errno(chan, Lwp(GONE, 0, 0)) == errno.EINTR
+    assert trio.current_time() - t0 == pytest.approx(CHECK_FIRST)
+
+
+async def test_a_new_sleeper_is_checked_soon_while_an_old_one_backs_off(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The old sleeper's checks have backed off to CHECK_MAX, so the clock
+    # sleeps that long; a new sleeper must still be looked at after
+    # CHECK_FIRST, not when the old one's next check comes.
+    old, new = WaitChannel("old"), WaitChannel("new")
+    async with trio.open_nursery() as n:
+        n.start_soon(_sleep_errno, old, Lwp(os.getpid(), 0, 0))
+        await trio.sleep(10 * CHECK_MAX + 0.01)
+        t0 = trio.current_time()
+        assert await _sleep_errno(new, Lwp(GONE, 0, 0)) == errno.EINTR
+        assert trio.current_time() - t0 == pytest.approx(CHECK_FIRST)
+        assert sleepers() == 1
+        old.wakeup()
+    assert sleepers() == 0
+
+
+async def test_abort_and_cancel_end_sleeps(autojump_clock: trio.testing.MockClock) -> None:
+    chan = WaitChannel("t")
+    got: list[int] = []
+
+    async def sleeper() -> None:
+        got.append(await _sleep_errno(chan, Lwp(os.getpid(), 0, 0)))
+
+    async with trio.open_nursery() as n:
+        for _ in range(3):
+            n.start_soon(sleeper)
+        await trio.sleep(1)
+        assert abort_sleepers(None, errno.ENXIO) == 3
+    assert got == [errno.ENXIO] * 3
+
+    with trio.move_on_after(1) as cs:
+        await chan.sleep(Lwp(os.getpid(), 0, 0))
+    assert cs.cancelled_caught
+    assert sleepers() == 0
+    assert _wait._asleep == {}
+    chan.wakeup()  # nobody left: nothing to do
+
+
+async def test_woken_sleepers_leave_the_clock_nothing(autojump_clock: trio.testing.MockClock) -> None:
+    # A reader woken every few milliseconds, as a tunwg reader in a ping:
+    # the clock's heap stays small and its deadline is the live sleeper's
+    # first check, so the clock never wakes for sleeps already over.
+    chan = WaitChannel("t")
+    lwp = Lwp(os.getpid(), 0, 0)
+    async with trio.open_nursery() as n:
+        for _ in range(2000):
+            n.start_soon(chan.sleep, lwp)
+            await trio.sleep(0.005)
+            clock = _wait._clock.get()
+            assert len(clock.heap) <= 2
+            assert clock.scope is not None
+            assert clock.scope.deadline == pytest.approx(trio.current_time() + CHECK_FIRST - 0.005)
+            chan.wakeup()
+    assert sleepers() == 0
