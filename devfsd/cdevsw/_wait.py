@@ -222,14 +222,31 @@ def _sleep_clock() -> _SleepClock:
 class _Entry:
     """The time limit of one entry point call (see ``call_limited``)."""
 
-    __slots__ = ("asleep", "left", "scope", "struck")
+    __slots__ = ("armed", "asleep", "left", "scope", "status", "struck", "task")
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, task: trio.lowlevel.Task, status: object) -> None:
+        self.task = task
+        #: The cancel status the call began in: the limit's scope goes in there.
+        self.status = status
         self.scope: trio.CancelScope | None = None
+        #: ``arm`` has run (the scope is in, or could not go in).
+        self.armed = False
         self.asleep = 0
         self.left = timeout
         #: The limit's ``Cancelled``, once trio has delivered it.
         self.struck: BaseException | None = None
+
+    def arm(self) -> bool:
+        """Put the limit's scope in, with the time left; False if it cannot go in.
+
+        Must run while the task is not blocked (``_enter_at``).
+        """
+        self.armed = True
+        cs = trio.CancelScope(deadline=trio.current_time() + self.left)
+        if not _enter_at(cs, self.task, self.status):
+            return False
+        self.scope = cs
+        return True
 
 
 #: The limit of the entry point this task is running, if any.
@@ -244,9 +261,10 @@ def _resume(
 
     What ``await coro`` does after its first step: every value ``coro``
     yields goes up to trio, every value or exception trio sends back goes
-    down to ``coro``, and its return value is ours. With ``entry``, notes in
-    ``entry.struck`` the limit's ``Cancelled`` when trio delivers it (the
-    entry point may catch it).
+    down to ``coro``, and its return value is ours. With ``entry``, puts
+    the limit's scope in (``entry.arm``) when ``coro`` first blocks outside
+    a ``WaitChannel.sleep``, and notes in ``entry.struck`` the limit's
+    ``Cancelled`` when trio delivers it (the entry point may catch it).
     """
     while True:
         try:
@@ -268,6 +286,8 @@ def _resume(
                 yielded = coro.send(sent)
             except StopIteration as stop:
                 return stop.value
+        if entry is not None and not entry.armed and not entry.asleep:
+            entry.arm()  # woke, and now blocks on something else: the clock runs
 
 
 @trio.lowlevel.enable_ki_protection  # no KeyboardInterrupt half-way through
@@ -378,30 +398,30 @@ async def finish_limited(
     is ``trio.lowlevel.current_task()._cancel_status`` from before it.
     """
     task = trio.lowlevel.current_task()
-    entry = _Entry(timeout)
+    entry = _Entry(timeout, task, status)
     sleeper = _asleep.get(task)
     if sleeper is not None and sleeper.entry is None:
-        # The first step went to sleep: no clock until it wakes. (A sleep
-        # that already stops an outer call's clock, were entry points ever
-        # to call each other through call_limited, stops only that one.)
+        # The first step went to sleep: no clock until it wakes, and no
+        # scope until the entry point blocks on anything else (``_resume``
+        # arms it then); most never do: a read takes what woke it and
+        # returns. (A sleep that already stops an outer call's clock, were
+        # entry points ever to call each other through call_limited, stops
+        # only that one.)
         sleeper.entry = entry
         entry.asleep = 1
-        cs = trio.CancelScope()
-    else:
-        cs = trio.CancelScope(deadline=trio.current_time() + timeout)
-    if not _enter_at(cs, task, status):
+    elif not entry.arm():
         # XXX: the entry point exited a scope it had not entered (its
         # status is outside the caller's); trio reports that misnesting
         # itself. No limit for such a call.
-        if sleeper is not None and sleeper.entry is entry:
-            sleeper.entry = None
         return await _resume(coro, first), False
-    entry.scope = cs
     token = _entry.set(entry)
     try:
         try:
             rv = await _resume(coro, first, entry)
         except BaseException as exc:
+            cs = entry.scope
+            if cs is None:
+                raise
             # ``with cs:`` by hand (``_enter_at`` entered it).
             swallowed = cs.__exit__(type(exc), exc, exc.__traceback__)
             if on_hang is not None and cs.cancel_called:
@@ -412,8 +432,10 @@ async def finish_limited(
             if swallowed:
                 return None, True
             raise
-        cs.__exit__(None, None, None)
-        _hang_caught(entry, on_hang, what)
+        cs = entry.scope
+        if cs is not None:
+            cs.__exit__(None, None, None)
+            _hang_caught(entry, on_hang, what)
         return rv, False
     finally:
         entry.struck = None

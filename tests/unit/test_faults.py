@@ -157,6 +157,8 @@ async def _scoped_read(k: Kernel, unit: int) -> tuple[bytes | int, float]:
         (7, b"slept\n", 1.0),  # asleep in a scope of its own: not counted
         (8, errno.ETIMEDOUT, SHORT),  # caught the Cancelled, hung again
         (9, errno.ETIMEDOUT, SHORT),  # in a nursery, on a child task
+        (10, errno.ETIMEDOUT, 2.0 + SHORT),  # asleep twice, the second time in its scope, then hangs
+        (11, b"slept\n", 1.0),  # asleep in its first step: the limit never goes in
     ],
 )
 async def test_hang_inside_the_drivers_own_scope(

@@ -20,6 +20,10 @@ minor read(2)
       then answers ``slept``
 8     hangs in a scope, catches the ``Cancelled``, then hangs again
 9     in a nursery, waits for a child task that hangs
+10    sleeps on a WaitChannel for ``NAP`` seconds (its first step, so the
+      limit's scope is not in yet), then does so again inside a scope of
+      its own, then hangs inside that scope
+11    sleeps on a WaitChannel for ``NAP`` seconds, then answers ``slept``
 ====  ==================================================================
 
 Writes always work.
@@ -114,6 +118,14 @@ async def scopehang_read(dev: Dev, uio: Uio, ioflag: int) -> None:
     elif m == 9:
         async with trio.open_nursery() as n:
             n.start_soon(trio.sleep_forever)
+    elif m == 10:
+        await _nap(uio.lwp)
+        with trio.move_on_after(3600):
+            await _nap(uio.lwp)
+            await trio.sleep_forever()
+    elif m == 11:
+        await _nap(uio.lwp)
+        uio.uiomove(b"slept\n")
     else:
         raise DeviceError(errno.ENXIO)
 
