@@ -1,0 +1,198 @@
+"""One packet's trip through two tunwg daemons, cold, for A/B comparison of source trees.
+
+``python bench/bench_oneway.py [--count N] [--rounds N] [--gap S]... [--minor M] TREE...``
+
+Each TREE (a checkout of this project: its ``devfsd`` package and
+``modules/``) gets two devfsd daemons, A and B, each with one tunwg
+interface; the two are WireGuard peers over loopback. A reader thread
+sleeps in a pread(2) of B's node; every ``--gap`` seconds the writer
+pwrite(2)s an ICMP echo request to A's node and waits until the reader has
+it. The time between is one packet's trip: A's write step (FUSE WRITE,
+encrypt, ``sendto``) and B's receive step (datagram, decrypt, answer the
+sleeping READ), each in a daemon asleep since the last packet, as the two
+ends of a ping's trip through tunwg are (``bench_tunwg.py`` measures the
+ping itself; this isolates devfsd and tunwg from the bridge, the far end
+and the network namespaces, so a change shows against less noise).
+
+The trees run side by side, alternating in every round (the first tree
+first in even rounds, last in odd ones). The reference is the first tree:
+each line gives the median trip and its ratio to the first tree's, overall
+and per round. Needs root and /dev/fuse. Everything it makes (mounts,
+daemons, UAPI sockets, temporary directories) is removed on exit, also on
+failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import statistics
+import struct
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree, for devfsd and modules
+
+from devfsd.testing.mount import DevfsdMount, run
+from modules.tunwg.wg.crypto import generate_private_key, public_key
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+
+#: tunwg's batch-framing bit (tunwg(4)); the bridge's default node.
+BATCH: Final = 0x10000
+INNER: Final = ("198.51.100.1", "198.51.100.2")
+
+
+def uapi(path: str, request: str) -> str:
+    """One UAPI exchange with a tunwg interface's socket."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+        s.sendall(request.encode())
+        buf = b""
+        while not buf.endswith(b"\n\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return buf.decode()
+
+
+def echo_request(src: str, dst: str) -> bytes:
+    """An IPv4 ICMP echo request of 84 bytes, as ping(8) sends by default."""
+    icmp = struct.pack("!BBHHH", 8, 0, 0, 0x7477, 1) + bytes(56)
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0, socket.inet_aton(src), socket.inet_aton(dst)
+    )
+    return header + icmp
+
+
+class Pair:
+    """Tree ``tree``'s two daemons, peered, with A's node and B's node open."""
+
+    def __init__(self, tree: Path, stack: contextlib.ExitStack, tag: str, minor: int) -> None:
+        keys = [generate_private_key(os.urandom) for _ in range(2)]
+        socks: list[str] = []
+        ports: list[int] = []
+        self.fds: list[int] = []
+        for i in range(2):
+            base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_oneway.")))
+            os.environ["PYTHONPATH"] = str(tree)  # the daemon imports this tree's devfsd
+            try:
+                m = stack.enter_context(DevfsdMount(base, args=["--modpath", str(tree / "modules")]))
+            finally:
+                del os.environ["PYTHONPATH"]
+            prefix = f"ow{os.getpid() % 10000}{tag}{i}x"
+            load = ["modload", "-i", "count=1", "-s", f"ifname={prefix}", "-s", f"sockdir={base}", "tunwg"]
+            node = f"{m.path}/tunwg0"
+            for argv in (load, ["devfs-mknod", node, "c", "tunwg", str(minor)]):
+                r = run(argv, env=m.env)
+                if r.returncode:
+                    raise RuntimeError(f"{argv[0]}: {r.stderr.decode().strip()}")
+            socks.append(f"{base}/{prefix}0.sock")
+            if uapi(socks[i], f"set=1\nprivate_key={keys[i].hex()}\nlisten_port=0\n\n") != "errno=0\n\n":
+                raise RuntimeError("uapi set failed")
+            got = dict(line.split("=", 1) for line in uapi(socks[i], "get=1\n\n").splitlines() if "=" in line)
+            ports.append(int(got["listen_port"]))
+            fd = os.open(node, os.O_RDWR)
+            stack.callback(os.close, fd)
+            self.fds.append(fd)
+        for i in range(2):
+            peer = (
+                f"set=1\npublic_key={public_key(keys[1 - i]).hex()}\n"
+                f"endpoint=127.0.0.1:{ports[1 - i]}\nallowed_ip={INNER[1 - i]}/32\n\n"
+            )
+            if uapi(socks[i], peer) != "errno=0\n\n":
+                raise RuntimeError("uapi peer failed")
+        packet = echo_request(INNER[0], INNER[1])
+        self.packet = struct.pack("!H", len(packet)) + packet if minor & BATCH else packet
+        os.pwrite(self.fds[0], self.packet, 0)  # the handshake, then the packet
+        os.pread(self.fds[1], 65536, 0)
+
+    def trips(self, count: int, gap: float) -> list[int]:
+        """``count`` trips, ``gap`` seconds apart: nanoseconds each."""
+        arrived: list[int] = []
+        ready = threading.Semaphore(0)
+        a, b = self.fds
+
+        def reader() -> None:
+            for _ in range(count):
+                os.pread(b, 65536, 0)
+                arrived.append(time.perf_counter_ns())
+                ready.release()
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        out = []
+        for _ in range(count):
+            time.sleep(gap)
+            t = time.perf_counter_ns()
+            os.pwrite(a, self.packet, 0)
+            if not ready.acquire(timeout=10):
+                raise RuntimeError("a packet did not arrive within 10 s")
+            out.append(arrived[-1] - t)
+        thread.join(10)
+        return out
+
+
+def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: ``kind`` of the text, refused unless > 0."""
+
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        return value
+
+    return parse
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("trees", nargs="*", type=Path, help=f"source trees (default: this one, {ROOT})")
+    p.add_argument("--count", type=positive(int), default=150, help="trips per tree, gap and round (150)")
+    p.add_argument("--rounds", type=positive(int), default=6, help="alternations of the trees (6)")
+    p.add_argument(
+        "--gap", type=positive(float), action="append", help="seconds between trips (repeatable; 0.01)"
+    )
+    p.add_argument(
+        "--minor", type=int, default=BATCH, help=f"the nodes' minor ({BATCH}: batch framing; 0: plain)"
+    )
+    args = p.parse_args(argv)
+    trees = [t.resolve() for t in args.trees] or [ROOT]
+    for t in trees:
+        if not (t / "devfsd" / "__init__.py").exists() or not (t / "modules" / "tunwg").is_dir():
+            p.error(f"{t}: not a devfsd tree")
+    gaps = args.gap or [0.01]
+    with contextlib.ExitStack() as stack:
+        pairs = [Pair(t, stack, str(k), args.minor) for k, t in enumerate(trees)]
+        every: dict[tuple[int, float], list[int]] = {(k, g): [] for k in range(len(trees)) for g in gaps}
+        rounds: dict[tuple[int, float], list[float]] = {(k, g): [] for k in range(len(trees)) for g in gaps}
+        for r in range(args.rounds):
+            for g in gaps:
+                order = list(range(len(trees)))
+                for k in order if r % 2 == 0 else order[::-1]:
+                    got = pairs[k].trips(args.count, g)
+                    every[(k, g)] += got
+                    rounds[(k, g)].append(statistics.median(got))
+        print(f"{'gap ms':>6}  {'tree':<40} {'trip µs':>8} {'ratio':>6}  per round")
+        for g in gaps:
+            ref, ref_rounds = statistics.median(every[(0, g)]), rounds[(0, g)]
+            for k, t in enumerate(trees):
+                med = statistics.median(every[(k, g)])
+                per = [x / y for x, y in zip(rounds[(k, g)], ref_rounds, strict=True)]
+                spread = f"{min(per):.3f}-{max(per):.3f}"
+                print(f"{g * 1e3:>6g}  {t!s:<40} {med / 1e3:>8.1f} {med / ref:>6.3f}  {spread}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
