@@ -57,6 +57,7 @@ it keeps out every outer cancellation; a hang inside one is not caught.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import heapq
 import itertools
@@ -73,6 +74,7 @@ from devfsd.errors import DeviceError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Generator
+    from socket import socket
 
     from devfsd.cdevsw._switch import Lwp
 
@@ -103,7 +105,19 @@ class _Sleeper:
     """One ``WaitChannel.sleep`` under way: its task sleeps in
     ``wait_task_rescheduled`` until ``wake`` reschedules it, once."""
 
-    __slots__ = ("chan", "check_at", "deadline", "done", "entry", "error", "interval", "maj", "pid", "task")
+    __slots__ = (
+        "chan",
+        "check_at",
+        "deadline",
+        "done",
+        "entry",
+        "error",
+        "interval",
+        "maj",
+        "pid",
+        "scope",
+        "task",
+    )
 
     def __init__(
         self,
@@ -126,6 +140,9 @@ class _Sleeper:
         self.check_at = min(now + CHECK_FIRST, deadline)
         self.done = False
         self.error = 0
+        #: The scope around the wait of a sleep that also waits for a file
+        #: descriptor (``sleep(fd=...)``): waking it cancels the wait.
+        self.scope: trio.CancelScope | None = None
         #: The limit whose clock this sleep stops; ``finish_limited`` sets it
         #: on a sleep begun in an entry point's first step, before the limit.
         self.entry = entry
@@ -137,7 +154,10 @@ class _Sleeper:
             self.error = err
             _sleeping.discard(self)
             self.chan._sleepers.discard(self)
-            trio.lowlevel.reschedule(self.task)
+            if self.scope is None:
+                trio.lowlevel.reschedule(self.task)
+            else:
+                self.scope.cancel()
 
     def abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
         """``wait_task_rescheduled``'s abort: a cancellation ends the sleep."""
@@ -527,7 +547,10 @@ class WaitChannel:
                 if not s.done:
                     s.done = True
                     _sleeping.discard(s)
-                    reschedule(s.task)
+                    if s.scope is None:
+                        reschedule(s.task)
+                    else:
+                        s.scope.cancel()
         if self._polls:
             polls, self._polls = self._polls, []
             for h in polls:
@@ -543,12 +566,22 @@ class WaitChannel:
             l.poll_handle = None
             self._polls.append(h)
 
-    async def sleep(self, l: Lwp, timo: float | None = None) -> None:
+    async def sleep(self, l: Lwp, timo: float | None = None, *, fd: int | socket | None = None) -> bool:
         """Sleep until ``wakeup()``, a signal for the caller, or ``timo`` seconds.
 
         Args:
             l: the caller (its pid is checked for pending signals).
             timo: give up after this many seconds (``None``: never).
+            fd: a file descriptor (or socket) the sleeper's data comes from:
+                the sleep also ends when it is readable (or closed, by
+                ``trio.lowlevel.notify_closing``). A driver that fills its
+                queue from a socket can then read the socket in the task of
+                the caller that waits, and answer it in the same step (see
+                tunwg's ``Interface.wait_packet``). No other task may wait
+                on ``fd`` meanwhile.
+
+        Returns:
+            True if ``fd`` is readable or closed, False if woken.
 
         Raises:
             DeviceError: ``EINTR`` if the caller has a signal to take,
@@ -581,8 +614,15 @@ class WaitChannel:
             if sc is not None and not sc.cancel_called and sc.deadline != math.inf:
                 entry.left = max(sc.deadline - now, 0.0)
                 sc.deadline = math.inf
+        readable = False
         try:
-            await trio.lowlevel.wait_task_rescheduled(s.abort)
+            if fd is None:
+                await trio.lowlevel.wait_task_rescheduled(s.abort)
+            else:
+                with trio.CancelScope() as s.scope:
+                    with contextlib.suppress(trio.ClosedResourceError):
+                        await trio.lowlevel.wait_readable(fd)
+                    readable = True
         finally:
             if not s.done:  # not woken nor cancelled: an exception thrown in
                 s.abort(None)
@@ -595,3 +635,4 @@ class WaitChannel:
                     sc.deadline = trio.current_time() + entry.left
         if s.error:
             raise DeviceError(s.error)
+        return readable

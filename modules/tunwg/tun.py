@@ -104,7 +104,7 @@ def make_cdevsw(get: Callable[[int, bool], Interface]) -> Cdevsw:
         while not q:
             if uio.nonblock:
                 raise DeviceError(errno.EAGAIN)
-            await ifp.rchan.sleep(uio.lwp)
+            await ifp.wait_packet(uio.lwp)
             if not ifp.is_open:
                 raise DeviceError(errno.ENXIO)
         if not m & BATCH:

@@ -461,6 +461,56 @@ async def test_read_sleeps_until_a_packet_arrives(kernel: Kernel, sockdir: Path)
     assert got == [p]
 
 
+async def test_a_sleeping_reader_receives_from_the_socket_itself(kernel: Kernel, sockdir: Path) -> None:
+    # Interface.wait_packet: the reader's task waits on the UDP socket, and
+    # the receive loop stands aside, so the packet is answered in one step.
+    a, b = await established(kernel, sockdir)
+    iface = kernel.loader.modules["tunwg"].pymod._state.units[b.unit]
+    got: list[bytes] = []
+
+    async def reader() -> None:
+        got.append(await read(b.node))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await wait_for(lambda: iface._reader_waiting and not iface._recv_waiting, "the reader on the socket")
+        p = ipv4(a.inner4, b.inner4, 9)
+        await a.node.write(p)
+    assert got == [p]
+    assert not iface._reader_waiting
+
+
+async def test_packets_still_arrive_after_the_reader_stops_reading(kernel: Kernel, sockdir: Path) -> None:
+    # A program that read once and then only writes: the receive loop takes
+    # the socket back (STAND_ASIDE), so the peer's packets are still taken
+    # in (queued, counted) and handshakes answered.
+    a, b = await established(kernel, sockdir)
+    for i in range(3):
+        await a.node.write(ipv4(a.inner4, b.inner4, i))
+    await wait_for(lambda: b.stats().queued == 3, "three packets queued on b with no reader")
+    for i in range(3):
+        assert await read(b.node) == ipv4(a.inner4, b.inner4, i)
+
+
+async def test_a_reader_asleep_on_the_socket_follows_a_new_listen_port(kernel: Kernel, sockdir: Path) -> None:
+    a, b = await established(kernel, sockdir)
+    got: list[bytes] = []
+
+    async def reader() -> None:
+        got.append(await read(b.node))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        await uapi_set(b.sock, "listen_port=0\n")  # a new socket, a new port
+        port = int(dict(await uapi_get(b.sock))["listen_port"])
+        assert port != b.port
+        await uapi_set(a.sock, f"public_key={b.public.hex()}\nendpoint=127.0.0.1:{port}\n")
+        p = ipv4(a.inner4, b.inner4, 11)
+        await a.node.write(p)
+    assert got == [p]
+
+
 class PollHandle:
     """What ``selrecord`` keeps: ``notify()`` is the wakeup a poller gets."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 
 import pytest
 import trio
@@ -122,3 +123,52 @@ async def test_woken_sleepers_leave_the_clock_nothing(autojump_clock: trio.testi
             assert clock.scope.deadline == pytest.approx(trio.current_time() + CHECK_FIRST - 0.005)
             chan.wakeup()
     assert sleepers() == 0
+
+
+async def test_sleep_on_a_socket(autojump_clock: trio.testing.MockClock) -> None:
+    # sleep(fd=...): readable ends it (True), as do wakeup (False), a
+    # signal, an abort and closing the socket (True: look at it).
+    chan = WaitChannel("t")
+    me = Lwp(os.getpid(), 0, 0)
+    r, w = socket.socketpair()
+    with r, w:
+        r.setblocking(False)
+        got: list[object] = []
+
+        async def sleeper(lwp: Lwp = me) -> None:
+            try:
+                got.append(await chan.sleep(lwp, fd=r))
+            except DeviceError as exc:
+                got.append(exc.errno)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(sleeper)
+            await trio.sleep(1)
+            w.send(b"x")
+        assert got.pop() is True
+        assert r.recv(1) == b"x"
+
+        async with trio.open_nursery() as n:
+            n.start_soon(sleeper)
+            await trio.sleep(1)
+            chan.wakeup()
+        assert got.pop() is False
+
+        t0 = trio.current_time()
+        await sleeper(Lwp(GONE, 0, 0))
+        assert got.pop() == errno.EINTR
+        assert trio.current_time() - t0 == pytest.approx(CHECK_FIRST)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(sleeper)
+            await trio.sleep(1)
+            assert abort_sleepers(None, errno.ENXIO) == 1
+        assert got.pop() == errno.ENXIO
+
+        async with trio.open_nursery() as n:
+            n.start_soon(sleeper)
+            await trio.sleep(1)
+            trio.lowlevel.notify_closing(r)
+        assert got.pop() is True
+    assert sleepers() == 0
+    assert _wait._asleep == {}
