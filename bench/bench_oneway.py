@@ -17,9 +17,9 @@ and the network namespaces, so a change shows against less noise).
 The trees run side by side, alternating in every round (the first tree
 first in even rounds, last in odd ones). The reference is the first tree:
 each line gives the median trip and its ratio to the first tree's, overall
-and per round. Needs root and /dev/fuse. Everything it makes (mounts,
-daemons, UAPI sockets, temporary directories) is removed on exit, also on
-failure.
+and per round, and the 99th percentile. Needs root and /dev/fuse.
+Everything it makes (mounts, daemons, UAPI sockets, temporary
+directories) is removed on exit, also on failure.
 """
 
 from __future__ import annotations
@@ -183,14 +183,16 @@ def main(argv: list[str] | None = None) -> int:
                     got = pairs[k].trips(args.count, g)
                     every[(k, g)] += got
                     rounds[(k, g)].append(statistics.median(got))
-        print(f"{'gap ms':>6}  {'tree':<40} {'trip µs':>8} {'ratio':>6}  per round")
+        print(f"{'gap ms':>6}  {'tree':<40} {'trip µs':>8} {'ratio':>6}  {'per round':<11} {'p99 µs':>7}")
         for g in gaps:
             ref, ref_rounds = statistics.median(every[(0, g)]), rounds[(0, g)]
             for k, t in enumerate(trees):
                 med = statistics.median(every[(k, g)])
+                p99 = statistics.quantiles(every[(k, g)], n=100)[98]
                 per = [x / y for x, y in zip(rounds[(k, g)], ref_rounds, strict=True)]
                 spread = f"{min(per):.3f}-{max(per):.3f}"
-                print(f"{g * 1e3:>6g}  {t!s:<40} {med / 1e3:>8.1f} {med / ref:>6.3f}  {spread}")
+                row = f"{med / 1e3:>8.1f} {med / ref:>6.3f}  {spread:<11} {p99 / 1e3:>7.0f}"
+                print(f"{g * 1e3:>6g}  {t!s:<40} {row}")
     return 0
 
 
