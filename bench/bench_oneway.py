@@ -1,10 +1,11 @@
 """One packet's trip through two tunwg daemons, cold, for A/B comparison of source trees.
 
-``python bench/bench_oneway.py [--count N] [--rounds N] [--gap S]... [--minor M] TREE...``
+``python bench/bench_oneway.py [--count N] [--rounds N] [--gap S]... [--plain] TREE...``
 
 Each TREE (a checkout of this project: its ``devfsd`` package and
 ``modules/``) gets two devfsd daemons, A and B, each with one tunwg
-interface; the two are WireGuard peers over loopback. A reader thread
+interface, configured with ``wg``; the two are WireGuard peers over the
+loopback of one network namespace the script makes. A reader thread
 sleeps in a pread(2) of B's node; every ``--gap`` seconds the writer
 pwrite(2)s an ICMP echo request to A's node and waits until the reader has
 it. The time between is one packet's trip: A's write step (FUSE WRITE,
@@ -12,14 +13,14 @@ encrypt, ``sendto``) and B's receive step (datagram, decrypt, answer the
 sleeping READ), each in a daemon asleep since the last packet, as the two
 ends of a ping's trip through tunwg are (``bench_tunwg.py`` measures the
 ping itself; this isolates devfsd and tunwg from the bridge, the far end
-and the network namespaces, so a change shows against less noise).
+and the veth, so a change shows against less noise).
 
 The trees run side by side, alternating in every round (the first tree
 first in even rounds, last in odd ones). The reference is the first tree:
 each line gives the median trip and its ratio to the first tree's, overall
-and per round, and the 99th percentile. Needs root and /dev/fuse.
-Everything it makes (mounts, daemons, UAPI sockets, temporary
-directories) is removed on exit, also on failure.
+and per round, and the 99th percentile. Needs root, /dev/fuse, ``ip netns``
+and ``wg``. Everything it makes (the namespace, mounts, daemons, UAPI
+sockets, temporary directories) is removed on exit, also on failure.
 """
 
 from __future__ import annotations
@@ -40,30 +41,15 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree, for devfsd and modules
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree, for devfsd
 
-from devfsd.testing.mount import DevfsdMount, run
-from modules.tunwg.wg.crypto import generate_private_key, public_key
+from devfsd.testing.netns import KeyPair, NetNs
+from devfsd.testing.tunwg import TunwgHost
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-
-#: tunwg's batch-framing bit (tunwg(4)); the bridge's default node.
-BATCH: Final = 0x10000
 INNER: Final = ("198.51.100.1", "198.51.100.2")
-
-
-def uapi(path: str, request: str) -> str:
-    """One UAPI exchange with a tunwg interface's socket."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(path)
-        s.sendall(request.encode())
-        buf = b""
-        while not buf.endswith(b"\n\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return buf.decode()
+#: UDP ports in the benchmark's own namespace: tree k's daemons get PORT + 2k and + 2k + 1.
+PORT: Final = 51900
 
 
 def echo_request(src: str, dst: str) -> bytes:
@@ -76,44 +62,33 @@ def echo_request(src: str, dst: str) -> bytes:
 
 
 class Pair:
-    """Tree ``tree``'s two daemons, peered, with A's node and B's node open."""
+    """Tree ``tree``'s two daemons in ``ns``, peered over its loopback, with A's node and B's node open."""
 
-    def __init__(self, tree: Path, stack: contextlib.ExitStack, tag: str, minor: int) -> None:
-        keys = [generate_private_key(os.urandom) for _ in range(2)]
-        socks: list[str] = []
-        ports: list[int] = []
-        self.fds: list[int] = []
-        for i in range(2):
+    def __init__(self, tree: Path, ns: NetNs, stack: contextlib.ExitStack, k: int, batch: bool) -> None:
+        keys = [KeyPair.generate() for _ in range(2)]
+        hosts: list[TunwgHost] = []
+        for _ in range(2):
             base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_oneway.")))
-            os.environ["PYTHONPATH"] = str(tree)  # the daemon imports this tree's devfsd
+            host = TunwgHost(ns, base)
+            os.environ["PYTHONPATH"] = str(tree)  # the daemon imports this tree's devfsd and modules
             try:
-                m = stack.enter_context(DevfsdMount(base, args=["--modpath", str(tree / "modules")]))
+                stack.enter_context(host)
             finally:
                 del os.environ["PYTHONPATH"]
-            prefix = f"ow{os.getpid() % 10000}{tag}{i}x"
-            load = ["modload", "-i", "count=1", "-s", f"ifname={prefix}", "-s", f"sockdir={base}", "tunwg"]
-            node = f"{m.path}/tunwg0"
-            for argv in (load, ["devfs-mknod", node, "c", "tunwg", str(minor)]):
-                r = run(argv, env=m.env)
-                if r.returncode:
-                    raise RuntimeError(f"{argv[0]}: {r.stderr.decode().strip()}")
-            socks.append(f"{base}/{prefix}0.sock")
-            if uapi(socks[i], f"set=1\nprivate_key={keys[i].hex()}\nlisten_port=0\n\n") != "errno=0\n\n":
-                raise RuntimeError("uapi set failed")
-            got = dict(line.split("=", 1) for line in uapi(socks[i], "get=1\n\n").splitlines() if "=" in line)
-            ports.append(int(got["listen_port"]))
-            fd = os.open(node, os.O_RDWR)
+            hosts.append(host)
+        self.fds: list[int] = []
+        for i, host in enumerate(hosts):
+            port, peer_port = PORT + 2 * k + i, PORT + 2 * k + 1 - i
+            host.set(
+                "private-key", str(keys[i].write_private(host.mount.base)), "listen-port", str(port),
+                "peer", keys[1 - i].public, "endpoint", f"127.0.0.1:{peer_port}",
+                "allowed-ips", f"{INNER[1 - i]}/32",
+            )  # fmt: skip
+            fd = os.open(host.mknod(batch=batch), os.O_RDWR)
             stack.callback(os.close, fd)
             self.fds.append(fd)
-        for i in range(2):
-            peer = (
-                f"set=1\npublic_key={public_key(keys[1 - i]).hex()}\n"
-                f"endpoint=127.0.0.1:{ports[1 - i]}\nallowed_ip={INNER[1 - i]}/32\n\n"
-            )
-            if uapi(socks[i], peer) != "errno=0\n\n":
-                raise RuntimeError("uapi peer failed")
         packet = echo_request(INNER[0], INNER[1])
-        self.packet = struct.pack("!H", len(packet)) + packet if minor & BATCH else packet
+        self.packet = struct.pack("!H", len(packet)) + packet if batch else packet
         os.pwrite(self.fds[0], self.packet, 0)  # the handshake, then the packet
         os.pread(self.fds[1], 65536, 0)
 
@@ -163,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--gap", type=positive(float), action="append", help="seconds between trips (repeatable; 0.01)"
     )
-    p.add_argument(
-        "--minor", type=int, default=BATCH, help=f"the nodes' minor ({BATCH}: batch framing; 0: plain)"
-    )
+    p.add_argument("--plain", action="store_true", help="plain nodes (one packet per call), not batch-framed")
     args = p.parse_args(argv)
     trees = [t.resolve() for t in args.trees] or [ROOT]
     for t in trees:
@@ -173,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{t}: not a devfsd tree")
     gaps = args.gap or [0.01]
     with contextlib.ExitStack() as stack:
-        pairs = [Pair(t, stack, str(k), args.minor) for k, t in enumerate(trees)]
+        ns = stack.enter_context(NetNs("ow"))
+        pairs = [Pair(t, ns, stack, k, not args.plain) for k, t in enumerate(trees)]
         every: dict[tuple[int, float], list[int]] = {(k, g): [] for k in range(len(trees)) for g in gaps}
         rounds: dict[tuple[int, float], list[float]] = {(k, g): [] for k in range(len(trees)) for g in gaps}
         for r in range(args.rounds):
