@@ -542,15 +542,8 @@ class WaitChannel:
         """Wake all sleepers and notify recorded polls (``wakeup`` + ``selnotify``)."""
         if self._sleepers:
             sleepers, self._sleepers = self._sleepers, set()
-            reschedule = trio.lowlevel.reschedule
-            for s in sleepers:  # _Sleeper.wake, inlined: every packet comes this way
-                if not s.done:
-                    s.done = True
-                    _sleeping.discard(s)
-                    if s.scope is None:
-                        reschedule(s.task)
-                    else:
-                        s.scope.cancel()
+            for s in sleepers:
+                s.wake()
         if self._polls:
             polls, self._polls = self._polls, []
             for h in polls:
