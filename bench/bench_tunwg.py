@@ -3,8 +3,11 @@
 ``python bench/bench_tunwg.py [--quick] [--rounds N] [--count N] [--seconds S]``
 ``[--one-way] [--variant LABEL[:CMD[:DIR[:CPUS]]]]... [--label WORD] [--no-json]``
 ``python bench/bench_tunwg.py --profile [--seconds S] [--variant ...]... [--label WORD]``
+``python bench/bench_tunwg.py --baseline [--quick] [--rounds N] ...``
 
-The topology is bench_wg_baseline.py's, with tunwg added beside it:
+The topology is wireguard-go against wireguard-go over a veth pair, with
+tunwg added beside it (``--baseline``: without it, the reference alone,
+no devfsd):
 
 - namespaces a and b on a veth pair (192.0.2.1, .2), wireguard-go in each,
   peered (tunnel 198.51.100.1 in a, .2 in b): ``wireguard_go_pair``;
@@ -18,7 +21,7 @@ The topology is bench_wg_baseline.py's, with tunwg added beside it:
 
 So one wireguard-go (b's) is the far end of both tunnels, and the only
 difference between the paths is a's end: wireguard-go, or tunwg through
-FUSE and the bridge. The paths, each measured as bench_wg_baseline.py does
+FUSE and the bridge. The paths, each measured the same way
 (``ping -c COUNT -i 0.01``: median RTT; one ``iperf3 -t SECONDS`` TCP
 stream: throughput as received, retransmits, UDP drops in the receiving
 namespace):
@@ -652,7 +655,7 @@ def bench(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     print(_table(rows, ratios, args))
     if not args.no_json:
         out = _write_json(
-            "tunwg",
+            "wg-baseline" if args.baseline else "tunwg",
             args,
             {
                 "summary": [asdict(r) for r in rows],
@@ -1045,6 +1048,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile", action="store_true", help="count FUSE requests, cProfile, perf; no table")
     p.add_argument(
+        "--baseline", action="store_true", help="only veth and wireguard-go, no tunwg (the reference alone)"
+    )
+    p.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -1070,10 +1076,11 @@ def main(argv: list[str] | None = None) -> int:
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.count = args.count or (20 if args.quick else 50)
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)
+    if args.baseline and (args.variant or args.profile):
+        _parser().error("--baseline measures no tunwg: no --variant or --profile with it")
     try:
-        args.variants = [Variant(index=0, label="", minor=args.minor)] + [
-            parse_variant(i + 1, text) for i, text in enumerate(args.variant)
-        ]
+        args.variants = [] if args.baseline else [Variant(index=0, label="", minor=args.minor)]
+        args.variants += [parse_variant(i + 1, text) for i, text in enumerate(args.variant)]
     except argparse.ArgumentTypeError as exc:
         _parser().error(str(exc))
 
@@ -1084,7 +1091,7 @@ def main(argv: list[str] | None = None) -> int:
     if why is not None:
         say(why)
         return 1
-    if not os.path.exists("/dev/fuse"):
+    if not args.baseline and not os.path.exists("/dev/fuse"):
         say("needs /dev/fuse")
         return 1
     return profile(args, say) if args.profile else bench(args, say)
