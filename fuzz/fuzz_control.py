@@ -22,18 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--seeds":
-        from fuzz._targets import write_seeds
+    from fuzz._main import fuzz_main
 
-        print(write_seeds("control", sys.argv[2]), "seeds written")
-        return
-    import atheris
-
-    with atheris.instrument_imports(include=["devfsd", "modules", "fuzz"]):
-        from fuzz._targets import control_one_input
-
-    atheris.Setup(sys.argv, control_one_input)
-    atheris.Fuzz()
+    fuzz_main("control", "control_one_input")
 
 
 if __name__ == "__main__":
