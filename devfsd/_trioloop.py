@@ -1,5 +1,14 @@
 """Making trio's run loop cheaper for a daemon that handles every request in it.
 
+A Python daemon woken after a pause pays for every distinct function its
+wake-up runs, about a microsecond each on this VM (bench/README.md, tunwg,
+"Round-trip time, fourth session"), so what counts on the path of a packet
+is how many different functions run, not only how many calls. This module
+takes some of trio's off that path.
+
+Instruments
+-----------
+
 Trio checks for instruments (``trio.abc.Instrument``) at every task step,
 every reschedule and every I/O wait, with ``"hook" in runner.instruments``.
 ``runner.instruments`` is a ``collections.UserDict``, so each of those
@@ -10,21 +19,55 @@ pause pays for every call several times over (bench/README.md, tunwg,
 the same contents and methods, whose ``in`` is the C one: one packet's trip
 through two cold tunwg daemons (``bench/bench_oneway.py``) 0.94-0.96x.
 
-This touches trio's private run-loop state (trio is pinned to 0.35.x in
-pyproject.toml for that reason, as for ``devfsd.cdevsw._wait``): anything
-not as expected leaves the loop as it is.
+Waiting for a descriptor without trio's wrappers
+-----------------------------------------------
+``register_reader`` and ``unregister_reader`` do what
+trio's ``wait_readable`` does (``EpollIOManager._epoll_wait``): the task
+goes in trio's epoll record of the descriptor as its ``read_task``, and
+trio's ``process_events`` reschedules it when the descriptor is readable,
+or ``notify_closing`` with ``ClosedResourceError``. Doing it here lets a
+task be put there without running (``TurnReaders``), or taken out of it
+by a wakeup rather than a cancellation (``WaitChannel.sleep(fd=...)``).
+
+pyfuse3's worker loop
+---------------------
+pyfuse3 runs its requests in worker tasks that take turns waiting for the
+FUSE descriptor under a ``trio.Lock``: the worker woken by a request
+releases the lock, which wakes the next worker, which runs in a second
+pass of trio's loop only to wait for the descriptor in turn; and the
+first, done with the request, parks on the lock. Per request that is two
+passes of trio's loop and a dozen functions of ``trio.Lock`` and
+``ParkingLot``. ``lean_fuse_loop`` gives pyfuse3 (through its
+``pyfuse3.trio`` module global, the hook ``pyfuse3.asyncio`` uses too) a
+lock that is never contended and a ``wait_readable`` that queues its
+waiters (``TurnReaders``): the worker woken by a request puts the next one
+in trio's epoll record itself, without waking it, so a request takes one
+pass.
+
+This touches trio's and pyfuse3's private state (trio is pinned to 0.35.x
+and pyfuse3 to 3.5.x in pyproject.toml for that reason, as for
+``devfsd.cdevsw._wait``): anything not as expected leaves them as they are.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-from typing import Any
+import types
+from typing import Any, final
 
+import outcome
 import trio
 from trio._core._instrumentation import Instruments
 from trio._core._run import GLOBAL_RUN_CONTEXT
 
-__all__ = ["fast_instruments"]
+__all__ = [
+    "TurnReaders",
+    "fast_instruments",
+    "lean_fuse_loop",
+    "register_reader",
+    "unregister_reader",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,4 +99,154 @@ def fast_instruments() -> bool:
         log.debug("trio's instruments are %r: left as they are", type(old))
         return False
     runner.instruments = _DictInstruments(old.data)  # type: ignore[union-attr]
+    return True
+
+
+# -- waiting for a descriptor ------------------------------------------------------
+
+
+def register_reader(fd: int, task: trio.lowlevel.Task) -> None:
+    """Make ``task`` the one trio reschedules when ``fd`` is readable.
+
+    ``task`` must be, or be about to be, parked in ``wait_task_rescheduled``
+    with an abort function that calls ``unregister_reader``. trio sends it
+    ``Value(None)`` when ``fd`` is readable, ``Error(ClosedResourceError)``
+    on ``notify_closing(fd)``.
+
+    Raises:
+        trio.BusyResourceError: another task waits to read ``fd``.
+    """
+    io = GLOBAL_RUN_CONTEXT.runner.io_manager
+    waiters = io._registered[fd]
+    if waiters.read_task is not None:
+        raise trio.BusyResourceError("another task is already reading from this fd")
+    waiters.read_task = task
+    io._update_registrations(fd)
+
+
+def unregister_reader(fd: int, task: trio.lowlevel.Task) -> bool:
+    """Take ``task`` out of ``fd``'s epoll record; False if it is not in it
+    (readiness or ``notify_closing`` has rescheduled it already)."""
+    io = GLOBAL_RUN_CONTEXT.runner.io_manager
+    waiters = io._registered.get(fd)
+    if waiters is None or waiters.read_task is not task:
+        return False
+    waiters.read_task = None
+    io._update_registrations(fd)
+    return True
+
+
+@final
+class TurnReaders:
+    """Tasks waiting for one descriptor in turn, the next one registered
+    by the one before as it wakes (see "pyfuse3's worker loop" above)."""
+
+    __slots__ = ("fd", "queue")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        #: The tasks after the one in trio's epoll record, in order.
+        self.queue: collections.deque[trio.lowlevel.Task] = collections.deque()
+
+    async def wait(self) -> None:
+        """Wait until ``fd`` is readable and it is this task's turn.
+
+        Raises:
+            trio.ClosedResourceError: ``close`` (or ``notify_closing``) was called.
+        """
+        task = trio.lowlevel.current_task()
+        try:
+            register_reader(self.fd, task)
+        except trio.BusyResourceError:
+            self.queue.append(task)
+        try:
+            await trio.lowlevel.wait_task_rescheduled(lambda _: self._abort(task))
+        finally:
+            self._next()
+
+    def _abort(self, task: trio.lowlevel.Task) -> trio.lowlevel.Abort:
+        if not unregister_reader(self.fd, task):
+            self.queue.remove(task)
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _next(self) -> None:
+        """Put the next waiter in trio's epoll record, if none is there."""
+        if self.queue:
+            try:
+                register_reader(self.fd, self.queue[0])
+            except trio.BusyResourceError:
+                return
+            self.queue.popleft()
+
+    def close(self) -> None:
+        """End every wait with ``ClosedResourceError`` (``trio.lowlevel.notify_closing(fd)``)."""
+        queue, self.queue = self.queue, collections.deque()
+        for task in queue:
+            trio.lowlevel.reschedule(task, outcome.Error(trio.ClosedResourceError("fd closed")))
+        trio.lowlevel.notify_closing(self.fd)
+
+
+# -- pyfuse3's worker loop ------------------------------------------------------------
+
+
+@final
+class _UncontendedLock:
+    """pyfuse3's ``read_lock``: ``TurnReaders`` orders the workers instead."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_turns: dict[int, TurnReaders] = {}
+
+
+def _turn_readers(fd: int) -> TurnReaders:
+    tr = _turns.get(fd)
+    if tr is None:
+        tr = _turns[fd] = TurnReaders(fd)
+    return tr
+
+
+async def _pyfuse3_wait_readable(fd: int) -> None:
+    await _turn_readers(fd).wait()
+
+
+def _pyfuse3_notify_closing(fd: int) -> None:
+    tr = _turns.pop(fd, None)
+    if tr is not None:
+        tr.close()
+    else:
+        trio.lowlevel.notify_closing(fd)
+
+
+def lean_fuse_loop() -> bool:
+    """Give pyfuse3's worker loop one pass of trio's loop per request; True if done.
+
+    Call before ``pyfuse3.main``. Leaves pyfuse3 as it is (and returns
+    False) if its ``trio`` global is not trio, or its worker loop does not
+    use exactly what is replaced here.
+    """
+    import pyfuse3
+
+    if getattr(pyfuse3, "trio", None) is not trio or not pyfuse3.__version__.startswith("3.5."):
+        log.debug("pyfuse3 %s: worker loop left as it is", pyfuse3.__version__)
+        return False
+    lowlevel = types.SimpleNamespace(
+        current_trio_token=trio.lowlevel.current_trio_token,
+        current_task=trio.lowlevel.current_task,
+        wait_readable=_pyfuse3_wait_readable,
+        notify_closing=_pyfuse3_notify_closing,
+    )
+    pyfuse3.trio = types.SimpleNamespace(  # type: ignore[attr-defined]
+        Lock=_UncontendedLock,
+        open_nursery=trio.open_nursery,
+        ClosedResourceError=trio.ClosedResourceError,
+        from_thread=trio.from_thread,
+        lowlevel=lowlevel,
+    )
     return True

@@ -57,7 +57,6 @@ it keeps out every outer cancellation; a hang inside one is not caught.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import heapq
 import itertools
@@ -67,8 +66,10 @@ import types
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, final
 
+import outcome
 import trio
 
+from devfsd._trioloop import register_reader, unregister_reader
 from devfsd.cdevsw._dev import major
 from devfsd.errors import DeviceError
 
@@ -112,10 +113,10 @@ class _Sleeper:
         "done",
         "entry",
         "error",
+        "fd",
         "interval",
         "maj",
         "pid",
-        "scope",
         "task",
     )
 
@@ -140,9 +141,10 @@ class _Sleeper:
         self.check_at = min(now + CHECK_FIRST, deadline)
         self.done = False
         self.error = 0
-        #: The scope around the wait of a sleep that also waits for a file
-        #: descriptor (``sleep(fd=...)``): waking it cancels the wait.
-        self.scope: trio.CancelScope | None = None
+        #: For a sleep that also waits for a file descriptor
+        #: (``sleep(fd=...)``): the descriptor, in whose trio epoll record
+        #: the task waits (``devfsd._trioloop.register_reader``).
+        self.fd = -1
         #: The limit whose clock this sleep stops; ``finish_limited`` sets it
         #: on a sleep begun in an entry point's first step, before the limit.
         self.entry = entry
@@ -154,16 +156,19 @@ class _Sleeper:
             self.error = err
             _sleeping.discard(self)
             self.chan._sleepers.discard(self)
-            if self.scope is None:
+            if self.fd < 0:
                 trio.lowlevel.reschedule(self.task)
-            else:
-                self.scope.cancel()
+            elif unregister_reader(self.fd, self.task):  # else the descriptor's event has rescheduled it
+                # False: woken; the descriptor's readiness sends trio's Value(None).
+                trio.lowlevel.reschedule(self.task, outcome.Value(False))
 
     def abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
         """``wait_task_rescheduled``'s abort: a cancellation ends the sleep."""
         self.done = True
         _sleeping.discard(self)
         self.chan._sleepers.discard(self)
+        if self.fd >= 0:
+            unregister_reader(self.fd, self.task)
         return trio.lowlevel.Abort.SUCCEEDED
 
 
@@ -612,9 +617,17 @@ class WaitChannel:
             if fd is None:
                 await trio.lowlevel.wait_task_rescheduled(s.abort)
             else:
-                with trio.CancelScope() as s.scope:
-                    with contextlib.suppress(trio.ClosedResourceError):
-                        await trio.lowlevel.wait_readable(fd)
+                # trio.lowlevel.wait_readable(fd) (trio's _epoll_wait) that
+                # a wakeup also ends, without the cancel scope, wrappers and
+                # deadline bookkeeping around it that ending it by
+                # cancellation would take: this is on the path of every
+                # packet a tunwg reader waits for.
+                n = fd if isinstance(fd, int) else fd.fileno()
+                register_reader(n, task)
+                s.fd = n
+                try:
+                    readable = await trio.lowlevel.wait_task_rescheduled(s.abort) is None
+                except trio.ClosedResourceError:  # notify_closing(fd)
                     readable = True
         finally:
             if not s.done:  # not woken nor cancelled: an exception thrown in

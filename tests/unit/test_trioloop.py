@@ -1,13 +1,18 @@
-"""devfsd._trioloop.fast_instruments: trio's instruments keep working on the swapped-in dict."""
+"""devfsd._trioloop: trio's instruments on the swapped-in dict, readers taking turns, pyfuse3's loop."""
 
 from __future__ import annotations
 
+import socket
+from typing import Any
+
+import pyfuse3
 import pytest
 import trio
 import trio.abc
+import trio.testing
 from trio._core._run import GLOBAL_RUN_CONTEXT
 
-from devfsd._trioloop import fast_instruments
+from devfsd._trioloop import TurnReaders, fast_instruments, lean_fuse_loop
 
 
 class Steps(trio.abc.Instrument):
@@ -49,3 +54,119 @@ def test_instruments_given_to_run_and_added_later_are_called() -> None:
 def test_outside_trio_is_an_error() -> None:
     with pytest.raises(RuntimeError):
         fast_instruments()
+
+
+class Stepped(trio.abc.Instrument):
+    """Which tasks trio ran, in order."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.ran.append(task.name)
+
+
+async def test_turn_readers_take_turns_in_order() -> None:
+    # Each readiness wakes one waiter, first come first served; the next in
+    # line is put in trio's epoll record without running (the point).
+    r, w = socket.socketpair()
+    with r, w:
+        r.setblocking(False)
+        turns = TurnReaders(r.fileno())
+        got: list[tuple[str, bytes]] = []
+        steps = Stepped()
+
+        async def reader(name: str) -> None:
+            await turns.wait()
+            got.append((name, r.recv(1)))
+
+        async with trio.open_nursery() as n:
+            for name in ("a", "b", "c"):
+                n.start_soon(reader, name, name=name)
+                await trio.testing.wait_all_tasks_blocked()
+            trio.lowlevel.add_instrument(steps)
+            for byte in b"xyz":
+                w.send(bytes([byte]))
+                while len(got) < byte - ord("x") + 1:
+                    await trio.testing.wait_all_tasks_blocked()
+            trio.lowlevel.remove_instrument(steps)
+        assert got == [("a", b"x"), ("b", b"y"), ("c", b"z")]
+        assert [t for t in steps.ran if t in "abc"] == ["a", "b", "c"]  # one step each
+        assert not turns.queue
+        await _fd_free(r)
+
+
+async def test_turn_readers_cancel_and_close() -> None:
+    r, w = socket.socketpair()
+    with r, w:
+        r.setblocking(False)
+        turns = TurnReaders(r.fileno())
+        got: list[str] = []
+
+        async def reader(name: str) -> None:
+            try:
+                await turns.wait()
+                got.append(name)
+            except trio.ClosedResourceError:
+                got.append(name + " closed")
+
+        async with trio.open_nursery() as n:
+            for name in ("a", "b", "c"):  # a in trio's record, b and c queued
+                n.start_soon(reader, name)
+                await trio.testing.wait_all_tasks_blocked()
+            n.cancel_scope.cancel()  # all three; the record is left empty
+        assert got == [] and not turns.queue
+        await _fd_free(r)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(reader, "d")
+            await trio.testing.wait_all_tasks_blocked()
+            n.start_soon(reader, "e")
+            await trio.testing.wait_all_tasks_blocked()
+            turns.close()
+        assert sorted(got) == ["d closed", "e closed"]
+
+
+async def test_turn_readers_cancelled_first_hands_its_turn_on() -> None:
+    r, w = socket.socketpair()
+    with r, w:
+        r.setblocking(False)
+        turns = TurnReaders(r.fileno())
+        got: list[str] = []
+
+        async def reader(name: str, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+            with trio.CancelScope() as cs:
+                task_status.started(cs)
+                await turns.wait()
+                got.append(name)
+
+        async with trio.open_nursery() as n:
+            a = await n.start(reader, "a")
+            await trio.testing.wait_all_tasks_blocked()
+            await n.start(reader, "b")
+            await trio.testing.wait_all_tasks_blocked()
+            a.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            w.send(b"x")
+        assert got == ["b"]
+
+
+async def _fd_free(sock: socket.socket) -> None:
+    """``sock`` has no reader in trio's epoll record: a plain wait on it works."""
+    with trio.move_on_after(0.05):
+        await trio.lowlevel.wait_readable(sock)
+
+
+def test_lean_fuse_loop_replaces_pyfuse3s_trio() -> None:
+    try:
+        assert lean_fuse_loop()
+        shim: Any = pyfuse3.trio  # type: ignore[attr-defined]
+        assert shim is not trio
+        assert not lean_fuse_loop()  # already done: left as it is
+        # What pyfuse3's worker loop uses (internal.pxi, __init__.pyx), and nothing missing.
+        for name in ("Lock", "open_nursery", "ClosedResourceError", "from_thread"):
+            assert getattr(shim, name) is not None
+        for name in ("current_trio_token", "current_task", "wait_readable", "notify_closing"):
+            assert callable(getattr(shim.lowlevel, name))
+    finally:
+        pyfuse3.trio = trio  # type: ignore[attr-defined]

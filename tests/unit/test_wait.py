@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -172,3 +173,77 @@ async def test_sleep_on_a_socket(autojump_clock: trio.testing.MockClock) -> None
         assert got.pop() is True
     assert sleepers() == 0
     assert _wait._asleep == {}
+
+
+async def _fd_free(sock: socket.socket) -> None:
+    """``sock`` has no reader in trio's epoll record: a plain wait on it works."""
+    with trio.move_on_after(0.5):
+        await trio.lowlevel.wait_readable(sock)
+
+
+async def test_sleep_on_a_socket_leaves_it_to_others(autojump_clock: trio.testing.MockClock) -> None:
+    # However a sleep(fd=...) ends, the descriptor is free again; a sleep on
+    # a descriptor another task waits on is refused and leaves no sleeper.
+    chan = WaitChannel("t")
+    me = Lwp(os.getpid(), 0, 0)
+    r, w = socket.socketpair()
+    with r, w:
+        r.setblocking(False)
+        for end in ("wakeup", "cancel", "abort"):
+            async with trio.open_nursery() as n:
+
+                async def sleeper() -> None:
+                    with contextlib.suppress(DeviceError):
+                        await chan.sleep(me, fd=r)
+
+                n.start_soon(sleeper)
+                await trio.sleep(1)
+                if end == "wakeup":
+                    chan.wakeup()
+                elif end == "cancel":
+                    n.cancel_scope.cancel()
+                else:
+                    abort_sleepers(None)
+            await _fd_free(r)
+            assert sleepers() == 0
+
+        async with trio.open_nursery() as n:
+            n.start_soon(trio.lowlevel.wait_readable, r)
+            await trio.sleep(1)
+            with pytest.raises(trio.BusyResourceError):
+                await chan.sleep(me, fd=r)
+            assert sleepers() == 0 and not chan._sleepers
+            n.cancel_scope.cancel()
+
+
+async def test_readable_and_woken_in_one_pass() -> None:
+    # The descriptor's event reschedules the sleeper and, in the same pass of
+    # trio's loop, a task that calls wakeup: whichever trio runs first (its
+    # order within a pass is random; 20 rounds see both), the sleep returns
+    # True once, and is not rescheduled twice.
+    chan = WaitChannel("t")
+    me = Lwp(os.getpid(), 0, 0)
+    r, w = socket.socketpair()
+    r2, w2 = socket.socketpair()
+    with r, w, r2, w2:
+        r.setblocking(False)
+        got: list[bool] = []
+
+        async def sleeper() -> None:
+            got.append(await chan.sleep(me, fd=r))
+
+        async def waker() -> None:
+            await trio.lowlevel.wait_readable(r2)
+            chan.wakeup()
+
+        for _ in range(20):
+            got.clear()
+            async with trio.open_nursery() as n:
+                n.start_soon(sleeper)
+                n.start_soon(waker)
+                await trio.testing.wait_all_tasks_blocked()
+                w.send(b"x")
+                w2.send(b"y")
+            assert got == [True]
+            assert r.recv(1) == b"x" and r2.recv(1) == b"y"
+    assert sleepers() == 0
