@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import types
 from typing import Any, final
 
@@ -65,6 +66,7 @@ __all__ = [
     "TurnReaders",
     "fast_instruments",
     "lean_fuse_loop",
+    "move_deadline",
     "register_reader",
     "unregister_reader",
 ]
@@ -100,6 +102,30 @@ def fast_instruments() -> bool:
         return False
     runner.instruments = _DictInstruments(old.data)  # type: ignore[union-attr]
     return True
+
+
+# -- deadlines ---------------------------------------------------------------------
+
+
+def move_deadline(cs: trio.CancelScope, deadline: float) -> None:
+    """``cs.deadline = deadline``, for a scope with an absolute deadline.
+
+    trio's setter wraps the same bookkeeping in a ``@contextmanager``: a
+    generator and four ``contextlib`` functions for each move, where a
+    sleep moves one (``devfsd.cdevsw._wait._SleepClock.add``). Not for
+    a run in guest mode (``trio.lowlevel.start_guest_run``), whose host
+    loop trio's setter also tells; devfsd never runs one.
+    """
+    cs._deadline = deadline
+    old = cs._registered_deadline
+    new = math.inf if cs._cancel_status is None or cs._cancel_called else deadline
+    if old != new:
+        cs._registered_deadline = new
+        deadlines = GLOBAL_RUN_CONTEXT.runner.deadlines
+        if old != math.inf:
+            deadlines.remove(old, cs)
+        if new != math.inf:
+            deadlines.add(new, cs)
 
 
 # -- waiting for a descriptor ------------------------------------------------------
@@ -202,18 +228,17 @@ class _UncontendedLock:
         return None
 
 
-_turns: dict[int, TurnReaders] = {}
+class _Turns(dict[int, TurnReaders]):
+    """Each descriptor's ``TurnReaders``, made on first use."""
+
+    __slots__ = ()
+
+    def __missing__(self, fd: int) -> TurnReaders:
+        tr = self[fd] = TurnReaders(fd)
+        return tr
 
 
-def _turn_readers(fd: int) -> TurnReaders:
-    tr = _turns.get(fd)
-    if tr is None:
-        tr = _turns[fd] = TurnReaders(fd)
-    return tr
-
-
-async def _pyfuse3_wait_readable(fd: int) -> None:
-    await _turn_readers(fd).wait()
+_turns = _Turns()
 
 
 def _pyfuse3_notify_closing(fd: int) -> None:
@@ -239,7 +264,7 @@ def lean_fuse_loop() -> bool:
     lowlevel = types.SimpleNamespace(
         current_trio_token=trio.lowlevel.current_trio_token,
         current_task=trio.lowlevel.current_task,
-        wait_readable=_pyfuse3_wait_readable,
+        wait_readable=lambda fd: _turns[fd].wait(),
         notify_closing=_pyfuse3_notify_closing,
     )
     pyfuse3.trio = types.SimpleNamespace(  # type: ignore[attr-defined]

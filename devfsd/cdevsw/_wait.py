@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import outcome
 import trio
 
-from devfsd._trioloop import register_reader, unregister_reader
+from devfsd._trioloop import move_deadline, register_reader, unregister_reader
 from devfsd.cdevsw._dev import major
 from devfsd.errors import DeviceError
 
@@ -204,8 +204,8 @@ class _SleepClock:
         while heap[0][2].done:  # woken since: no reason to wake the clock for them
             heapq.heappop(heap)
         cs = self.scope
-        if cs is not None and cs.deadline != heap[0][0]:
-            cs.deadline = heap[0][0]
+        if cs is not None and cs._deadline != heap[0][0]:
+            move_deadline(cs, heap[0][0])
 
     async def run(self) -> None:
         heap = self.heap

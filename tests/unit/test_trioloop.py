@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from typing import Any
 
@@ -12,7 +13,7 @@ import trio.abc
 import trio.testing
 from trio._core._run import GLOBAL_RUN_CONTEXT
 
-from devfsd._trioloop import TurnReaders, fast_instruments, lean_fuse_loop
+from devfsd._trioloop import TurnReaders, fast_instruments, lean_fuse_loop, move_deadline
 
 
 class Steps(trio.abc.Instrument):
@@ -170,3 +171,25 @@ def test_lean_fuse_loop_replaces_pyfuse3s_trio() -> None:
             assert callable(getattr(shim.lowlevel, name))
     finally:
         pyfuse3.trio = trio  # type: ignore[attr-defined]
+
+
+async def test_move_deadline_as_trios_setter(autojump_clock: trio.testing.MockClock) -> None:
+    t0 = trio.current_time()
+    for moves, fires in (([5.0, 2.0], 2.0), ([1.0, 3.0], 3.0), ([4.0, math.inf, 1.5], 1.5)):
+        with trio.CancelScope(deadline=t0 + 10) as cs:
+            for d in moves:
+                move_deadline(cs, t0 + d)
+                assert cs.deadline == t0 + d
+            await trio.sleep_forever()
+        assert cs.cancelled_caught and trio.current_time() == pytest.approx(t0 + fires)
+        t0 = trio.current_time()
+    unentered = trio.CancelScope()
+    move_deadline(unentered, t0 + 1)  # not registered until entered
+    with unentered:
+        await trio.sleep_forever()
+    assert trio.current_time() == pytest.approx(t0 + 1)
+    with trio.CancelScope() as cs:
+        cs.cancel()
+        move_deadline(cs, t0 + 5)  # cancelled: nothing to register
+        await trio.lowlevel.checkpoint()
+    assert cs.cancelled_caught
