@@ -164,52 +164,50 @@ def unregister_reader(fd: int, task: trio.lowlevel.Task) -> bool:
 
 @final
 class TurnReaders:
-    """Tasks waiting for one descriptor in turn, the next one registered
-    by the one before as it wakes (see "pyfuse3's worker loop" above)."""
+    """Tasks waiting for descriptors in turn, the next one registered by
+    the one before as it wakes (see "pyfuse3's worker loop" above)."""
 
-    __slots__ = ("fd", "queue")
+    __slots__ = ("queues",)
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        #: The tasks after the one in trio's epoll record, in order.
-        self.queue: collections.deque[trio.lowlevel.Task] = collections.deque()
+    def __init__(self) -> None:
+        #: Per descriptor, the tasks after the one in trio's epoll record, in order.
+        self.queues: dict[int, collections.deque[trio.lowlevel.Task]] = {}
 
-    async def wait(self) -> None:
+    async def wait(self, fd: int) -> None:
         """Wait until ``fd`` is readable and it is this task's turn.
 
         Raises:
-            trio.ClosedResourceError: ``close`` (or ``notify_closing``) was called.
+            trio.ClosedResourceError: ``close(fd)`` (or ``notify_closing``) was called.
         """
         task = trio.lowlevel.current_task()
         try:
-            register_reader(self.fd, task)
+            register_reader(fd, task)
         except trio.BusyResourceError:
-            self.queue.append(task)
+            self.queues.setdefault(fd, collections.deque()).append(task)
         try:
-            await trio.lowlevel.wait_task_rescheduled(lambda _: self._abort(task))
+            await trio.lowlevel.wait_task_rescheduled(lambda _: self._abort(fd, task))
         finally:
-            self._next()
+            # The next waiter goes in trio's record, not woken (inline: this
+            # runs for every FUSE request).
+            queue = self.queues.get(fd)
+            if queue:
+                try:
+                    register_reader(fd, queue[0])
+                except trio.BusyResourceError:
+                    pass
+                else:
+                    queue.popleft()
 
-    def _abort(self, task: trio.lowlevel.Task) -> trio.lowlevel.Abort:
-        if not unregister_reader(self.fd, task):
-            self.queue.remove(task)
+    def _abort(self, fd: int, task: trio.lowlevel.Task) -> trio.lowlevel.Abort:
+        if not unregister_reader(fd, task):
+            self.queues[fd].remove(task)
         return trio.lowlevel.Abort.SUCCEEDED
 
-    def _next(self) -> None:
-        """Put the next waiter in trio's epoll record, if none is there."""
-        if self.queue:
-            try:
-                register_reader(self.fd, self.queue[0])
-            except trio.BusyResourceError:
-                return
-            self.queue.popleft()
-
-    def close(self) -> None:
-        """End every wait with ``ClosedResourceError`` (``trio.lowlevel.notify_closing(fd)``)."""
-        queue, self.queue = self.queue, collections.deque()
-        for task in queue:
+    def close(self, fd: int) -> None:
+        """End every wait on ``fd`` with ``ClosedResourceError``, as ``notify_closing(fd)``."""
+        for task in self.queues.pop(fd, ()):
             trio.lowlevel.reschedule(task, outcome.Error(trio.ClosedResourceError("fd closed")))
-        trio.lowlevel.notify_closing(self.fd)
+        trio.lowlevel.notify_closing(fd)
 
 
 # -- pyfuse3's worker loop ------------------------------------------------------------
@@ -228,25 +226,7 @@ class _UncontendedLock:
         return None
 
 
-class _Turns(dict[int, TurnReaders]):
-    """Each descriptor's ``TurnReaders``, made on first use."""
-
-    __slots__ = ()
-
-    def __missing__(self, fd: int) -> TurnReaders:
-        tr = self[fd] = TurnReaders(fd)
-        return tr
-
-
-_turns = _Turns()
-
-
-def _pyfuse3_notify_closing(fd: int) -> None:
-    tr = _turns.pop(fd, None)
-    if tr is not None:
-        tr.close()
-    else:
-        trio.lowlevel.notify_closing(fd)
+_turns = TurnReaders()
 
 
 def lean_fuse_loop() -> bool:
@@ -264,8 +244,8 @@ def lean_fuse_loop() -> bool:
     lowlevel = types.SimpleNamespace(
         current_trio_token=trio.lowlevel.current_trio_token,
         current_task=trio.lowlevel.current_task,
-        wait_readable=lambda fd: _turns[fd].wait(),
-        notify_closing=_pyfuse3_notify_closing,
+        wait_readable=_turns.wait,
+        notify_closing=_turns.close,
     )
     pyfuse3.trio = types.SimpleNamespace(  # type: ignore[attr-defined]
         Lock=_UncontendedLock,

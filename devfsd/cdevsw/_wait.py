@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import outcome
 import trio
+from trio._core._run import GLOBAL_RUN_CONTEXT
 
 from devfsd._trioloop import move_deadline, register_reader, unregister_reader
 from devfsd.cdevsw._dev import major
@@ -234,13 +235,14 @@ _clock: trio.lowlevel.RunVar[_SleepClock] = trio.lowlevel.RunVar("devfsd_sleep_c
 
 def _sleep_clock() -> _SleepClock:
     """This trio run's ``_SleepClock``, started on first use."""
-    try:
-        return _clock.get()
-    except LookupError:
+    # _clock.get() without RunVar.get's two Python calls (one a typing.cast):
+    # the run's RunVar values are in its runner's ``_locals`` (trio-private).
+    clock = GLOBAL_RUN_CONTEXT.runner._locals.get(_clock)
+    if clock is None:
         clock = _SleepClock()
         _clock.set(clock)
         trio.lowlevel.spawn_system_task(clock.run, name="devfsd sleep clock")
-        return clock
+    return clock  # type: ignore[return-value]
 
 
 @final
@@ -305,7 +307,8 @@ def _resume(
             if entry is not None and entry.struck is None:
                 err = getattr(sent, "error", None)
                 sc = entry.scope
-                if isinstance(err, trio.Cancelled) and sc is not None and sc.cancel_called:
+                # type() is: Cancelled is final, and isinstance would run ABCMeta's check.
+                if type(err) is trio.Cancelled and sc is not None and sc.cancel_called:
                     entry.struck = err
             try:
                 yielded = coro.send(sent)

@@ -104,9 +104,11 @@ _state: _State | None = None
 
 
 def _get(unit: int, create: bool) -> Interface:
-    if _state is None:
+    state = _state
+    if state is None:
         raise DeviceError(errno.ENXIO)
-    return _state.get(unit, create)
+    ifp = state.units.get(unit)  # every read and write: no second call when it exists
+    return ifp if ifp is not None else state.get(unit, create)
 
 
 cdevsw: Final = make_cdevsw(_get)

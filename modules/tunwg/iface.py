@@ -140,7 +140,7 @@ class Interface:
         self._uapi: trio.socket.SocketType | None = None
         self._scope: trio.CancelScope | None = None
         self._addr_cache: dict[object, Endpoint] = {}
-        self._dst_cache: dict[Endpoint, tuple[str, int]] = {}
+        self._dst_cache: dict[tuple[str, int], tuple[str, int]] = {}
 
     def _debug(self, text: str) -> None:
         log.debug("%s: %s", self.name, text)
@@ -235,7 +235,10 @@ class Interface:
             if e.peer is not None:
                 e.peer.unsent(data)
             return
-        dst = self._dst_cache.get(ep)
+        # Keyed by (host, port), whose hash and == are C's, not by the
+        # Endpoint, whose are generated Python (two more functions per packet).
+        key = (ep.host, ep.port)
+        dst = self._dst_cache.get(key)
         if dst is None:
             host = ep.host
             if sock.family == socket.AF_INET6 and ":" not in host:
@@ -243,7 +246,7 @@ class Interface:
             dst = (host, ep.port)
             if len(self._dst_cache) > 1024:
                 self._dst_cache.clear()
-            self._dst_cache[ep] = dst
+            self._dst_cache[key] = dst
         try:
             sock.sendto(data, dst)
         except OSError as exc:  # full buffer, unreachable: a lost datagram

@@ -73,12 +73,12 @@ async def test_turn_readers_take_turns_in_order() -> None:
     r, w = socket.socketpair()
     with r, w:
         r.setblocking(False)
-        turns = TurnReaders(r.fileno())
+        turns, fd = TurnReaders(), r.fileno()
         got: list[tuple[str, bytes]] = []
         steps = Stepped()
 
         async def reader(name: str) -> None:
-            await turns.wait()
+            await turns.wait(fd)
             got.append((name, r.recv(1)))
 
         async with trio.open_nursery() as n:
@@ -93,7 +93,7 @@ async def test_turn_readers_take_turns_in_order() -> None:
             trio.lowlevel.remove_instrument(steps)
         assert got == [("a", b"x"), ("b", b"y"), ("c", b"z")]
         assert [t for t in steps.ran if t in "abc"] == ["a", "b", "c"]  # one step each
-        assert not turns.queue
+        assert not turns.queues.get(fd)
         await _fd_free(r)
 
 
@@ -101,12 +101,12 @@ async def test_turn_readers_cancel_and_close() -> None:
     r, w = socket.socketpair()
     with r, w:
         r.setblocking(False)
-        turns = TurnReaders(r.fileno())
+        turns, fd = TurnReaders(), r.fileno()
         got: list[str] = []
 
         async def reader(name: str) -> None:
             try:
-                await turns.wait()
+                await turns.wait(fd)
                 got.append(name)
             except trio.ClosedResourceError:
                 got.append(name + " closed")
@@ -116,7 +116,7 @@ async def test_turn_readers_cancel_and_close() -> None:
                 n.start_soon(reader, name)
                 await trio.testing.wait_all_tasks_blocked()
             n.cancel_scope.cancel()  # all three; the record is left empty
-        assert got == [] and not turns.queue
+        assert got == [] and not turns.queues.get(fd)
         await _fd_free(r)
 
         async with trio.open_nursery() as n:
@@ -124,7 +124,7 @@ async def test_turn_readers_cancel_and_close() -> None:
             await trio.testing.wait_all_tasks_blocked()
             n.start_soon(reader, "e")
             await trio.testing.wait_all_tasks_blocked()
-            turns.close()
+            turns.close(fd)
         assert sorted(got) == ["d closed", "e closed"]
 
 
@@ -132,13 +132,13 @@ async def test_turn_readers_cancelled_first_hands_its_turn_on() -> None:
     r, w = socket.socketpair()
     with r, w:
         r.setblocking(False)
-        turns = TurnReaders(r.fileno())
+        turns, fd = TurnReaders(), r.fileno()
         got: list[str] = []
 
         async def reader(name: str, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
             with trio.CancelScope() as cs:
                 task_status.started(cs)
-                await turns.wait()
+                await turns.wait(fd)
                 got.append(name)
 
         async with trio.open_nursery() as n:

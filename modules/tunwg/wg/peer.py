@@ -268,11 +268,8 @@ class Peer:
             except TransportError:
                 pass  # exhausted or 180 s old: stage and rekey below
             else:
-                timers = self.timers
-                timers.on_any_authenticated_packet_traversal(now)
-                timers.on_any_authenticated_packet_sent(now)
+                self.timers.on_data_packet_sent(now, self._rng)
                 self.tx_bytes += len(data)
-                timers.on_data_sent(now, self._rng)
                 out: list[Effect] = [SendDatagram(data, endpoint, self)]
                 if keypair.needs_rekey_sending(now, self._rekey_after_time):  # keepKeyFreshSending
                     self.initiate(now, wall_ns, out, is_retry=False)
@@ -529,11 +526,11 @@ class Peer:
             now, keypair_created=current.created, is_initiator=current.is_initiator
         ):
             self.initiate(now, wall_ns, out, is_retry=False)
-        timers.on_any_authenticated_packet_traversal(now)
-        timers.on_any_authenticated_packet_received(now)
-        if not n:
-            return out  # keepalive
-        timers.on_data_received(now)
+        if not n:  # keepalive
+            timers.on_any_authenticated_packet_traversal(now)
+            timers.on_any_authenticated_packet_received(now)
+            return out
+        timers.on_data_packet_received(now)
         version = plaintext[0] >> 4
         if version == 4:
             if n < _IPV4_HEADER:

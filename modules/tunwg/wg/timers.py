@@ -291,6 +291,30 @@ class PeerTimers:
         if self._persistent_keepalive_interval > 0 and self._running:
             self._persistent_keepalive = now + self._persistent_keepalive_interval
 
+    def on_data_packet_sent(self, now: float, rng: Callable[[int], bytes]) -> None:
+        """A non-empty transport packet was sent: ``on_any_authenticated_packet_traversal``,
+        ``on_any_authenticated_packet_sent`` and ``on_data_sent``, in wireguard-go's
+        order, as one call (the per-packet path)."""
+        if self._running:
+            if self._persistent_keepalive_interval > 0:
+                self._persistent_keepalive = now + self._persistent_keepalive_interval
+            self._send_keepalive = None
+            if self._new_handshake is None:
+                self._new_handshake = now + NEW_HANDSHAKE_TIME + jitter(rng)
+
+    def on_data_packet_received(self, now: float) -> None:
+        """A non-empty transport packet was received: ``on_any_authenticated_packet_traversal``,
+        ``on_any_authenticated_packet_received`` and ``on_data_received``, in
+        wireguard-go's order, as one call (the per-packet path)."""
+        if self._running:
+            if self._persistent_keepalive_interval > 0:
+                self._persistent_keepalive = now + self._persistent_keepalive_interval
+            self._new_handshake = None
+            if self._send_keepalive is None:
+                self._send_keepalive = now + KEEPALIVE_TIMEOUT
+            else:
+                self._need_another_keepalive = True
+
     # --- Rekey rules -------------------------------------------------------------
 
     def begin_initiation(self, now: float, *, is_retry: bool) -> bool:
@@ -348,18 +372,20 @@ class PeerTimers:
 
     def next_deadline(self) -> float | None:
         """The earliest pending deadline: call ``due`` then. None if nothing is pending."""
-        pending = [
-            t
-            for t in (
-                self._retransmit_handshake,
-                self._send_keepalive,
-                self._new_handshake,
-                self._zero_key_material,
-                self._persistent_keepalive,
-            )
-            if t is not None
-        ]
-        return min(pending) if pending else None
+        # A loop, not min() over a comprehension: this runs for every packet
+        # (the interface's ``_poke``), where a comprehension is one more
+        # function to run cold (bench/README.md, tunwg, fourth session).
+        best = None
+        for t in (
+            self._retransmit_handshake,
+            self._send_keepalive,
+            self._new_handshake,
+            self._zero_key_material,
+            self._persistent_keepalive,
+        ):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def due(self, now: float) -> list[TimerAction]:
         """Fire every timer whose deadline is <= ``now``, earliest first.

@@ -429,3 +429,49 @@ def test_next_deadline_agrees_with_due(steps: list[tuple[str, float]], seed: int
         deadline = t.next_deadline()
         assert deadline is None or deadline > now
         assert t.due(now) == []
+
+
+# --- The per-packet events -------------------------------------------------------------
+
+
+def _state(t: PeerTimers) -> dict[str, object]:
+    return {name: getattr(t, name) for name in PeerTimers.__slots__}
+
+
+@given(
+    running=st.booleans(),
+    interval=st.sampled_from([0, 25]),
+    armed=st.sampled_from([None, 3.0]),
+    now=st.floats(0, 1e6),
+)
+def test_data_packet_events_are_the_three_in_order(
+    running: bool, interval: int, armed: float | None, now: float
+) -> None:
+    # on_data_packet_sent/received (the data path's single calls) leave the
+    # timers exactly as wireguard-go's three calls each, in its order, do.
+    def sent(t: PeerTimers) -> None:
+        t.on_data_packet_sent(now, rng_1000)
+
+    def sent_in_three(t: PeerTimers) -> None:
+        t.on_any_authenticated_packet_traversal(now)
+        t.on_any_authenticated_packet_sent(now)
+        t.on_data_sent(now, rng_1000)
+
+    def received(t: PeerTimers) -> None:
+        t.on_data_packet_received(now)
+
+    def received_in_three(t: PeerTimers) -> None:
+        t.on_any_authenticated_packet_traversal(now)
+        t.on_any_authenticated_packet_received(now)
+        t.on_data_received(now)
+
+    for combined, sequence in ((sent, sent_in_three), (received, received_in_three)):
+        pair = [PeerTimers(), PeerTimers()]
+        for t in pair:
+            if running:
+                t.start(0.0)
+            t.persistent_keepalive_interval = interval
+            t._new_handshake = t._send_keepalive = armed
+        combined(pair[0])
+        sequence(pair[1])
+        assert _state(pair[0]) == _state(pair[1])
