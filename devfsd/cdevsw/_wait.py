@@ -595,7 +595,7 @@ class WaitChannel:
         # Stop the entry point's clock (see call_limited) while asleep.
         entry = _entry.get()
         task = trio.lowlevel.current_task()
-        now = trio.current_time()
+        now = GLOBAL_RUN_CONTEXT.runner.clock.current_time()  # trio.current_time(), less two calls
         s = _Sleeper(
             self,
             major(l.dev) if l.dev is not None else None,
