@@ -29,7 +29,7 @@ import pyfuse3
 import trio
 
 from devfsd import __version__
-from devfsd._trioloop import fast_instruments, lean_fuse_loop
+from devfsd._trioloop import fast_instruments, fast_io_wakeups, lean_fuse_loop
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import abort_sleepers
 from devfsd.control import DEFAULT_CONTROL, ENV_CONTROL
@@ -279,6 +279,7 @@ class Daemon:
             self.api, self.sock, self.args.control_group, idle=self.args.control_idle or None
         )
         fast_instruments()
+        fast_io_wakeups()
         lean_fuse_loop()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.loader.run)

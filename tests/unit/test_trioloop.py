@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 from typing import Any
@@ -13,7 +14,14 @@ import trio.abc
 import trio.testing
 from trio._core._run import GLOBAL_RUN_CONTEXT
 
-from devfsd._trioloop import TurnReaders, fast_instruments, lean_fuse_loop, move_deadline
+from devfsd._trioloop import (
+    READY,
+    TurnReaders,
+    fast_instruments,
+    fast_io_wakeups,
+    lean_fuse_loop,
+    move_deadline,
+)
 
 
 class Steps(trio.abc.Instrument):
@@ -193,3 +201,58 @@ async def test_move_deadline_as_trios_setter(autojump_clock: trio.testing.MockCl
         move_deadline(cs, t0 + 5)  # cancelled: nothing to register
         await trio.lowlevel.checkpoint()
     assert cs.cancelled_caught
+
+
+async def test_fast_io_wakeups_wake_readers_writers_and_threads() -> None:
+    assert fast_io_wakeups()
+    assert not fast_io_wakeups()  # already swapped: left as it is
+    ready: Any = READY
+    assert ready.unwrap() is None and repr(ready) == "READY"
+    with trio.fail_after(10):  # a lost wake-up fails the test, not hangs it
+        await _wake_readers_writers_and_threads()
+
+
+async def _wake_readers_writers_and_threads() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        b.setblocking(False)
+        got: list[str] = []
+
+        async def reader() -> None:
+            await trio.lowlevel.wait_readable(a)
+            got.append("readable")
+
+        async def writer() -> None:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    b.send(b"y" * 65536)  # fill the buffer
+            await trio.lowlevel.wait_writable(b)
+            got.append("writable")
+
+        async with trio.open_nursery() as n:
+            n.start_soon(reader)
+            n.start_soon(writer)
+            await trio.testing.wait_all_tasks_blocked()
+            while len(got) < 2:  # drain a's side: b writable, a readable
+                with contextlib.suppress(BlockingIOError):
+                    while a.recv(65536):
+                        pass
+                await trio.sleep(0.001)
+        assert sorted(got) == ["readable", "writable"]
+
+    c, d = socket.socketpair()
+    with c, d:
+        woken: list[str] = []
+
+        async def wait_readable() -> None:
+            await trio.lowlevel.wait_readable(c)
+            woken.append("readable")
+
+        async with trio.open_nursery() as n:
+            n.start_soon(wait_readable)
+            await trio.testing.wait_all_tasks_blocked()
+            d.close()  # HUP: the reader wakes
+        assert woken == ["readable"]
+    # The force-wakeup descriptor: a thread's result reaches the loop.
+    assert await trio.to_thread.run_sync(lambda: 42) == 42
