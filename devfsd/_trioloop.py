@@ -211,8 +211,9 @@ def register_reader(fd: int, task: trio.lowlevel.Task) -> None:
 
     ``task`` must be, or be about to be, parked in ``wait_task_rescheduled``
     with an abort function that calls ``unregister_reader``. trio sends it
-    ``Value(None)`` when ``fd`` is readable, ``Error(ClosedResourceError)``
-    on ``notify_closing(fd)``.
+    an outcome whose ``unwrap()`` is ``None`` when ``fd`` is readable
+    (``Value(None)``, or ``READY`` after ``fast_io_wakeups``), and
+    ``Error(ClosedResourceError)`` on ``notify_closing(fd)``.
 
     Raises:
         trio.BusyResourceError: another task waits to read ``fd``.
@@ -308,8 +309,9 @@ def lean_fuse_loop() -> bool:
     """Give pyfuse3's worker loop one pass of trio's loop per request; True if done.
 
     Call before ``pyfuse3.main``. Leaves pyfuse3 as it is (and returns
-    False) if its ``trio`` global is not trio, or its worker loop does not
-    use exactly what is replaced here.
+    False) if its ``trio`` global is not trio (already replaced, or
+    ``pyfuse3.asyncio`` is on), or it is not 3.5.x, the version whose worker
+    loop (``internal.pxi``) uses exactly what is replaced here.
     """
     import pyfuse3
 

@@ -160,7 +160,7 @@ class _Sleeper:
             if self.fd < 0:
                 trio.lowlevel.reschedule(self.task)
             elif unregister_reader(self.fd, self.task):  # else the descriptor's event has rescheduled it
-                # False: woken; the descriptor's readiness sends trio's Value(None).
+                # False: woken (the descriptor's readiness sends what unwraps to None).
                 trio.lowlevel.reschedule(self.task, outcome.Value(False))
 
     def abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
@@ -633,7 +633,7 @@ class WaitChannel:
                 except trio.ClosedResourceError:  # notify_closing(fd)
                     readable = True
         finally:
-            if not s.done:  # not woken nor cancelled: an exception thrown in
+            if not s.done:  # not woken nor cancelled: fd readable or closed, or an exception
                 s.abort(None)
             _asleep.pop(task, None)
             entry = s.entry  # finish_limited may have set it since

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import socket
 from typing import Any
 
 import pyfuse3
@@ -22,6 +21,7 @@ from devfsd._trioloop import (
     lean_fuse_loop,
     move_deadline,
 )
+from tests.unit.sockets import assert_fd_free, socket_pair
 
 
 class Steps(trio.abc.Instrument):
@@ -78,9 +78,7 @@ class Stepped(trio.abc.Instrument):
 async def test_turn_readers_take_turns_in_order() -> None:
     # Each readiness wakes one waiter, first come first served; the next in
     # line is put in trio's epoll record without running (the point).
-    r, w = socket.socketpair()
-    with r, w:
-        r.setblocking(False)
+    with socket_pair() as (r, w):
         turns, fd = TurnReaders(), r.fileno()
         got: list[tuple[str, bytes]] = []
         steps = Stepped()
@@ -102,13 +100,11 @@ async def test_turn_readers_take_turns_in_order() -> None:
         assert got == [("a", b"x"), ("b", b"y"), ("c", b"z")]
         assert [t for t in steps.ran if t in "abc"] == ["a", "b", "c"]  # one step each
         assert not turns.queues.get(fd)
-        await _fd_free(r)
+        await assert_fd_free(r)
 
 
 async def test_turn_readers_cancel_and_close() -> None:
-    r, w = socket.socketpair()
-    with r, w:
-        r.setblocking(False)
+    with socket_pair() as (r, _w):
         turns, fd = TurnReaders(), r.fileno()
         got: list[str] = []
 
@@ -125,7 +121,7 @@ async def test_turn_readers_cancel_and_close() -> None:
                 await trio.testing.wait_all_tasks_blocked()
             n.cancel_scope.cancel()  # all three; the record is left empty
         assert got == [] and not turns.queues.get(fd)
-        await _fd_free(r)
+        await assert_fd_free(r)
 
         async with trio.open_nursery() as n:
             n.start_soon(reader, "d")
@@ -137,9 +133,7 @@ async def test_turn_readers_cancel_and_close() -> None:
 
 
 async def test_turn_readers_cancelled_first_hands_its_turn_on() -> None:
-    r, w = socket.socketpair()
-    with r, w:
-        r.setblocking(False)
+    with socket_pair() as (r, w):
         turns, fd = TurnReaders(), r.fileno()
         got: list[str] = []
 
@@ -158,12 +152,6 @@ async def test_turn_readers_cancelled_first_hands_its_turn_on() -> None:
             await trio.testing.wait_all_tasks_blocked()
             w.send(b"x")
         assert got == ["b"]
-
-
-async def _fd_free(sock: socket.socket) -> None:
-    """``sock`` has no reader in trio's epoll record: a plain wait on it works."""
-    with trio.move_on_after(0.05):
-        await trio.lowlevel.wait_readable(sock)
 
 
 def test_lean_fuse_loop_replaces_pyfuse3s_trio() -> None:
@@ -213,10 +201,7 @@ async def test_fast_io_wakeups_wake_readers_writers_and_threads() -> None:
 
 
 async def _wake_readers_writers_and_threads() -> None:
-    a, b = socket.socketpair()
-    with a, b:
-        a.setblocking(False)
-        b.setblocking(False)
+    with socket_pair() as (a, b):
         got: list[str] = []
 
         async def reader() -> None:
@@ -241,8 +226,7 @@ async def _wake_readers_writers_and_threads() -> None:
                 await trio.sleep(0.001)
         assert sorted(got) == ["readable", "writable"]
 
-    c, d = socket.socketpair()
-    with c, d:
+    with socket_pair() as (c, d):
         woken: list[str] = []
 
         async def wait_readable() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import socket
 
 import pytest
 import trio
@@ -14,6 +13,7 @@ import trio.testing
 from devfsd.cdevsw import Lwp, WaitChannel, _wait
 from devfsd.cdevsw._wait import CHECK_FIRST, CHECK_MAX, abort_sleepers, sleepers
 from devfsd.errors import DeviceError
+from tests.unit.sockets import assert_fd_free, socket_pair
 
 #: A pid no process has: ``signal_pending`` says a sleep for it must end.
 GONE = 2**22 + 12345
@@ -131,9 +131,7 @@ async def test_sleep_on_a_socket(autojump_clock: trio.testing.MockClock) -> None
     # signal, an abort and closing the socket (True: look at it).
     chan = WaitChannel("t")
     me = Lwp(os.getpid(), 0, 0)
-    r, w = socket.socketpair()
-    with r, w:
-        r.setblocking(False)
+    with socket_pair() as (r, w):
         got: list[object] = []
 
         async def sleeper(lwp: Lwp = me) -> None:
@@ -175,20 +173,12 @@ async def test_sleep_on_a_socket(autojump_clock: trio.testing.MockClock) -> None
     assert _wait._asleep == {}
 
 
-async def _fd_free(sock: socket.socket) -> None:
-    """``sock`` has no reader in trio's epoll record: a plain wait on it works."""
-    with trio.move_on_after(0.5):
-        await trio.lowlevel.wait_readable(sock)
-
-
 async def test_sleep_on_a_socket_leaves_it_to_others(autojump_clock: trio.testing.MockClock) -> None:
     # However a sleep(fd=...) ends, the descriptor is free again; a sleep on
     # a descriptor another task waits on is refused and leaves no sleeper.
     chan = WaitChannel("t")
     me = Lwp(os.getpid(), 0, 0)
-    r, w = socket.socketpair()
-    with r, w:
-        r.setblocking(False)
+    with socket_pair() as (r, _w):
         for end in ("wakeup", "cancel", "abort"):
             async with trio.open_nursery() as n:
 
@@ -204,7 +194,7 @@ async def test_sleep_on_a_socket_leaves_it_to_others(autojump_clock: trio.testin
                     n.cancel_scope.cancel()
                 else:
                     abort_sleepers(None)
-            await _fd_free(r)
+            await assert_fd_free(r)
             assert sleepers() == 0
 
         async with trio.open_nursery() as n:
@@ -223,10 +213,7 @@ async def test_readable_and_woken_in_one_pass() -> None:
     # True once, and is not rescheduled twice.
     chan = WaitChannel("t")
     me = Lwp(os.getpid(), 0, 0)
-    r, w = socket.socketpair()
-    r2, w2 = socket.socketpair()
-    with r, w, r2, w2:
-        r.setblocking(False)
+    with socket_pair() as (r, w), socket_pair() as (r2, w2):
         got: list[bool] = []
 
         async def sleeper() -> None:
