@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree, for devfsd
 
-from devfsd.testing.netns import KeyPair, NetNs
-from devfsd.testing.tunwg import TunwgHost
+from tests.netns import KeyPair, NetNs
+from tests.tunwg import TunwgHost
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 INNER: Final = ("198.51.100.1", "198.51.100.2")

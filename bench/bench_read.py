@@ -53,7 +53,9 @@ from typing import TYPE_CHECKING, Final
 import pyfuse3
 import trio
 
-from devfsd.testing.benchinfo import machine_info, machine_ticks, proc_ticks, rotations
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree, for bench.* and tests.*
+
+from bench.benchinfo import machine_info, machine_ticks, proc_ticks, rotations
 from devfsd.testing.mount import DevfsdMount, is_mounted, wait_for
 
 if TYPE_CHECKING:

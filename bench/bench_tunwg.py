@@ -94,9 +94,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from devfsd.testing.benchinfo import machine_info, machine_ticks, proc_ticks, rotations, tool_version
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree, for bench.* and tests.*
+
+from bench.benchinfo import machine_info, machine_ticks, proc_ticks, rotations, tool_version
 from devfsd.testing.mount import DevfsdMount, run, tool
-from devfsd.testing.netns import (
+from devfsd.tools.tunwg_bridge import BATCH as TUNWG_BATCH
+from tests.netns import (
     KeyPair,
     check_address,
     iperf3_tcp,
@@ -108,12 +111,11 @@ from devfsd.testing.netns import (
     wg,
     wireguard_go_pair,
 )
-from devfsd.tools.tunwg_bridge import BATCH as TUNWG_BATCH
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-    from devfsd.testing.netns import NetNs, WgPair
+    from tests.netns import NetNs, WgPair
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 ROOT: Final = BENCH_DIR.parent

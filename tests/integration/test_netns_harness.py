@@ -1,6 +1,6 @@
 """The interop harness itself: two namespaces over veth, wireguard-go in each.
 
-Proves ``devfsd.testing.netns`` before tunwg's interop tests lean on it:
+Proves ``tests.netns`` before tunwg's interop tests lean on it:
 handshakes started from either side, pings over IPv4 and IPv6 both ways,
 a bounded TCP stream, ``wg show`` counters that agree between the two
 sides (with the exact byte counts a cold tunnel gives, a reference for
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from devfsd.testing.netns import (
+from tests.netns import (
     WG_RUN_DIR,
     KeyPair,
     NetNs,

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
-from devfsd.testing.netns import missing_capability
 from tests.interop.tunnels import leftovers, tunwg_tunnel
+from tests.netns import missing_capability
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

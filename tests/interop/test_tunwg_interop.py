@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from devfsd.testing import tcpcheck
-from devfsd.testing.netns import (
+from tests.interop import tcpcheck
+from tests.netns import (
     INNER_NET4,
     INNER_NET6,
     KeyPair,
@@ -44,7 +44,7 @@ from devfsd.testing.netns import (
     wait_steady,
     wait_until,
 )
-from devfsd.testing.tunwg import TunwgHost
+from tests.tunwg import TunwgHost
 
 if TYPE_CHECKING:
     from pathlib import Path

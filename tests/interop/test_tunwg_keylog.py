@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from devfsd.testing.netns import check_address, parse_ping, ping, wait_until
 from tests.interop.tunnels import Capture
+from tests.netns import check_address, parse_ping, ping, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from devfsd.testing.netns import NetNs, PingResult
     from tests.interop.conftest import MakeTunnel
+    from tests.netns import NetNs, PingResult
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.slow, pytest.mark.fuse]
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from devfsd.testing.netns import (
+from tests.netns import (
     INNER_NET4,
     INNER_NET6,
     START_TIMEOUT,
@@ -45,7 +45,7 @@ from devfsd.testing.netns import (
     wait_steady,
     wait_until,
 )
-from devfsd.testing.tunwg import TunwgHost
+from tests.tunwg import TunwgHost
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

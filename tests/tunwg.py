@@ -33,14 +33,14 @@ import subprocess
 from typing import TYPE_CHECKING, Final, final
 
 from devfsd.testing.mount import DevfsdMount, run, tool
-from devfsd.testing.netns import WG_RUN_DIR, WgDump, unique_name, wait_until, wg, wg_show_dump
 from devfsd.tools.tunwg_bridge import BATCH
+from tests.netns import WG_RUN_DIR, WgDump, unique_name, wait_until, wg, wg_show_dump
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
-    from devfsd.testing.netns import NetNs
+    from tests.netns import NetNs
 
 __all__ = ["TunwgHost", "nsenter_argv"]
 
