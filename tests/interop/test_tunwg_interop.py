@@ -273,6 +273,29 @@ def test_allowed_ips_enforced_on_receive(tunnel: Tunnel) -> None:
     assert (tw.tx, tw.rx) == (go.rx, go.tx)  # dropped after authentication: counted
 
 
+def test_source_owned_by_another_peer_dropped(tunnel: Tunnel) -> None:
+    """Cryptokey routing: tunwg has a second peer, C, that owns 198.51.100.99.
+    wireguard-go sends from that address: the source routes to *a* peer of
+    tunwg, but not to the one whose key opened the packet, so it is dropped
+    and counted, never delivered to the node."""
+    t, g = tunnel.t, tunnel.g
+    assert ping(g.ns, t.inner4, count=1).received == 1
+    claimed = check_address("198.51.100.99")
+    t.host.set("peer", KeyPair.generate().public, "allowed-ips", f"{claimed}/32")
+    assert claimed + "/32" in _showconf(tunnel)
+    g.ns.addr_add(g.wg.ifname, f"{claimed}/32")
+    dropped_before = t.log_count("disallowed source address")
+    rx_before = link_rx_packets(t.ns, t.tun)
+    assert unanswered_ping(g.ns, t.inner4, source=claimed)
+    wait_until(
+        lambda: t.log_count("disallowed source address") >= dropped_before + 2,
+        5.0,
+        "tunwg to drop two packets claiming C's address",
+    )
+    assert link_rx_packets(t.ns, t.tun) == rx_before
+    assert ping(g.ns, t.inner4, count=1).received == 1  # the rightful source still passes
+
+
 def test_allowed_ips_enforced_on_send(tunnel: Tunnel) -> None:
     """A packet to 198.51.100.77, which no peer's allowed-ips cover, is dropped by
     tunwg: nothing leaves its namespace over UDP."""

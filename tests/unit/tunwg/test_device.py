@@ -684,6 +684,52 @@ def test_inner_source_must_belong_to_the_sending_peer() -> None:
     assert counters(b, A_PK)[1] == 148 + 128 + 128  # authenticated: still counted
 
 
+FD00_3 = bytes.fromhex("fd000000000000000000000000000003")
+PORT_C = 51822
+
+
+def _three() -> tuple[Net, Node, Node, Node]:
+    """A and C both peers of B: A owns 10.0.0.1 and fd00::1, C owns 10.0.0.3 and fd00::3."""
+    net, a, b = make_pair()
+    c = net.add("C", PORT_C, seed=300)
+    net.configure(
+        c,
+        f"private_key={C_SK.hex()}\nlisten_port={PORT_C}\nreplace_peers=true\n"
+        + peer_line(B_PK, endpoint=f"{HOST}:{PORT_B}", allowed=("0.0.0.0/0", "::/0")),
+    )
+    net.configure(b, peer_line(C_PK, endpoint=f"{HOST}:{PORT_C}", allowed=("10.0.0.3/32", "fd00::3/128")))
+    net.carry(c, c.device.up(now=net.now))
+    # A's own allowed IPs for B must let it route the spoofed packets below to B.
+    net.configure(a, peer_line(B_PK, endpoint=f"{HOST}:{PORT_B}", allowed=("0.0.0.0/0", "::/0")))
+    return net, a, b, c
+
+
+@pytest.mark.parametrize(
+    ("from_a", "from_c"),
+    [
+        (ipv4("10.0.0.3", "10.0.0.2"), ipv4("10.0.0.3", "10.0.0.2")),
+        (ipv6(FD00_3, FD00_2), ipv6(FD00_3, FD00_2)),
+    ],
+    ids=["ipv4", "ipv6"],
+)
+def test_source_of_another_peer_is_dropped(from_a: bytes, from_c: bytes) -> None:
+    # Cryptokey routing on receive: the inner source must route to the peer
+    # whose key opened the packet, not merely to some peer of the device. A
+    # claims C's address: B drops and counts it; C sending the same is delivered.
+    net, a, b, c = _three()
+    net.write(a, PING_AB)  # A and B have a session
+    net.write(c, ipv4("10.0.0.3", "10.0.0.2"))  # C and B have one too
+    assert b.delivered == [PING_AB, ipv4("10.0.0.3", "10.0.0.2")]
+    dropped = b.device.stats.dropped_inner
+    rx_before = counters(b, A_PK)[1]
+    net.write(a, from_a)
+    assert b.delivered == [PING_AB, ipv4("10.0.0.3", "10.0.0.2")]  # not delivered
+    assert b.device.stats.dropped_inner == dropped + 1
+    assert counters(b, A_PK)[1] > rx_before  # it was authenticated, so counted as received
+    net.write(c, from_c)
+    assert b.delivered[-1] == from_c
+
+
 def test_malformed_inner_packets_dropped() -> None:
     net, a, b = established()
     keypair = a.device.peers[B_PK].current
