@@ -285,7 +285,7 @@ class SpecFs:
                 _wrong_return(what, stop.value)
             return None
         except Exception as exc:
-            _rw_failed(exc, what, uio.resid != size)
+            _rw_failed(exc, what, uio.resid != size, fp)
             return None
         return self._rw_rest(what, coro, first, status, uio, size)  # type: ignore[arg-type]
 
@@ -301,7 +301,7 @@ class SpecFs:
                 timeout = self.entry_timeout or 0.0
                 rv, hung = await finish_limited(coro, first, status, timeout, self._hung, what)
         except Exception as exc:
-            _rw_failed(exc, what, uio.resid != size)
+            _rw_failed(exc, what, uio.resid != size, uio.lwp.fp)
             return
         if hung:
             if uio.resid == size:
@@ -331,6 +331,12 @@ class SpecFs:
         if not isinstance(rv, int):
             log.error("driver d_poll returned %r, not an int", rv)
             return _POLLERR
+        # Answered without selrecord (something is ready): keep the handle
+        # for the next EWOULDBLOCK on this file (``_poll_again``), else an
+        # EPOLLET poller that drains the file never hears of the next
+        # arrival (devfsd-module(9), EPOLLET).
+        if poll_handle is not None:
+            fp.poll_kept = l.poll_handle
         return rv
 
     async def ioctl(self, dev: Dev, cmd: int, data: bytes, l: Lwp, flag: int = FREAD | FWRITE) -> bytes:
@@ -379,8 +385,8 @@ class SpecFs:
             log.debug("d_close of %#x: %s", fp.dev, exc)
 
 
-def _rw_failed(exc: Exception, what: str, moved: bool) -> None:
-    """What a ``d_read``/``d_write`` exception becomes; call in its ``except``.
+def _rw_failed(exc: Exception, what: str, moved: bool, fp: File | None) -> None:
+    """What a ``d_read``/``d_write`` exception on ``fp`` becomes; call in its ``except``.
 
     Returns (the call succeeds with what it moved) only if bytes were
     already ``moved`` and the error is ``EINTR``, ``EWOULDBLOCK`` or the
@@ -390,6 +396,8 @@ def _rw_failed(exc: Exception, what: str, moved: bool) -> None:
     if isinstance(exc, DeviceError):
         if moved and exc.errno in (errno.EINTR, errno.EWOULDBLOCK):
             return
+        if exc.errno == errno.EWOULDBLOCK and fp is not None and fp.poll_kept is not None:
+            _poll_again(fp)
         raise exc
     if isinstance(exc, DriverStall):  # the watchdog interrupted it (and logged where)
         if moved:
@@ -397,6 +405,27 @@ def _rw_failed(exc: Exception, what: str, moved: bool) -> None:
         raise DeviceError(errno.ETIMEDOUT) from None
     log.exception("driver %s raised", what)
     raise DeviceError(errno.EIO) from None
+
+
+def _poll_again(fp: File) -> None:
+    """Notify ``fp``'s kept poll handle: the file just stopped being ready.
+
+    A driver records a poll (``selrecord``) only when its condition is not
+    ready, and the kernel polls a file again only when notified. An
+    edge-triggered epoll is notified once per edge and then, after the
+    consumer has read to ``EAGAIN``, waits without polling: the driver
+    never saw a poll it could record, and the next arrival would go
+    unannounced. Notifying here, before the ``EAGAIN`` reply leaves, puts
+    the file back on epoll's ready list; its next ``epoll_wait`` polls the
+    driver, which finds nothing ready and records the poll, so the next
+    ``wakeup()`` makes the next edge. Level-triggered pollers are polled
+    once more, harmlessly.
+    """
+    h, fp.poll_kept = fp.poll_kept, None
+    try:
+        h.notify()
+    except (OSError, RuntimeError) as exc:  # the poller is gone
+        log.debug("poll notify failed: %s", exc)
 
 
 def _wrong_return(what: str, rv: object) -> NoReturn:

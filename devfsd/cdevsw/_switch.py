@@ -90,9 +90,15 @@ class File:
         data: the driver's per-open state (``f_data``); ``None`` until the
             driver sets it, typically in ``d_open``.
         pid, uid, gid: the opener (the thread id for ``pid``).
+        poll_kept: the kernel's poll handle from the last poll that asked
+            for a notification and that ``d_poll`` answered without
+            ``selrecord`` (something was ready); the file system notifies
+            it when a read or write of this file ends in ``EWOULDBLOCK``,
+            so that an edge-triggered poller (``EPOLLET``) that drained
+            the file is polled again and the driver records the poll then.
     """
 
-    __slots__ = ("cdevsw", "data", "dev", "flag", "gid", "lwp", "pid", "uid")
+    __slots__ = ("cdevsw", "data", "dev", "flag", "gid", "lwp", "pid", "poll_kept", "uid")
 
     def __init__(self, dev: Dev, flag: int, pid: int, uid: int, gid: int) -> None:
         self.dev = dev
@@ -102,6 +108,7 @@ class File:
         self.gid = gid
         self.data: Any = None
         self.cdevsw: Cdevsw | None = None
+        self.poll_kept: Any = None
         self.lwp = Lwp(pid, uid, gid, self, dev=dev)
 
     def __repr__(self) -> str:

@@ -4,7 +4,9 @@ Touches the world (writes files). ``DIR/NAME`` gets a small working driver
 (a loopback: what is written to a unit is read back from it, in order),
 its tests (in-process through the ``devfsd_kernel`` fixture, and on a real
 mount through ``devfsd_mount``), a man page stub and a ``devfsd regress``
-scenario. All of it passes, and the page lints clean, as generated. An
+scenario. All of it passes, and the page lints clean (plain ``mandoc
+-Tlint``: devfsd's own pages are named, not ``.Xr``-referenced, since
+mandoc reports a reference to a page it cannot find), as generated. An
 existing ``DIR/NAME`` is never touched.
 """
 
@@ -108,14 +110,18 @@ async def @ID@_write(dev: Dev, uio: Uio, ioflag: int) -> None:
 
 
 async def @ID@_poll(dev: Dev, events: int, l: Lwp) -> int:
+    # Record the poll for each condition asked for and not ready, even
+    # when another is: poll(2) asks for POLLIN and POLLOUT together.
     u = unit(dev)
     revents = 0
     if u.buf:
         revents |= events & (POLLIN | POLLRDNORM)
+    elif events & (POLLIN | POLLRDNORM):
+        u.chan.selrecord(l)  # the next wakeup() notifies this poll
     if len(u.buf) < maxlen:
         revents |= events & (POLLOUT | POLLWRNORM)
-    if revents == 0:
-        u.chan.selrecord(l)  # the next wakeup() notifies this poll
+    elif events & (POLLOUT | POLLWRNORM):
+        u.chan.selrecord(l)
     return revents
 
 
@@ -156,6 +162,9 @@ from __future__ import annotations
 
 import errno
 import os
+import select
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,6 +174,7 @@ import trio.testing
 
 from devfsd.cdevsw import POLLIN, POLLOUT
 from devfsd.errors import DeviceError
+from devfsd.testing.mount import wait_for
 from devfsd.testing.regress import run_script
 
 if TYPE_CHECKING:
@@ -223,6 +233,28 @@ async def test_nonblocking_read_and_poll(devfsd_kernel: Kernel) -> None:
     assert await f.poll(POLLIN | POLLOUT) == POLLIN
 
 
+class PollHandle:
+    """Stands in for the kernel's poll handle: counts notifications."""
+
+    def __init__(self) -> None:
+        self.notified = 0
+
+    def notify(self) -> None:
+        self.notified += 1
+
+
+@pytest.mark.trio
+async def test_a_write_notifies_a_waiting_poll(devfsd_kernel: Kernel) -> None:
+    k = devfsd_kernel
+    await k.modload("@NAME@")
+    f = await k.open("@NAME@", 2, os.O_RDWR | os.O_NONBLOCK)
+    h = PollHandle()
+    # As the kernel asks: POLLIN and POLLOUT together, on an empty unit.
+    assert await f.poll(POLLIN | POLLOUT, h) == POLLOUT
+    await f.write(b"x")
+    assert h.notified == 1
+
+
 @pytest.mark.trio
 async def test_fini_refuses_while_open(devfsd_kernel: Kernel) -> None:
     k = devfsd_kernel
@@ -240,6 +272,39 @@ def test_on_a_real_mount(devfsd_mount: MountFactory, devfsd_run: RunFn) -> None:
     m = devfsd_mount(modules=["@NAME@"], nodes={"@NAME@0": ("@NAME@", 0)})
     r = devfsd_run('printf hello > "$DEV/@NAME@0" && head -c 5 "$DEV/@NAME@0"', m)
     assert (r.returncode, r.stdout, r.stderr) == (0, b"hello", b"")
+
+
+#: Seconds a wait that should end may take before the test fails.
+BOUND = 5.0
+
+POLLER = """\\
+import os, select, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
+p = select.poll()
+p.register(fd, select.POLLIN)
+print(p.poll(-1) == [(fd, select.POLLIN)], os.read(fd, 100).decode(), flush=True)
+"""
+
+
+def asleep_in_poll(pid: int) -> bool:
+    with open(f"/proc/{pid}/wchan") as f:
+        return "poll" in f.read()
+
+
+@pytest.mark.fuse
+def test_poll_on_a_real_mount_wakes_on_a_write(devfsd_mount: MountFactory) -> None:
+    m = devfsd_mount(modules=["@NAME@"], nodes={"@NAME@0": ("@NAME@", 0)})
+    node = m.path / "@NAME@0"
+    p = subprocess.Popen([sys.executable, "-c", POLLER, str(node)], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: asleep_in_poll(p.pid), BOUND, "the poller to block")
+        with open(node, "wb", buffering=0) as w:
+            w.write(b"wake")
+        out, _ = p.communicate(timeout=BOUND)  # a poll never woken fails here
+        assert out == "True wake\\n"
+    finally:
+        p.kill()
+        p.communicate()
 
 
 @pytest.mark.fuse
@@ -278,12 +343,13 @@ A write would pass
 .Va maxlen ,
 or a non-blocking read found the unit empty.
 .It Bq Er EBUSY
-.Xr modunload 8
+.Sy modunload Ns (8)
 while a unit is open.
 .El
 .Sh SEE ALSO
-.Xr devfsd 8 ,
-.Xr devfsd-module 9
+.Xr poll 2 ,
+.Sy devfsd Ns (8) ,
+.Sy devfsd-module Ns (9)
 """
 
 REGRESS: Final = """\

@@ -48,12 +48,15 @@ def test_generated_module_passes_its_tests_and_lint(tmp_path: Path) -> None:
     if shutil.which("mandoc") is None:
         pytest.skip("needs mandoc")
     lint = subprocess.run(
-        ["mandoc", "-Tlint", "-W", "warning", str(mod / "loop9.4")],
+        ["mandoc", "-Tlint", str(mod / "loop9.4")],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert (lint.returncode, lint.stdout, lint.stderr) == (0, "", "")
+    # Plain -Tlint (every level, STYLE too), as a newcomer runs it; only
+    # this machine's stale mandoc.db note is not about the page.
+    err = "".join(line for line in lint.stderr.splitlines(True) if "outdated mandoc.db" not in line)
+    assert (lint.returncode, lint.stdout, err) == (0, "", "")
 
 
 def test_refuses_to_overwrite_and_bad_names(tmp_path: Path) -> None:

@@ -1,0 +1,156 @@
+"""poll(2), epoll(7) and wake-ups behind a real mount (issues 15 and 18).
+
+Drivers here follow devfsd-module(9): ``selrecord`` only for conditions
+that are not ready. The edge-triggered tests are what an EPOLLET event
+loop (libuv, tokio, Go's netpoller) does: wait for an edge, read until
+EAGAIN, wait again; each arrival must give one edge, as a pipe does.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import stat
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from devfsd.cdevsw import makedev
+from devfsd.errors import ControlError
+from devfsd.testing.mount import DevfsdMount, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+pytestmark = [pytest.mark.fuse, pytest.mark.slow]
+
+MODS = Path(__file__).resolve().parent.parent / "modules"
+#: Seconds a wait that should end may take before the test fails.
+BOUND = 5.0
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> Iterator[DevfsdMount]:
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug"]) as m:
+        yield m
+
+
+def node(m: DevfsdMount, module: str, driver: str, name: str, unit: int = 0) -> Path:
+    """Load ``module`` (a name or path) and make ``name`` on ``driver``'s major."""
+    c = m.client()
+    try:
+        c.modload(module)
+    except ControlError as exc:
+        if exc.errno != errno.EEXIST:
+            raise
+    maj = {n: mj for n, mj, _ in c.drivers()}[driver]
+    p = m.path / name
+    os.mknod(p, stat.S_IFCHR | 0o666, makedev(maj, unit))
+    return p
+
+
+def drain(fd: int) -> bytes:
+    """Read ``fd`` (non-blocking) until EAGAIN, as an edge-triggered consumer must."""
+    got = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return got
+        if not chunk:
+            return got
+        got += chunk
+
+
+def edges_per_arrival(m: DevfsdMount, p: Path, arrivals: int = 5) -> None:
+    """One EPOLLET edge per write, the reader draining to EAGAIN after each."""
+    rfd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+    wfd = os.open(p, os.O_WRONLY)
+    ep = select.epoll()
+    try:
+        ep.register(rfd, select.EPOLLIN | select.EPOLLET)
+        assert ep.poll(0) == []
+        for i in range(arrivals):
+            msg = f"arrival {i}".encode()
+            assert os.write(wfd, msg) == len(msg)
+            assert ep.poll(BOUND) == [(rfd, select.EPOLLIN)], f"no edge for arrival {i}"
+            assert drain(rfd) == msg
+            assert ep.poll(0) == [], "an edge with nothing new"
+    finally:
+        ep.close()
+        os.close(wfd)
+        os.close(rfd)
+
+
+def test_epollet_edge_per_arrival_manexample(mnt: DevfsdMount) -> None:
+    edges_per_arrival(mnt, node(mnt, str(MODS / "manexample"), "bcast", "bcast"))
+
+
+def test_epollet_edge_per_arrival_msgq(mnt: DevfsdMount) -> None:
+    edges_per_arrival(mnt, node(mnt, "msgq", "msgq", "q"))
+
+
+def test_epollet_edge_when_registered_ready(mnt: DevfsdMount) -> None:
+    """Registered while readable: the first poll answers ready (no selrecord)."""
+    p = node(mnt, "msgq", "msgq", "q")
+    rfd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+    wfd = os.open(p, os.O_WRONLY)
+    ep = select.epoll()
+    try:
+        os.write(wfd, b"first")
+        ep.register(rfd, select.EPOLLIN | select.EPOLLET)
+        assert ep.poll(BOUND) == [(rfd, select.EPOLLIN)]
+        assert drain(rfd) == b"first"
+        os.write(wfd, b"second")
+        assert ep.poll(BOUND) == [(rfd, select.EPOLLIN)]
+        assert drain(rfd) == b"second"
+    finally:
+        ep.close()
+        os.close(wfd)
+        os.close(rfd)
+
+
+def asleep_in_poll(tid: int) -> bool:
+    """Thread ``tid`` of this process sleeps in poll(2), select(2) or epoll_wait(2)."""
+    with open(f"/proc/self/task/{tid}/wchan") as f:
+        wchan = f.read()
+    return "poll" in wchan or "select" in wchan
+
+
+def wait_in_thread(ep: select.epoll, then: Callable[[], object]) -> object:
+    """What ``ep.poll`` returns in a thread blocked in it when ``then()`` runs."""
+    got: list[object] = []
+    tid: list[int] = []
+
+    def waiter() -> None:
+        tid.append(threading.get_native_id())
+        got.append(ep.poll(BOUND))
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    try:
+        wait_for(lambda: bool(tid) and asleep_in_poll(tid[0]), BOUND, "epoll_wait to block")
+        then()
+    finally:
+        t.join(BOUND + 1)
+    return got[0] if got else None
+
+
+def test_epollet_wakes_a_blocked_epoll_wait(mnt: DevfsdMount) -> None:
+    """The edge wakes a thread already blocked in epoll_wait, not only a later call."""
+    p = node(mnt, str(MODS / "manexample"), "bcast", "bcast")
+    rfd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+    wfd = os.open(p, os.O_WRONLY)
+    ep = select.epoll()
+    try:
+        ep.register(rfd, select.EPOLLIN | select.EPOLLET)
+        for i in range(3):
+            assert wait_in_thread(ep, lambda: os.write(wfd, b"x")) == [(rfd, select.EPOLLIN)], f"edge {i}"
+            assert drain(rfd) == b"x"
+    finally:
+        ep.close()
+        os.close(wfd)
+        os.close(rfd)
