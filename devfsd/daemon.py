@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
-import faulthandler
 import logging
-import logging.handlers
 import os
 import re
 import signal
@@ -34,10 +32,15 @@ from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import abort_sleepers
 from devfsd.control import DEFAULT_CONTROL, ENV_CONTROL
 from devfsd.control.api import ControlApi
+from devfsd.control.client import Client, Unreachable
 from devfsd.control.server import IDLE_TIMEOUT, ControlServer, bind_control_socket
-from devfsd.errors import DevfsdError
+from devfsd.errors import ControlError, DevfsdError
 from devfsd.fs import MAX_TASKS, DevFs
 from devfsd.kern.loader import DEFAULT_AUTOTIME, ModuleLoader
+from devfsd.service import detach, modconf
+from devfsd.service.logs import Logs
+from devfsd.service.mountwatch import find_mount, read_mountinfo, wait_unmounted
+from devfsd.service.notify import Notifier
 from devfsd.specfs import DEFAULT_ENTRY_TIMEOUT, SpecFs
 from devfsd.state import StateStore, default_state_dir
 from devfsd.tools import subcommands
@@ -51,7 +54,8 @@ __all__ = ["main"]
 log = logging.getLogger("devfsd")
 
 PROG: Final = "devfsd"
-FALLBACK_LOG: Final = "/var/log/devfsd.log"
+#: Seconds the started daemon may take to answer on its own mount and control socket.
+READY_TIMEOUT: Final = 30.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
         "--reload-modules",
         action="store_true",
         help="at start, load again the modules that were loaded when the daemon last stopped",
+    )
+    p.add_argument(
+        "--modules-conf",
+        metavar="FILE",
+        help=f"load the modules FILE lists at start (default: {modconf.DEFAULT_MODULES_CONF}, if it exists)",
     )
     p.add_argument(
         "--entry-timeout",
@@ -189,39 +198,6 @@ def _mount_options(extra: list[str]) -> set[str]:
     return opts
 
 
-def _setup_logging(args: argparse.Namespace) -> None:
-    root = logging.getLogger()
-    root.setLevel(logging.DEBUG if args.debug else logging.INFO)
-    handler: logging.Handler
-    if args.foreground and not args.log:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s")
-        )
-    elif args.log:
-        handler = logging.FileHandler(args.log)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s")
-        )
-    elif os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler(
-            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON
-        )
-        handler.setFormatter(logging.Formatter("devfsd[%(process)d]: %(levelname)s %(name)s: %(message)s"))
-    else:
-        handler = logging.FileHandler(FALLBACK_LOG)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s devfsd[%(process)d] %(levelname)s %(name)s: %(message)s")
-        )
-    root.handlers[:] = [handler]
-    # SIGUSR1 dumps every thread's stack into the log (syslog: the fallback
-    # log file), to debug a hang.
-    stream = getattr(handler, "stream", None)
-    if stream is None or not hasattr(stream, "fileno"):
-        stream = open(FALLBACK_LOG, "a")  # noqa: SIM115 - lives as long as the process
-    faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
-
-
 class Daemon:
     """One mount and its control socket."""
 
@@ -239,6 +215,12 @@ class Daemon:
         self.api = ControlApi(self.loader, self.fs, mountpoint, self.state)
         self.sock: socket.socket | None = None
         self.terminated = False
+        self.logs: Logs | None = None
+        self.notifier = Notifier(None)
+        #: The mount's ID in this namespace's mountinfo, watched for ``umount``.
+        self.mount_id: int | None = None
+        #: modules.conf's path and contents, read at start-up (``modconf.read``).
+        self.modules_conf: tuple[str, list[modconf.Entry | modconf.BadLine]] = ("", [])
 
     def start(self) -> None:
         """Bind the socket and mount (before trio runs)."""
@@ -248,6 +230,7 @@ class Daemon:
         except BaseException:
             self._remove_socket()
             raise
+        self.mount_id = find_mount(read_mountinfo(), self.mountpoint)
 
     def _remove_socket(self) -> None:
         if self.sock is None:
@@ -265,13 +248,53 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
             async for sig in sigs:
                 if sig == signal.SIGHUP:
-                    log.info("SIGHUP: nothing to reload")
+                    if self.logs is not None:
+                        self.logs.reopen()
                     continue
                 log.info("signal %d: shutting down", sig)
                 self.terminated = True
-                abort_sleepers()
-                pyfuse3.terminate()
+                self._stop()
                 return
+
+    def _stop(self) -> None:
+        abort_sleepers()
+        pyfuse3.terminate()
+
+    async def _watch_mount(self) -> None:
+        """End the daemon when its mount leaves this namespace (umount), copies elsewhere or not."""
+        if self.mount_id is None:
+            log.warning("%s: not in mountinfo; umount is seen only without copies", self.mountpoint)
+            return
+        await wait_unmounted(self.mount_id)
+        log.info("%s unmounted: shutting down", self.mountpoint)
+        self._stop()
+
+    async def _announce(self, ready: int | None) -> None:
+        """Tell the launcher and systemd "ready" once the mount and the control socket answer.
+
+        Both are asked from outside the trio thread, as a client would: a
+        stat of the mount's root and a ping on the control socket (any
+        reply will do: a daemon run by another user than root may refuse
+        itself).
+        """
+        try:
+            with trio.fail_after(READY_TIMEOUT):
+                await trio.to_thread.run_sync(os.stat, self.mountpoint, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(_answers, self.control, abandon_on_cancel=True)
+        except (OSError, trio.TooSlowError) as exc:
+            log.error("%s: the daemon does not answer itself: %r", self.mountpoint, exc)
+            if ready is not None:
+                os.write(ready, f"{PROG}: {self.mountpoint}: does not answer\n".encode())
+                os.close(ready)
+            self._stop()
+            return
+        if ready is not None:
+            os.write(ready, b"OK\n")
+            os.close(ready)
+        n = len(self.loader.modules)
+        status = f"serving {self.mountpoint}, {n} module{'s' * (n != 1)} loaded"
+        self.notifier.ready(status)
+        log.info("devfsd %s serving %s, control %s", __version__, self.mountpoint, self.control)
 
     async def run(self, ready: int | None) -> None:
         assert self.sock is not None
@@ -283,14 +306,13 @@ class Daemon:
         lean_fuse_loop()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.loader.run)
+            await self._load_modules_conf()
             if self.args.reload_modules:
                 await self._reload_modules()
             await nursery.start(server.serve)
             nursery.start_soon(self._signals, nursery)
-            if ready is not None:
-                os.write(ready, b"OK\n")
-                os.close(ready)
-            log.info("devfsd %s serving %s, control %s", __version__, self.mountpoint, self.control)
+            nursery.start_soon(self._watch_mount)
+            nursery.start_soon(self._announce, ready)
             watchdog = Watchdog(self.spec.entry_timeout) if self.spec.entry_timeout else None
             if watchdog is not None:
                 watchdog.start()
@@ -299,13 +321,31 @@ class Daemon:
             finally:
                 if watchdog is not None:
                     watchdog.stop()
+                self.notifier.stopping("stopping: unloading modules")
                 abort_sleepers()
                 with trio.CancelScope(shield=True):
                     await self.loader.unload_all()
                 nursery.cancel_scope.cancel()
 
+    async def _load_modules_conf(self) -> None:
+        """Load what modules.conf lists, in order; a bad line is logged and skipped."""
+        path, entries = self.modules_conf
+        if entries:
+            self.notifier.status(f"loading modules from {path}")
+        for item in entries:
+            if isinstance(item, modconf.BadLine):
+                log.error("%s:%d: %s", path, item.lineno, item.reason)
+                continue
+            try:
+                await self.loader.load(item.module, item.props)
+            except DevfsdError as exc:
+                log.error("%s:%d: %s: %s", path, item.lineno, item.module, exc)
+
     async def _reload_modules(self) -> None:
         for spec, props in self.state.modules():
+            if _module_name(spec) in self.loader.modules:
+                log.info("reloading module %s: modules.conf loaded it already", spec)
+                continue
             try:
                 await self.loader.load(spec, props)
             except DevfsdError as exc:
@@ -324,6 +364,26 @@ class Daemon:
         log.info("devfsd stopped")
 
 
+def _module_name(spec: str) -> str:
+    """The name a module spec loads under: a path's last component, sans ``.py``."""
+    base = os.path.basename(spec.rstrip("/"))
+    return base[:-3] if base.endswith(".py") else base
+
+
+def _answers(control: str) -> None:
+    """Whether a daemon serves ``control``: any reply will do.
+
+    Raises:
+        OSError: nobody answers (``Unreachable``).
+    """
+    try:
+        Client(control, timeout=READY_TIMEOUT).ping()
+    except Unreachable:
+        raise
+    except ControlError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     # Developer subcommands (devfsd(8), Subcommands); a mountpoint of that
     # name is given with a slash.
@@ -331,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     if words and words[0] in subcommands.NAMES:
         return subcommands.main(words)
     args = _parser().parse_args(argv)
+    # Detached, the daemon works from /: paths are the caller's, made absolute now.
+    for opt in ("log", "state", "modules_conf"):
+        if getattr(args, opt):
+            setattr(args, opt, os.path.abspath(getattr(args, opt)))
+    args.modpath = [os.path.abspath(d) for d in args.modpath]
     mountpoint = os.path.abspath(args.mountpoint)
     control = os.path.abspath(args.control or os.environ.get(ENV_CONTROL) or DEFAULT_CONTROL)
     try:
@@ -357,9 +422,15 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         os.close(rfd)
         os.setsid()
+        detach.become_daemon(keep=wfd)
         ready = wfd
         # Start-up errors still go to the parent through the pipe.
-    _setup_logging(args)
+    try:
+        logs = Logs(log_file=args.log, foreground=args.foreground, debug=args.debug)
+        conf = modconf.read(args.modules_conf)
+    except OSError as exc:
+        return _startup_failed(ready, f"{PROG}: {exc.filename}: {exc.strerror}\n")
+    notifier = Notifier.from_environ()
     try:
         d = Daemon(args, mountpoint, control)
     except OSError as exc:
@@ -368,20 +439,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     except sqlite3.Error as exc:
         return _startup_failed(ready, f"{PROG}: {args.state or default_state_dir(mountpoint)}: {exc}\n")
+    d.logs, d.notifier, d.modules_conf = logs, notifier, conf
     try:
         d.start()
     except OSError as exc:
         err = exc.errno or errno.EIO
         arg = exc.filename if isinstance(exc.filename, str) else args.mountpoint
-        msg = f"{PROG}: {arg}: {os.strerror(err)}\n"
-        return _startup_failed(ready, msg)
+        msg = f"{PROG}: {arg}: {os.strerror(err)}"
+        if err == errno.EADDRINUSE and arg == control and (who := detach.holder(control)):
+            msg += f": pid {who[0]} ({who[1]}) is serving it"
+        return _startup_failed(ready, msg + "\n")
     except RuntimeError as exc:
         return _startup_failed(ready, f"{PROG}: {args.mountpoint}: {exc}\n")
     if ready is not None:
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
+        detach.null_stdio()
     crashed = True
     try:
         trio.run(d.run, ready)
@@ -391,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         d.finish(crashed=crashed)
+        notifier.close()
     return 0
 
 

@@ -4,7 +4,10 @@
 (``devfsd.tools.newmodule``); ``devfsd regress [--module M]... SCRIPT...``
 runs shell scenarios against fresh mounts (``devfsd.testing.regress``);
 ``devfsd trace [-b events] [-c path] [-n count] node|-m driver`` prints
-the calls reaching a driver as they happen (``devfsd.tools.trace``).
+the calls reaching a driver as they happen (``devfsd.tools.trace``);
+``devfsd unit [MOUNTPOINT]`` and ``devfsd logrotate [FILE]`` print a
+systemd unit and a logrotate file for this installation
+(``devfsd.service.unit``).
 Any other first argument is a mountpoint; one named like a subcommand is
 given with a ``/`` (``./new-module``).
 """
@@ -18,12 +21,13 @@ if TYPE_CHECKING:
 
 __all__ = ["EPILOG", "NAMES", "main"]
 
-NAMES: Final = frozenset({"new-module", "regress", "trace"})
+NAMES: Final = frozenset({"new-module", "regress", "trace", "unit", "logrotate"})
 
 EPILOG: Final = (
     "subcommands: 'devfsd new-module NAME [DIR]' writes a driver module skeleton with tests; "
     "'devfsd regress [--module M]... SCRIPT...' runs shell scenarios against fresh mounts; "
-    "'devfsd trace [-b events] [-c path] [-n count] node|-m driver' prints the calls reaching a driver. "
+    "'devfsd trace [-b events] [-c path] [-n count] node|-m driver' prints the calls reaching a driver; "
+    "'devfsd unit [MOUNTPOINT]' and 'devfsd logrotate [FILE]' print a systemd unit and a logrotate file. "
     "A mountpoint named like a subcommand is given as ./NAME."
 )
 
@@ -35,6 +39,10 @@ def main(argv: Sequence[str]) -> int:
         from devfsd.tools import newmodule
 
         return newmodule.main(rest)
+    if word in ("unit", "logrotate"):
+        from devfsd.service import unit
+
+        return unit.main(word, rest)
     if word == "trace":
         from devfsd.tools import trace
 
