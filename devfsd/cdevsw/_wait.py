@@ -156,7 +156,7 @@ class _Sleeper:
             self.done = True
             self.error = err
             _sleeping.discard(self)
-            self.chan._sleepers.discard(self)
+            self.chan._sleepers.pop(self, None)
             if self.fd < 0:
                 trio.lowlevel.reschedule(self.task)
             elif unregister_reader(self.fd, self.task):  # else the descriptor's event has rescheduled it
@@ -167,7 +167,7 @@ class _Sleeper:
         """``wait_task_rescheduled``'s abort: a cancellation ends the sleep."""
         self.done = True
         _sleeping.discard(self)
-        self.chan._sleepers.discard(self)
+        self.chan._sleepers.pop(self, None)
         if self.fd >= 0:
             unregister_reader(self.fd, self.task)
         return trio.lowlevel.Abort.SUCCEEDED
@@ -540,7 +540,8 @@ class WaitChannel:
 
     def __init__(self, name: str = "wchan") -> None:
         self.name = name
-        self._sleepers: set[_Sleeper] = set()
+        #: The sleepers, oldest first (a dict: ordered, O(1) removal).
+        self._sleepers: dict[_Sleeper, None] = {}
         self._polls: list[Any] = []
 
     def __repr__(self) -> str:
@@ -549,16 +550,34 @@ class WaitChannel:
     def wakeup(self) -> None:
         """Wake all sleepers and notify recorded polls (``wakeup`` + ``selnotify``)."""
         if self._sleepers:
-            sleepers, self._sleepers = self._sleepers, set()
+            sleepers, self._sleepers = self._sleepers, {}
             for s in sleepers:
                 s.wake()
         if self._polls:
-            polls, self._polls = self._polls, []
-            for h in polls:
-                try:
-                    h.notify()
-                except OSError as exc:  # the poller is gone: nothing to tell
-                    log.debug("poll notify failed: %s", exc)
+            self._notify_polls()
+
+    def wakeup_one(self) -> None:
+        """Wake the longest asleep sleeper only, and notify recorded polls.
+
+        NetBSD's ``wakeup_one(9)``: for a resource only one sleeper can
+        take (one slot, one token), so the rest sleep on instead of waking
+        to find it gone. A woken sleeper that then does not take it must
+        call ``wakeup_one()`` again, or the next sleeper sleeps on. Polls
+        are all notified, as ``wakeup`` does: a poll takes nothing.
+        """
+        for s in self._sleepers:
+            s.wake()  # takes it out of _sleepers
+            break
+        if self._polls:
+            self._notify_polls()
+
+    def _notify_polls(self) -> None:
+        polls, self._polls = self._polls, []
+        for h in polls:
+            try:
+                h.notify()
+            except OSError as exc:  # the poller is gone: nothing to tell
+                log.debug("poll notify failed: %s", exc)
 
     def selrecord(self, l: Lwp) -> None:
         """Remember ``l``'s poll handle; the next ``wakeup`` notifies it."""
@@ -607,7 +626,7 @@ class WaitChannel:
         )
         _sleep_clock().add(s)
         _sleeping.add(s)
-        self._sleepers.add(s)
+        self._sleepers[s] = None
         _asleep[task] = s
         if entry is not None:
             entry.asleep += 1

@@ -12,6 +12,7 @@ import errno
 import os
 import select
 import stat
+import subprocess
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -154,3 +155,19 @@ def test_epollet_wakes_a_blocked_epoll_wait(mnt: DevfsdMount) -> None:
         ep.close()
         os.close(wfd)
         os.close(rfd)
+
+
+def test_one_write_wakes_both_readers_asleep_on_one_channel(mnt: DevfsdMount) -> None:
+    """wakeup(9) wakes every sleeper: two blocked cats on bcast both get a write."""
+    p = node(mnt, str(MODS / "manexample"), "bcast", "bcast")
+    readers = [subprocess.Popen(["head", "-c", "5", str(p)], stdout=subprocess.PIPE) for _ in range(2)]
+    try:
+        wait_for(lambda: mnt.client().status()["sleepers"] == 2, BOUND, "both readers to block")
+        with open(p, "wb", buffering=0) as w:
+            w.write(b"hello")
+        outs = [r.communicate(timeout=BOUND)[0] for r in readers]  # one left asleep fails here
+        assert outs == [b"hello", b"hello"]
+    finally:
+        for r in readers:
+            r.kill()
+            r.communicate()
