@@ -80,7 +80,9 @@ class TraceEvent(NamedTuple):
     Flags are devfsd's ``FREAD``, ``FWRITE``, ``FNONBLOCK``.
     """
 
-    #: Wall clock at the call's start, ns since the epoch.
+    #: Wall clock when the call returned, ns since the epoch (its start
+    #: plus its duration): events come in the order calls return, as
+    #: kdump(1)'s RET lines, so their times never go backwards.
     time_ns: int
     pid: int
     dev: int
@@ -222,8 +224,8 @@ class TraceHub:
             err = exc.errno
             raise
         finally:
-            usec = (self.timer() - t0) // 1000
-            self._emit(tracers, TraceEvent(start, pid, dev, call, a, b, err, usec))
+            ns = self.timer() - t0
+            self._emit(tracers, TraceEvent(start + ns, pid, dev, call, a, b, err, ns // 1000))
 
     async def rw(self, aw: Awaitable[None], call: str, dev: int, pid: int, uio: Uio) -> None:
         """``call`` for ``d_read``/``d_write``: bytes asked and moved from ``uio``."""
@@ -240,5 +242,6 @@ class TraceHub:
             err = exc.errno
             raise
         finally:
-            usec = (self.timer() - t0) // 1000
-            self._emit(tracers, TraceEvent(start, pid, dev, call, asked, asked - uio.resid, err, usec))
+            ns = self.timer() - t0
+            ev = TraceEvent(start + ns, pid, dev, call, asked, asked - uio.resid, err, ns // 1000)
+            self._emit(tracers, ev)

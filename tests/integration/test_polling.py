@@ -22,6 +22,7 @@ import pytest
 from devfsd.cdevsw import makedev
 from devfsd.errors import ControlError
 from devfsd.testing.mount import DevfsdMount, wait_for
+from devfsd.testing.trace import TraceRun
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -171,3 +172,25 @@ def test_one_write_wakes_both_readers_asleep_on_one_channel(mnt: DevfsdMount) ->
         for r in readers:
             r.kill()
             r.communicate()
+
+
+def test_trace_lines_come_in_return_order_with_return_times(mnt: DevfsdMount) -> None:
+    """A read asleep until a write shows after the write, and no time goes back."""
+    p = node(mnt, "msgq", "msgq", "q")
+    with TraceRun(mnt, [str(p)]) as t:
+        reader = subprocess.Popen(["head", "-c", "4", str(p)], stdout=subprocess.PIPE)
+        try:
+            wait_for(lambda: mnt.client().status()["sleepers"] == 1, BOUND, "the reader to block")
+            with open(p, "wb", buffering=0) as w:
+                w.write(b"ping")
+            assert reader.communicate(timeout=BOUND)[0] == b"ping"
+        finally:
+            reader.kill()
+            reader.communicate()
+        t.wait(lambda t: any(e.call == "close" for e in t.parsed()), BOUND, "the last close")
+        assert t.stop() == 0
+    lines = t.parsed()
+    order = [(e.pid, e.call) for e in lines]
+    assert order.index((reader.pid, "read")) > [c for _, c in order].index("write")
+    times = [e.time for e in lines]
+    assert times == sorted(times), times

@@ -118,9 +118,10 @@ async def test_hub_records_result_errno_and_duration(hub: TraceHub) -> None:
     await hub.call(ok(), "open", 8, PID, FREAD)  # another dev: not recorded
     events, dropped = t.take()
     start = 10**18 + 1500
+    # Stamped at the return: start + 1500 ns.
     assert events == [
-        TraceEvent(start, PID, 7, "poll", select.POLLIN | select.POLLOUT, select.POLLIN, 0, 1),
-        TraceEvent(start + 4500, PID, 7, "open", FREAD, 0, errno.EINVAL, 1),
+        TraceEvent(start + 1500, PID, 7, "poll", select.POLLIN | select.POLLOUT, select.POLLIN, 0, 1),
+        TraceEvent(start + 6000, PID, 7, "open", FREAD, 0, errno.EINVAL, 1),
     ]
     assert dropped == 0
 
