@@ -7,7 +7,7 @@ The module API (with ``devfsd.cdevsw``); see devfsd-module(9)::
 
 from __future__ import annotations
 
-from devfsd.kern.loader import ModStat, ModuleLoader, current_module, kthread_create
+from devfsd.kern.loader import ModStat, ModuleLoader, current_module, kthread_create, module_load
 from devfsd.kern.module import MAXMODNAME, ModCmd, ModuleClass, ModuleInfo, Props
 from devfsd.kern.props import PropError, check_props, parse_bool, parse_int, parse_param
 from devfsd.kern.sockets import bind_unix_listener
@@ -26,6 +26,7 @@ __all__ = [
     "check_props",
     "current_module",
     "kthread_create",
+    "module_load",
     "parse_bool",
     "parse_int",
     "parse_param",

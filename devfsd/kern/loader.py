@@ -12,7 +12,9 @@ relative imports work) and must define ``MODULE`` and ``modcmd``.
 *Load.* Loaded already: ``EEXIST``. Not found: ``ENOENT``. Code that does
 not import or lacks ``MODULE``/``modcmd``: ``ENOEXEC``. ``MODULE.name`` not
 the name asked for: ``ENOENT``. Requirements load first, as *autoloads*;
-a cycle is ``EDEADLK``. Then ``modcmd(INIT, props)``; if it fails, every
+a cycle is ``EDEADLK``, a required name of 31 bytes or more
+``EINVAL``, and a chain nested deeper than ``MODULE_MAX_DEPTH`` (6)
+``EMLINK``. Then ``modcmd(INIT, props)``; if it fails, every
 cdevsw it attached, every thread it started and every requirement this load
 brought in are undone, and its errno is the answer: nothing is left behind.
 
@@ -53,7 +55,14 @@ import trio
 from devfsd.cdevsw import _wait
 from devfsd.cdevsw._table import devsw
 from devfsd.errors import DeviceError
-from devfsd.kern.module import ModCmd, ModuleClass, ModuleInfo, validate_module_name
+from devfsd.kern.module import (
+    MODULE_MAX_DEPTH,
+    ModCmd,
+    ModuleClass,
+    ModuleInfo,
+    required_name_fits,
+    validate_module_name,
+)
 from devfsd.kern.props import check_props
 
 if TYPE_CHECKING:
@@ -70,6 +79,7 @@ __all__ = [
     "ModuleLoader",
     "current_module",
     "kthread_create",
+    "module_load",
 ]
 
 log = logging.getLogger(__name__)
@@ -137,6 +147,30 @@ class LoadedModule:
             _current.reset(token)
         if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
             raise DeviceError(rv)
+
+
+#: The loader whose load is running in this task (for ``module_load``).
+_loading_in: contextvars.ContextVar[ModuleLoader | None] = contextvars.ContextVar(
+    "devfsd_loading_in", default=None
+)
+
+
+async def module_load(spec: str, props: Props | None = None) -> LoadedModule:
+    """Load another module from a modcmd (NetBSD ``module_load(9)``).
+
+    For a module's INIT that needs another module loaded as a plain load
+    (not a requirement: nothing holds it, and it stays if this INIT then
+    fails). It counts towards ``MODULE_MAX_DEPTH``; a load of a module whose
+    load is under way is ``EDEADLK``.
+
+    Raises:
+        DeviceError: as ``ModuleLoader.load``.
+        RuntimeError: not called from a modcmd run by a load.
+    """
+    loader = _loading_in.get()
+    if loader is None:
+        raise RuntimeError("module_load() outside a modcmd run by a load")
+    return await loader._load(spec, check_props(props), autoload=False, brought=[])
 
 
 def current_module() -> LoadedModule | None:
@@ -348,15 +382,22 @@ class ModuleLoader:
 
         Raises:
             DeviceError: ``EEXIST``, ``ENOENT``, ``ENOEXEC``, ``EDEADLK``,
-                ``EINVAL``, ``ENOMEM`` or INIT's own error.
+                ``EINVAL``, ``EMLINK``, ``ENOMEM`` or INIT's own error.
         """
         checked = check_props(props)
         async with self._lock:
-            return await self._load(spec, checked, autoload=autoload, brought=[])
+            token = _loading_in.set(self)
+            try:
+                return await self._load(spec, checked, autoload=autoload, brought=[])
+            finally:
+                _loading_in.reset(token)
 
     async def _load(
         self, spec: str, props: dict[str, str | int | bool], *, autoload: bool, brought: list[str]
     ) -> LoadedModule:
+        if len(self._loading) >= MODULE_MAX_DEPTH:
+            # kern_module.c 1.106: "recursion too deep".
+            raise DeviceError(errno.EMLINK)
         if "/" not in spec:
             validate_module_name(spec)
             if spec in self.modules:
@@ -391,6 +432,9 @@ class ModuleLoader:
             mine: list[str] = []
             try:
                 for req in info.required:
+                    # In kern_module.c's order: too long, self, load.
+                    if not required_name_fits(req):
+                        raise DeviceError(errno.EINVAL, f"required module name {req!r} too long")
                     if req == name:
                         raise DeviceError(errno.EDEADLK)
                     if req not in self.modules:

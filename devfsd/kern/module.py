@@ -22,10 +22,23 @@ from typing import Final, final
 
 from devfsd.errors import DeviceError
 
-__all__ = ["MAXMODNAME", "ModCmd", "ModuleClass", "ModuleInfo", "Props", "validate_module_name"]
+__all__ = [
+    "MAXMODNAME",
+    "MODULE_MAX_DEPTH",
+    "ModCmd",
+    "ModuleClass",
+    "ModuleInfo",
+    "Props",
+    "parse_required",
+    "required_name_fits",
+    "validate_module_name",
+]
 
 #: Module names are shorter than this (NetBSD ``MAXMODNAME``).
 MAXMODNAME: Final = 32
+#: Loads nested deeper than this (a module, its requirement, theirs, ...)
+#: fail ``EMLINK``: kern_module.c 1.106's limit, which NetBSD later dropped.
+MODULE_MAX_DEPTH: Final = 6
 
 #: Load-time properties: modload's ``-b`` (bool), ``-i`` (int), ``-s`` (str).
 Props = Mapping[str, "str | int | bool"]
@@ -99,9 +112,51 @@ class ModuleInfo:
 
     def __post_init__(self) -> None:
         validate_module_name(self.name)
-        req: object = self.required
-        if isinstance(req, str):
-            # NetBSD writes "a,b": accept it, store a tuple.
-            object.__setattr__(self, "required", tuple(r for r in req.split(",") if r))
+        object.__setattr__(self, "required", parse_required(self.required))
         for r in self.required:
-            validate_module_name(r)
+            # A name too long to be required is refused at load time
+            # (EINVAL), where kern_module.c refuses it.
+            if required_name_fits(r):
+                validate_module_name(r)
+
+
+def required_name_fits(name: str) -> bool:
+    """Whether ``name`` may be required: kern_module.c copies it into
+    ``buf[MAXMODNAME]`` with its NUL and refuses ``len >= MAXMODNAME``,
+    so a required name is at most ``MAXMODNAME - 2`` bytes (30), one less
+    than a module's own name."""
+    return len(name.encode("utf-8", "surrogatepass")) + 1 < MAXMODNAME
+
+
+def parse_required(required: object) -> tuple[str, ...]:
+    """Read a requirement list as NetBSD's ``module_do_load`` walks ``mi_required``.
+
+    ``"a,b"`` (NetBSD's form) or a sequence of names. One leading comma
+    before an item is skipped (``",a"`` requires ``a``); an empty item ends
+    the list (``"a,,b"`` and ``("a", "", "b")`` require only ``a``).
+
+    Raises:
+        DeviceError: ``EINVAL`` if it is neither a string nor a sequence of
+            strings.
+    """
+    if isinstance(required, str):
+        items: list[str] = []
+        i = 0
+        while i < len(required):
+            if required[i] == ",":
+                i += 1
+            j = required.find(",", i)
+            j = len(required) if j < 0 else j
+            if i == j:
+                break
+            items.append(required[i:j])
+            i = j
+        return tuple(items)
+    if not isinstance(required, tuple | list) or not all(isinstance(r, str) for r in required):
+        raise DeviceError(errno.EINVAL, "required must be a string or a sequence of names")
+    out: list[str] = []
+    for r in required:
+        if not r:
+            break
+        out.append(r)
+    return tuple(out)

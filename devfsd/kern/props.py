@@ -17,6 +17,7 @@ from devfsd.errors import DeviceError
 
 __all__ = [
     "MAXPROPSLEN",
+    "PDK_MAXKEY",
     "PropError",
     "check_props",
     "dehumanize_number",
@@ -27,6 +28,8 @@ __all__ = [
 
 #: Serialised properties larger than this are ``ENOMEM`` (NetBSD's 4096).
 MAXPROPSLEN: Final = 4096
+#: Longest property name, in bytes (proplib's ``PDK_MAXKEY``).
+PDK_MAXKEY: Final = 128
 
 _SUFFIX: Final = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
 _NUMBER: Final = re.compile(r"\s*([-+]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([bBkKmMgGtTpPeE]?)")
@@ -39,9 +42,12 @@ class PropError(ValueError):
 
 
 def parse_param(arg: str) -> tuple[str, str]:
-    """Split ``name=value``; no ``=`` (or an empty name) is ``Invalid parameter `X'``."""
+    """Split ``name=value`` at the first ``=``; no ``=`` is ``Invalid parameter `X'``.
+
+    The name may be empty (``-s =x``), as modload's ``strchr`` split allows.
+    """
     name, eq, value = arg.partition("=")
-    if not eq or not name:
+    if not eq:
         raise PropError(f"Invalid parameter `{arg}'")
     return name, value
 
@@ -94,8 +100,10 @@ def check_props(props: object) -> dict[str, str | int | bool]:
         A plain dict of them.
 
     Raises:
-        DeviceError: ``EINVAL`` for a non-mapping, a non-string key or a value
-            not a str, int64 or bool; ``ENOMEM`` past ``MAXPROPSLEN`` bytes.
+        DeviceError: ``EINVAL`` for a non-mapping, a non-string key, a key
+            longer than ``PDK_MAXKEY`` bytes (the empty key is allowed, as
+            in proplib) or a value not a str, int64 or bool; ``ENOMEM``
+            past ``MAXPROPSLEN`` bytes.
     """
     if props is None:
         return {}
@@ -103,8 +111,10 @@ def check_props(props: object) -> dict[str, str | int | bool]:
         raise DeviceError(errno.EINVAL, "properties must be a dictionary")
     out: dict[str, str | int | bool] = {}
     for k, v in props.items():
-        if not isinstance(k, str) or not k:
-            raise DeviceError(errno.EINVAL, "property names must be non-empty strings")
+        if not isinstance(k, str):
+            raise DeviceError(errno.EINVAL, "property names must be strings")
+        if len(k.encode("utf-8", "surrogatepass")) > PDK_MAXKEY:
+            raise DeviceError(errno.EINVAL, f"property name longer than {PDK_MAXKEY} bytes")
         if isinstance(v, bool | str) or (isinstance(v, int) and _INT64_MIN <= v <= _INT64_MAX):
             out[k] = v
         else:

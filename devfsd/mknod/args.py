@@ -22,17 +22,18 @@ message a bad command line gets:
    ``format is meaningless for fifos``. ``p`` takes no numbers, ``b`` and
    ``c`` one to three, else usage.
 4. Numbers, left to right, C ``strtoul`` base 0 (``0x10``, ``010``, ``-1``
-   wraps). The first, if it is not a number, may be a driver name: the
-   lookup gives its major, else ``unknown driver: X`` (or ``invalid
-   number: X`` if it starts with a digit). Other bad numbers are
-   ``invalid number: X``.
+   wraps). With exactly two numbers, the first, if it is not a number,
+   may be a driver name: the lookup gives its major, else ``unknown
+   driver: X`` (or ``invalid number: X`` if it starts with a digit). Other
+   bad numbers, a driver name alone or with three numbers among them, are
+   ``invalid number: X`` (mknod.c 1.42 looks a name up only when
+   ``argc == 2``).
 5. One number is the whole ``dev_t``; two or three go through the
    format's pack function (``invalid major number``, ...).
 
 Where C and this parser differ, on purpose: an empty number, uid or gid is
 invalid here, while C's ``strtoul("")`` gives 0 (``-u ''`` would chown to
-root). A single driver name (``name c crandom``) is, as in NetBSD, the raw
-``dev_t`` equal to the major: a NetBSD quirk kept for fidelity.
+root), and so is ``#`` alone (C's ``strtol("")`` again).
 """
 
 from __future__ import annotations
@@ -284,7 +285,7 @@ def parse(argv: Sequence[str], *, umask: int, lookup: Lookup) -> MakeNode | List
     numbers: list[int] = []
     for n, text in enumerate(numbers_text):
         value = _strtoul(text)
-        if value is None and n == 0:
+        if value is None and n == 0 and len(numbers_text) == 2:
             value = lookup.major(text, block=kind == "b", node=name, control=control)
             if value is None and text[:1] not in tuple(_DIGITS):
                 raise MknodError(f"unknown driver: {text}")

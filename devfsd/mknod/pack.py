@@ -18,6 +18,12 @@ top bit is set fails the comparison too; ``_field`` keeps that.
   ``386bsd``, ``4bsd``, ``isc``, ``sco``, ``sunos``, ``svr3``, ``ultrix``);
   today's Linux encoding is ``native`` here.
 - ``bsdos`` alone takes three numbers (major, unit, subunit: 12:12:8).
+
+Which complaint a doubly bad pair gets is pack_dev.c's too: ``native`` and
+``netbsd`` test the major first and stop (``else if``); every other format
+tests all fields and keeps the last failure, so ``-F 386bsd`` with major
+and minor both too wide says ``invalid minor number``, and ``bsdos`` with
+three bad fields ``invalid subunit number``.
 """
 
 from __future__ import annotations
@@ -61,10 +67,12 @@ def _pack_2(maj_mask: int, maj_shift: int, min_mask: int) -> Pack:
             raise PackError(_TOO_MANY)
         maj, mnr = numbers
         dev = ((maj << maj_shift) & maj_mask) | (mnr & min_mask)
-        if _field(dev, maj_mask, maj_shift) != maj:
-            raise PackError(_MAJOR_ERROR)
+        # pack_dev.c checks both and keeps the last complaint: a bad
+        # minor is reported even when the major is bad too.
         if _field(dev, min_mask, 0) != mnr:
             raise PackError(_MINOR_ERROR)
+        if _field(dev, maj_mask, maj_shift) != maj:
+            raise PackError(_MAJOR_ERROR)
         return dev
 
     return pack
@@ -121,12 +129,13 @@ def _pack_bsdos(numbers: Sequence[int]) -> int:
         raise PackError(_TOO_MANY)
     maj, unit, subunit = numbers
     dev = ((maj << 20) & 0xFFF00000) | ((unit << 8) & 0x000FFF00) | (subunit & 0x000000FF)
-    if _field(dev, 0xFFF00000, 20) != maj:
-        raise PackError(_MAJOR_ERROR)
-    if _field(dev, 0x000FFF00, 8) != unit:
-        raise PackError(_UNIT_ERROR)
+    # Last complaint wins, as in pack_dev.c: subunit, then unit, then major.
     if _field(dev, 0x000000FF, 0) != subunit:
         raise PackError(_SUBUNIT_ERROR)
+    if _field(dev, 0x000FFF00, 8) != unit:
+        raise PackError(_UNIT_ERROR)
+    if _field(dev, 0xFFF00000, 20) != maj:
+        raise PackError(_MAJOR_ERROR)
     return dev
 
 

@@ -161,8 +161,10 @@ def test_unknown_driver_comes_before_later_bad_numbers() -> None:
     assert message("n", "c", "nosuch", "junk") == "unknown driver: nosuch"
 
 
-def test_lone_driver_name_is_the_raw_major_as_in_netbsd() -> None:
-    assert node("n", "c", "crandom").dev == 420
+def test_lone_driver_name_is_an_invalid_number_as_in_netbsd() -> None:
+    # mknod.c 1.42 looks a driver up only with exactly two numbers.
+    assert message("n", "c", "crandom") == "invalid number: crandom"
+    assert message("-F", "bsdos", "n", "c", "crandom", "1", "2") == "invalid number: crandom"
 
 
 # -- type and counts ------------------------------------------------------------------
@@ -363,7 +365,9 @@ def test_pack_vectors(fmt: str, maj: int, mnr: int, dev: int) -> None:
         ("native", [2**32, 0], "invalid major number"),
         ("native", [0, 2**32], "invalid minor number"),
         ("native", [1, 2, 3], "too many fields for format"),
-        ("linux", [256, 256], "invalid major number"),
+        ("linux", [256, 256], "invalid minor number"),
+        ("linux", [256, 0], "invalid major number"),
+        ("netbsd", [4096, 1 << 20], "invalid major number"),
         ("linux", [1, 256], "invalid minor number"),
         ("netbsd", [4096, 0], "invalid major number"),
         ("netbsd", [0, 1 << 20], "invalid minor number"),
@@ -371,6 +375,8 @@ def test_pack_vectors(fmt: str, maj: int, mnr: int, dev: int) -> None:
         ("freebsd", [0, 0x8000_0000], "invalid minor number"),
         ("bsdos", [1, 4096, 0], "invalid unit number"),
         ("bsdos", [1, 0, 256], "invalid subunit number"),
+        ("bsdos", [4096, 4096, 256], "invalid subunit number"),
+        ("bsdos", [4096, 4096, 0], "invalid unit number"),
         ("bsdos", [1, 2, 3, 4], "too many fields for format"),
     ],
 )

@@ -32,10 +32,10 @@ def test_parse_param_splits_at_first_equals_or_refuses(arg: str) -> None:
     except PropError as exc:
         message = str(exc)
         assert message == f"Invalid parameter `{arg}'"
-        assert "=" not in arg or arg.startswith("=")
+        assert "=" not in arg
         return
     assert f"{name}={value}" == arg
-    assert name and "=" not in name
+    assert "=" not in name  # may be empty, as modload's strchr split allows
 
 
 @given(st.text())
@@ -108,7 +108,7 @@ def test_check_props_returns_a_valid_dict_or_einval_enomem(value: Any) -> None:
         return
     assert isinstance(out, dict)
     for k, v in out.items():
-        assert k
+        assert len(k.encode("utf-8", "surrogatepass")) <= 128  # proplib's PDK_MAXKEY; "" allowed
         assert isinstance(v, bool | str) or -(2**63) <= v < 2**63
     assert len(json.dumps(out).encode()) <= MAXPROPSLEN
 
