@@ -44,6 +44,8 @@ NotifyAccess=main
 EnvironmentFile=-{options}
 RuntimeDirectory=devfsd
 RuntimeDirectoryMode=0755
+# Kept across restarts: a crashed daemon's stale mount is cleared by the next one.
+RuntimeDirectoryPreserve=restart
 ExecStartPre=-/bin/mkdir -p {mountpoint}
 ExecStart={devfsd} -f $DEVFSD_OPTIONS {mountpoint}
 # SIGHUP reopens the log file given with --log.

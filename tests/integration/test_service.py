@@ -68,14 +68,22 @@ class NotifySocket:
 class Daemon:
     """``devfsd -f`` started by hand (environment, options), always torn down."""
 
-    def __init__(self, base: Path, args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        base: Path,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        *,
+        argv: list[str] | None = None,
+    ) -> None:
         self.base = base
         self.path = base / "dev"
         self.path.mkdir(exist_ok=True)
         self.control = str(base / "control.sock")
         self.log = base / "devfsd.log"
-        argv = [tool("devfsd"), "-f", "-c", self.control, "--log", str(self.log)]
-        argv += ["--state", str(base / "state"), "--modpath", str(MODS), *args, str(self.path)]
+        if argv is None:  # else a whole command line, with these paths
+            argv = [tool("devfsd"), "-f", "-c", self.control, "--log", str(self.log)]
+            argv += ["--state", str(base / "state"), "--modpath", str(MODS), *args, str(self.path)]
         self.proc = subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -472,3 +480,23 @@ def test_modules_conf_wins_over_reload_modules(tmp_path: Path, daemons: list[Dae
         assert ei.value.errno == errno.EFBIG
     finally:
         os.close(fd)
+
+
+def test_the_units_command_runs_and_notifies(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """ExecStart= of `devfsd unit`, its $DEVFSD_OPTIONS filled in, started as systemd would."""
+    from devfsd.service.unit import unit_text
+
+    mp = tmp_path / "dev"
+    (exec_start,) = [line for line in unit_text(str(mp)).splitlines() if line.startswith("ExecStart=")]
+    options = f"-c {tmp_path}/control.sock --state {tmp_path}/state --log {tmp_path}/devfsd.log"
+    argv = exec_start.removeprefix("ExecStart=").replace("$DEVFSD_OPTIONS", options).split()
+    assert argv[0] == tool("devfsd") and argv[1] == "-f" and argv[-1] == str(mp)
+    ns = NotifySocket(tmp_path, abstract=True)
+    try:
+        d = Daemon(tmp_path, env={**os.environ, "NOTIFY_SOCKET": ns.env_value}, argv=argv)
+        daemons.append(d)
+        ready = ns.until("READY")
+        assert ready["MAINPID"] == str(d.proc.pid)
+        Client(d.control).ping()
+    finally:
+        ns.close()
