@@ -2,7 +2,7 @@
 
 Reference numbers, not a test: ``python bench/bench_crandom.py [-n RUNS]``.
 Times the driver's own ``permute`` (what one read costs, FUSE aside) on 16
-bytes and on 1 MiB (crandom's default ``maxlen``), and, in the same run and
+bytes and on 1 MiB (crandom's default ``maxlen`` is 4095 bytes less), and, in the same run and
 on the same data, the standard library's CSPRNG shuffle, and prints the
 median of several runs of each and their ratio. The target for 1 MiB is
 50 ms on the project's 2-core machine.

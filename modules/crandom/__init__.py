@@ -37,8 +37,9 @@ async def modcmd(cmd: ModCmd, props: Props | None) -> None:
         cmd: ``INIT`` checks ``props`` and attaches; ``FINI`` detaches and
             drops every string; ``AUTOUNLOAD`` allows unless a string is
             stored.
-        props: ``maxlen`` (int >= 1, default 1 MiB), ``oneshot`` (bool,
-            default false); other names are ignored.
+        props: ``maxlen`` (int, 1 to ``MAX_READ``, 1 MiB - 4095, the
+            default), ``oneshot`` (bool, default false); other names are
+            ignored.
 
     Returns:
         None (success).

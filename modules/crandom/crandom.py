@@ -81,6 +81,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAXLEN",
+    "MAX_READ",
     "PLAIN_MAX",
     "Config",
     "Crandom",
@@ -99,8 +100,24 @@ __all__ = [
 #: What the permutations take: any bytes-like object.
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
-#: Longest string by default (load property ``maxlen``): 1 MiB.
-DEFAULT_MAXLEN: Final = 1 << 20
+#: The kernel's largest FUSE request, in pages: libfuse asks for
+#: FUSE_MAX_MAX_PAGES (256), the default of Linux's
+#: ``/proc/sys/fs/fuse/max_pages_limit``.
+FUSE_MAX_PAGES: Final = 256
+#: The memory page size: a read(2) buffer is cut into FUSE requests by pages.
+PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
+#: The longest string a read of its size returns whole through a mount,
+#: whatever the buffer's alignment: the kernel carries a read in requests of
+#: at most ``FUSE_MAX_PAGES`` pages of the caller's buffer, and a buffer
+#: starting one byte before a page boundary spends the first page on one
+#: byte. 256 pages of 4 KiB: 1,044,481 bytes (1 MiB - 4095). A longer string
+#: could be stored but a read of it would come as two requests, and crandom
+#: gives no partial reads (EINVAL): the limit on ``maxlen``. Measured on
+#: Linux 6.18: 1,044,481 bytes read whole from buffers at page offsets 0,
+#: 1 and 4095; 1,044,482 failed from offset 4095.
+MAX_READ: Final = FUSE_MAX_PAGES * PAGE_SIZE - (PAGE_SIZE - 1)
+#: Longest string by default (load property ``maxlen``): ``MAX_READ``.
+DEFAULT_MAXLEN: Final = MAX_READ
 #: Strings up to this many bytes use ``permute_plain``: below it the plain
 #: loop (~1.2 us a byte) beats the fast one's fixed ~28 us for a fresh key
 #: and generator.
@@ -197,7 +214,8 @@ class Config:
     """The load properties.
 
     Attributes:
-        maxlen: longest string, in bytes (``-i maxlen=N``, ``N >= 1``).
+        maxlen: longest string, in bytes (``-i maxlen=N``,
+            ``1 <= N <= MAX_READ``).
         oneshot: end of file after one permutation per open
             (``-b oneshot=true``).
     """
@@ -217,12 +235,13 @@ def parse_props(props: Mapping[str, str | int | bool] | None) -> Config:
 
     Raises:
         DeviceError: ``EINVAL`` if ``maxlen`` is not an int (a bool is not
-            one) or is below 1, or if ``oneshot`` is not a bool.
+            one) or is below 1 or above ``MAX_READ``, or if ``oneshot`` is
+            not a bool.
     """
     if not props:
         return Config()
     maxlen = props.get("maxlen", DEFAULT_MAXLEN)
-    if not isinstance(maxlen, int) or isinstance(maxlen, bool) or maxlen < 1:
+    if not isinstance(maxlen, int) or isinstance(maxlen, bool) or not 1 <= maxlen <= MAX_READ:
         raise DeviceError(errno.EINVAL)
     oneshot = props.get("oneshot", False)
     if not isinstance(oneshot, bool):

@@ -28,6 +28,8 @@ from devfsd.kern import ModCmd
 from devfsd.testing.harness import Kernel
 from modules.crandom.crandom import (
     DEFAULT_MAXLEN,
+    MAX_READ,
+    PAGE_SIZE,
     PLAIN_MAX,
     chacha20_generator,
     permute,
@@ -380,7 +382,7 @@ async def test_past_maxlen_is_efbig_and_changes_nothing() -> None:
         await f.close()
 
 
-async def test_default_maxlen_is_one_mib() -> None:
+async def test_default_maxlen_is_the_largest_whole_read() -> None:
     async with crandom_kernel() as k:
         f = await k.open("crandom", 0)
         data = os.urandom(DEFAULT_MAXLEN)
@@ -392,7 +394,8 @@ async def test_default_maxlen_is_one_mib() -> None:
         out = await f.read(DEFAULT_MAXLEN)
         assert len(out) == DEFAULT_MAXLEN and out != data
         await f.close()
-    assert DEFAULT_MAXLEN == 1 << 20
+    # 256 FUSE pages less 4095 bytes (crandom(4), LOAD PROPERTIES).
+    assert DEFAULT_MAXLEN == MAX_READ == 256 * PAGE_SIZE - (PAGE_SIZE - 1)
 
 
 # -- oneshot -------------------------------------------------------------------------
@@ -444,6 +447,7 @@ async def test_oneshot_false_never_ends() -> None:
     [
         {"maxlen": 0},
         {"maxlen": -5},
+        {"maxlen": MAX_READ + 1},
         {"maxlen": "4096"},
         {"maxlen": True},
         {"oneshot": "true"},
