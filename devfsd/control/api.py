@@ -28,7 +28,29 @@ if TYPE_CHECKING:
     from devfsd.kern.loader import ModuleLoader
     from devfsd.state import StateStore
 
-__all__ = ["ControlApi"]
+__all__ = ["ControlApi", "caller_path"]
+
+
+def caller_path(peer: Lwp, spec: str) -> str:
+    """A module path the caller gave, made absolute against the caller's directory.
+
+    A name (no ``/``) and an absolute path are returned as they are; ``./drv``
+    is joined to the working directory of the peer process
+    (``/proc/PID/cwd``), not the daemon's.
+
+    Raises:
+        ControlError: ``ENOENT`` when the caller's directory cannot be read
+            (it has gone, or is not a directory any more).
+    """
+    if "/" not in spec or spec.startswith("/") or "\0" in spec:
+        return spec
+    try:
+        cwd = os.readlink(f"/proc/{peer.pid}/cwd")
+    except OSError as exc:
+        raise ControlError(exc.errno or errno.ENOENT, "cannot read the caller's working directory") from None
+    if not cwd.startswith("/") or cwd.endswith(" (deleted)"):
+        raise ControlError(errno.ENOENT, "the caller's working directory is gone")
+    return os.path.join(cwd, spec)
 
 
 @final
@@ -47,6 +69,7 @@ class ControlApi:
         return None
 
     async def modload(self, peer: Lwp, module: str, props: dict[str, Any] | None) -> None:
+        module = caller_path(peer, module)
         mod = await self.loader.load(module, props)
         if self.state is not None:
             self.state.put_module(mod.name, module, mod.props)

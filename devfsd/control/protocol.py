@@ -3,7 +3,9 @@
 Pure: no socket, no trio. A message is a 4-byte big-endian length followed
 by that many bytes of UTF-8 JSON holding one object. Requests are
 ``{"op": NAME, ...arguments}``; replies are ``{"ok": true, "result": ...}``
-or ``{"ok": false, "errno": N, "error": TEXT}``.
+or ``{"ok": false, "errno": N, "error": TEXT}``; an error that explains a
+refusal to the user (module code that fails the trust rule) also carries
+``"why": TEXT``, which the tools print (``Explained``).
 
 ``Framer`` takes bytes as they arrive and hands back whole messages, as
 h11's connection does: ``feed(data)`` then ``next_message()`` until it
@@ -57,6 +59,7 @@ __all__ = [
     "MAX_MESSAGE",
     "OPS",
     "STREAM_OPS",
+    "Explained",
     "Framer",
     "ProtocolError",
     "StreamEnded",
@@ -208,8 +211,19 @@ def ok_reply(result: Any = None) -> dict[str, Any]:
     return {"ok": True, "result": result}
 
 
-def error_reply(err: int, text: str) -> dict[str, Any]:
-    return {"ok": False, "errno": err, "error": text}
+def error_reply(err: int, text: str, why: str | None = None) -> dict[str, Any]:
+    reply: dict[str, Any] = {"ok": False, "errno": err, "error": text}
+    if why is not None:
+        reply["why"] = why
+    return reply
+
+
+class Explained(ControlError):
+    """An error reply that says why, in one line the user should see (``why``)."""
+
+    def __init__(self, err: int, text: str | None, why: str) -> None:
+        super().__init__(err, text)
+        self.why = why
 
 
 def decode_reply(msg: Mapping[str, Any]) -> Any:
@@ -223,6 +237,9 @@ def decode_reply(msg: Mapping[str, Any]) -> Any:
     err = msg.get("errno")
     if msg.get("ok") is False and isinstance(err, int) and not isinstance(err, bool) and err > 0:
         text = msg.get("error")
+        why = msg.get("why")
+        if isinstance(why, str) and why and "\n" not in why:
+            raise Explained(err, text if isinstance(text, str) else None, why)
         return _raise(err, text if isinstance(text, str) else None)
     raise ControlError(errno.EBADMSG, "malformed reply from devfsd")
 

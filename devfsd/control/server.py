@@ -52,6 +52,7 @@ from devfsd.control.protocol import (
 )
 from devfsd.errors import DevfsdError
 from devfsd.kern.sockets import bind_unix_listener
+from devfsd.kern.trust import Untrusted
 
 if TYPE_CHECKING:
     from devfsd.control.api import ControlApi
@@ -207,7 +208,7 @@ class ControlServer:
                 raise ProtocolError(errno.EINVAL, f"{op}: a stream, not a request")
             result = await getattr(self.api, op)(peer, **args)
         except DevfsdError as exc:
-            return error_reply(exc.errno, str(exc))
+            return error_reply(exc.errno, str(exc), why=str(exc) if isinstance(exc, Untrusted) else None)
         except Exception:
             log.exception("control request %r failed", msg.get("op"))
             return error_reply(errno.EIO, os.strerror(errno.EIO))

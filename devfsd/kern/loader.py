@@ -6,8 +6,11 @@ after NetBSD's ``sys/kern/kern_module.c``:
 *Locate.* An argument with a ``/`` is a path: a package directory (with
 ``__init__.py``) or a ``.py`` file. Anything else is a name, looked up as
 ``DIR/NAME/__init__.py`` then ``DIR/NAME.py`` in each module directory in
-turn. The code is imported under ``devfsd_modules.NAME`` (so a module's own
-relative imports work) and must define ``MODULE`` and ``modcmd``.
+turn, then among the built-in drivers and installed distributions
+(``devfsd.kern.modpath``). The code is checked and read once
+(``devfsd.kern.trust``: refused code is ``EPERM`` with the reason), imported
+under ``devfsd_modules.NAME`` (so a module's own relative imports work) and
+must define ``MODULE`` and ``modcmd``.
 
 *Load.* Loaded already: ``EEXIST``. Not found: ``ENOENT``. Code that does
 not import or lacks ``MODULE``/``modcmd``: ``ENOEXEC``. ``MODULE.name`` not
@@ -55,6 +58,8 @@ import trio
 from devfsd.cdevsw import _wait
 from devfsd.cdevsw._table import devsw
 from devfsd.errors import DeviceError
+from devfsd.kern import trust
+from devfsd.kern.modpath import builtin_modules, entry_point_code
 from devfsd.kern.module import (
     MODULE_MAX_DEPTH,
     ModCmd,
@@ -225,29 +230,13 @@ def kthread_create(
     return scope
 
 
-def _project_modules() -> Path:
-    return Path(__file__).resolve().parent.parent.parent / "modules"
-
-
-class _SourceLoader(importlib.machinery.SourceFileLoader):
-    """Compiles the module's source on every load, never its bytecode cache.
-
-    The cache is checked by size and whole-second mtime: a module edited
-    within a second of its last load, to the same size (``b"v1"`` to
-    ``b"v2"``), would otherwise come back unchanged after a reload.
-    """
-
-    def get_code(self, fullname: str) -> types.CodeType:
-        return self.source_to_code(self.get_data(self.path), self.path)
-
-
 @final
 class ModuleLoader:
     """The kernel's module list.
 
     Args:
         modpath: directories searched for modules by name, in order; the
-            project's ``modules/`` is appended when it exists.
+            built-in drivers' directory is appended (``modpath.builtin_modules``).
         autoload: whether opening a driverless node may load its module.
         autotime: quiet seconds before an autoloaded module is offered
             ``AUTOUNLOAD`` (0: never).
@@ -262,8 +251,8 @@ class ModuleLoader:
         include_project_modules: bool = True,
     ) -> None:
         self.modpath = [Path(p) for p in modpath]
-        proj = _project_modules()
-        if include_project_modules and proj.is_dir() and proj not in self.modpath:
+        proj = builtin_modules()
+        if include_project_modules and proj is not None and proj not in self.modpath:
             self.modpath.append(proj)
         self.autoload_enabled = autoload
         self.autotime = autotime
@@ -306,15 +295,15 @@ class ModuleLoader:
         if len(spec.encode()) >= os.pathconf("/", "PC_PATH_MAX"):
             raise DeviceError(errno.ENAMETOOLONG)
         if "/" in spec:
-            p = Path(spec)
+            # Relative to this process's directory: the control API has made
+            # a caller's path absolute against the caller's.
+            p = Path(os.path.join(os.getcwd(), spec))
             if p.is_dir():
                 init = p / "__init__.py"
                 if not init.is_file():
                     raise DeviceError(errno.ENOENT, f"{spec}: no __init__.py")
-                _check_safe(p.resolve())
                 return p.resolve().name, init, p.resolve()
             if p.is_file() and p.suffix == ".py":
-                _check_safe(p.resolve())
                 return p.stem, p, None
             raise DeviceError(errno.ENOENT)
         name = validate_module_name(spec)
@@ -327,8 +316,11 @@ class ModuleLoader:
                     # A symbolic link (or ..) leading out of the module path.
                     log.error("module %s: %s leads out of %s; refused", name, cand, d)
                     raise DeviceError(errno.EPERM)
-                _check_safe(real)
                 return (name, real / "__init__.py", real) if pkg else (name, real, None)
+        found = entry_point_code(name)
+        if found is not None:
+            code, is_pkg = found
+            return (name, code / "__init__.py", code) if is_pkg else (name, code, None)
         raise DeviceError(errno.ENOENT)
 
     def _import(self, name: str, path: Path, pkgdir: Path | None) -> types.ModuleType:
@@ -338,19 +330,20 @@ class ModuleLoader:
             sys.modules[_PKG] = parent
         qual = f"{_PKG}.{name}"
         self._purge(qual)
-        importlib.invalidate_caches()  # files added since the last load
-        spec = importlib.util.spec_from_file_location(
-            qual,
-            path,
-            loader=_SourceLoader(qual, str(path)),
-            submodule_search_locations=[str(pkgdir)] if pkgdir else None,
-        )
-        if spec is None or spec.loader is None:
-            raise DeviceError(errno.ENOEXEC, f"{path}: cannot import")
+        try:
+            spec = trust.load_code(qual, str(pkgdir or path), package=pkgdir is not None)
+        except trust.Untrusted as exc:
+            log.error("module %s: %s; refused", name, exc)
+            raise
+        assert spec.loader is not None
         pymod = importlib.util.module_from_spec(spec)
         sys.modules[qual] = pymod
         try:
             spec.loader.exec_module(pymod)
+        except trust.Untrusted as exc:  # a submodule it imports
+            self._purge(qual)
+            log.error("module %s: %s; refused", name, exc)
+            raise
         except Exception:
             self._purge(qual)
             log.exception("module %s: import of %s failed", name, path)
@@ -366,6 +359,7 @@ class ModuleLoader:
     def _purge(qual: str) -> None:
         for k in [k for k in sys.modules if k == qual or k.startswith(qual + ".")]:
             del sys.modules[k]
+        trust.forget_package(qual)
 
     # -- load / unload --------------------------------------------------
 
@@ -592,33 +586,6 @@ class ModuleLoader:
             if maj in mod.majors:
                 return mod
         return None
-
-
-def _check_safe(p: Path) -> None:
-    """Refuse code others could have changed, as a kernel refuses unsafe modules.
-
-    ``p`` (a ``.py`` file, or a package directory and every file and
-    directory in it) must belong to root or to the daemon's user and be
-    writable by nobody else.
-
-    Raises:
-        DeviceError: ``EPERM``, logged with the offending path.
-    """
-    me = os.geteuid()
-    paths = [p, *p.rglob("*")] if p.is_dir() else [p]
-    for f in paths:
-        try:
-            st = f.lstat()
-        except OSError:
-            continue
-        if st.st_uid not in (0, me) or st.st_mode & 0o022:
-            log.error(
-                "module code %s: owner %d, mode %o: not root's or writable by others; refused",
-                f,
-                st.st_uid,
-                st.st_mode & 0o7777,
-            )
-            raise DeviceError(errno.EPERM)
 
 
 def _code_size(p: Path) -> int:

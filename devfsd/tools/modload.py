@@ -19,11 +19,14 @@ plist file for ``-p``, are not offered.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, final
 
 from devfsd.control.client import Client
+from devfsd.control.protocol import Explained
 from devfsd.errors import ControlError
 from devfsd.kern.props import PropError, parse_bool, parse_int, parse_param
 from devfsd.tools import (
@@ -31,6 +34,7 @@ from devfsd.tools import (
     Getopt,
     GetoptError,
     UsageError,
+    err,
     errx,
     failed,
     out,
@@ -172,8 +176,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SUCCESS
     assert args.module is not None
     client = Client(args.control)
+    module = args.module
+    if "/" in module and not module.startswith("/"):
+        # The daemon's working directory is not ours (it resolves one too).
+        try:
+            module = os.path.join(os.getcwd(), module)
+        except OSError as exc:
+            return err(PROG, module, exc.errno or errno.ENOENT)
     try:
-        client.modload(args.module, args.props)
+        client.modload(module, args.props)
+    except Explained as exc:  # module code refused: say why, in one line
+        return errx(PROG, f"{args.module}: {exc.why}")
     except (ControlError, UnicodeError) as exc:
         return failed(PROG, args.module, client.path, exc)
     return EXIT_SUCCESS

@@ -22,6 +22,7 @@ from devfsd.cdevsw import makedev
 from devfsd.control.client import Client
 from devfsd.errors import ControlError
 from devfsd.testing.mount import DevfsdMount, is_mounted, run, wait_for
+from tests.nobody import python_as_nobody
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -337,12 +338,14 @@ def test_control_socket_is_root_only() -> None:
                 "except ControlError as e:\n"
                 "    print(e.errno)\n"
             )
+            python, env = python_as_nobody(Path(base))  # nobody may not read the checkout
             r = subprocess.run(
-                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+                [*python, "-c", code],
                 capture_output=True,
                 text=True,
                 timeout=30,
-                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+                cwd="/",
+                env=env,
             )
             assert r.stdout.strip() == str(errno.EPERM), r.stderr
             assert m.client().modstat()["modules"] == []
@@ -473,15 +476,12 @@ def test_control_group_members_may_use_the_socket() -> None:
                 f"Client({m.control!r}).modload('msgq')\n"
                 "print('ok')\n"
             )
-            env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-            member = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-            r = subprocess.run(
-                [*member, sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
-            )
+            member, env = python_as_nobody(Path(base))  # nobody may not read the checkout
+            r = subprocess.run([*member, "-c", code], capture_output=True, text=True, timeout=30, env=env)
             assert r.stdout == "ok\n", r.stderr
-            outsider = ["setpriv", "--reuid=65534", "--regid=65533", "--clear-groups"]
+            outsider = [a.replace("--regid=65534", "--regid=65533") for a in member]
             r = subprocess.run(
-                [*outsider, sys.executable, "-c", code.replace("modload", "modunload")],
+                [*outsider, "-c", code.replace("modload", "modunload")],
                 capture_output=True,
                 text=True,
                 timeout=30,

@@ -296,8 +296,9 @@ def _copy_msgq(dst: Path) -> Path:
 @pytest.mark.parametrize("how", ["group-writable", "other-writable", "not-root", "file-writable"])
 async def test_unsafe_module_code_is_eperm(tmp_path: Path, how: str) -> None:
     pkg = _copy_msgq(tmp_path)
-    if how == "group-writable":
+    if how == "group-writable":  # by a group other than root's
         pkg.chmod(0o775)
+        os.chown(pkg, 0, 65534)
     elif how == "other-writable":
         (pkg / "__init__.py").chmod(0o646)
     elif how == "not-root":
