@@ -20,6 +20,9 @@ copy was read):
   308f126a780670cfe866ccd5385d7c0c29a2d4ed, whose checks 1.12 (2013) keeps.
 - ``sbin/modload/main.c`` 1.12 (2009/06/10), NetBSD/src at commit
   06a30a42b1f0a1b3eccd4386459a362b32ed7fba.
+- ``sbin/modstat/main.c`` 1.15.2.1 (2014/08/20), the newest the stored
+  copies hold; devfsd prints the later layout (FLAG column), so only the
+  rules both share are ported.
 
 Where devfsd departs on purpose, the test still asserts NetBSD's behaviour
 and is marked with ``departure(...)`` (``netbsd.py``): an expected failure,

@@ -22,7 +22,7 @@ from devfsd.cdevsw import makedev
 if TYPE_CHECKING:
     from devfsd.testing.mount import DevfsdMount
 
-__all__ = ["DEPARTURES", "MODS", "Departure", "departure", "k_helper_report", "report"]
+__all__ = ["DEPARTURES", "MODS", "Departure", "departure", "k_helper_report", "module", "report"]
 
 #: The test modules (k_helper, k_helper2, ...).
 MODS: Final = Path(__file__).resolve().parent.parent / "modules"
@@ -112,3 +112,14 @@ def k_helper_report(m: DevfsdMount) -> dict[str, str]:
     """k_helper's sysctl nodes, without the ``vendor.k_helper.`` prefix."""
     prefix = "vendor.k_helper."
     return {k[len(prefix) :]: v for k, v in report(m).items() if k.startswith(prefix)}
+
+
+def module(d: Path, name: str, required: object = (), *, declared: str | None = None) -> None:
+    """Write module ``name`` (a MISC module that does nothing) into ``d``."""
+    (d / name).mkdir()
+    (d / name / "__init__.py").write_text(
+        "from devfsd.kern import ModuleClass, ModuleInfo\n"
+        f"MODULE = ModuleInfo(name={declared or name!r}, cls=ModuleClass.MISC, required={required!r})\n"
+        "async def modcmd(cmd, props):\n"
+        "    return None\n"
+    )

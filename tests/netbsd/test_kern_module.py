@@ -18,21 +18,10 @@ from devfsd.errors import DeviceError
 from devfsd.kern.module import MODULE_MAX_DEPTH
 from devfsd.testing.harness import Kernel
 
-from .netbsd import departure
+from .netbsd import departure, module
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def module(d: Path, name: str, required: object = (), *, declared: str | None = None) -> None:
-    """Write module ``name`` (a MISC module that does nothing) into ``d``."""
-    (d / name).mkdir()
-    (d / name / "__init__.py").write_text(
-        "from devfsd.kern import ModuleClass, ModuleInfo\n"
-        f"MODULE = ModuleInfo(name={declared or name!r}, cls=ModuleClass.MISC, required={required!r})\n"
-        "async def modcmd(cmd, props):\n"
-        "    return None\n"
-    )
 
 
 def loaded(k: Kernel) -> dict[str, str]:
