@@ -48,7 +48,7 @@ from devfsd.mknod.args import (
     parse,
 )
 from devfsd.mknod.pack import makedev
-from devfsd.tools import EXIT_SUCCESS, err, errx, failed, out, usage, warn
+from devfsd.tools import EXIT_SUCCESS, err, errx, failed, long_option, out, usage, warn
 
 __all__ = ["XATTR_MAJOR", "XATTR_MINOR", "XATTR_TYPE", "main", "node_identity"]
 
@@ -219,11 +219,14 @@ def _list(req: ListDrivers) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run devfs-mknod; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if (asked := long_option(PROG, USAGE, "devfs-mknod(8)", argv)) is not None:
+        return asked
     old_umask = os.umask(0)
     try:
         try:
             req = parse(
-                sys.argv[1:] if argv is None else argv,
+                argv,
                 umask=old_umask,
                 lookup=_SystemLookup(),
             )

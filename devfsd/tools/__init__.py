@@ -18,6 +18,12 @@ When the daemon cannot be reached at all, ``modload: crandom: No such file
 or directory`` would blame the module; the tools name the socket instead
 (``modload: /run/devfsd/control.sock: Connection refused``). ``unreachable``
 tells the two apart.
+
+``--help`` and ``--version`` as the first argument, as Linux users type
+them, are answered before getopt sees anything (``long_option``): the usage
+text on stdout and exit 0, or ``prog (devfsd) VERSION``. NetBSD's getopt
+has no long options, so nothing a NetBSD script passes changes meaning
+(``modload -- --help`` is still a module named ``--help``).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ __all__ = [
     "err",
     "errx",
     "failed",
+    "long_option",
     "out",
     "unreachable",
     "usage",
@@ -183,6 +190,28 @@ def out(text: str) -> None:
         sys.stdout.flush()
         buf.write(text.encode("utf-8", "surrogateescape"))
     sys.stdout.flush()
+
+
+def long_option(prog: str, text: str, manual: str, argv: Sequence[str]) -> int | None:
+    """Answer ``--help`` or ``--version`` given as ``argv[0]``.
+
+    Args:
+        prog: the tool's name, as its messages begin (``devfsd trace``).
+        text: its usage text.
+        manual: its manual page (``modload(8)``), named after the usage.
+
+    Returns:
+        ``EXIT_SUCCESS`` once answered on stdout, or ``None``: not asked.
+    """
+    if not argv or argv[0] not in ("--help", "--version"):
+        return None
+    if argv[0] == "--help":
+        out(f"{text}See {manual}.\n")
+    else:
+        from devfsd import __version__
+
+        out(f"{prog} (devfsd) {__version__}\n")
+    return EXIT_SUCCESS
 
 
 def unreachable(exc: ControlError) -> bool:

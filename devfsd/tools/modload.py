@@ -37,6 +37,7 @@ from devfsd.tools import (
     err,
     errx,
     failed,
+    long_option,
     out,
     usage,
 )
@@ -165,8 +166,11 @@ def externalize(props: Mapping[str, str | int | bool]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run modload; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if (asked := long_option(PROG, USAGE, "modload(8)", argv)) is not None:
+        return asked
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
+        args = parse_args(argv)
     except UsageError as exc:
         return usage(PROG, USAGE, exc.complaint)
     except PropError as exc:

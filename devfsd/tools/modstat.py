@@ -50,6 +50,7 @@ from devfsd.tools import (
     err,
     errx,
     failed,
+    long_option,
     out,
     usage,
     warnx,
@@ -185,8 +186,11 @@ def _answer(client: Client, question: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run modstat; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if (asked := long_option(PROG, USAGE, "modstat(8)", argv)) is not None:
+        return asked
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
+        args = parse_args(argv)
     except UsageError as exc:
         return usage(PROG, USAGE, exc.complaint)
     client = Client(args.control)

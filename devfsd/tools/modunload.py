@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 from devfsd.control.client import Client
 from devfsd.errors import ControlError
-from devfsd.tools import EXIT_SUCCESS, Getopt, GetoptError, failed, usage
+from devfsd.tools import EXIT_SUCCESS, Getopt, GetoptError, failed, long_option, usage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -30,8 +30,11 @@ USAGE: Final = "Usage: modunload [-c path] <module_name ...>\n"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run modunload; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if (asked := long_option(PROG, USAGE, "modunload(8)", argv)) is not None:
+        return asked
     control: str | None = None
-    opts = Getopt(sys.argv[1:] if argv is None else argv, "c:")
+    opts = Getopt(argv, "c:")
     try:
         for _opt, arg in opts:
             control = arg

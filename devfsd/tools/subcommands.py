@@ -35,6 +35,11 @@ EPILOG: Final = (
 def main(argv: Sequence[str]) -> int:
     """Run subcommand ``argv[0]`` with the rest of ``argv``."""
     word, rest = argv[0], list(argv[1:])
+    if rest[:1] == ["--version"]:  # --help is each subcommand's own
+        from devfsd.tools import long_option
+
+        long_option(f"devfsd {word}", "", "devfsd(8)", rest)
+        return 0
     if word == "new-module":
         from devfsd.tools import newmodule
 

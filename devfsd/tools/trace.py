@@ -33,7 +33,7 @@ from devfsd.control import path_for_node, resolve_path
 from devfsd.control.client import Client
 from devfsd.control.protocol import StreamEnded, decode_trace_event
 from devfsd.errors import ControlError
-from devfsd.tools import EXIT_SUCCESS, Getopt, GetoptError, err, failed, usage, warnx
+from devfsd.tools import EXIT_SUCCESS, Getopt, GetoptError, err, failed, long_option, usage, warnx
 from devfsd.trace import MAX_BUFFER
 
 if TYPE_CHECKING:
@@ -97,6 +97,8 @@ def _positive(text: str, top: int | None = None) -> int | None:
 
 def main(argv: Sequence[str]) -> int:
     """Run ``devfsd trace``; returns the exit status."""
+    if (asked := long_option(PROG, USAGE, "devfsd(8)", argv)) is not None:
+        return asked
     control: str | None = None
     driver: str | None = None
     buffer: int | None = None

@@ -44,7 +44,7 @@ import threading
 from typing import Final
 
 from devfsd.mknod.cli import XATTR_MINOR
-from devfsd.tools import EXIT_SUCCESS, Getopt, GetoptError, err, usage
+from devfsd.tools import EXIT_SUCCESS, Getopt, GetoptError, err, long_option, usage
 
 __all__ = ["BATCH", "BATCH_BYTES", "main", "split_batch"]
 
@@ -192,7 +192,10 @@ class _Bridge:
 
 
 def main(argv: list[str] | None = None) -> int:
-    opts = Getopt(sys.argv[1:] if argv is None else argv, "m:")
+    argv = sys.argv[1:] if argv is None else argv
+    if (asked := long_option(PROG, USAGE, "tunwg-bridge(8)", argv)) is not None:
+        return asked
+    opts = Getopt(argv, "m:")
     mtu = DEFAULT_MTU
     try:
         for _opt, arg in opts:  # -m is the only option
