@@ -2,7 +2,10 @@
 
 The only module that imports pyfuse3 besides the daemon. Every handler
 turns ``DeviceError`` into ``FUSEError`` here and nowhere else; a driver's
-stray exception has already become ``EIO`` in ``SpecFs``.
+stray exception has already become ``EIO`` in ``SpecFs``. Nothing else may
+leave a handler (pyfuse3 ends its loop on it): ``_contained`` wraps every
+handler to make anything else ``EIO`` (``devfsd.contain``), and ``read``
+and ``write`` do the same inline.
 
 What the kernel sees (see ../shared/DESIGN.md): character nodes are
 *regular files* (there is no CUSE), opened ``direct_io``, so each
@@ -21,22 +24,25 @@ a fresh inode. A node's driver, major and minor are extended attributes
 from __future__ import annotations
 
 import errno
+import functools
+import inspect
 import logging
 import os
 import stat
 import time
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 import pyfuse3
 
 from devfsd.cdevsw._dev import Dev, major, minor
 from devfsd.cdevsw._table import devsw
+from devfsd.contain import contain
 from devfsd.control import CONTROL_XATTR
 from devfsd.errors import DeviceError
 from devfsd.nodes import Node, NodeTable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from devfsd.cdevsw._switch import File
     from devfsd.specfs import SpecFs
@@ -54,10 +60,45 @@ _XATTRS: Final = (b"user.devfsd.type", b"user.devfsd.driver", b"user.devfsd.majo
 
 def _err(exc: DeviceError) -> pyfuse3.FUSEError:
     e = exc.errno
-    return pyfuse3.FUSEError(e if 0 < e < 512 else errno.EIO)
+    return pyfuse3.FUSEError(e if e.__class__ is int and 0 < e < 512 else errno.EIO)
+
+
+def _fault(exc: BaseException, what: str) -> pyfuse3.FUSEError:
+    """What a handler's stray exception becomes (``devfsd.contain``): pyfuse3
+    ends its loop, and the daemon, on anything but ``FUSEError``."""
+    if isinstance(exc, pyfuse3.FUSEError):
+        return exc
+    return _err(contain(exc, f"FUSE {what}"))
+
+
+_Op = TypeVar("_Op", bound=type)
+
+
+def _contained(cls: _Op) -> _Op:
+    """Wrap each of ``cls``'s pyfuse3 handlers so that only ``FUSEError``
+    leaves it (``read`` and ``write``, the hot path, do that inline)."""
+    for name, fn in list(vars(cls).items()):
+        if name in ("read", "write") or not inspect.iscoroutinefunction(fn):
+            continue
+        if not hasattr(pyfuse3.Operations, name):
+            continue
+
+        def wrap(fn: Callable[..., Awaitable[object]], name: str = name) -> Callable[..., Awaitable[object]]:
+            @functools.wraps(fn)
+            async def handler(*args: object, **kwargs: object) -> object:
+                try:
+                    return await fn(*args, **kwargs)
+                except BaseException as exc:
+                    raise _fault(exc, name) from None
+
+            return handler
+
+        setattr(cls, name, wrap(fn))
+    return cls
 
 
 @final
+@_contained
 class DevFs(pyfuse3.Operations):
     """``/dev`` as a FUSE file system.
 
@@ -366,6 +407,8 @@ class DevFs(pyfuse3.Operations):
             raise _err(exc) from None
         except KeyError:
             raise pyfuse3.FUSEError(errno.EBADF) from None
+        except BaseException as exc:
+            raise _fault(exc, "read") from None
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         try:
@@ -374,6 +417,8 @@ class DevFs(pyfuse3.Operations):
             raise _err(exc) from None
         except KeyError:
             raise pyfuse3.FUSEError(errno.EBADF) from None
+        except BaseException as exc:
+            raise _fault(exc, "write") from None
 
     async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: pyfuse3.RequestContext) -> int:
         entry = self.files.get(fh)

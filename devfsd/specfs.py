@@ -15,10 +15,13 @@ What it guarantees to drivers and callers (../shared/reference/netbsd.md 4.4):
   ``POLLERR``; the last close still runs no driver code.
 - A 0-byte read returns ``b""`` without calling the driver; a read never
   returns more than asked (``Uio`` enforces it).
-- An exception other than ``DeviceError`` from a driver is logged with its
-  traceback and becomes ``EIO`` for that call only; so does a wrong return
-  (``d_open``/``d_read``/``d_write``/``d_ioctl``/``d_close`` return
-  ``None``, ``d_poll`` an ``int``), with a log line naming the value.
+- An exception other than ``DeviceError`` from a driver, ``BaseException``
+  included (``SystemExit``, ``KeyboardInterrupt``, groups: see
+  ``devfsd.contain``), is logged with its traceback and becomes ``EIO`` for
+  that call only; so does a wrong return (``d_open``/``d_read``/``d_write``/
+  ``d_ioctl``/``d_close`` return ``None``, ``d_poll`` a mask of poll bits),
+  with a log line naming the value, and a uio left with more moved than
+  asked for.
 - An entry point awake for longer than ``entry_timeout`` seconds is
   cancelled, the stack it was stuck in is logged and the caller gets
   ``ETIMEDOUT``, also when it waits inside cancel scopes of its own (time
@@ -54,6 +57,7 @@ from devfsd.cdevsw._switch import FNONBLOCK, FREAD, FWRITE, File, Lwp
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._uio import IO_NDELAY, UIO_READ, Uio
 from devfsd.cdevsw._wait import call_limited, finish_limited
+from devfsd.contain import contain
 from devfsd.errors import DeviceError
 from devfsd.trace import TraceHub
 from devfsd.watchdog import DriverStall
@@ -73,6 +77,8 @@ log = logging.getLogger(__name__)
 S_IFCHR_MODE: Final = 0o020000
 _POLLERR: Final = select.POLLERR
 _ALL_EVENTS: Final = select.POLLIN | select.POLLOUT | select.POLLRDNORM | select.POLLWRNORM
+#: The largest mask ``d_poll`` may answer (poll(2)'s ``short revents``).
+_POLL_BITS: Final = 0xFFFF
 #: Seconds an entry point may stay awake (not asleep on a WaitChannel).
 DEFAULT_ENTRY_TIMEOUT: Final = 10.0
 
@@ -152,13 +158,10 @@ class SpecFs:
         """
         try:
             rv, hung = await call_limited(coro, self.entry_timeout, self._hung, what)
-        except DeviceError:
-            raise
         except DriverStall:  # the watchdog interrupted it (and logged where)
             raise DeviceError(errno.ETIMEDOUT) from None
-        except Exception:
-            log.exception("driver %s raised", what)
-            raise DeviceError(errno.EIO) from None
+        except BaseException as exc:
+            raise contain(exc, f"driver {what}") from None
         if hung:
             raise DeviceError(errno.ETIMEDOUT)
         return rv
@@ -238,7 +241,10 @@ class SpecFs:
                 await rest
         else:
             await self.trace.rw(self._rw_traced("d_read", cdev.d_read, fp, uio), "read", fp.dev, fp.pid, uio)
-        return uio.moved()
+        out = uio.moved()
+        if len(out) > size or (out.__class__ is not memoryview and out.__class__ is not bytes):
+            _bad_uio("d_read", f"moved {len(out)} bytes as {type(out).__name__} for a read of {size}")
+        return out
 
     async def write(self, fp: File, data: Buffer, offset: int = 0) -> int:
         """One write(2); returns the bytes the driver took.
@@ -257,7 +263,10 @@ class SpecFs:
         else:
             traced = self._rw_traced("d_write", cdev.d_write, fp, uio)
             await self.trace.rw(traced, "write", fp.dev, fp.pid, uio)
-        return size - uio.resid
+        n = size - uio.resid
+        if n.__class__ is not int or not 0 <= n <= size:
+            _bad_uio("d_write", f"left resid {uio.resid!r:.40} of {size}")
+        return n
 
     def _rw(
         self, what: str, fn: Callable[[Dev, Uio, int], Awaitable[object]], fp: File, uio: Uio
@@ -284,7 +293,7 @@ class SpecFs:
             if stop.value is not None:
                 _wrong_return(what, stop.value)
             return None
-        except Exception as exc:
+        except BaseException as exc:
             _rw_failed(exc, what, uio.resid != size, fp)
             return None
         return self._rw_rest(what, coro, first, status, uio, size)  # type: ignore[arg-type]
@@ -300,7 +309,7 @@ class SpecFs:
             else:
                 timeout = self.entry_timeout or 0.0
                 rv, hung = await finish_limited(coro, first, status, timeout, self._hung, what)
-        except Exception as exc:
+        except BaseException as exc:
             _rw_failed(exc, what, uio.resid != size, uio.lwp.fp)
             return
         if hung:
@@ -328,8 +337,8 @@ class SpecFs:
             rv = await call
         else:
             rv = await self.trace.call(call, "poll", fp.dev, fp.pid, events)
-        if not isinstance(rv, int):
-            log.error("driver d_poll returned %r, not an int", rv)
+        if rv.__class__ is not int or not 0 <= rv <= _POLL_BITS:
+            log.error("driver d_poll returned %.100r, not an int mask of poll bits", rv)
             return _POLLERR
         # Answered without selrecord (something is ready): keep the handle
         # for the next EWOULDBLOCK on this file (``_poll_again``), else an
@@ -360,7 +369,7 @@ class SpecFs:
             await call
         else:
             await self.trace.call(call, "ioctl", dev, l.pid, cmd, size)
-        return bytes(buf) if cmd & IOC_OUT else b""
+        return bytes(buf[:size]) if cmd & IOC_OUT else b""
 
     async def close(self, fp: File) -> None:
         """Release ``fp``; the last close of its ``dev`` runs ``d_close``.
@@ -385,7 +394,7 @@ class SpecFs:
             log.debug("d_close of %#x: %s", fp.dev, exc)
 
 
-def _rw_failed(exc: Exception, what: str, moved: bool, fp: File | None) -> None:
+def _rw_failed(exc: BaseException, what: str, moved: bool, fp: File | None) -> None:
     """What a ``d_read``/``d_write`` exception on ``fp`` becomes; call in its ``except``.
 
     Returns (the call succeeds with what it moved) only if bytes were
@@ -393,18 +402,16 @@ def _rw_failed(exc: Exception, what: str, moved: bool, fp: File | None) -> None:
     watchdog's interruption; raises the ``DeviceError`` the caller gets
     otherwise (``EIO`` for a driver's bug, logged with its traceback).
     """
-    if isinstance(exc, DeviceError):
-        if moved and exc.errno in (errno.EINTR, errno.EWOULDBLOCK):
-            return
-        if exc.errno == errno.EWOULDBLOCK and fp is not None and fp.poll_kept is not None:
-            _poll_again(fp)
-        raise exc
     if isinstance(exc, DriverStall):  # the watchdog interrupted it (and logged where)
         if moved:
             return
         raise DeviceError(errno.ETIMEDOUT) from None
-    log.exception("driver %s raised", what)
-    raise DeviceError(errno.EIO) from None
+    err = contain(exc, f"driver {what}")  # re-raises the daemon's own cancellation
+    if moved and err.errno in (errno.EINTR, errno.EWOULDBLOCK):
+        return
+    if err.errno == errno.EWOULDBLOCK and fp is not None and fp.poll_kept is not None:
+        _poll_again(fp)
+    raise err from None
 
 
 def _poll_again(fp: File) -> None:
@@ -430,4 +437,9 @@ def _poll_again(fp: File) -> None:
 
 def _wrong_return(what: str, rv: object) -> NoReturn:
     log.error("driver %s returned %.100r, not None", what, rv)
+    raise DeviceError(errno.EIO)
+
+
+def _bad_uio(what: str, how: str) -> NoReturn:
+    log.error("driver %s %s", what, how)
     raise DeviceError(errno.EIO)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import trio
 
 from devfsd.cdevsw._switch import Lwp
+from devfsd.contain import contain
 from devfsd.control.protocol import (
     STREAM_OPS,
     Framer,
@@ -209,9 +210,11 @@ class ControlServer:
             result = await getattr(self.api, op)(peer, **args)
         except DevfsdError as exc:
             return error_reply(exc.errno, str(exc), why=str(exc) if isinstance(exc, Untrusted) else None)
-        except Exception:
-            log.exception("control request %r failed", msg.get("op"))
-            return error_reply(errno.EIO, os.strerror(errno.EIO))
+        except BaseException as exc:
+            # Any bug (or a driver's BaseException that got this far) costs
+            # one request; the daemon's own cancellation and SIGINT go on.
+            err = contain(exc, f"control request {str(msg.get('op'))[:64]!r}")
+            return error_reply(err.errno, os.strerror(err.errno))
         return ok_reply(result)
 
     async def _stream(self, conn: trio.socket.SocketType, msg: dict[str, Any], peer: Lwp) -> bool:

@@ -57,6 +57,7 @@ import trio
 
 from devfsd.cdevsw import _wait
 from devfsd.cdevsw._table import devsw
+from devfsd.contain import contain, valid_errno
 from devfsd.errors import DeviceError
 from devfsd.kern import trust
 from devfsd.kern.modpath import builtin_modules, entry_point_code
@@ -137,21 +138,24 @@ class LoadedModule:
 
         Raises:
             DeviceError: whatever the module answered; ``EIO`` (logged) for
-                an exception that is not a ``DeviceError``.
+                any other exception (``BaseException`` included; see
+                ``devfsd.contain``) or a return that is neither ``None`` nor
+                an errno.
         """
         fn: Callable[[ModCmd, Props | None], Awaitable[int | None]] = self.pymod.modcmd
         token = _current.set(self)
         try:
             rv = await fn(cmd, props)
-        except DeviceError:
-            raise
-        except Exception:
-            log.exception("module %s: modcmd(%s) raised", self.name, cmd.name)
-            raise DeviceError(errno.EIO) from None
+        except BaseException as exc:
+            raise contain(exc, f"module {self.name}: modcmd({cmd.name})") from None
         finally:
             _current.reset(token)
-        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
-            raise DeviceError(rv)
+        if rv is None or (type(rv) is int and rv == 0):
+            return
+        if not valid_errno(rv):
+            log.error("module %s: modcmd(%s) returned %.100r, not None or an errno", self.name, cmd.name, rv)
+            raise DeviceError(errno.EIO)
+        raise DeviceError(rv)
 
 
 #: The loader whose load is running in this task (for ``module_load``).
@@ -219,8 +223,10 @@ def kthread_create(
         try:
             with scope:
                 await fn(*args)
-        except Exception:
-            log.exception("module %s: thread %s died", mod.name, name or fn)
+        except BaseException as exc:
+            # Logged, and the end of this task only (the daemon's own
+            # cancellation and SIGINT go on up).
+            contain(exc, f"module {mod.name}: thread {name or fn}")
         finally:
             _current.reset(token)
             if scope in mod.threads:
@@ -340,19 +346,18 @@ class ModuleLoader:
         sys.modules[qual] = pymod
         try:
             spec.loader.exec_module(pymod)
+            # Inside the try: a module's __getattr__ is its code too.
+            info = getattr(pymod, "MODULE", None)
+            if not isinstance(info, ModuleInfo) or not callable(getattr(pymod, "modcmd", None)):
+                log.error("module %s: %s defines no MODULE = ModuleInfo(...) and modcmd()", name, path)
+                raise DeviceError(errno.ENOEXEC)
         except trust.Untrusted as exc:  # a submodule it imports
             self._purge(qual)
             log.error("module %s: %s; refused", name, exc)
             raise
-        except Exception:
+        except BaseException as exc:
             self._purge(qual)
-            log.exception("module %s: import of %s failed", name, path)
-            raise DeviceError(errno.ENOEXEC) from None
-        info = getattr(pymod, "MODULE", None)
-        if not isinstance(info, ModuleInfo) or not callable(getattr(pymod, "modcmd", None)):
-            self._purge(qual)
-            log.error("module %s: %s defines no MODULE = ModuleInfo(...) and modcmd()", name, path)
-            raise DeviceError(errno.ENOEXEC)
+            raise contain(exc, f"module {name}: import of {path}", errno.ENOEXEC) from None
         return pymod
 
     @staticmethod
