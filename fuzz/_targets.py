@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from devfsd.cdevsw import Lwp
 from devfsd.control.protocol import (
+    BufferPool,
     Framer,
+    FramingError,
     ProtocolError,
     decode_reply,
     encode,
@@ -126,21 +128,41 @@ def _check_reply(data: bytes) -> None:
         raise AssertionError(f"an error reply decoded as a result: {msg}")
 
 
+#: The fuzzed framer's pool: small, so that inputs reach its limit.
+_POOL_FREE: Final = 64
+_POOL_LIMIT: Final = 512
+
+
 def control_one_input(data: bytes) -> None:
     server = _control_server()
     chunk = data[0] % 17 + 1 if data else 1
-    framer = Framer()
-    for i in range(1, len(data), chunk):
-        framer.feed(data[i : i + chunk])
-        while True:
+    pool = BufferPool(_POOL_LIMIT, free=_POOL_FREE)
+    framer = Framer(pool)
+    try:
+        for i in range(1, len(data), chunk):
             try:
-                msg = framer.next_message()
-            except ProtocolError as exc:
+                framer.feed(data[i : i + chunk])
+            except FramingError as exc:  # the pool is spent: the server closes
+                if exc.errno != errno.ENOBUFS:
+                    raise AssertionError(f"feed raised {exc!r}") from None
                 _check_reply(encode_reply(error_reply(exc.errno, str(exc))))
                 return
-            if msg is None:
-                break
-            _check_reply(encode_reply(_run(server.handle(msg, _PEER))))
+            while True:
+                try:
+                    msg = framer.next_message()
+                except ProtocolError as exc:
+                    _check_reply(encode_reply(error_reply(exc.errno, str(exc))))
+                    if isinstance(exc, FramingError):
+                        return  # framing lost: the server closes
+                    continue  # the message was consumed: the server reads on
+                if msg is None:
+                    break
+                _check_reply(encode_reply(_run(server.handle(msg, _PEER))))
+            assert 0 <= pool.used <= pool.limit, pool.used
+            assert framer.pending <= pool.free + pool.used, (framer.pending, pool.used)
+    finally:
+        framer.close()
+        assert pool.used == 0, pool.used
 
 
 def control_seeds() -> list[bytes]:
@@ -154,7 +176,16 @@ def control_seeds() -> list[bytes]:
         {"op": "ioctl", "path": "/dev/q", "cmd": 0x40046D01, "data": "AAAAAA=="},
         {"op": "status"},
     ]
-    return [b"\x10" + encode(r) for r in reqs] + [b"\x00" + b"".join(encode(r) for r in reqs)]
+    deep = [_raw(b"[" * 100_000), _raw(b'{"op": "ping", "x": ' + b"[" * 40 + b"]" * 40 + b"}")]
+    return (
+        [b"\x10" + encode(r) for r in reqs]
+        + [b"\x00" + b"".join(encode(r) for r in reqs)]
+        + [b"\x10" + d for d in deep]
+    )
+
+
+def _raw(body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + body
 
 
 # --- WireGuard receive path ---------------------------------------------------------

@@ -12,6 +12,20 @@ h11's connection does: ``feed(data)`` then ``next_message()`` until it
 returns ``None``. Anything malformed raises ``ProtocolError`` carrying the
 errno of the error reply to send (``EMSGSIZE``, ``EBADMSG``, ``EINVAL``).
 
+Limits (the daemon reads from anyone in the control group):
+
+- A message is at most ``MAX_MESSAGE`` bytes of JSON; a longer length is
+  ``EMSGSIZE``, and as its bytes cannot be skipped safely the framing is
+  lost: ``FramingError``, after which the connection must end.
+- Arrays and objects nest at most ``MAX_DEPTH`` deep; deeper is
+  ``EBADMSG`` (not a ``RecursionError``). The message has been consumed,
+  so the connection may go on.
+- Bytes held but not yet a message: each ``Framer`` given a ``BufferPool``
+  may hold ``FREE_PER_CONNECTION`` bytes of its own, and beyond that draws
+  on the pool, shared by every connection (``MAX_BUFFERED``); a ``feed``
+  that would overdraw it is ``ENOBUFS`` (a ``FramingError``: the bytes are
+  not taken). ``close()`` gives back what a ``Framer`` held.
+
 Streams. An op in ``STREAM_OPS`` (``trace``) asks for a stream of items
 instead of one result. Its messages, in order::
 
@@ -53,14 +67,19 @@ from devfsd.errors import ControlError
 from devfsd.trace import CALLS, TraceEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
 __all__ = [
+    "FREE_PER_CONNECTION",
+    "MAX_BUFFERED",
+    "MAX_DEPTH",
     "MAX_MESSAGE",
     "OPS",
     "STREAM_OPS",
+    "BufferPool",
     "Explained",
     "Framer",
+    "FramingError",
     "ProtocolError",
     "StreamEnded",
     "StreamItems",
@@ -79,6 +98,12 @@ __all__ = [
 
 #: Largest message either side accepts (bytes of JSON).
 MAX_MESSAGE: Final = 1 << 20
+#: Deepest nesting of arrays and objects in a message.
+MAX_DEPTH: Final = 32
+#: Bytes a connection may hold without drawing on the shared pool.
+FREE_PER_CONNECTION: Final = 4096
+#: Bytes beyond that all of a pool's connections together may hold.
+MAX_BUFFERED: Final = 16 << 20
 _HEADER: Final = struct.Struct(">I")
 
 #: Each operation and the argument names (with types) it takes.
@@ -103,6 +128,26 @@ STREAM_OPS: Final = frozenset({"trace"})
 
 class ProtocolError(ControlError):
     """A malformed message; ``errno`` is what the error reply carries."""
+
+
+class FramingError(ProtocolError):
+    """A ``ProtocolError`` after which the byte stream cannot be read on."""
+
+
+@final
+class BufferPool:
+    """The bytes that ``Framer``s sharing it hold past their own allowance."""
+
+    __slots__ = ("free", "limit", "peak", "used")
+
+    def __init__(self, limit: int = MAX_BUFFERED, free: int = FREE_PER_CONNECTION) -> None:
+        self.limit = limit
+        #: Bytes each connection holds before it draws on the pool.
+        self.free = free
+        #: Bytes drawn now.
+        self.used = 0
+        #: The most drawn since ``peak`` was last reset (by its owner).
+        self.peak = 0
 
 
 def encode(obj: Mapping[str, Any]) -> bytes:
@@ -134,15 +179,47 @@ def encode_reply(reply: Mapping[str, Any]) -> bytes:
 
 @final
 class Framer:
-    """Splits a byte stream into JSON objects."""
+    """Splits a byte stream into JSON objects.
 
-    __slots__ = ("_buf",)
+    Args:
+        pool: where bytes past ``FREE_PER_CONNECTION`` are drawn from
+            (``None``: no limit but ``MAX_MESSAGE``).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_buf", "_drawn", "pool")
+
+    def __init__(self, pool: BufferPool | None = None) -> None:
         self._buf = bytearray()
+        self.pool = pool
+        self._drawn = 0
 
     def feed(self, data: bytes) -> None:
+        """Take ``data``.
+
+        Raises:
+            FramingError: ``ENOBUFS`` if the pool cannot cover it (not taken).
+        """
+        if self.pool is not None:
+            self._draw(len(self._buf) + len(data))
         self._buf += data
+
+    def _draw(self, held: int) -> None:
+        pool = self.pool
+        assert pool is not None
+        want = max(0, held - pool.free)
+        more = want - self._drawn
+        if more > 0 and pool.used + more > pool.limit:
+            raise FramingError(errno.ENOBUFS, "control connections hold too many bytes; try again")
+        pool.used += more
+        pool.peak = max(pool.peak, pool.used)
+        self._drawn = want
+
+    def close(self) -> None:
+        """Drop what is held and give the pool back its share."""
+        if self.pool is not None:
+            self.pool.used -= self._drawn
+        self._drawn = 0
+        self._buf = bytearray()
 
     @property
     def pending(self) -> int:
@@ -160,18 +237,46 @@ class Framer:
             return None
         (n,) = _HEADER.unpack_from(self._buf)
         if n > MAX_MESSAGE:
-            raise ProtocolError(errno.EMSGSIZE, f"message of {n} bytes exceeds {MAX_MESSAGE}")
+            raise FramingError(errno.EMSGSIZE, f"message of {n} bytes exceeds {MAX_MESSAGE}")
         if len(self._buf) < _HEADER.size + n:
             return None
         body = bytes(self._buf[_HEADER.size : _HEADER.size + n])
         del self._buf[: _HEADER.size + n]
+        if self.pool is not None:
+            self._draw(len(self._buf))  # gives back; never raises
         try:
             obj = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             raise ProtocolError(errno.EBADMSG, "message is not UTF-8 JSON") from None
+        except RecursionError:
+            obj = None  # deeper than the interpreter goes: too deep
+        if _too_deep(body, obj):
+            raise ProtocolError(errno.EBADMSG, f"message nests deeper than {MAX_DEPTH}")
         if not isinstance(obj, dict):
             raise ProtocolError(errno.EBADMSG, "message is not a JSON object")
         return obj
+
+
+def _too_deep(body: bytes, obj: object) -> bool:
+    """Whether ``obj``, parsed from ``body`` (``None``: it could not be),
+    nests arrays and objects deeper than ``MAX_DEPTH``."""
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return False  # cannot be: the common case, no walk
+    if obj is None:
+        return True
+    todo: list[tuple[object, int]] = [(obj, 1)]
+    while todo:
+        o, depth = todo.pop()
+        if isinstance(o, dict):
+            inner: Iterable[object] = o.values()
+        elif isinstance(o, list):
+            inner = o
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        todo.extend((v, depth + 1) for v in inner)
+    return False
 
 
 def parse_request(msg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -226,7 +226,7 @@ def kthread_create(
         except BaseException as exc:
             # Logged, and the end of this task only (the daemon's own
             # cancellation and SIGINT go on up).
-            contain(exc, f"module {mod.name}: thread {name or fn}")
+            contain(exc, f"module {mod.name}: thread {name or fn} died,")
         finally:
             _current.reset(token)
             if scope in mod.threads:

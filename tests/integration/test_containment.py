@@ -212,7 +212,7 @@ def test_d_poll(daemon: Daemon, value: str) -> None:
 def test_thread(daemon: Daemon, kind: str) -> None:
     assert load_errno(daemon, {"thread": kind}) is None
     try:
-        logged = f"thread faulty raised {kind}"
+        logged = f"thread faulty died, raised {kind}"
         wait_for(lambda: logged in daemon.m.log_text(), 5, "the thread's fault logged")
         daemon.assert_serving()
         with open(daemon.node(), "rb", buffering=0) as f:
