@@ -69,8 +69,9 @@ class ControlApi:
         return None
 
     async def modload(self, peer: Lwp, module: str, props: dict[str, Any] | None) -> None:
-        module = caller_path(peer, module)
-        mod = await self.loader.load(module, props)
+        if peer.uid == 0:  # others may not load by path (the loader says EPERM)
+            module = caller_path(peer, module)
+        mod = await self.loader.load(module, props, uid=peer.uid)
         if self.state is not None:
             self.state.put_module(mod.name, module, mod.props)
 

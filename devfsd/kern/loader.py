@@ -368,13 +368,18 @@ class ModuleLoader:
 
     # -- load / unload --------------------------------------------------
 
-    async def load(self, spec: str, props: Props | None = None, *, autoload: bool = False) -> LoadedModule:
+    async def load(
+        self, spec: str, props: Props | None = None, *, autoload: bool = False, uid: int = 0
+    ) -> LoadedModule:
         """Load a module (``modload``).
 
         Args:
             spec: a module name, or a path (contains ``/``).
             props: load-time properties for INIT.
             autoload: mark it autoloaded (flag ``a``).
+            uid: who asks (``SO_PEERCRED``). Only root (0) may load by path
+                or give a property the module declares ``privileged``;
+                others get ``EPERM``.
 
         Returns:
             The loaded module.
@@ -384,15 +389,25 @@ class ModuleLoader:
                 ``EINVAL``, ``EMLINK``, ``ENOMEM`` or INIT's own error.
         """
         checked = check_props(props)
+        if uid != 0 and "/" in spec:
+            # A path makes root look (and run code) anywhere; its errno
+            # alone would tell what is in directories the caller cannot read.
+            raise DeviceError(errno.EPERM, "loading a module by path is root's alone")
         async with self._lock:
             token = _loading_in.set(self)
             try:
-                return await self._load(spec, checked, autoload=autoload, brought=[])
+                return await self._load(spec, checked, autoload=autoload, brought=[], uid=uid)
             finally:
                 _loading_in.reset(token)
 
     async def _load(
-        self, spec: str, props: dict[str, str | int | bool], *, autoload: bool, brought: list[str]
+        self,
+        spec: str,
+        props: dict[str, str | int | bool],
+        *,
+        autoload: bool,
+        brought: list[str],
+        uid: int = 0,
     ) -> LoadedModule:
         if len(self._loading) >= MODULE_MAX_DEPTH:
             # kern_module.c 1.106: "recursion too deep".
@@ -426,6 +441,11 @@ class ModuleLoader:
                 name = info.name
                 pymod = self._import(name, path, pkgdir)
                 info = pymod.MODULE
+            denied = sorted(set(props) & set(info.privileged)) if uid != 0 else []
+            if denied:
+                self._purge(f"{_PKG}.{name}")
+                log.warning("module %s: uid %d may not give property %s: root's alone", name, uid, denied[0])
+                raise DeviceError(errno.EPERM, f"property {denied[0]} of {name} is root's alone")
             mod = LoadedModule(info, pymod, path, _code_size(pkgdir or path))
             mod.props = props
             mine: list[str] = []

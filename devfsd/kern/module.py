@@ -104,11 +104,17 @@ class ModuleInfo:
         name: unique module name, shorter than ``MAXMODNAME``.
         cls: the module class (``DRIVER`` for device drivers).
         required: names of modules that must be loaded first.
+        privileged: load properties only root may give: those that name
+            paths or otherwise make the daemon (root) touch the file system
+            (tunwg's ``keylog`` and ``sockdir``). A control-group member who
+            is not root giving one gets ``EPERM`` (the loader checks it
+            against the caller's ``SO_PEERCRED`` before INIT).
     """
 
     name: str
     cls: ModuleClass = ModuleClass.MISC
     required: tuple[str, ...] = field(default=())
+    privileged: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         validate_module_name(self.name)
@@ -118,6 +124,12 @@ class ModuleInfo:
             # (EINVAL), where kern_module.c refuses it.
             if required_name_fits(r):
                 validate_module_name(r)
+        priv: object = self.privileged
+        if isinstance(priv, str):
+            object.__setattr__(self, "privileged", tuple(p for p in priv.split(",") if p))
+        names: tuple[object, ...] = self.privileged
+        if not all(isinstance(p, str) and p for p in names):
+            raise DeviceError(errno.EINVAL, "privileged: property names, as strings")
 
 
 def required_name_fits(name: str) -> bool:

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODULE = ModuleInfo(name="tunwg", cls=ModuleClass.DRIVER)
+#: keylog and sockdir make root write files and make directories: root's alone.
+MODULE = ModuleInfo(name="tunwg", cls=ModuleClass.DRIVER, privileged=("keylog", "sockdir"))
 
 MAX_UNITS: Final = 256
 
