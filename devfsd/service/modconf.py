@@ -88,12 +88,34 @@ def parse(text: str) -> list[Entry | BadLine]:
     return result
 
 
+def _safe(st: os.stat_result) -> bool:
+    """Owned by root or the daemon's user, writable by no one else (group root aside).
+
+    A sticky directory (/tmp) may be writable by all: others cannot
+    rename or remove what they do not own in it.
+    """
+    if st.st_uid not in (0, os.geteuid()):
+        return False
+    if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
+        return True
+    return not (st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0))
+
+
+def _parents(path: str) -> list[str]:
+    out = []
+    while (parent := os.path.dirname(path)) != path:
+        out.append(parent)
+        path = parent
+    return out
+
+
 def read(path: str | None) -> tuple[str, list[Entry | BadLine]]:
     """The file ``path`` (``None``: the default, which may be missing) and its entries.
 
     Raises:
         OSError: ``path`` cannot be read; ``EPERM`` if someone other than
-            root or the daemon's user owns it or may write it (group root
+            root or the daemon's user owns it or a directory above it, or
+            may write one of them (group root aside; sticky directories
             aside), ``EFBIG`` past ``MAX_SIZE``.
     """
     name = path or DEFAULT_MODULES_CONF
@@ -109,9 +131,11 @@ def read(path: str | None) -> tuple[str, list[Entry | BadLine]]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", name)
-        others_write = st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0)
-        if st.st_uid not in (0, os.geteuid()) or others_write:
+        if not _safe(st):
             raise OSError(errno.EPERM, "owned or writable by a user other than root", name)
+        for parent in _parents(os.path.realpath(name)):
+            if not _safe(os.stat(parent)):
+                raise OSError(errno.EPERM, f"{parent} is owned or writable by a user other than root", name)
         chunks = []
         size = 0
         while size <= MAX_SIZE and (chunk := os.read(fd, MAX_SIZE + 1 - size)):

@@ -140,6 +140,17 @@ def test_modconf_read(tmp_path: Path) -> None:
         modconf.read(str(f))
     with pytest.raises(FileNotFoundError):
         modconf.read(str(tmp_path / "missing"))
+    # A directory above that others may write: they could swap the file.
+    d = tmp_path / "open"
+    d.mkdir()
+    (d / "m.conf").write_text("mm\n")
+    os.chmod(d / "m.conf", 0o644)
+    os.chmod(d, 0o777)
+    with pytest.raises(PermissionError) as pe:
+        modconf.read(str(d / "m.conf"))
+    assert pe.value.strerror == f"{d} is owned or writable by a user other than root"
+    os.chmod(d, 0o1777)  # sticky, as /tmp: others cannot replace root's file
+    assert modconf.read(str(d / "m.conf"))[1] == [Entry(1, "mm", {})]
     big = tmp_path / "big.conf"
     big.write_bytes(b"#" * (modconf.MAX_SIZE + 1))
     with pytest.raises(OSError) as ei:
