@@ -14,6 +14,7 @@ exactly the bytes written. It raises only on a disagreement (a bug).
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -127,6 +128,7 @@ def _fresh_base() -> str:
     if _base is None:
         _base = tempfile.mkdtemp(prefix="devfsd-trust-fuzz-", dir="/tmp")
         os.chmod(_base, 0o755)
+        atexit.register(shutil.rmtree, _base, ignore_errors=True)
     return tempfile.mkdtemp(dir=_base)
 
 

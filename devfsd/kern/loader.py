@@ -310,7 +310,7 @@ class ModuleLoader:
                     raise DeviceError(errno.ENOENT, f"{spec}: no __init__.py")
                 return p.resolve().name, init, p.resolve()
             if p.is_file() and p.suffix == ".py":
-                return p.stem, p, None
+                return p.stem, p.resolve(), None
             raise DeviceError(errno.ENOENT)
         name = validate_module_name(spec)
         for d in self.modpath:
