@@ -391,6 +391,26 @@ class Interface:
         finally:
             self._reader_waiting = False
 
+    def receive_now(self) -> None:
+        """Take in what waits on the socket, for a reader that will not sleep on it.
+
+        A poll, or a non-blocking read, finding the queue empty calls this.
+        While readers take turns on the socket (``wait_packet``) the receive
+        loop stands aside, and between two turns nobody receives: a
+        datagram that has arrived would be a packet neither readable nor
+        polled readable until the loop looks again (``STAND_ASIDE``, 0.1 s).
+        So, when no reader has the socket, this drains it into the queue
+        now and sends the receive loop back to it, so that the next
+        datagram wakes a waiting poll at once. A reader that sleeps on the
+        socket (the fast path) takes its turn again as before.
+        """
+        sock = self._sock
+        if sock is None or not self._readers_receive or self._reader_waiting:
+            return  # the receive loop or a reader is on the socket
+        self._drain(sock)
+        self._readers_receive = False
+        self._sock_changed.set()  # out of its stand-aside wait, onto the socket
+
     # -- timers -------------------------------------------------------------------------
 
     def _poke(self) -> None:

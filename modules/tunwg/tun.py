@@ -103,6 +103,9 @@ def make_cdevsw(get: Callable[[int, bool], Interface]) -> Cdevsw:
         q = ifp.queue
         while not q:
             if uio.nonblock:
+                ifp.receive_now()  # what has arrived is readable now
+                if q:
+                    break
                 raise DeviceError(errno.EAGAIN)
             await ifp.wait_packet(uio.lwp)
             if not ifp.is_open:
@@ -139,6 +142,8 @@ def make_cdevsw(get: Callable[[int, bool], Interface]) -> Cdevsw:
     async def tun_poll(dev: Dev, events: int, l: Lwp) -> int:
         ifp = get(minor(dev) & _UNIT, False)
         revents = events & _WRITE
+        if not ifp.queue and events & _READ:
+            ifp.receive_now()  # what has arrived is readable now
         if ifp.queue:
             revents |= events & _READ
         elif events & _READ:
