@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 import pyfuse3
 
+from devfsd import _fuseintr
 from devfsd.cdevsw._dev import Dev, major, minor
 from devfsd.cdevsw._table import devsw
 from devfsd.contain import contain
@@ -130,6 +131,13 @@ class DevFs(pyfuse3.Operations):
         #: Called with the tree's journal after each change, before the reply
         #: (the state store commits it); None: nothing is kept.
         self.on_change: Callable[[list[tuple[str, object, object, object]]], None] | None = None
+        # A sleeper's FUSE request is watched for INTERRUPT only if its file
+        # handle is the sleeper's (devfsd._fuseintr's guard).
+        _fuseintr.file_of = self._file_of
+
+    def _file_of(self, fh: int) -> File | None:
+        entry = self.files.get(fh)
+        return entry[0] if entry is not None else None
 
     # -- attributes -------------------------------------------------------
 

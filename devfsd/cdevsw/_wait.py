@@ -70,6 +70,7 @@ import outcome
 import trio
 from trio._core._run import GLOBAL_RUN_CONTEXT
 
+from devfsd._fuseintr import unwatch, watch
 from devfsd._trioloop import move_deadline, register_reader, unregister_reader
 from devfsd.cdevsw._dev import major
 from devfsd.errors import DeviceError
@@ -115,7 +116,9 @@ class _Sleeper:
         "entry",
         "error",
         "fd",
+        "fp",
         "interval",
+        "intr",
         "maj",
         "pid",
         "task",
@@ -149,12 +152,20 @@ class _Sleeper:
         #: The limit whose clock this sleep stops; ``finish_limited`` sets it
         #: on a sleep begun in an entry point's first step, before the limit.
         self.entry = entry
+        #: The open file the caller sleeps for (``None`` outside a file's call).
+        self.fp: object = None
+        #: 0 before the first check; then the ``_fuseintr.watch`` key when
+        #: the FUSE request's INTERRUPT will end the sleep (no /proc
+        #: checks), or -1 when signals must be looked for in /proc.
+        self.intr = 0
 
     def wake(self, err: int = 0) -> None:
         """End the sleep: it returns (``err`` 0) or raises ``DeviceError(err)``."""
         if not self.done:
             self.done = True
             self.error = err
+            if self.intr > 0:
+                unwatch(self.intr)
             _sleeping.discard(self)
             self.chan._sleepers.pop(self, None)
             if self.fd < 0:
@@ -166,6 +177,8 @@ class _Sleeper:
     def abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
         """``wait_task_rescheduled``'s abort: a cancellation ends the sleep."""
         self.done = True
+        if self.intr > 0:
+            unwatch(self.intr)
         _sleeping.discard(self)
         self.chan._sleepers.pop(self, None)
         if self.fd >= 0:
@@ -222,12 +235,35 @@ class _SleepClock:
                     continue
                 if now >= s.deadline:
                     s.wake(errno.EWOULDBLOCK)
+                elif s.intr == 0 and _watch_interrupt(s):
+                    if s.deadline != math.inf:  # only the deadline is left to check
+                        s.check_at = s.deadline
+                        heapq.heappush(heap, (s.check_at, next(self.seq), s))
                 elif signal_pending(s.pid):
                     s.wake(errno.EINTR)
                 else:
                     s.interval = min(s.interval * 2, CHECK_MAX)
                     s.check_at = min(now + s.interval, s.deadline)
                     heapq.heappush(heap, (s.check_at, next(self.seq), s))
+
+
+def _watch_interrupt(s: _Sleeper) -> bool:
+    """Have the FUSE request's INTERRUPT end ``s`` with ``EINTR`` (``devfsd._fuseintr``).
+
+    True if it will (or already has: the INTERRUPT came first); False, and
+    ``s`` is checked in /proc from now on, if the request cannot be watched.
+    """
+    s.intr = -1
+    if s.fp is None:
+        return False
+    key = watch(s.task.coro, s.fp, lambda: s.wake(errno.EINTR))
+    if key == 0:
+        return False
+    if s.done:  # woken at once: interrupted before
+        unwatch(key)
+    else:
+        s.intr = key
+    return True
 
 
 _clock: trio.lowlevel.RunVar[_SleepClock] = trio.lowlevel.RunVar("devfsd_sleep_clock")
@@ -624,6 +660,7 @@ class WaitChannel:
             now + timo if timo is not None else math.inf,
             now,
         )
+        s.fp = l.fp
         _sleep_clock().add(s)
         _sleeping.add(s)
         self._sleepers[s] = None

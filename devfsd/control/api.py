@@ -14,6 +14,7 @@ import errno
 import os
 from typing import TYPE_CHECKING, Any, final
 
+from devfsd._fuseintr import watching
 from devfsd.cdevsw._dev import Dev
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import sleepers
@@ -121,6 +122,7 @@ class ControlApi:
             "pid": os.getpid(),
             "mountpoint": self.mountpoint,
             "sleepers": sleepers(),
+            "sleepers_interruptible": watching(),
             "open_files": len(self.fs.files) if self.fs is not None else 0,
             "tracers": self.fs.spec.tracers if self.fs is not None else 0,
             "nodes": len(self.fs.table.nodes) if self.fs is not None else 0,

@@ -11,9 +11,12 @@ from __future__ import annotations
 import errno
 import os
 import select
+import signal
 import stat
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -194,3 +197,88 @@ def test_trace_lines_come_in_return_order_with_return_times(mnt: DevfsdMount) ->
     assert order.index((reader.pid, "read")) > [c for _, c in order].index("write")
     times = [e.time for e in lines]
     assert times == sorted(times), times
+
+
+READER = """\
+import os, signal, sys
+hits = []
+def handler(*a):
+    hits.append(1)
+    print("handled", flush=True)
+signal.signal(signal.SIGUSR1, handler)
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print("ready", flush=True)
+data = os.read(fd, 100)
+print(len(hits), data.decode(), flush=True)
+"""
+
+
+def blocked_and_watched(m: DevfsdMount, interruptible: int) -> Callable[[], bool]:
+    def cond() -> bool:
+        st = m.client().status()
+        return bool(st["sleepers"] == 1 and st["sleepers_interruptible"] == interruptible)
+
+    return cond
+
+
+def assert_handled(r: subprocess.Popen[str], times: int) -> None:
+    """The reader's handler ran ``times`` more times (its lines, each bounded)."""
+    assert r.stdout is not None
+    for n in range(times):
+        assert select.select([r.stdout], [], [], BOUND)[0], f"signal {n + 1} not handled"
+        assert r.stdout.readline() == "handled\n"
+
+
+def assert_read_goes_on(
+    m: DevfsdMount, r: subprocess.Popen[str], p: Path, asleep: Callable[[], bool]
+) -> None:
+    """The retried read sleeps again and gets the next write; two handler runs."""
+    wait_for(asleep, BOUND, "the read to sleep again")
+    with open(p, "wb", buffering=0) as w:
+        w.write(b"after")
+    out, _ = r.communicate(timeout=BOUND)
+    assert out == "2 after\n"
+
+
+@pytest.mark.parametrize("public_only", [False, True])
+def test_each_of_two_signals_runs_the_handler_and_the_read_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, public_only: bool
+) -> None:
+    """A signal to a sleeping reader ends its read(2) with EINTR, the handler
+    runs, Python retries; a second signal does it again. Through FUSE_INTERRUPT
+    (the sleep is watched) and, with DEVFSD_PUBLIC_ONLY, through /proc."""
+    if public_only:
+        monkeypatch.setenv("DEVFSD_PUBLIC_ONLY", "1")
+    with DevfsdMount(tmp_path, modpath=[MODS]) as m:
+        p = node(m, "msgq", "msgq", "q")
+        r = subprocess.Popen([sys.executable, "-c", READER, str(p)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert r.stdout is not None and r.stdout.readline() == "ready\n"
+            watched = blocked_and_watched(m, 0 if public_only else 1)
+            for n in range(2):
+                wait_for(watched, BOUND, f"the read to sleep ({n} signals)")
+                r.send_signal(signal.SIGUSR1)
+                assert_handled(r, 1)
+            assert_read_goes_on(m, r, p, watched)
+        finally:
+            r.kill()
+            r.communicate()
+
+
+def test_two_signals_a_fifth_of_a_second_apart_run_the_handler_twice(mnt: DevfsdMount) -> None:
+    """As on a pipe: the first signal ends the read at once (FUSE_INTERRUPT), so
+    the second, 0.2 s later, is not merged into the first while still pending."""
+    p = node(mnt, "msgq", "msgq", "q")
+    r = subprocess.Popen([sys.executable, "-c", READER, str(p)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert r.stdout is not None and r.stdout.readline() == "ready\n"
+        wait_for(blocked_and_watched(mnt, 1), BOUND, "the read to sleep, watched")
+        time.sleep(2.0)  # an old sleeper: its /proc checks would have backed off to CHECK_MAX
+        r.send_signal(signal.SIGUSR1)
+        time.sleep(0.2)  # the scenario: the second signal 0.2 s after the first
+        r.send_signal(signal.SIGUSR1)
+        assert_handled(r, 2)
+        assert_read_goes_on(mnt, r, p, blocked_and_watched(mnt, 1))
+    finally:
+        r.kill()
+        r.communicate()
