@@ -119,6 +119,13 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
+        "--host-restarts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="an isolated module whose host dies N+1 times in a row stays down (modload -I)",
+    )
+    p.add_argument(
         "--control-idle",
         type=_seconds,
         default=IDLE_TIMEOUT,
@@ -208,6 +215,9 @@ class Daemon:
         self.loader = ModuleLoader(args.modpath, autoload=not args.no_autoload, autotime=args.autotime)
         self.spec = SpecFs(self.loader, entry_timeout=args.entry_timeout or None)
         self.state = StateStore(args.state or default_state_dir(mountpoint))
+        self.loader.host_timeout = self.spec.entry_timeout
+        self.loader.host_restarts = args.host_restarts
+        self.loader.isolated_names = self.state.isolated()
         devsw.restore(self.state.majors())
         devsw.on_new_name = self.state.put_major
         self.fs = DevFs(self.spec, control, table=self.state.load_tree(time.time_ns()))
@@ -337,7 +347,7 @@ class Daemon:
                 log.error("%s:%d: %s", path, item.lineno, item.reason)
                 continue
             try:
-                await self.loader.load(item.module, item.props)
+                await self.loader.load(item.module, item.props, isolated=item.isolated)
             except DevfsdError as exc:
                 log.error("%s:%d: %s: %s", path, item.lineno, item.module, exc)
 

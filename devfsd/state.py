@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS entries (
     PRIMARY KEY (parent, name));
 CREATE TABLE IF NOT EXISTS majors (name TEXT PRIMARY KEY, major INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS modules (name TEXT PRIMARY KEY, spec TEXT NOT NULL, props TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS isolated (name TEXT PRIMARY KEY);
 """
 
 
@@ -132,3 +133,13 @@ class StateStore:
 
     def drop_module(self, name: str) -> None:
         self.db.execute("DELETE FROM modules WHERE name = ?", (name,))
+
+    def isolated(self) -> set[str]:
+        """Names of modules last loaded isolated (``modload -I``)."""
+        return {n for (n,) in self.db.execute("SELECT name FROM isolated")}
+
+    def set_isolated(self, name: str, on: bool) -> None:
+        if on:
+            self.db.execute("INSERT OR REPLACE INTO isolated VALUES (?)", (name,))
+        else:
+            self.db.execute("DELETE FROM isolated WHERE name = ?", (name,))

@@ -69,17 +69,27 @@ class ControlApi:
     async def ping(self, peer: Lwp) -> None:
         return None
 
-    async def modload(self, peer: Lwp, module: str, props: dict[str, Any] | None) -> None:
+    async def modload(
+        self, peer: Lwp, module: str, props: dict[str, Any] | None, isolated: bool | None = None
+    ) -> None:
         if peer.uid == 0:  # others may not load by path (the loader says EPERM)
             module = caller_path(peer, module)
-        mod = await self.loader.load(module, props, uid=peer.uid)
+        mod = await self.loader.load(module, props, uid=peer.uid, isolated=bool(isolated))
+        # Remembered for autoload and --reload-modules (devfsd.isolate).
+        if mod.host is not None:
+            self.loader.isolated_names.add(mod.name)
+        else:
+            self.loader.isolated_names.discard(mod.name)
         if self.state is not None:
             self.state.put_module(mod.name, module, mod.props)
+            self.state.set_isolated(mod.name, mod.host is not None)
 
     async def modunload(self, peer: Lwp, module: str) -> None:
         await self.loader.unload(module)
+        self.loader.isolated_names.discard(module)
         if self.state is not None:
             self.state.drop_module(module)
+            self.state.set_isolated(module, False)
 
     async def modstat(self, peer: Lwp, module: str | None) -> dict[str, Any]:
         rows = [

@@ -144,9 +144,15 @@ class Client:
         """
         return self.stream("trace", path=path, driver=driver, buffer=buffer, count=count)
 
-    def modload(self, module: str, props: dict[str, str | int | bool] | None = None) -> None:
-        """Load a module by name or path (``modload``)."""
-        self.call("modload", module=module, props=props or {})
+    def modload(
+        self, module: str, props: dict[str, str | int | bool] | None = None, *, isolated: bool = False
+    ) -> None:
+        """Load a module by name or path (``modload``); ``isolated``: in a
+        host process of its own (``modload -I``)."""
+        if isolated:
+            self.call("modload", module=module, props=props or {}, isolated=True)
+        else:
+            self.call("modload", module=module, props=props or {})
 
     def modunload(self, module: str) -> None:
         """Unload a module by name (``modunload``)."""

@@ -109,7 +109,7 @@ _HEADER: Final = struct.Struct(">I")
 #: Each operation and the argument names (with types) it takes.
 OPS: Final[Mapping[str, Mapping[str, tuple[type, ...]]]] = {
     "ping": {},
-    "modload": {"module": (str,), "props": (dict, type(None))},
+    "modload": {"module": (str,), "props": (dict, type(None)), "isolated": (bool, type(None))},
     "modunload": {"module": (str,)},
     "modstat": {"module": (str, type(None))},
     "drivers": {},

@@ -128,6 +128,8 @@ class LoadedModule:
         self.threads: list[trio.CancelScope] = []
         self.last_used = time.monotonic()
         self.props: dict[str, str | int | bool] = {}
+        #: An isolated module's supervisor (devfsd.isolate), else None.
+        self.host: Any = None
 
     @property
     def name(self) -> str:
@@ -268,6 +270,12 @@ class ModuleLoader:
         self.generation = 0
         #: Set by the file system: how many files are open on a major.
         self.open_count: Callable[[int], int] = lambda maj: 0
+        #: Isolated modules (devfsd.isolate): names loaded isolated when
+        #: ``load`` is not told (autoload, reload), the hosts' heartbeat
+        #: limit and the deaths in a row before a module stays down.
+        self.isolated_names: set[str] = set()
+        self.host_timeout: float | None = None
+        self.host_restarts = 5
 
     # -- running --------------------------------------------------------
 
@@ -369,7 +377,13 @@ class ModuleLoader:
     # -- load / unload --------------------------------------------------
 
     async def load(
-        self, spec: str, props: Props | None = None, *, autoload: bool = False, uid: int = 0
+        self,
+        spec: str,
+        props: Props | None = None,
+        *,
+        autoload: bool = False,
+        uid: int = 0,
+        isolated: bool | None = None,
     ) -> LoadedModule:
         """Load a module (``modload``).
 
@@ -380,6 +394,8 @@ class ModuleLoader:
             uid: who asks (``SO_PEERCRED``). Only root (0) may load by path
                 or give a property the module declares ``privileged``;
                 others get ``EPERM``.
+            isolated: run it in a host process of its own (``modload -I``,
+                devfsd.isolate); ``None``: if ``spec`` is in ``isolated_names``.
 
         Returns:
             The loaded module.
@@ -396,9 +412,28 @@ class ModuleLoader:
         async with self._lock:
             token = _loading_in.set(self)
             try:
+                down = self.modules.get(spec)
+                if down is not None and down.host is not None and down.host.down and not autoload:
+                    # An isolated module that died too often: modload starts it afresh.
+                    self._undo(self.modules.pop(spec))
+                    self.generation += 1
+                if isolated or (isolated is None and spec in self.isolated_names):
+                    return await self._load_isolated(spec, checked, autoload=autoload, uid=uid)
                 return await self._load(spec, checked, autoload=autoload, brought=[], uid=uid)
             finally:
                 _loading_in.reset(token)
+
+    async def _load_isolated(
+        self, spec: str, props: dict[str, str | int | bool], *, autoload: bool, uid: int
+    ) -> LoadedModule:
+        from devfsd.isolate.supervisor import load_hosted  # in-process loads never need it
+
+        mod = await load_hosted(self, spec, props, uid)
+        mod.autoload = autoload
+        self.modules[mod.name] = mod
+        self.generation += 1
+        log.info("loaded module %s isolated%s from %s", mod.name, " (autoload)" if autoload else "", mod.path)
+        return mod
 
     async def _load(
         self,
@@ -598,7 +633,7 @@ class ModuleLoader:
                 name=m.name,
                 cls=ModuleClass(m.info.cls).label,
                 source="filesys",
-                flags="a" if m.autoload else "-",
+                flags=("a" if m.autoload else "") + (m.host.flags if m.host is not None else "") or "-",
                 refs=m.refcnt,
                 size=m.size,
                 requires=m.info.required,

@@ -39,17 +39,18 @@ __all__ = ["DEFAULT_MODULES_CONF", "MAX_SIZE", "BadLine", "Entry", "parse", "rea
 DEFAULT_MODULES_CONF: Final = "/etc/devfsd/modules.conf"
 #: Bytes read at most: a longer file is refused (EFBIG).
 MAX_SIZE: Final = 1 << 20
-_SHAPE: Final = "not: name [-fP] [-b var=boolean] [-i var=integer] [-s var=string]"
+_SHAPE: Final = "not: name [-fIP] [-b var=boolean] [-i var=integer] [-s var=string]"
 
 
 @final
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """Line ``lineno`` asks for ``module`` with ``props``."""
+    """Line ``lineno`` asks for ``module`` with ``props`` (``isolated``: ``-I``)."""
 
     lineno: int
     module: str
     props: dict[str, str | int | bool]
+    isolated: bool = False
 
 
 @final
@@ -84,7 +85,7 @@ def parse(text: str) -> list[Entry | BadLine]:
             result.append(BadLine(lineno, "-c and -p are not for modules.conf"))
             continue
         assert args.module == module
-        result.append(Entry(lineno, module, dict(args.props)))
+        result.append(Entry(lineno, module, dict(args.props), args.isolated))
     return result
 
 

@@ -1,8 +1,9 @@
 """modload(8): load a module into devfsd.
 
-``modload [-fP] [-b var=boolean] [-i var=integer] [-s var=string]
+``modload [-fIP] [-b var=boolean] [-i var=integer] [-s var=string]
 [-c path] module`` asks the daemon to load ``module`` (a name, or a path
-when it has a ``/``) with the properties given; ``modload -p ...`` prints
+when it has a ``/``) with the properties given, with ``-I`` (devfsd's
+own) in a process of its own (see devfsd-module(9), ISOLATION); ``modload -p ...`` prints
 the properties as the XML property list NetBSD's modload prints, and loads
 nothing.
 
@@ -49,7 +50,7 @@ __all__ = ["PROG", "USAGE", "ModloadArgs", "externalize", "main", "parse_args"]
 
 PROG: Final = "modload"
 USAGE: Final = (
-    "Usage: modload [-fP] [-b var=boolean] [-i var=integer] [-s var=string] [-c path]\n"
+    "Usage: modload [-fIP] [-b var=boolean] [-i var=integer] [-s var=string] [-c path]\n"
     "               module\n"
     "       modload -p [-b var=boolean] [-i var=integer] [-s var=string]\n"
 )
@@ -72,6 +73,8 @@ class ModloadArgs:
     no_plist: bool = False
     #: ``-c``: the control socket.
     control: str | None = None
+    #: ``-I``: load it isolated, in a module host.
+    isolated: bool = False
 
 
 def parse_args(argv: Sequence[str]) -> ModloadArgs:
@@ -83,12 +86,14 @@ def parse_args(argv: Sequence[str]) -> ModloadArgs:
         PropError: a bad ``-b``/``-i``/``-s``; ``str()`` is the message.
     """
     props: Props = {}
-    print_props = force = no_plist = False
+    print_props = force = no_plist = isolated = False
     control: str | None = None
-    opts = Getopt(argv, "Pb:c:fi:ps:")
+    opts = Getopt(argv, "IPb:c:fi:ps:")
     try:
         for opt, arg in opts:
-            if opt == "P":
+            if opt == "I":
+                isolated = True
+            elif opt == "P":
                 no_plist = True
             elif opt == "b":
                 name, value = parse_param(arg)
@@ -121,6 +126,7 @@ def parse_args(argv: Sequence[str]) -> ModloadArgs:
         force=force,
         no_plist=no_plist,
         control=control,
+        isolated=isolated,
     )
 
 
@@ -188,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             return err(PROG, module, exc.errno or errno.ENOENT)
     try:
-        client.modload(module, args.props)
+        client.modload(module, args.props, isolated=args.isolated)
     except Explained as exc:  # module code refused: say why, in one line
         return errx(PROG, f"{args.module}: {exc.why}")
     except (ControlError, UnicodeError) as exc:

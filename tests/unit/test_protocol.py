@@ -80,7 +80,10 @@ def test_bad_requests(msg: dict[str, object], err: int) -> None:
 
 def test_optional_arguments_default_to_none() -> None:
     assert parse_request({"op": "modstat"}) == ("modstat", {"module": None})
-    assert parse_request({"op": "modload", "module": "m"}) == ("modload", {"module": "m", "props": None})
+    assert parse_request({"op": "modload", "module": "m"}) == (
+        "modload",
+        {"module": "m", "props": None, "isolated": None},
+    )
 
 
 def test_replies() -> None:

@@ -339,12 +339,21 @@ def test_modload_externalize_sorts_escapes_and_types() -> None:
 def test_modload_loads_silently(capsys: pytest.CaptureFixture[str], daemon: FakeDevfsd) -> None:
     status, out, err = run(capsys, modload.main, "-b", "verbose=yes", "-i", "units=4", "crandom")
     assert (status, out, err) == (0, "", "")
-    assert daemon.requests == [("modload", {"module": "crandom", "props": {"verbose": True, "units": 4}})]
+    assert daemon.requests == [
+        ("modload", {"module": "crandom", "props": {"verbose": True, "units": 4}, "isolated": None})
+    ]
 
 
 def test_modload_f_and_P_change_nothing(capsys: pytest.CaptureFixture[str], daemon: FakeDevfsd) -> None:
     assert run(capsys, modload.main, "-fP", "crandom") == (0, "", "")
-    assert daemon.requests == [("modload", {"module": "crandom", "props": {}})]
+    assert daemon.requests == [("modload", {"module": "crandom", "props": {}, "isolated": None})]
+
+
+def test_modload_I_asks_for_a_host(capsys: pytest.CaptureFixture[str], daemon: FakeDevfsd) -> None:
+    assert run(capsys, modload.main, "-I", "-i", "memlimit=1000000000", "mm") == (0, "", "")
+    assert daemon.requests == [
+        ("modload", {"module": "mm", "props": {"memlimit": 1000000000}, "isolated": True})
+    ]
 
 
 def test_modload_failure_is_the_module_and_the_hosts_strerror(

@@ -1,0 +1,109 @@
+"""One end of the daemon-host socket: sending without awaiting, receiving.
+
+Touches the world (a non-blocking ``AF_UNIX`` stream socket); used by both
+the daemon (``supervisor``) and the host (``host``).
+
+``Sender.send`` never awaits: a reply, a ``RELEASE`` from a finaliser or a
+poll notification from ``WaitChannel.wakeup`` (all synchronous) can send.
+Whatever the socket does not take at once waits in a backlog, in order,
+which ``Sender.run`` (a task) flushes when the socket is writable again;
+while there is a backlog every later message queues behind it.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from typing import TYPE_CHECKING, Final, final
+
+import trio
+
+if TYPE_CHECKING:
+    import socket
+
+    from devfsd.isolate.protocol import Message, Receiver
+
+__all__ = ["RECV_SIZE", "Sender", "receive"]
+
+#: Bytes asked of the socket at a time: a 128 KiB read's reply in one go.
+RECV_SIZE: Final = 256 * 1024
+
+
+@final
+class Sender:
+    """Sends whole messages on ``sock`` in order, never blocking the caller."""
+
+    __slots__ = ("_backlog", "_wake", "closed", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._backlog: deque[memoryview] = deque()
+        self._wake = trio.Event()
+        #: The peer is gone (a send failed): later messages are dropped;
+        #: the receiving side sees the end and says so.
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self._backlog:
+            self._backlog.append(memoryview(data))
+            return
+        try:
+            n = self.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self.closed = True
+            return
+        if n < len(data):
+            self._backlog.append(memoryview(data)[n:])
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Flush the backlog whenever there is one, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self._backlog and not self.closed:
+                await trio.lowlevel.wait_writable(self.sock)
+                head = self._backlog[0]
+                try:
+                    n = self.sock.send(head)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    self.closed = True
+                    self._backlog.clear()
+                    break
+                if n < len(head):
+                    self._backlog[0] = head[n:]
+                else:
+                    self._backlog.popleft()
+
+
+async def receive(sock: socket.socket, rx: Receiver) -> list[Message] | None:
+    """Wait for data on ``sock`` and return the whole messages it completes
+    (possibly none); ``None`` at the end of the stream (the peer closed or
+    died).
+
+    Raises:
+        ProtocolError: the peer sent something malformed.
+    """
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            data = sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
+                return None
+            raise
+        if not data:
+            return None
+        rx.feed(data)
+        out = []
+        while (m := rx.next_message()) is not None:
+            out.append(m)
+        return out

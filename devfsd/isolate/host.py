@@ -1,0 +1,293 @@
+"""The module host: an isolated module's own process.
+
+``python -m devfsd.isolate.host FD``: the daemon starts it with one end of
+a socket pair as descriptor FD (and nothing else but stdin on /dev/null and
+stderr on a pipe the daemon logs), sends ``LOAD``, and from then on the
+host is a small devfsd of one module: its own trio loop, its own device
+switch, module loader, ``SpecFs`` (the entry-point time limit, EIO for a
+driver's bug), sleep clock and stall watchdog. The module runs its usual
+code against the usual ``devfsd.cdevsw``/``devfsd.kern`` API, unchanged.
+
+Touches the world: the socket, stderr, rlimits, prctl. Each request runs in
+a task of its own (a read may sleep for hours); ``CANCEL`` cancels it.
+``PING`` is answered by the loop itself, at once: the daemon's heartbeat
+proves the loop is not stuck. The host exits when the socket ends (the
+daemon unloaded the module, or died: ``PR_SET_PDEATHSIG`` kills a host
+stuck in C then too).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import faulthandler
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import weakref
+from typing import TYPE_CHECKING, Any, Final, final
+
+import trio
+
+from devfsd.cdevsw._dev import Dev
+from devfsd.cdevsw._switch import FNONBLOCK, Lwp
+from devfsd.cdevsw._table import devsw
+from devfsd.errors import DevfsdError, DeviceError
+from devfsd.isolate import protocol as P
+from devfsd.isolate._channel import Sender, receive
+from devfsd.kern.loader import ModuleLoader, _loading_in
+from devfsd.kern.module import ModCmd
+from devfsd.kern.props import check_props
+from devfsd.specfs import SpecFs
+from devfsd.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from devfsd.cdevsw._switch import File
+    from devfsd.kern.loader import LoadedModule
+
+__all__ = ["Host", "main"]
+
+log = logging.getLogger("devfsd.host")
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
+@final
+class _PollToken:
+    """What the host's ``SpecFs.poll`` passes as the poll handle: a
+    ``selrecord`` then ``wakeup`` sends ``NOTIFY`` with the daemon's token."""
+
+    __slots__ = ("__weakref__", "host", "token")
+
+    def __init__(self, host: Host, token: int) -> None:
+        self.host = host
+        self.token = token
+
+    def notify(self) -> None:
+        self.host.out.send(P.encode(P.Kind.NOTIFY, self.token))
+
+
+@final
+class Host:
+    """Serves one module's entry points to the daemon on ``sock``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.out = Sender(sock)
+        self.rx = P.Receiver()
+        self.files: dict[int, File] = {}
+        self.tasks: dict[int, trio.CancelScope] = {}
+        self.loader: ModuleLoader | None = None
+        self.spec: SpecFs | None = None
+        self.module: LoadedModule | None = None
+        self.watchdog: Watchdog | None = None
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self) -> None:
+        """Serve until the daemon closes the socket."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self.out.run)
+                while (msgs := await receive(self.sock, self.rx)) is not None:
+                    for m in msgs:
+                        self._dispatch(m)
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+
+    def _dispatch(self, m: P.Message) -> None:
+        kind = m.kind
+        if kind == P.Kind.PING:
+            self.out.send(P.reply(m.rid))
+        elif kind == P.Kind.CANCEL:
+            cs = self.tasks.get(m.rid)
+            if cs is not None:
+                cs.cancel()
+        elif kind == P.Kind.RELEASE:
+            fp = self.files.pop(P.unpack(P.FID, m.body)[0], None)
+            if fp is not None and self.spec is not None:
+                assert self._nursery is not None
+                self._nursery.start_soon(self.spec.close, fp)
+        elif kind in (P.Kind.REPLY, P.Kind.NOTIFY):
+            raise P.ProtocolError(errno.EBADMSG, f"{P.Kind(kind).name} sent to a host")
+        else:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._handle, m)
+
+    async def _handle(self, m: P.Message) -> None:
+        with trio.CancelScope() as cs:
+            self.tasks[m.rid] = cs
+            try:
+                out = await self._do(m)
+            except DevfsdError as exc:
+                out = P.error_reply(m.rid, exc)
+            except Exception:
+                log.exception("request %s failed", P.Kind(m.kind).name)
+                out = P.reply(m.rid, errno.EIO)
+            finally:
+                del self.tasks[m.rid]
+        if cs.cancelled_caught:  # the daemon gave up on it: it ignores this
+            out = P.reply(m.rid, errno.EINTR)
+        self.out.send(out)
+
+    def _file(self, fid: int) -> File:
+        fp = self.files.get(fid)
+        if fp is None:
+            raise DeviceError(errno.EBADF)
+        return fp
+
+    async def _do(self, m: P.Message) -> bytes:
+        kind, rid, body = m.kind, m.rid, m.body
+        if kind == P.Kind.LOAD:
+            return P.reply(rid, 0, P.encode_json(await self._load(P.decode_json(body))))
+        spec = self.spec
+        if spec is None:
+            raise DeviceError(errno.ENXIO, "no module loaded")
+        if kind == P.Kind.READ:
+            fid, size, off = P.unpack(P.READ, body)
+            return P.reply(rid, 0, await spec.read(self._file(fid), size, off))
+        if kind == P.Kind.WRITE:
+            fid, off = P.unpack(P.WRITE, body)
+            n = await spec.write(self._file(fid), body[P.WRITE.size :], off)
+            return P.reply(rid, 0, P.COUNT.pack(n))
+        if kind == P.Kind.POLL:
+            fid, events, token = P.unpack(P.POLL, body)
+            handle = _PollToken(self, token) if token else None
+            kept = weakref.ref(handle) if handle is not None else None
+            revents = await spec.poll(self._file(fid), events, handle)
+            del handle  # now only a selrecord keeps it alive
+            return P.reply(rid, 0, P.POLLED.pack(revents, kept is not None and kept() is not None))
+        if kind == P.Kind.OPEN:
+            a = P.parse_open(body)
+            if a.fid == 0 or a.fid in self.files:
+                raise DeviceError(errno.EINVAL, "bad file id")
+            flags = P.fflag_to_open_flags(a.flag, FNONBLOCK)
+            self.files[a.fid] = await spec.open(Dev(a.dev), flags, a.pid, a.uid, a.gid)
+            return P.reply(rid)
+        if kind == P.Kind.CLOSE:
+            # The last close of a dev in the daemon: every other file of the
+            # dev opened before it (a file id up to ``newest``) is closed
+            # there too, though its RELEASE may still be on the way (a File
+            # is freed when the cyclic GC gets to it), so they go first, and
+            # this close is the last here too (d_close). Files opened since
+            # have larger ids.
+            fid, newest = P.unpack(P.CLOSE, body)
+            fp = self.files.pop(fid, None)
+            if fp is not None:
+                for f in [f for f, o in self.files.items() if o.dev == fp.dev and f <= newest]:
+                    await spec.close(self.files.pop(f))
+                await spec.close(fp)
+            return P.reply(rid)
+        if kind == P.Kind.IOCTL:
+            io = P.parse_ioctl(body)
+            l = Lwp(io.pid, io.uid, io.gid, self.files.get(io.fid))
+            return P.reply(rid, 0, await spec.ioctl(Dev(io.dev), io.cmd, io.data, l, io.flag))
+        if kind == P.Kind.MODCMD:
+            await self._modcmd(ModCmd(P.unpack(P.CMD, body)[0]))
+            return P.reply(rid)
+        raise DeviceError(errno.EOPNOTSUPP)
+
+    async def _load(self, req: Any) -> dict[str, Any]:
+        """``LOAD``: set up as the daemon says, then load the module (INIT).
+
+        Returns:
+            What the daemon needs: the module's name, class, and the
+            (name, major) of every cdevsw its INIT attached.
+        """
+        if self.loader is not None or not isinstance(req, dict):
+            raise DeviceError(errno.EINVAL, "bad LOAD")
+        level = req.get("log_level", logging.INFO)
+        logging.basicConfig(
+            stream=sys.stderr,
+            level=level if isinstance(level, int) else logging.INFO,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+        memlimit = req.get("memlimit")
+        if isinstance(memlimit, int) and memlimit > 0:
+            resource.setrlimit(resource.RLIMIT_AS, (memlimit, memlimit))
+        devsw.restore({str(k): int(v) for k, v in dict(req.get("majors", {})).items()})
+        timeout = req.get("entry_timeout")
+        timeout = float(timeout) if isinstance(timeout, int | float) and timeout > 0 else None
+        self.loader = ModuleLoader(
+            [str(p) for p in req.get("modpath", [])],
+            autoload=False,
+            autotime=0,
+            include_project_modules=False,
+        )
+        assert self._nursery is not None
+        await self._nursery.start(self.loader.run)
+        self.spec = SpecFs(None, entry_timeout=timeout)
+        if timeout is not None:
+            self.watchdog = Watchdog(timeout)
+            self.watchdog.start()
+        mod = await self._load_module(str(req["spec"]), dict(req.get("props") or {}), int(req.get("uid", 0)))
+        self.module = mod
+        return {
+            "name": mod.name,
+            "cls": int(mod.info.cls),
+            "requires": list(mod.info.required),
+            "majors": [[devsw.getname(m), int(m)] for m in mod.majors],
+        }
+
+    async def _load_module(self, path: str, props: dict[str, Any], uid: int) -> LoadedModule:
+        """``ModuleLoader.load`` of ``path`` on behalf of ``uid``.
+
+        The daemon located the module (and refused a path from anyone but
+        root); what is left of ``uid``'s rules is its check of
+        ``privileged`` properties, which runs in ``_load`` (``load`` would
+        refuse the path itself from anyone but root).
+        """
+        loader = self.loader
+        assert loader is not None
+        if uid == 0:
+            return await loader.load(path, props)
+        async with loader._lock:
+            token = _loading_in.set(loader)
+            try:
+                return await loader._load(path, check_props(props), autoload=False, brought=[], uid=uid)
+            finally:
+                _loading_in.reset(token)
+
+    async def _modcmd(self, cmd: ModCmd) -> None:
+        mod, loader = self.module, self.loader
+        if mod is None or loader is None:
+            raise DeviceError(errno.ENXIO)
+        if cmd == ModCmd.FINI:
+            await loader.unload(mod.name)
+            self.module = None
+        else:
+            await mod.modcmd(cmd, None)
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when the daemon dies, even stuck in C."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not args[0].isdigit():
+        print("usage: python -m devfsd.isolate.host FD (started by devfsd)", file=sys.stderr)
+        return 2
+    _die_with_parent()
+    if os.getppid() == 1:  # the daemon died before prctl: nobody to serve
+        return 1
+    os.dup2(2, 1)  # a module's print() reaches the daemon's log too
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+    sock = socket.socket(fileno=int(args[0]))
+    sock.setblocking(False)
+    trio.run(Host(sock).run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""One module host as the daemon sees it: the process, its socket, its calls.
+
+Touches the world: starts ``python -m devfsd.isolate.host``, reads its
+socket and its stderr, waits for it, kills it. ``supervisor`` decides when
+to start one and what to do when one dies; ``proxy`` turns entry-point
+calls into ``call``\\ s.
+
+A call sends its request and sleeps on a ``WaitChannel`` of its own until
+the reply (``_Call``): a sleep, so the daemon's entry-point time limit does
+not count a read the host keeps asleep for hours, while the host applies
+the limit to the driver itself; and a sleep whose ``Lwp`` has no pid, so
+the daemon does not look for signals: the host's sleep does, and answers
+``EINTR`` (a daemon that gave up first could lose data the host had
+already taken). A call cancelled in the daemon (shutdown, unload) sends
+``CANCEL``.
+
+Death. The end of the socket, the end of the process or a malformed
+message makes the host dead (``_die``): every call in flight returns
+``EIO`` at once, every poll it remembered is notified (the poller then
+sees ``POLLERR`` from the switch), and ``died`` is set. ``reap`` then
+makes sure the process is gone and collects its status and the last lines
+it wrote (faulthandler's traceback, for a crash in C).
+
+Heartbeat. With ``timeout`` set, a ``PING`` goes every ``timeout / 4``; its
+reply comes from the host's loop itself. Unanswered for ``timeout``, the
+loop is stuck (a spin in C, a blocking call, SIGSTOP): every call in flight
+gets ``ETIMEDOUT``. Unanswered for twice that, the host is killed, which is
+a death as above.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, final
+
+import trio
+
+from devfsd.cdevsw._switch import Lwp
+from devfsd.cdevsw._wait import WaitChannel
+from devfsd.errors import DeviceError
+from devfsd.isolate import protocol as P
+from devfsd.isolate._channel import Sender, receive
+
+if TYPE_CHECKING:
+    from devfsd.cdevsw._dev import Dev
+
+__all__ = ["HostDied", "HostProcess"]
+
+log = logging.getLogger("devfsd.isolate")
+
+#: Lines of the host's stderr kept for the report of its death.
+TAIL_LINES: Final = 40
+#: Seconds a host that closed its socket gets to exit before SIGKILL.
+EXIT_GRACE: Final = 2.0
+
+
+class HostDied(DeviceError):
+    """The host died before answering (``EOWNERDEAD``)."""
+
+    def __init__(self, msg: str | None = None) -> None:
+        super().__init__(errno.EOWNERDEAD, msg)
+
+
+@final
+class _Call:
+    """One request awaiting its reply."""
+
+    __slots__ = ("chan", "done", "err", "payload")
+
+    def __init__(self) -> None:
+        self.chan = WaitChannel("host")
+        self.done = False
+        self.err = 0
+        self.payload = b""
+
+    def finish(self, err: int, payload: bytes = b"") -> None:
+        if not self.done:
+            self.done = True
+            self.err = err
+            self.payload = payload
+            self.chan.wakeup()
+
+
+@final
+class HostProcess:
+    """A module host process and the daemon's end of its socket.
+
+    Args:
+        name: the module's name (for the log).
+        timeout: the heartbeat limit (``devfsd --entry-timeout``), or ``None``.
+    """
+
+    def __init__(self, name: str, timeout: float | None) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._pidfd = -1
+        self.sock: socket.socket | None = None
+        self.out: Sender | None = None
+        self.rx = P.Receiver()
+        self.pending: dict[int, _Call] = {}
+        self.polls: dict[int, Any] = {}
+        self._rids = itertools.count(1)
+        self._tokens = itertools.count(1)
+        #: The last file id handed out (ids only grow).
+        self.newest_fid = 0
+        self.dead = False
+        #: Why it died (empty while alive); ``closing``: the daemon ended it.
+        self.why = ""
+        self.closing = False
+        self.died = trio.Event()
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._errbuf = b""
+        self._ping_at = math.inf
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    # -- starting ------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Start the process; its reader, stderr, sender and heartbeat tasks
+        run in ``nursery`` until it dies."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # Started from the trio thread itself, not trio.lowlevel.open_process
+            # (which forks in a worker thread): the host's PR_SET_PDEATHSIG fires
+            # when the thread that forked it ends, and trio's idle worker
+            # threads end after ten seconds, killing the host with them.
+            self.proc = subprocess.Popen(  # noqa: ASYNC220 - see above
+                [sys.executable, "-m", "devfsd.isolate.host", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # a ^C to the daemon's group is not the host's
+            )
+            self._pidfd = os.pidfd_open(self.proc.pid)
+        except BaseException:
+            mine.close()
+            if self.proc is not None:
+                self.kill()
+                self.proc.wait()
+            raise
+        finally:
+            theirs.close()
+        assert self.proc.stderr is not None
+        os.set_blocking(self.proc.stderr.fileno(), False)
+        mine.setblocking(False)
+        self.sock = mine
+        self.out = Sender(mine)
+        self.started_at = trio.current_time()
+        log.debug("module %s: host %d started", self.name, self.pid)
+        nursery.start_soon(self._read)
+        nursery.start_soon(self._stderr)
+        nursery.start_soon(self._wait)
+        nursery.start_soon(self.out.run)
+        if self.timeout is not None:
+            nursery.start_soon(self._heartbeat, self.timeout)
+
+    # -- calls -------------------------------------------------------------------
+
+    def new_fid(self) -> int:
+        self.newest_fid += 1
+        return self.newest_fid
+
+    def poll_token(self, handle: Any) -> int:
+        """A token the host's ``NOTIFY`` names ``handle`` by."""
+        token = next(self._tokens)
+        self.polls[token] = handle
+        return token
+
+    def post(self, data: bytes) -> None:
+        """Send a message that gets no reply (``RELEASE``)."""
+        if not self.dead and self.out is not None:
+            self.out.send(data)
+
+    async def call(self, kind: int, body: bytes, dev: Dev | None = None) -> bytes:
+        """Send one request and sleep until its reply.
+
+        Returns:
+            The reply's payload.
+
+        Raises:
+            DeviceError: the host's errno; ``EIO`` if the host died
+                meanwhile, ``ETIMEDOUT`` if it stopped answering, ``ENXIO``
+                if it is already dead.
+        """
+        if self.dead or self.out is None:
+            raise DeviceError(errno.ENXIO)
+        rid = next(self._rids)
+        c = _Call()
+        self.pending[rid] = c
+        self.out.send(P.encode(kind, rid, body))
+        lwp = Lwp(0, 0, 0, dev=dev)
+        try:
+            while not c.done:
+                await c.chan.sleep(lwp)
+        except BaseException:
+            if not c.done:
+                del self.pending[rid]
+                self.post(P.encode(P.Kind.CANCEL, rid))
+            raise
+        if c.err:
+            raise P.reply_error(c.err, c.payload)
+        return c.payload
+
+    # -- the tasks -----------------------------------------------------------------
+
+    async def _read(self) -> None:
+        assert self.sock is not None
+        try:
+            while (msgs := await receive(self.sock, self.rx)) is not None:
+                for m in msgs:
+                    if m.kind == P.Kind.REPLY:
+                        c = self.pending.pop(m.rid, None)
+                        if c is not None:
+                            err, payload = P.parse_reply(m.body)
+                            c.finish(err, payload)
+                        elif m.rid == 0:
+                            self._ping_at = math.inf
+                    elif m.kind == P.Kind.NOTIFY:
+                        h = self.polls.pop(m.rid, None)
+                        if h is not None:
+                            _notify(h)
+                    else:
+                        raise P.ProtocolError(errno.EBADMSG, f"host sent {P.Kind(m.kind).name}")
+        except P.ProtocolError as exc:
+            self._die(f"protocol error: {exc}", kill=True)
+        else:
+            self._die("closed its socket")
+
+    async def _stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        while not self._stderr_chunk(fd):
+            await trio.lowlevel.wait_readable(fd)
+
+    def _stderr_chunk(self, fd: int, budget: int = 1 << 20) -> bool:
+        """Log what the host has written (up to ``budget`` bytes: a child
+        of the host could write for ever); True at the end of its stderr."""
+        while budget > 0:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return False
+            if not chunk:
+                if self._errbuf:
+                    self._log_line(self._errbuf)
+                    self._errbuf = b""
+                return True
+            budget -= len(chunk)
+            *lines, self._errbuf = (self._errbuf + chunk).split(b"\n")
+            for raw in lines:
+                self._log_line(raw)
+        return False
+
+    def _log_line(self, raw: bytes) -> None:
+        line = raw.decode(errors="replace").rstrip()
+        if not line:
+            return
+        self.tail.append(line)
+        level = logging.INFO
+        for word, lv in (("ERROR ", logging.ERROR), ("WARNING ", logging.WARNING), ("DEBUG ", logging.DEBUG)):
+            if line.startswith(word):
+                level = lv
+                break
+        log.log(level, "module %s[%d]: %s", self.name, self.pid, line)
+
+    async def _wait(self) -> None:
+        await trio.lowlevel.wait_readable(self._pidfd)  # readable: the process has ended
+        self._die("exited")
+
+    async def _heartbeat(self, timeout: float) -> None:
+        assert self.out is not None
+        while not self.dead:
+            await trio.sleep(timeout / 4)
+            now = trio.current_time()
+            if self._ping_at == math.inf:
+                self._ping_at = now
+                self.out.send(P.encode(P.Kind.PING, 0))
+                continue
+            late = now - self._ping_at
+            if late > 2 * timeout:
+                log.error("module %s: host %d has not answered for %.1f s: killed", self.name, self.pid, late)
+                self._die(f"hung for {late:.1f} s", kill=True)
+            elif late > timeout and self.pending:
+                log.error(
+                    "module %s: host %d has not answered for %.1f s: %d calls get ETIMEDOUT",
+                    self.name,
+                    self.pid,
+                    late,
+                    len(self.pending),
+                )
+                self._fail_pending(errno.ETIMEDOUT)
+
+    # -- death ------------------------------------------------------------------
+
+    def _fail_pending(self, err: int) -> None:
+        pending, self.pending = self.pending, {}
+        for rid, c in pending.items():
+            c.finish(err)
+            self.post(P.encode(P.Kind.CANCEL, rid))
+
+    def _die(self, why: str, *, kill: bool = False) -> None:
+        """The host is gone (or must go): fail everything in flight with
+        ``EIO``, wake every remembered poll, set ``died``."""
+        if self.dead:
+            return
+        self.why = why
+        if kill:
+            self.kill()
+        self._fail_pending(errno.EIO)
+        self.dead = True
+        polls, self.polls = self.polls, {}
+        for h in polls.values():
+            _notify(h)
+        self.died.set()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGKILL)  # a no-op once reaped
+
+    def close(self) -> None:
+        """End the socket: a healthy host exits (``reap`` waits for it)."""
+        self.closing = True
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+    async def reap(self) -> int | None:
+        """Make sure the process is gone; its exit status (negative: the
+        signal), after the rest of its stderr has been read.
+
+        Shielded: runs to the end (bounded) even in a cancelled task.
+        """
+        proc = self.proc
+        if proc is None:
+            return None
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(EXIT_GRACE):
+                await trio.lowlevel.wait_readable(self._pidfd)
+            self.kill()
+            await trio.lowlevel.wait_readable(self._pidfd)
+            proc.wait()  # it has ended: this only collects the status
+            if proc.stderr is not None:  # the rest: faulthandler's traceback
+                self._stderr_chunk(proc.stderr.fileno())
+            for fd in (self._pidfd, proc.stderr.fileno() if proc.stderr else -1):
+                if fd >= 0:
+                    trio.lowlevel.notify_closing(fd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+            if proc.stderr is not None:
+                proc.stderr.close()
+            if self.sock is not None:
+                trio.lowlevel.notify_closing(self.sock)
+                self.sock.close()
+                self.sock = None
+        self.dead = True
+        return proc.returncode
+
+    def describe_status(self, rc: int | None) -> str:
+        """``killed by signal 11 (SIGSEGV)`` or ``exited with status 3``."""
+        if rc is None:
+            return "status unknown"
+        if rc < 0:
+            try:
+                sig = signal.Signals(-rc).name
+            except ValueError:
+                sig = "?"
+            return f"killed by signal {-rc} ({sig})"
+        return f"exited with status {rc}"
+
+
+def _notify(handle: Any) -> None:
+    try:
+        handle.notify()
+    except OSError as exc:  # the poller is gone
+        log.debug("poll notify failed: %s", exc)
+
+
+def check_reply_json(payload: bytes) -> dict[str, Any]:
+    """The ``LOAD`` reply, checked (the host is not trusted).
+
+    Raises:
+        ProtocolError: ``EBADMSG`` unless it has a valid name, class and
+            majors list of [name, major] pairs.
+    """
+    obj = P.decode_json(payload)
+    ok = isinstance(obj, dict) and isinstance(obj.get("name"), str) and isinstance(obj.get("cls"), int)
+    majors = obj.get("majors") if ok else None
+    if not ok or not isinstance(majors, list):
+        raise P.ProtocolError(errno.EBADMSG, "malformed LOAD reply")
+    for pair in majors:
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and isinstance(pair[0], str)
+            and isinstance(pair[1], int)
+            and not isinstance(pair[1], bool)
+        ):
+            raise P.ProtocolError(errno.EBADMSG, "malformed LOAD reply")
+    checked: dict[str, Any] = obj
+    return checked

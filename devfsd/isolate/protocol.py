@@ -1,0 +1,295 @@
+"""The module-host protocol: devfsd and an isolated module's host. Sans-I/O.
+
+Pure: no socket, no trio, no os I/O. Both ends are this file: the daemon
+(``devfsd.isolate.supervisor``) encodes requests and decodes replies, the
+host (``devfsd.isolate.host``) the reverse. See docs/isolation.md.
+
+Framing. Every message is a 9-byte header, ``<IBI``: the length of the body
+that follows, the message ``Kind``, and a request id; then the body. Bodies
+are fixed ``struct`` fields, then raw bytes (data, or UTF-8 JSON for the
+two control messages ``LOAD`` and ``MODCMD``'s answer). Binary, not JSON:
+a 1-byte read crosses the socket twice, and every microsecond here is one
+the FUSE round trip pays.
+
+Requests (daemon to host) each get exactly one ``REPLY`` with their id,
+unless the host dies first; ``CANCEL`` and ``RELEASE`` get none. The host
+sends ``NOTIFY`` with a poll token (in the id field) when a poll it was
+asked to remember becomes ready (``selnotify``). A ``REPLY`` body is an
+``<i`` errno (0: success) then the payload: for an error, optional UTF-8
+text; for success, what the request kind returns (``reply_*`` below).
+
+The host is not trusted: ``Receiver`` refuses unknown kinds and bodies
+past ``MAX_BODY`` with ``ProtocolError`` (the daemon then kills the host),
+and every ``parse_*`` raises ``ProtocolError`` on a body of the wrong size
+rather than ``struct.error``.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any, Final, final
+
+from devfsd.errors import DevfsdError, DeviceError
+
+__all__ = [
+    "HEADER",
+    "MAX_BODY",
+    "IoctlArgs",
+    "Kind",
+    "Message",
+    "OpenArgs",
+    "ProtocolError",
+    "Receiver",
+    "decode_json",
+    "encode",
+    "encode_json",
+    "error_reply",
+    "fflag_to_open_flags",
+    "parse_ioctl",
+    "parse_open",
+    "parse_reply",
+    "reply",
+    "reply_error",
+    "unpack",
+]
+
+HEADER: Final = struct.Struct("<IBI")
+#: Largest body either side accepts: a FUSE request carries at most 1 MiB,
+#: the in-process-style harness a little more; a host that sends more is
+#: broken or hostile.
+MAX_BODY: Final = 4 << 20
+
+
+class Kind(enum.IntEnum):
+    """What a message is (the header's second field)."""
+
+    #: Daemon to host, answered by ``REPLY``.
+    LOAD = 1  # JSON: the module to load and how (``supervisor._load_into``)
+    MODCMD = 2  # ``<B`` command (FINI, STAT, AUTOUNLOAD)
+    OPEN = 3  # ``OpenArgs``
+    CLOSE = 4  # ``<II`` file id, newest file id: the last close of its dev
+    READ = 5  # ``<IIq`` file id, size, offset
+    WRITE = 6  # ``<Iq`` file id, offset; then the data
+    POLL = 7  # ``<IiI`` file id, events, poll token (0: none)
+    IOCTL = 8  # ``IoctlArgs``; then the data
+    PING = 9  # empty: the host's loop answers (heartbeat)
+    #: Daemon to host, no reply.
+    CANCEL = 10  # the id is the request to cancel; empty body
+    RELEASE = 11  # ``<I`` file id: a close that was not its dev's last
+    #: Host to daemon.
+    REPLY = 12  # ``<i`` errno, then the payload
+    NOTIFY = 13  # the id is a poll token; empty body
+
+
+_KINDS: Final = frozenset(int(k) for k in Kind)
+
+OPEN: Final = struct.Struct("<QiiIII")
+FID: Final = struct.Struct("<I")
+CLOSE: Final = struct.Struct("<II")
+READ: Final = struct.Struct("<IIq")
+WRITE: Final = struct.Struct("<Iq")
+POLL: Final = struct.Struct("<IiI")
+IOCTL: Final = struct.Struct("<QIiiIII")
+ERRNO: Final = struct.Struct("<i")
+COUNT: Final = struct.Struct("<I")
+CMD: Final = struct.Struct("<B")
+#: A ``POLL``'s reply: revents, and 1 if the driver kept the poll token
+#: (``selrecord``): only then will a ``NOTIFY`` for it come.
+POLLED: Final = struct.Struct("<ii")
+
+_O_RDONLY: Final = 0o0
+_O_WRONLY: Final = 0o1
+_O_RDWR: Final = 0o2
+
+
+class ProtocolError(DevfsdError):
+    """A malformed message from the other side (``EBADMSG``, ``EMSGSIZE``)."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One whole message: its kind, id and body."""
+
+    kind: int
+    rid: int
+    body: bytes
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenArgs:
+    """An ``OPEN``: ``d_open``'s arguments and the opener."""
+
+    dev: int
+    flag: int
+    pid: int
+    uid: int
+    gid: int
+    fid: int
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IoctlArgs:
+    """An ``IOCTL``: ``d_ioctl``'s arguments, the caller, its file (0: none)."""
+
+    dev: int
+    cmd: int
+    flag: int
+    pid: int
+    uid: int
+    gid: int
+    fid: int
+    data: bytes
+
+
+def encode(kind: int, rid: int, body: bytes | bytearray | memoryview = b"") -> bytes:
+    """One message.
+
+    Raises:
+        ProtocolError: ``EMSGSIZE`` for a body past ``MAX_BODY``.
+    """
+    n = len(body)
+    if n > MAX_BODY:
+        raise ProtocolError(errno.EMSGSIZE, f"message body of {n} bytes exceeds {MAX_BODY}")
+    return HEADER.pack(n, kind, rid) + body
+
+
+def encode_json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def decode_json(body: bytes) -> Any:
+    """A JSON body.
+
+    Raises:
+        ProtocolError: ``EBADMSG`` if it is not UTF-8 JSON.
+    """
+    try:
+        return json.loads(body.decode())
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError(errno.EBADMSG, "message body is not UTF-8 JSON") from None
+
+
+def parse_open(body: bytes) -> OpenArgs:
+    dev, flag, pid, uid, gid, fid = _unpack(OPEN, body)
+    return OpenArgs(dev=dev, flag=flag, pid=pid, uid=uid, gid=gid, fid=fid)
+
+
+def parse_ioctl(body: bytes) -> IoctlArgs:
+    if len(body) < IOCTL.size:
+        raise ProtocolError(errno.EBADMSG, "short IOCTL message")
+    dev, cmd, flag, pid, uid, gid, fid = IOCTL.unpack_from(body)
+    return IoctlArgs(
+        dev=dev, cmd=cmd, flag=flag, pid=pid, uid=uid, gid=gid, fid=fid, data=bytes(body[IOCTL.size :])
+    )
+
+
+def unpack(st: struct.Struct, body: bytes) -> tuple[Any, ...]:
+    """``st``'s fields at the start of ``body`` (which may hold more: data).
+
+    Raises:
+        ProtocolError: ``EBADMSG`` if ``body`` is shorter than ``st``.
+    """
+    if len(body) < st.size:
+        raise ProtocolError(errno.EBADMSG, "short message")
+    return st.unpack_from(body)
+
+
+def _unpack(st: struct.Struct, body: bytes) -> tuple[Any, ...]:
+    """``st``'s fields, which must be all of ``body``."""
+    if len(body) != st.size:
+        raise ProtocolError(errno.EBADMSG, "message of the wrong size")
+    return st.unpack_from(body)
+
+
+def reply(rid: int, err: int = 0, payload: bytes | bytearray | memoryview = b"") -> bytes:
+    """A ``REPLY``: ``err`` 0 and the payload, or an errno and optional text."""
+    return encode(Kind.REPLY, rid, ERRNO.pack(err) + payload)
+
+
+def error_reply(rid: int, exc: DevfsdError) -> bytes:
+    """A ``REPLY`` carrying ``exc``'s errno and, if it has one, its text."""
+    return reply(rid, exc.errno, exc.msg.encode(errors="replace") if exc.msg else b"")
+
+
+def parse_reply(body: bytes) -> tuple[int, bytes]:
+    """A ``REPLY``'s errno and payload.
+
+    Raises:
+        ProtocolError: ``EBADMSG`` for a short body or a negative errno.
+    """
+    if len(body) < ERRNO.size:
+        raise ProtocolError(errno.EBADMSG, "short REPLY")
+    (err,) = ERRNO.unpack_from(body)
+    if err < 0:
+        raise ProtocolError(errno.EBADMSG, "negative errno in REPLY")
+    return err, body[ERRNO.size :]
+
+
+def reply_error(err: int, payload: bytes) -> DeviceError:
+    """The exception a failed ``REPLY`` stands for (text cut to 200 bytes)."""
+    text = payload[:200].decode(errors="replace") or None
+    return DeviceError(err, text)
+
+
+def fflag_to_open_flags(fflag: int, nonblock: int) -> int:
+    """NetBSD ``FREAD|FWRITE`` (and ``nonblock``, ``FNONBLOCK``) back to
+    open(2) flags, for the host's ``SpecFs.open``."""
+    acc = fflag & 0x3
+    flags = {0x1: _O_RDONLY, 0x2: _O_WRONLY, 0x3: _O_RDWR}.get(acc, _O_RDONLY)
+    return flags | (fflag & nonblock)
+
+
+@final
+class Receiver:
+    """Splits the bytes from the other side into ``Message``\\ s.
+
+    ``feed(data)``, then ``next_message()`` until it returns ``None``.
+    Bodies are copies (``bytes``): a view would pin the buffer, which
+    ``feed`` must resize.
+    """
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def pending(self) -> int:
+        """Bytes held that are not yet a whole message."""
+        return len(self._buf) - self._pos
+
+    def next_message(self) -> Message | None:
+        """The next whole message, or ``None`` if more bytes are needed.
+
+        Raises:
+            ProtocolError: ``EMSGSIZE`` (body past ``MAX_BODY``),
+                ``EBADMSG`` (unknown kind). The stream cannot go on after it.
+        """
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < HEADER.size:
+            return None
+        n, kind, rid = HEADER.unpack_from(buf, pos)
+        if n > MAX_BODY:
+            raise ProtocolError(errno.EMSGSIZE, f"message body of {n} bytes exceeds {MAX_BODY}")
+        if kind not in _KINDS:
+            raise ProtocolError(errno.EBADMSG, f"unknown message kind {kind}")
+        start = pos + HEADER.size
+        end = start + n
+        if len(buf) < end:
+            return None
+        self._pos = end
+        return Message(kind, rid, bytes(buf[start:end]))

@@ -1,0 +1,120 @@
+"""The daemon's stand-in for an isolated driver: a ``Cdevsw`` that forwards.
+
+Imports trio-free code and ``hostproc`` (for the type only). ``make_proxy``
+builds one ``Cdevsw`` per host (per restart: a new host gets a new proxy,
+so the switch marks the files opened through the old one dead, ``ENXIO``)
+and the supervisor attaches it at every major the module's INIT attached
+in the host. specfs and fs call it as any driver: the entry-point time
+limit, tracing, ``d_close`` on the last close and ``ENXIO`` after detach
+all happen in the daemon as for an in-process driver.
+
+Files. ``d_open`` gives each open a file id and keeps it in the daemon's
+``File.data`` (a ``_HostFile``); the host keeps its own ``File`` under that
+id. The last close of a dev reaches ``d_close``, which sends ``CLOSE``;
+every other close reaches no driver code in the daemon, so the
+``_HostFile``'s finaliser sends ``RELEASE`` when the daemon drops the
+``File`` (late: a ``File`` and its ``Lwp`` refer to each other, so the
+cyclic GC frees them), and the host forgets its copy. So that a late
+``RELEASE`` does not keep the host from seeing the last close, ``CLOSE``
+closes every file of the dev the host still holds that was opened before
+it (none of them can still be open in the daemon, or this would not be
+the last close; a file opened since has a larger id).
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING, final
+
+from devfsd.cdevsw._switch import Cdevsw
+from devfsd.errors import DeviceError
+from devfsd.isolate import protocol as P
+
+if TYPE_CHECKING:
+    from devfsd.cdevsw._dev import Dev
+    from devfsd.cdevsw._switch import Lwp
+    from devfsd.cdevsw._uio import Uio
+    from devfsd.isolate.hostproc import HostProcess
+
+__all__ = ["make_proxy"]
+
+
+@final
+class _HostFile:
+    """A daemon ``File``'s ``data``: the id its host knows it by."""
+
+    __slots__ = ("closed", "fid", "host")
+
+    def __init__(self, host: HostProcess, fid: int) -> None:
+        self.host = host
+        self.fid = fid
+        self.closed = False
+
+    def __del__(self) -> None:
+        if not self.closed:
+            self.host.post(P.encode(P.Kind.RELEASE, 0, P.FID.pack(self.fid)))
+
+
+def make_proxy(host: HostProcess) -> Cdevsw:
+    """A ``Cdevsw`` whose every entry point is a call into ``host``."""
+
+    def fid_of(l: Lwp) -> int:
+        fp = l.fp
+        hf = fp.data if fp is not None else None
+        if not isinstance(hf, _HostFile) or hf.host is not host:
+            raise DeviceError(errno.ENXIO)
+        return hf.fid
+
+    async def d_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
+        fid = host.new_fid()
+        await host.call(P.Kind.OPEN, P.OPEN.pack(dev, flag, l.pid, l.uid, l.gid, fid), dev)
+        hf = _HostFile(host, fid)
+        if l.fp is not None:
+            l.fp.data = hf
+        # else: dropped at once, and its finaliser releases the host's file
+
+    async def d_close(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
+        fp = l.fp
+        hf = fp.data if fp is not None else None
+        if isinstance(hf, _HostFile) and hf.host is host:
+            hf.closed = True
+            await host.call(P.Kind.CLOSE, P.CLOSE.pack(hf.fid, host.newest_fid), dev)
+
+    async def d_read(dev: Dev, uio: Uio, ioflag: int) -> None:
+        fid = fid_of(uio.lwp)
+        uio.uiomove(await host.call(P.Kind.READ, P.READ.pack(fid, uio.resid, uio.offset), dev))
+
+    async def d_write(dev: Dev, uio: Uio, ioflag: int) -> None:
+        fid = fid_of(uio.lwp)
+        off = uio.offset
+        data = uio.getbytes()
+        (n,) = P.unpack(P.COUNT, await host.call(P.Kind.WRITE, P.WRITE.pack(fid, off) + data, dev))
+        left = len(data) - min(n, len(data))  # what the driver did not take
+        uio.resid += left
+        uio.offset -= left
+
+    async def d_poll(dev: Dev, events: int, l: Lwp) -> int:
+        fid = fid_of(l)
+        token = host.poll_token(l.poll_handle) if l.poll_handle is not None else 0
+        revents, kept = P.unpack(P.POLLED, await host.call(P.Kind.POLL, P.POLL.pack(fid, events, token), dev))
+        if token and not kept:  # no selrecord: no NOTIFY will come for it
+            host.polls.pop(token, None)
+        return int(revents)
+
+    async def d_ioctl(dev: Dev, cmd: int, data: bytearray, flag: int, l: Lwp) -> None:
+        fp = l.fp
+        hf = fp.data if fp is not None else None
+        fid = hf.fid if isinstance(hf, _HostFile) and hf.host is host else 0
+        body = P.IOCTL.pack(dev, cmd, flag, l.pid, l.uid, l.gid, fid) + bytes(data)
+        out = await host.call(P.Kind.IOCTL, body, dev)
+        n = min(len(out), len(data))
+        data[:n] = out[:n]
+
+    return Cdevsw(
+        d_open=d_open,
+        d_close=d_close,
+        d_read=d_read,
+        d_write=d_write,
+        d_ioctl=d_ioctl,
+        d_poll=d_poll,
+    )

@@ -1,0 +1,306 @@
+"""Isolated modules: loading one into a host, and the reincarnation server.
+
+Imports trio and the kernel's loader, never pyfuse3. Theory of operation,
+after MINIX 3's reincarnation server (docs/isolation.md):
+
+*Load.* ``load_hosted`` (called by ``ModuleLoader.load(..., isolated=True)``
+under the loader's lock) locates the module as any load does (so the same
+ownership checks apply), starts a host, and sends ``LOAD``: the host
+imports the module, loads its requirements (inside the host) and runs
+INIT. The reply names the (name, major) of each cdevsw INIT attached; the
+daemon attaches one proxy ``Cdevsw`` (``proxy``) at each. The module is
+then a ``LoadedModule`` like any other, whose ``pymod`` is the
+``Supervisor``: its ``modcmd`` forwards FINI, STAT and AUTOUNLOAD. An INIT
+that fails fails the load with its errno; a host that dies during it fails
+it with ``EOWNERDEAD``; either way nothing is left (the process is reaped,
+nothing attached).
+
+*Death and restart.* The supervisor is a thread of its module
+(``kthread_create``), so unloading the module stops it. When the host dies
+(``HostProcess``: in-flight calls have already got ``EIO``), it detaches
+the proxy (files opened through it get ``ENXIO`` from the switch from then
+on), reaps the host and logs the module, the signal or exit status and the
+last lines the host wrote (faulthandler's traceback for a fatal signal).
+Then it waits (``BACKOFF_FIRST`` doubling to ``BACKOFF_MAX``) and loads
+the module into a new host with the same properties, under the loader's
+lock, at the same majors. A host that dies (or fails to load again) within
+``STABLE_AFTER`` seconds of its start counts as one more death in a row;
+past ``restarts`` in a row the module stays down (modstat flag ``d``) until
+modunload or modload.
+
+XXX: requirements load inside the host and are private to it (the daemon's
+modstat does not list them); a module whose code another module calls
+directly cannot be isolated from it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from typing import TYPE_CHECKING, Any, Final, final
+
+import trio
+
+from devfsd.cdevsw import devsw_detach
+from devfsd.cdevsw._table import devsw
+from devfsd.errors import DevfsdError, DeviceError
+from devfsd.isolate import protocol as P
+from devfsd.isolate.hostproc import HostDied, HostProcess, check_reply_json
+from devfsd.isolate.proxy import make_proxy
+from devfsd.kern.loader import LoadedModule, _code_size, kthread_create
+from devfsd.kern.module import ModCmd, ModuleClass, ModuleInfo
+
+if TYPE_CHECKING:
+    from devfsd.cdevsw._switch import Cdevsw
+    from devfsd.kern.loader import ModuleLoader
+    from devfsd.kern.module import Props
+
+__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "DEFAULT_RESTARTS", "STABLE_AFTER", "Supervisor", "load_hosted"]
+
+log = logging.getLogger("devfsd.isolate")
+
+#: Deaths in a row after which a module stays down.
+DEFAULT_RESTARTS: Final = 5
+#: Seconds before the first restart; doubled for each death in a row.
+BACKOFF_FIRST: Final = 0.1
+BACKOFF_MAX: Final = 5.0
+#: A host that lived this long before dying starts a new row.
+STABLE_AFTER: Final = 30.0
+
+
+@final
+class Supervisor:
+    """An isolated module's hosts, one after another; its ``pymod``.
+
+    Args:
+        loader: the daemon's module list (its lock guards restarts).
+        mod: the module as the loader lists it.
+        target: the located code (package directory or file) for the host.
+        restarts: deaths in a row before the module stays down.
+        uid: who loaded it (for ``privileged`` properties).
+    """
+
+    def __init__(
+        self, loader: ModuleLoader, mod: LoadedModule, target: str, restarts: int, uid: int = 0
+    ) -> None:
+        self.loader = loader
+        self.uid = uid
+        self.mod = mod
+        self.target = target
+        self.restarts = restarts
+        self.host: HostProcess | None = None
+        self.proxy: Cdevsw | None = None
+        #: (name, major) of each attached proxy, fixed by the first load.
+        self.majors: list[tuple[str, int]] | None = None
+        self.deaths = 0
+        self.down = False
+        self.stopping = False
+        self._first = trio.Event()
+        self._first_error: DevfsdError | None = None
+
+    @property
+    def MODULE(self) -> ModuleInfo:
+        return self.mod.info
+
+    @property
+    def flags(self) -> str:
+        """modstat's letters: ``i`` isolated, ``d`` down."""
+        return "id" if self.down else "i"
+
+    # -- the loader's side ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """The first load; returns when the module is in, or raises.
+
+        Raises:
+            DeviceError: INIT's errno; ``EOWNERDEAD`` if the host died.
+        """
+        scope = kthread_create(self._main, name="host", module=self.mod)
+        try:
+            await self._first.wait()
+        except BaseException:
+            scope.cancel()
+            raise
+        if self._first_error is not None:
+            raise self._first_error
+
+    async def modcmd(self, cmd: ModCmd, props: Props | None) -> None:
+        """FINI, STAT and AUTOUNLOAD, forwarded to the host.
+
+        A module that is down (or between hosts) unloads without FINI.
+        """
+        host = self.host
+        alive = host is not None and not host.dead
+        if cmd == ModCmd.FINI:
+            if alive:
+                assert host is not None
+                await host.call(P.Kind.MODCMD, P.CMD.pack(int(cmd)))
+            self.stopping = True
+            self._detach()
+            if host is not None:
+                host.close()
+            return
+        if cmd == ModCmd.INIT:
+            raise DeviceError(errno.EINVAL, "INIT goes through load_hosted")
+        if not alive:
+            if cmd == ModCmd.AUTOUNLOAD:
+                return
+            raise DeviceError(errno.ENXIO)
+        assert host is not None
+        await host.call(P.Kind.MODCMD, P.CMD.pack(int(cmd)))
+
+    # -- the reincarnation server --------------------------------------------------
+
+    async def _main(self) -> None:
+        first = True
+        while True:
+            host = HostProcess(self.mod.name, self.loader.host_timeout)
+            err: DevfsdError | None = None
+            try:
+                async with trio.open_nursery() as nursery:
+                    await host.start(nursery)
+                    try:
+                        if first:  # load_hosted's caller holds the lock
+                            await self._load_into(host)
+                        else:
+                            async with self.loader._lock:
+                                await self._load_into(host)
+                    except DevfsdError as exc:
+                        err = exc
+                        if not host.dead:
+                            host.close()
+                    else:
+                        self.host = host
+                        if first:
+                            self._first.set()
+                        first = False
+                        await host.died.wait()
+                        self._detach()
+                    nursery.cancel_scope.cancel()
+            except OSError as exc:  # the host could not even start
+                err = DeviceError(exc.errno or errno.EIO, f"cannot start a host: {exc}")
+            finally:
+                rc = await host.reap()
+            if self.stopping:
+                return
+            if err is not None and first:
+                if host.why and not host.closing:
+                    self._report(host, rc, "during load")
+                self._first_error = err
+                self._first.set()
+                return
+            if err is not None:
+                log.error("module %s: restart failed: %s", self.mod.name, err)
+            if host.why and not host.closing:
+                self._report(host, rc, "")
+            uptime = trio.current_time() - host.started_at
+            self.deaths = 1 if uptime > STABLE_AFTER else self.deaths + 1
+            if self.deaths > self.restarts:
+                self.down = True
+                log.error(
+                    "module %s: %d deaths in a row: stays down until modload or modunload",
+                    self.mod.name,
+                    self.deaths,
+                )
+                return
+            delay = min(BACKOFF_FIRST * 2 ** (self.deaths - 1), BACKOFF_MAX)
+            log.warning(
+                "module %s: restarting in %.1f s (death %d in a row)", self.mod.name, delay, self.deaths
+            )
+            await trio.sleep(delay)
+
+    def _report(self, host: HostProcess, rc: int | None, when: str) -> None:
+        tail = "\n".join(host.tail)
+        log.error(
+            "module %s: host %d %s%s (%s)%s",
+            self.mod.name,
+            host.pid,
+            host.describe_status(rc),
+            f" {when}" if when else "",
+            host.why,
+            f"; its last output:\n{tail}" if tail else "; it wrote nothing",
+        )
+
+    async def _load_into(self, host: HostProcess) -> None:
+        """``LOAD`` into ``host`` and attach the proxy at its majors.
+
+        Raises:
+            DeviceError: INIT's errno, ``EOWNERDEAD`` if the host died,
+                ``EBADMSG`` for a malformed reply, attach's errno (the
+                daemon's switch has another driver at a major), ``ENOENT``
+                for a module that declares another name than asked for.
+        """
+        req: dict[str, Any] = {
+            "spec": self.target,
+            "props": self.mod.props,
+            "modpath": [str(p) for p in self.loader.modpath],
+            "majors": {n: int(m) for n, m, _ in devsw.entries()},
+            "entry_timeout": self.loader.host_timeout,
+            "log_level": logging.getLogger().getEffectiveLevel(),
+            "memlimit": self.mod.props.get("memlimit"),
+            "uid": self.uid,
+        }
+        try:
+            info = check_reply_json(await host.call(P.Kind.LOAD, P.encode_json(req)))
+        except DeviceError as exc:
+            if host.dead:
+                raise HostDied(f"module {self.mod.name}: its host died during INIT") from None
+            raise exc from None
+        majors = [(str(n), int(m)) for n, m in info["majors"]]
+        if self.majors is None:
+            name = info["name"]
+            if name != self.mod.name:
+                raise DeviceError(errno.ENOENT, f"{self.target} declares module {name!r}")
+            try:
+                cls = ModuleClass(info["cls"])
+            except ValueError:
+                cls = ModuleClass.ANY
+            self.mod.info = ModuleInfo(name=name, cls=cls)
+        elif majors != self.majors:
+            raise DeviceError(errno.EINVAL, f"INIT attached {majors}, not {self.majors} as before")
+        proxy = make_proxy(host)
+        try:
+            for n, m in majors:
+                devsw.attach(n, proxy, m)
+        except BaseException:
+            devsw.detach(proxy)
+            raise
+        self.proxy = proxy
+        self.majors = majors
+        self.mod.majors = [devsw.getmajor(n) or 0 for n, _ in majors]  # type: ignore[misc]
+        self.mod.cdevsws = [proxy] if majors else []
+
+    def _detach(self) -> None:
+        proxy, self.proxy = self.proxy, None
+        if proxy is not None:
+            devsw_detach(proxy)
+        self.mod.cdevsws = []
+
+
+async def load_hosted(
+    loader: ModuleLoader, spec: str, props: dict[str, str | int | bool], uid: int = 0
+) -> LoadedModule:
+    """Load ``spec`` into a host of its own; the caller holds the loader's lock.
+
+    ``uid`` asked (the host refuses, as ``ModuleLoader.load``, a property
+    the module declares ``privileged`` from anyone but root).
+
+    Returns:
+        The module, not yet in ``loader.modules``.
+
+    Raises:
+        DeviceError: as ``ModuleLoader.load`` (``ENOENT``, ``EPERM``,
+            ``EEXIST``, INIT's errno), or ``EOWNERDEAD`` if the host died
+            while loading.
+    """
+    name, path, pkgdir = loader.locate(spec)
+    if name in loader.modules:
+        raise DeviceError(errno.EEXIST)
+    target = pkgdir or path
+    mod = LoadedModule(ModuleInfo(name=name, cls=ModuleClass.DRIVER), None, path, _code_size(target))  # type: ignore[arg-type]
+    mod.props = props
+    sup = Supervisor(loader, mod, str(target), loader.host_restarts, uid)
+    mod.pymod = sup  # type: ignore[assignment]
+    mod.host = sup
+    await sup.start()
+    return mod

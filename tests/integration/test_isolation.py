@@ -1,0 +1,310 @@
+"""Isolated modules (``modload -I``) behind a real mount.
+
+Each module runs in a host process of its own: its nodes work as in
+process, and when the host dies (a segfault, ``os._exit``, SIGKILL, a
+hang) only its own calls fail, promptly; the daemon and other drivers go
+on, the log says what happened, and the module comes back (up to the
+restart limit). tests/modules/crashy does the dying.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import select
+import signal
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from devfsd.cdevsw import makedev
+from devfsd.errors import ControlError
+from devfsd.testing.mount import DevfsdMount, run, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+pytestmark = [pytest.mark.fuse, pytest.mark.slow]
+
+MODS = Path(__file__).resolve().parent.parent / "modules"
+#: Bound on every wait for a blocked call or a restart.
+WAIT = 20.0
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> Iterator[DevfsdMount]:
+    args = ["--debug", "--entry-timeout", "1", "--host-restarts", "2"]
+    with DevfsdMount(tmp_path, modpath=[MODS], args=args) as m:
+        yield m
+
+
+def node(m: DevfsdMount, driver: str, unit: int, name: str | None = None) -> Path:
+    maj = {n: mj for n, mj, _ in m.client().drivers()}[driver]
+    p = m.path / (name or f"{driver}{unit}")
+    os.mknod(p, stat.S_IFCHR | 0o666, makedev(maj, unit))
+    return p
+
+
+def flags(m: DevfsdMount, name: str) -> str | None:
+    for row in m.client().modstat()["modules"]:
+        if row["name"] == name:
+            return str(row["flags"])
+    return None
+
+
+def call_in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run ``fn`` in a thread; the list gets its result or the exception."""
+    out: list[object] = []
+
+    def body() -> None:
+        try:
+            out.append(fn())
+        except Exception as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    return t, out
+
+
+def errno_of(fn: Callable[[], object]) -> int:
+    with pytest.raises(OSError) as ei:
+        fn()
+    assert ei.value.errno is not None
+    return ei.value.errno
+
+
+def host_pid(p: Path) -> int:
+    with open(p, "rb", buffering=0) as f:
+        return int(f.read(32))
+
+
+# -- nodes work as in process -----------------------------------------------------
+
+
+def test_mm_isolated(mnt: DevfsdMount) -> None:
+    r = run(["modload", "-I", "mm"], env=mnt.env)
+    assert (r.returncode, r.stderr) == (0, b"")
+    zero, null, full = node(mnt, "mm", 12, "zero"), node(mnt, "mm", 2, "null"), node(mnt, "mm", 11, "full")
+    with open(zero, "rb", buffering=0) as f:
+        assert f.read(1) == b"\0"
+        assert f.read(128 * 1024) == bytes(128 * 1024)
+    with open(null, "r+b", buffering=0) as f:
+        assert f.write(b"gone") == 4
+        assert f.read(10) == b""
+    with open(full, "wb", buffering=0) as f:
+        assert errno_of(lambda: f.write(b"x")) == errno.ENOSPC
+    out = run(["modstat", "mm"], env=mnt.env).stdout.decode()
+    assert re.search(r"^mm\s+driver\s+filesys\s+i\s", out, re.M), out
+
+
+def test_crandom_isolated(mnt: DevfsdMount) -> None:
+    mnt.client().modload("crandom", {"maxlen": 64}, isolated=True)
+    p = node(mnt, "crandom", 0)
+    with open(p, "wb", buffering=0) as f:
+        f.write(b"hello world")
+    with open(p, "rb", buffering=0) as f:
+        assert sorted(f.read(100)) == sorted(b"hello world")
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert sorted(os.read(fd, 100)) == sorted(b"hello world")
+        assert errno_of(lambda: os.read(fd, 3)) == errno.EINVAL  # shorter than the string
+    finally:
+        os.close(fd)
+    with open(p, "wb", buffering=0) as f:
+        assert errno_of(lambda: f.write(b"x" * 65)) == errno.EFBIG  # maxlen reached the host
+
+
+def test_blocking_read_woken_by_write(mnt: DevfsdMount) -> None:
+    mnt.client().modload("msgq", isolated=True)
+    q = node(mnt, "msgq", 0)
+    with open(q, "rb", buffering=0) as reader:
+        t, got = call_in_thread(lambda: reader.read(10))
+        wait_for(lambda: mnt.client().call("status")["sleepers"] >= 1, WAIT, "the reader to block")
+        assert got == []
+        with open(q, "wb", buffering=0) as w:
+            w.write(b"one")
+        t.join(WAIT)
+    assert got == [b"one"]
+    mnt.client().modunload("msgq")
+
+
+def test_nonblocking_read_and_poll(mnt: DevfsdMount) -> None:
+    mnt.client().modload("msgq", isolated=True)
+    q = node(mnt, "msgq", 0)
+    fd = os.open(q, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        assert errno_of(lambda: os.read(fd, 10)) == errno.EAGAIN
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        assert poller.poll(0) == []
+        t, out = call_in_thread(lambda: poller.poll(WAIT * 1000))
+        wait_for(lambda: mnt.client().call("status")["sleepers"] == 0, WAIT, "status")
+        with open(q, "wb", buffering=0) as w:
+            w.write(b"two")
+        t.join(WAIT)
+        assert out == [[(fd, select.POLLIN)]]
+        assert os.read(fd, 10) == b"two"
+    finally:
+        os.close(fd)
+
+
+def test_ioctl_reaches_the_host(mnt: DevfsdMount) -> None:
+    import base64
+    import struct
+
+    mnt.client().modload("msgq", isolated=True)
+    q = node(mnt, "msgq", 0)
+    with open(q, "wb", buffering=0) as w:
+        w.write(b"a")
+        w.write(b"b")
+    count = 0x40046D01  # MSGQ_COUNT: _IOR('m', 1, uint32)
+    out = mnt.client().call("ioctl", path=str(q), cmd=count, data="")
+    assert struct.unpack("<I", base64.b64decode(out)) == (2,)
+
+
+# -- a host dies ------------------------------------------------------------------
+
+
+def crash(how: str, m: DevfsdMount) -> None:
+    pid = host_pid(node(m, "crashy", 2, "pid") if not (m.path / "pid").exists() else m.path / "pid")
+    if how == "sigkill":
+        os.kill(pid, signal.SIGKILL)
+        return
+    with open(m.path / "cmd", "wb", buffering=0) as f:
+        f.write(how.encode())  # the host dies under this write: EIO, or no answer at all
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("segv", "killed by signal 11 (SIGSEGV)"),
+        ("exit", "exited with status 3"),
+        ("sigkill", "killed by signal 9 (SIGKILL)"),
+    ],
+)
+def test_host_death_costs_only_its_module(mnt: DevfsdMount, how: str, said: str) -> None:
+    c = mnt.client()
+    c.modload("crashy", isolated=True)
+    c.modload("msgq")  # in process: must not notice
+    node(mnt, "crashy", 0, "cmd")
+    sleeper_node = node(mnt, "crashy", 1)
+    q = node(mnt, "msgq", 0)
+    old = open(mnt.path / "cmd", "rb", buffering=0)  # noqa: SIM115 - closed below
+    try:
+        assert old.read(10) == b"ok\n"
+        with open(sleeper_node, "rb", buffering=0) as s:
+            t, out = call_in_thread(lambda: s.read(10))
+            wait_for(lambda: c.call("status")["sleepers"] >= 1, WAIT, "the sleeper")
+            start = time.monotonic()
+            if how == "sigkill":
+                crash(how, mnt)
+            else:
+                assert errno_of(lambda: crash(how, mnt)) == errno.EIO
+            t.join(WAIT)
+            assert not t.is_alive()
+            assert time.monotonic() - start < 5
+        assert isinstance(out[0], OSError) and out[0].errno == errno.EIO
+        # Another driver goes on.
+        with open(q, "r+b", buffering=0) as f:
+            f.write(b"still")
+            assert f.read(10) == b"still"
+        # The log says which module, how it died, and (for a crash) where.
+        wait_for(lambda: said in mnt.log_text(), WAIT, "the death in the log")
+        log = mnt.log_text()
+        assert re.search(rf"module crashy: host \d+ {re.escape(said)}", log), log
+        if how == "segv":
+            assert "Fatal Python error: Segmentation fault" in log
+            assert "in segv" in log  # faulthandler's traceback names the function
+        # Restarted: a new open works; the file opened before stays dead.
+        wait_for(lambda: _reads_ok(mnt.path / "cmd"), WAIT, "the restart")
+        assert errno_of(lambda: old.read(10)) == errno.ENXIO
+        assert flags(mnt, "crashy") == "i"
+    finally:
+        old.close()
+
+
+def _reads_ok(p: Path) -> bool:
+    try:
+        with open(p, "rb", buffering=0) as f:
+            return f.read(10) == b"ok\n"
+    except OSError:
+        return False
+
+
+def test_restart_limit_keeps_it_down_until_modload(mnt: DevfsdMount) -> None:
+    c = mnt.client()
+    c.modload("crashy", isolated=True)
+    node(mnt, "crashy", 0, "cmd")
+    for _ in range(3):  # --host-restarts 2: the third death in a row is the last
+        wait_for(lambda: _reads_ok(mnt.path / "cmd"), WAIT, "the host")
+        crash("sigkill", mnt)
+        wait_for(lambda: not _reads_ok(mnt.path / "cmd"), WAIT, "the death")
+    wait_for(lambda: flags(mnt, "crashy") == "id", WAIT, "modstat to show it down")
+    assert "module crashy: 3 deaths in a row: stays down" in mnt.log_text()
+    assert errno_of(lambda: os.open(mnt.path / "cmd", os.O_RDONLY)) == errno.ENXIO
+    c.modload("crashy", isolated=True)
+    assert _reads_ok(mnt.path / "cmd")
+    assert flags(mnt, "crashy") == "i"
+
+
+def test_init_that_kills_its_host_fails_modload(mnt: DevfsdMount) -> None:
+    r = run(["modload", "-I", "-b", "initcrash=true", "crashy"], env=mnt.env)
+    assert r.returncode == 1
+    assert r.stderr.decode() == "modload: crashy: Owner died\n"  # EOWNERDEAD
+    assert flags(mnt, "crashy") is None
+    assert [a for n, _, a in mnt.client().drivers() if n == "crashy"] in ([], [False])
+    assert "killed by signal 11 (SIGSEGV) during load" in mnt.log_text()
+    mnt.client().modload("crashy", isolated=True)  # and nothing was left to get in the way
+    assert flags(mnt, "crashy") == "i"
+
+
+def test_hung_host_times_out_then_is_killed_and_restarted(mnt: DevfsdMount) -> None:
+    c = mnt.client()
+    c.modload("crashy", isolated=True)
+    node(mnt, "crashy", 0, "cmd")
+    start = time.monotonic()
+    assert errno_of(lambda: crash("stop", mnt)) == errno.ETIMEDOUT
+    assert time.monotonic() - start < 10
+    wait_for(lambda: "has not answered" in mnt.log_text() and "killed" in mnt.log_text(), WAIT, "the kill")
+    wait_for(lambda: _reads_ok(mnt.path / "cmd"), WAIT, "the restart")
+
+
+def test_python_spin_is_ended_by_the_hosts_watchdog(mnt: DevfsdMount) -> None:
+    c = mnt.client()
+    c.modload("crashy", isolated=True)
+    node(mnt, "crashy", 0, "cmd")
+    pid = host_pid(node(mnt, "crashy", 2, "pid"))
+    assert errno_of(lambda: crash("spin", mnt)) == errno.ETIMEDOUT
+    assert _reads_ok(mnt.path / "cmd")
+    assert host_pid(mnt.path / "pid") == pid  # the same host: it recovered
+
+
+def test_unload_stops_the_host(mnt: DevfsdMount) -> None:
+    c = mnt.client()
+    c.modload("crashy", isolated=True)
+    pid = host_pid(node(mnt, "crashy", 2, "pid"))
+    c.modunload("crashy")
+    assert flags(mnt, "crashy") is None
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), WAIT, "the host to go")
+    with pytest.raises(ControlError) as ei:
+        c.modunload("crashy")
+    assert ei.value.errno == errno.ENOENT
+
+
+def test_isolation_is_remembered(tmp_path: Path) -> None:
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug"]) as m:
+        m.client().modload("crashy", isolated=True)
+        node(m, "crashy", 0, "cmd")
+    # Autoload of its node loads it isolated again.
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug"]) as m:
+        assert _reads_ok(m.path / "cmd")
+        assert flags(m, "crashy") == "ai"
+    # So does --reload-modules.
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug", "--reload-modules"]) as m:
+        assert flags(m, "crashy") == "i"

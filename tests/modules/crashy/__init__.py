@@ -1,0 +1,120 @@
+"""crashy: a test driver that kills its own process on request (for modload -I).
+
+Minor 0: a read returns ``ok\\n`` and a write of a command does it:
+``segv`` (a NULL read through ctypes), ``abort``, ``exit`` (``os._exit(3)``),
+``kill`` (SIGKILL to itself), ``stop`` (SIGSTOP to itself: a host that no
+longer answers), ``spin`` (a Python loop the stall watchdog ends), anything
+else is taken and ignored. Minor 1: reads sleep until a write to minor 1
+queues a message (as msgq). Minor 2: a read returns the process id.
+Load property ``initcrash`` (bool): INIT segfaults.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import time
+from collections import deque
+
+from devfsd.cdevsw import (
+    POLLIN,
+    POLLOUT,
+    POLLRDNORM,
+    POLLWRNORM,
+    Cdevsw,
+    Dev,
+    DeviceError,
+    Lwp,
+    Uio,
+    WaitChannel,
+    devsw_attach,
+    devsw_detach,
+    minor,
+    nullclose,
+)
+from devfsd.kern import ModCmd, ModuleClass, ModuleInfo, Props
+
+MODULE = ModuleInfo(name="crashy", cls=ModuleClass.DRIVER)
+
+queue: deque[bytes] = deque()
+chan = WaitChannel("crashy")
+
+
+def segv() -> None:
+    ctypes.string_at(0)
+
+
+def do(cmd: bytes) -> None:
+    if cmd == b"segv":
+        segv()
+    elif cmd == b"abort":
+        os.abort()
+    elif cmd == b"exit":
+        os._exit(3)
+    elif cmd == b"kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif cmd == b"stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
+    elif cmd == b"spin":
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            pass
+
+
+async def crashy_read(dev: Dev, uio: Uio, ioflag: int) -> None:
+    m = minor(dev)
+    if m == 0:
+        uio.uiomove(b"ok\n")
+    elif m == 1:
+        while not queue:
+            if uio.nonblock:
+                raise DeviceError(errno.EAGAIN)
+            await chan.sleep(uio.lwp)
+        uio.uiomove(queue.popleft())
+    else:
+        uio.uiomove(f"{os.getpid()}\n".encode())
+
+
+async def crashy_write(dev: Dev, uio: Uio, ioflag: int) -> None:
+    data = uio.getbytes()
+    if minor(dev) == 1:
+        queue.append(data)
+        chan.wakeup()
+    else:
+        do(data.strip())
+
+
+async def crashy_poll(dev: Dev, events: int, l: Lwp) -> int:
+    revents = events & (POLLOUT | POLLWRNORM)
+    if minor(dev) != 1 or queue:
+        revents |= events & (POLLIN | POLLRDNORM)
+    else:
+        chan.selrecord(l)
+    return revents
+
+
+async def crashy_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
+    if minor(dev) > 2:
+        raise DeviceError(errno.ENXIO)
+
+
+cdevsw = Cdevsw(
+    d_open=crashy_open,
+    d_close=nullclose,
+    d_read=crashy_read,
+    d_write=crashy_write,
+    d_poll=crashy_poll,
+)
+
+
+async def modcmd(cmd: ModCmd, props: Props | None) -> None:
+    if cmd == ModCmd.INIT:
+        if props and props.get("initcrash") is True:
+            segv()
+        devsw_attach("crashy", cdevsw)
+    elif cmd == ModCmd.FINI:
+        devsw_detach(cdevsw)
+    else:
+        raise DeviceError(errno.ENOTTY)

@@ -1,0 +1,119 @@
+"""The module-host protocol (devfsd.isolate.protocol), sans-I/O."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devfsd.cdevsw import FNONBLOCK, FREAD, FWRITE
+from devfsd.errors import DeviceError
+from devfsd.isolate import protocol as P
+
+
+def test_messages_round_trip_whole_and_byte_by_byte() -> None:
+    wire = (
+        P.encode(P.Kind.OPEN, 1, P.OPEN.pack(0x20C, FREAD, 42, 1000, 100, 7))
+        + P.encode(P.Kind.WRITE, 2, P.WRITE.pack(7, 0) + b"hello")
+        + P.encode(P.Kind.PING, 0)
+        + P.reply(2, 0, P.COUNT.pack(5))
+    )
+    for chunks in ([wire], [wire[i : i + 1] for i in range(len(wire))]):
+        rx = P.Receiver()
+        got = []
+        for c in chunks:
+            rx.feed(c)
+            while (m := rx.next_message()) is not None:
+                got.append(m)
+        assert [(m.kind, m.rid) for m in got] == [(3, 1), (6, 2), (9, 0), (12, 2)]
+        assert rx.pending == 0
+        a = P.parse_open(got[0].body)
+        assert (a.dev, a.flag, a.pid, a.uid, a.gid, a.fid) == (0x20C, FREAD, 42, 1000, 100, 7)
+        assert P.unpack(P.WRITE, got[1].body) == (7, 0)
+        assert got[1].body[P.WRITE.size :] == b"hello"
+        assert P.parse_reply(got[3].body) == (0, P.COUNT.pack(5))
+
+
+def test_error_reply_carries_errno_and_text() -> None:
+    rx = P.Receiver()
+    rx.feed(P.error_reply(9, DeviceError(errno.EEXIST, "major 2 is in use")))
+    m = rx.next_message()
+    assert m is not None and m.rid == 9
+    err, payload = P.parse_reply(m.body)
+    exc = P.reply_error(err, payload)
+    assert isinstance(exc, DeviceError)
+    assert (exc.errno, str(exc)) == (errno.EEXIST, "major 2 is in use")
+    assert str(P.reply_error(errno.EIO, b"")) == os.strerror(errno.EIO)
+
+
+def test_body_past_the_limit_is_refused_both_ways() -> None:
+    with pytest.raises(P.ProtocolError) as ei:
+        P.encode(P.Kind.WRITE, 1, bytes(P.MAX_BODY + 1))
+    assert ei.value.errno == errno.EMSGSIZE
+    rx = P.Receiver()
+    rx.feed(P.HEADER.pack(P.MAX_BODY + 1, P.Kind.REPLY, 1))
+    with pytest.raises(P.ProtocolError) as ei:
+        rx.next_message()
+    assert ei.value.errno == errno.EMSGSIZE
+
+
+def test_unknown_kind_is_refused() -> None:
+    rx = P.Receiver()
+    rx.feed(P.HEADER.pack(0, 99, 1))
+    with pytest.raises(P.ProtocolError) as ei:
+        rx.next_message()
+    assert ei.value.errno == errno.EBADMSG
+
+
+@pytest.mark.parametrize(
+    ("fn", "body"),
+    [
+        (P.parse_open, b"\0" * (P.OPEN.size - 1)),
+        (P.parse_open, b"\0" * (P.OPEN.size + 1)),
+        (P.parse_ioctl, b"\0" * (P.IOCTL.size - 1)),
+        (P.parse_reply, b"\0\0"),
+        (P.parse_reply, P.ERRNO.pack(-5)),
+        (P.decode_json, b"\xff"),
+        (lambda b: P.unpack(P.READ, b), b"\0"),
+    ],
+)
+def test_malformed_bodies_raise_protocol_error(fn: object, body: bytes) -> None:
+    assert callable(fn)
+    with pytest.raises(P.ProtocolError) as ei:
+        fn(body)
+    assert ei.value.errno == errno.EBADMSG
+
+
+def test_ioctl_carries_its_data() -> None:
+    body = P.IOCTL.pack(0x105, 0x40046D01, FREAD | FWRITE, 5, 0, 0, 3) + b"\1\2\3\4"
+    a = P.parse_ioctl(body)
+    assert (a.dev, a.cmd, a.flag, a.pid, a.fid, a.data) == (0x105, 0x40046D01, 3, 5, 3, b"\1\2\3\4")
+
+
+@pytest.mark.parametrize(
+    ("fflag", "flags"),
+    [
+        (FREAD, os.O_RDONLY),
+        (FWRITE, os.O_WRONLY),
+        (FREAD | FWRITE, os.O_RDWR),
+        (FREAD | FNONBLOCK, os.O_RDONLY | os.O_NONBLOCK),
+    ],
+)
+def test_fflag_back_to_open_flags(fflag: int, flags: int) -> None:
+    assert P.fflag_to_open_flags(fflag, FNONBLOCK) == flags
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_give_messages_or_protocol_error(data: bytes) -> None:
+    rx = P.Receiver()
+    rx.feed(data)
+    err = 0
+    try:
+        while (m := rx.next_message()) is not None:
+            assert m.kind in set(P.Kind)
+    except P.ProtocolError as exc:
+        err = exc.errno
+    assert err in (0, errno.EBADMSG, errno.EMSGSIZE)
