@@ -22,10 +22,11 @@ makes sure the process is gone and collects its status and the last lines
 it wrote (faulthandler's traceback, for a crash in C).
 
 Heartbeat. With ``timeout`` set, a ``PING`` goes every ``timeout / 4``; its
-reply comes from the host's loop itself. Unanswered for ``timeout``, the
-loop is stuck (a spin in C, a blocking call, SIGSTOP): every call in flight
-gets ``ETIMEDOUT``. Unanswered for twice that, the host is killed, which is
-a death as above.
+reply comes from the host's loop itself. Unanswered for ``1.5 * timeout``
+(the host's own stall watchdog, at ``timeout``, gets the first chance to
+end a Python loop and answer), the loop is stuck (a spin in C, a blocking
+call, SIGSTOP): every call in flight gets ``ETIMEDOUT``. Unanswered for
+twice ``timeout``, the host is killed, which is a death as above.
 """
 
 from __future__ import annotations
@@ -296,7 +297,7 @@ class HostProcess:
             if late > 2 * timeout:
                 log.error("module %s: host %d has not answered for %.1f s: killed", self.name, self.pid, late)
                 self._die(f"hung for {late:.1f} s", kill=True)
-            elif late > timeout and self.pending:
+            elif late > 1.5 * timeout and self.pending:
                 log.error(
                     "module %s: host %d has not answered for %.1f s: %d calls get ETIMEDOUT",
                     self.name,

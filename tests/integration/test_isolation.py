@@ -280,7 +280,10 @@ def test_python_spin_is_ended_by_the_hosts_watchdog(mnt: DevfsdMount) -> None:
     c.modload("crashy", isolated=True)
     node(mnt, "crashy", 0, "cmd")
     pid = host_pid(node(mnt, "crashy", 2, "pid"))
-    assert errno_of(lambda: crash("spin", mnt)) == errno.ETIMEDOUT
+    start = time.monotonic()
+    crash("spin", mnt)  # the write had taken its bytes: it succeeds, as in process
+    assert time.monotonic() - start < 10
+    assert "(devfsd_modules.crashy) has held the daemon for" in mnt.log_text()
     assert _reads_ok(mnt.path / "cmd")
     assert host_pid(mnt.path / "pid") == pid  # the same host: it recovered
 
