@@ -14,18 +14,24 @@ NetBSD's ``tsleep``/``wakeup`` loop does::
 FUSE makes sleeping harder than in a kernel in three ways (see
 ../shared/reference/fuse.md, section 2):
 
-1. pyfuse3 does not pass FUSE_INTERRUPT, so a process blocked in a read
-   would not die on SIGINT until the driver answered. Every sleeper's
-   caller is therefore looked at every so often (50 ms at first, backing
-   off to 400 ms; one clock task per trio run does it for all, so a sleep
-   and its wakeup cost no timer of their own) for pending signals in
-   ``/proc/TID/status``; if one
-   is deliverable (pending and not blocked) it raises ``EINTR``, the kernel
-   returns EINTR to the caller, and the signal is delivered. A fatal signal
-   shows as a pending SIGKILL. coreutils, dd, Python and Go retry EINTR when
-   the signal's handler returns. XXX: on read/write the caller is the
-   *opener* (FUSE gives no context there), so a reader that inherited the
-   descriptor from a still-living opener is not seen.
+1. pyfuse3 does not pass FUSE_INTERRUPT on, so a process blocked in a
+   read would not die on SIGINT until the driver answered. At a sleep's
+   first check (``CHECK_FIRST``; one clock task per trio run does the
+   checks of all sleeps, so a sleep and its wakeup cost no timer of their
+   own) the clock registers with libfuse for the INTERRUPT of the FUSE
+   request the sleeper serves (``devfsd._fuseintr``); from then on the
+   INTERRUPT ends the sleep with ``EINTR`` and nothing is polled (bench/
+   bench_sleepers.py: the idle daemon's CPU time with thousands of
+   sleepers). Where that cannot be done (guards, in-process calls), the
+   caller is looked at every so often (50 ms at first, backing off to
+   400 ms) for pending signals in ``/proc/TID/status``; if one is
+   deliverable (pending and not blocked) the sleep raises ``EINTR``. A
+   fatal signal shows as a pending SIGKILL. Either way the kernel returns
+   EINTR to the caller and delivers the signal; coreutils, dd, Python and
+   Go retry EINTR when the signal's handler returns. XXX: on the /proc
+   path the caller on read/write is the *opener* (FUSE gives no context
+   there), so a reader that inherited the descriptor from a still-living
+   opener is not seen.
 2. The task that reads a FUSE request holds it until the reply; a sleeper
    holds a task. The daemon runs thousands of tasks, and ``sleep`` refuses
    with ``EAGAIN`` beyond ``MAX_SLEEPERS`` so one always stays free.

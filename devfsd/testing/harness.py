@@ -54,6 +54,8 @@ class OpenFile:
         return bytes(await self.kernel.spec.read(self.fp, size))
 
     async def write(self, data: Buffer) -> int:
+        """``d_write``; returns the bytes the driver took, as write(2) would
+        (fewer than ``len(data)`` for a short write)."""
         return await self.kernel.spec.write(self.fp, data)
 
     async def poll(self, events: int | None = None, poll_handle: object = None) -> int:
