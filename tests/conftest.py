@@ -4,11 +4,20 @@ is the project's older name for a plain mount."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
+import trio
+
+from tests.deadline import TRIO_TEST_DEADLINE
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from devfsd.testing.mount import DevfsdMount
     from devfsd.testing.plugin import MountFactory
 
@@ -19,3 +28,44 @@ pytest_plugins = ["pytester"]
 def devfs(devfsd_mount: MountFactory) -> DevfsdMount:
     """A running devfsd (``--debug``) on a temporary mountpoint; torn down even if the test fails."""
     return devfsd_mount(args=["--debug"])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "deadline(seconds): a trio test's own time limit (tests/deadline.py)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every trio test a deadline: a wait that never ends fails the test
+    with ``trio.TooSlowError`` in seconds instead of stalling the run."""
+    for item in items:
+        if not isinstance(item, pytest.Function) or not inspect.iscoroutinefunction(item.obj):
+            continue
+        marker = item.get_closest_marker("deadline")
+        seconds = float(marker.args[0]) if marker else TRIO_TEST_DEADLINE
+        item.obj = _within(item.obj, seconds)
+
+
+def _within(fn: Callable[..., Awaitable[object]], seconds: float) -> Callable[..., Awaitable[object]]:
+    """``fn`` cancelled after ``seconds`` of wall-clock time (a test on trio's
+    MockClock may jump hours of virtual time legitimately), then failed."""
+
+    @functools.wraps(fn)
+    async def bounded(*args: object, **kwargs: object) -> object:
+        token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as scope:
+
+            def expire() -> None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(scope.cancel)
+
+            timer = threading.Timer(seconds, expire)
+            timer.daemon = True
+            timer.start()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                timer.cancel()
+        pytest.fail(f"trio test still running after {seconds} s (tests/deadline.py)")
+
+    return bounded

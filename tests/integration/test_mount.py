@@ -22,6 +22,7 @@ from devfsd.cdevsw import makedev
 from devfsd.control.client import Client
 from devfsd.errors import ControlError
 from devfsd.testing.mount import DevfsdMount, is_mounted, run, wait_for
+from tests.deadline import deadline
 from tests.nobody import python_as_nobody
 
 if TYPE_CHECKING:
@@ -128,17 +129,20 @@ def test_nonblocking_and_select(mnt: DevfsdMount) -> None:
     q = msgq_node(mnt)
     fd = os.open(q, os.O_RDWR | os.O_NONBLOCK)
     try:
-        with pytest.raises(BlockingIOError):
+        with deadline(5, "read(2) of an empty queue opened O_NONBLOCK"), pytest.raises(BlockingIOError):
             os.read(fd, 10)
-        r, w, _ = select.select([fd], [fd], [], 0)
+        with deadline(5, "select(2) with a zero timeout"):
+            r, w, _ = select.select([fd], [fd], [], 0)
         assert (r, w) == ([], [fd])
         p = select.poll()
         p.register(fd, select.POLLIN)
-        assert p.poll(0) == []
+        with deadline(5, "poll(2) with a zero timeout"):
+            assert p.poll(0) == []
         # A writer in another process wakes the poller.
-        subprocess.run(["sh", "-c", f"printf ping > {q}"], check=True)
+        subprocess.run(["sh", "-c", f"printf ping > {q}"], check=True, timeout=10)
         assert p.poll(5000) == [(fd, select.POLLIN)]
-        assert os.read(fd, 10) == b"ping"
+        with deadline(5, "read(2) of a queued message"):
+            assert os.read(fd, 10) == b"ping"
     finally:
         os.close(fd)
 
@@ -149,11 +153,13 @@ def test_epoll_wakes_on_write(mnt: DevfsdMount) -> None:
     ep = select.epoll()
     try:
         ep.register(fd, select.EPOLLIN)
-        assert ep.poll(0) == []
+        with deadline(5, "epoll_wait(2) with a zero timeout"):
+            assert ep.poll(0) == []
         writer = subprocess.Popen(["sh", "-c", f"printf x > {q}"])
         assert ep.poll(5) == [(fd, select.EPOLLIN)]
         writer.wait(10)
-        assert os.read(fd, 10) == b"x"
+        with deadline(5, "read(2) of a queued message"):
+            assert os.read(fd, 10) == b"x"
     finally:
         ep.close()
         os.close(fd)

@@ -924,8 +924,11 @@ def test_mutated_real_datagrams_are_dropped(which: int, flips: list[tuple[int, i
     for node, src in ((a, b.endpoint), (b, a.endpoint)):
         out = node.device.datagram_received(bytes(msg), src, now=net.now, wall_ns=net.clock.wall_ns)
         # all originals were delivered already: a mutant is a forgery or a replay.
-        # Only B, under load, may answer a handshake message with a valid mac1 by a cookie reply.
-        assert all(isinstance(e, SendDatagram) and e.data[0] == 3 and node is b for e in out), out
+        # A node under load may answer a handshake message with a valid mac1 by a
+        # cookie reply, and nothing else. B is under load from the start; A gets
+        # there too once more than 128 handshake messages of the examples have
+        # reached it within one second of the (unmoving) clock.
+        assert all(isinstance(e, SendDatagram) and e.data[0] == 3 for e in out), out
 
 
 _PAIRS: dict[str, tuple[Net, Node, Node, list[bytes]]] = {}
