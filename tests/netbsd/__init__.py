@@ -14,8 +14,9 @@ copy was read):
 - ``common/lib/libprop/prop_dictionary.c`` (``PDK_MAXKEY`` 128).
 - ``sbin/mknod/mknod.c`` 1.42 (2014/08/22), line numbers of the copy in
   littlefly365/Netbase at commit e2dd6d6f78081891ebe3f87d4e6d2768739a6e32
-  (it drops NetBSD's three-line ``<sys/sysctl.h>`` include, so NetBSD's
-  own numbers from line 45 on are three higher); ``sbin/mknod/pack_dev.c``
+  (it lacks the three-line ``<sys/sysctl.h>`` include that 1.40 has
+  after ``<sys/param.h>``, line 45, so NetBSD's own numbers past it are
+  likely three higher); ``sbin/mknod/pack_dev.c``
   1.9.6.1 (2009/05/13), NetBSD/src at commit
   308f126a780670cfe866ccd5385d7c0c29a2d4ed, whose checks 1.12 (2013) keeps.
 - ``sbin/modload/main.c`` 1.12 (2009/06/10), NetBSD/src at commit
