@@ -316,9 +316,10 @@ class ModuleLoader:
                 init = p / "__init__.py"
                 if not init.is_file():
                     raise DeviceError(errno.ENOENT, f"{spec}: no __init__.py")
-                return p.resolve().name, init, p.resolve()
+                # The path as given: the trust check follows its links, checking each.
+                return p.resolve().name, init, p
             if p.is_file() and p.suffix == ".py":
-                return p.stem, p.resolve(), None
+                return p.stem, p, None
             raise DeviceError(errno.ENOENT)
         name = validate_module_name(spec)
         for d in self.modpath:

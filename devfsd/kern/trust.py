@@ -368,6 +368,28 @@ def forget_package(qual: str) -> None:
     _finder.forget(qual)
 
 
+def _follow(where: TrustedDir, name: str) -> tuple[TrustedDir, str]:
+    """Follow ``name`` in ``where`` while it is a symbolic link, checking each; where it ends.
+
+    Takes ``where`` over (closed on error, or replaced).
+    """
+    try:
+        for _ in range(_MAX_LINKS):
+            target = where._readlink(name)
+            if target is None:
+                return where, name
+            head, name = os.path.split(target.rstrip("/") or "/")
+            if not target.startswith("/"):
+                head = _join(where.path, head) if head else where.path
+            nxt = TrustedDir.walk(head or "/", where.trusted)
+            where.close()
+            where = nxt
+        raise DeviceError(errno.ELOOP, f"{_join(where.path, name)}: too many links")
+    except BaseException:
+        where.close()
+        raise
+
+
 def load_code(qual: str, path: str, *, package: bool) -> importlib.machinery.ModuleSpec:
     """A spec for module code at ``path`` (absolute), checked from ``/`` down.
 
@@ -381,7 +403,8 @@ def load_code(qual: str, path: str, *, package: bool) -> importlib.machinery.Mod
     """
     install_finder()
     parent, name = os.path.split(path.rstrip("/"))
-    with TrustedDir.walk(parent or "/") as where:
+    where, name = _follow(TrustedDir.walk(parent or "/"), name)
+    with where:
         if package:
             if not where.has(name, directory=True):
                 raise DeviceError(errno.ENOENT, f"{path}: not a directory")

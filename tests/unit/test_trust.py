@@ -184,3 +184,21 @@ def test_the_reason_travels_in_the_reply() -> None:
         with pytest.raises(ControlError) as ei2:
             decode_reply(reply)
         assert not isinstance(ei2.value, Explained)
+
+
+def test_a_link_to_the_code_itself_is_checked(tmp_path: Path) -> None:
+    """modload /somewhere/drv.py, drv.py a link: the link's owner counts too."""
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "real.py").write_text("V = 3\n")
+    (tmp_path / "drv.py").symlink_to("real.py")
+    (tmp_path / "pkg").symlink_to(_tree(tmp_path))
+    spec = trust.load_code("devfsd_trust_t7", str(tmp_path / "drv.py"), package=False)
+    assert spec.origin == str(tmp_path / "real.py")
+    assert _run("devfsd_trust_t8", tmp_path / "pkg").Y == 42
+    for link in ("drv.py", "pkg"):
+        os.lchown(tmp_path / link, 65534, 65534)
+    with pytest.raises(trust.Untrusted) as ei:
+        trust.load_code("devfsd_trust_t7", str(tmp_path / "drv.py"), package=False)
+    assert str(ei.value).startswith(f"{tmp_path / 'drv.py'}: owned by uid 65534")
+    with pytest.raises(trust.Untrusted):
+        _run("devfsd_trust_t8", tmp_path / "pkg")
