@@ -54,9 +54,18 @@ waiters (``TurnReaders``): the worker woken by a request puts the next one
 in trio's epoll record itself, without waking it, so a request takes one
 pass.
 
-This touches trio's and pyfuse3's private state (trio is pinned to 0.35.x
-and pyfuse3 to 3.5.x in pyproject.toml for that reason, as for
-``devfsd.cdevsw._wait``): anything not as expected leaves them as they are.
+The guard
+---------
+All of the above, and the fast paths of ``devfsd.cdevsw._wait`` (the sleep
+clock, ``WaitChannel.sleep(fd=...)``, ``call_limited``), touch trio's and
+pyfuse3's private state, which any release may change. So nothing private
+is imported when this module is: ``choose`` (run once at import, again by
+the daemon for ``-o public_only``) imports it only for the versions it
+was written against (``KNOWN_TRIO``, ``KNOWN_PYFUSE3``), and only if
+``$DEVFSD_PUBLIC_ONLY`` is not set; ``PRIVATE`` then holds it, else
+``None``, and every fast path falls back to trio's public API
+(``trio.lowlevel``, cancel scopes, ``trio.current_time``): devfsd runs on
+a newer trio, only slower (bench/README.md, "Fast paths off").
 """
 
 from __future__ import annotations
@@ -64,19 +73,23 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import os
 import select
 import types
 from typing import Any, Final, final
 
 import outcome
 import trio
-from trio._core._instrumentation import Instruments
-from trio._core._io_epoll import EpollIOManager
-from trio._core._run import GLOBAL_RUN_CONTEXT
 
 __all__ = [
+    "ENV_PUBLIC_ONLY",
+    "KNOWN_PYFUSE3",
+    "KNOWN_TRIO",
+    "PRIVATE",
     "READY",
+    "Private",
     "TurnReaders",
+    "choose",
     "fast_instruments",
     "fast_io_wakeups",
     "lean_fuse_loop",
@@ -87,19 +100,114 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Set (to anything but ``""`` or ``0``): every fast path off.
+ENV_PUBLIC_ONLY: Final = "DEVFSD_PUBLIC_ONLY"
+#: The releases whose private state the fast paths know (version prefixes).
+KNOWN_TRIO: Final = "0.35."
+KNOWN_PYFUSE3: Final = "3.5."
 
-class _DictInstruments(dict[str, dict[Any, None]]):
-    """``trio._core._instrumentation.Instruments`` on a plain ``dict``."""
+# What the fast paths read and write of trio's private classes (checked
+# by ``choose`` beside the version, so a patch release that renames one
+# turns them off rather than breaking them).
+_TASK_PRIVATE: Final = ("_cancel_status", "_activate_cancel_status")
+_SCOPE_PRIVATE: Final = ("_deadline", "_registered_deadline", "_cancel_status", "_cancel_called")
+_EPOLL_PRIVATE: Final = ("_registered", "_force_wakeup", "_force_wakeup_fd", "_update_registrations")
+_RUNNER_PRIVATE: Final = (
+    "instruments",
+    "io_manager",
+    "deadlines",
+    "clock",
+    "_locals",
+    "reschedule",
+    "is_guest",
+)
 
-    __slots__ = ()
 
-    @property
-    def data(self) -> dict[str, dict[Any, None]]:
-        return self
+@final
+class Private:
+    """trio's private pieces the fast paths use (``PRIVATE`` when they are on)."""
 
-    add_instrument = Instruments.add_instrument
-    remove_instrument = Instruments.remove_instrument
-    call = Instruments.call
+    __slots__ = ("dict_instruments", "epoll", "instruments", "lean_epoll", "run_context")
+
+    def __init__(self) -> None:
+        from trio._core._instrumentation import Instruments
+        from trio._core._io_epoll import EpollIOManager
+        from trio._core._run import GLOBAL_RUN_CONTEXT, Runner, Task
+
+        for cls, names in (
+            (Task, _TASK_PRIVATE),
+            (trio.CancelScope, _SCOPE_PRIVATE),
+            (EpollIOManager, _EPOLL_PRIVATE),
+            (Runner, _RUNNER_PRIVATE),
+        ):
+            have = set(dir(cls)) | {a.name for a in getattr(cls, "__attrs_attrs__", ())}
+            missing = [n for n in names if n not in have]
+            if missing:
+                raise AttributeError(f"{cls.__qualname__} has no {', '.join(missing)}")
+        #: trio's ``GLOBAL_RUN_CONTEXT``: ``.runner`` is the running loop's.
+        self.run_context: Any = GLOBAL_RUN_CONTEXT
+        self.instruments: Any = Instruments
+        self.dict_instruments = _dict_instruments(Instruments)
+        self.epoll = EpollIOManager
+        self.lean_epoll = _lean_epoll(EpollIOManager, GLOBAL_RUN_CONTEXT)
+
+
+#: The private pieces when the fast paths are on, else ``None`` (``choose``).
+PRIVATE: Private | None = None
+
+
+def _public_only_env() -> bool:
+    return os.environ.get(ENV_PUBLIC_ONLY, "") not in ("", "0")
+
+
+def choose(public_only: bool | None = None) -> bool:
+    """Turn the fast paths on or off (``PRIVATE``); True if on.
+
+    On only if ``public_only`` is false (``None``: ``$DEVFSD_PUBLIC_ONLY``
+    unset), trio is a ``KNOWN_TRIO`` release and its private pieces are
+    where they were. Call outside ``trio.run``, or before anything in the
+    run has used them (the daemon does, for ``-o public_only``). pyfuse3 is
+    checked by ``lean_fuse_loop``, its only user.
+    """
+    global PRIVATE
+    PRIVATE = None
+    if _public_only_env() if public_only is None else public_only:
+        log.debug("fast paths off: public-only asked for")
+        return False
+    if not trio.__version__.startswith(KNOWN_TRIO):
+        log.info("fast paths off: trio %s is not %sx", trio.__version__, KNOWN_TRIO)
+        return False
+    try:
+        PRIVATE = Private()
+    except (ImportError, AttributeError, TypeError) as exc:
+        log.warning("fast paths off: trio %s is not as expected: %s", trio.__version__, exc)
+        return False
+    return True
+
+
+def describe() -> str:
+    """For the daemon's log: whether the fast paths are on, and the versions."""
+    import pyfuse3
+
+    state = "on" if PRIVATE is not None else "off"
+    return f"fast paths {state} (trio {trio.__version__}, pyfuse3 {pyfuse3.__version__})"
+
+
+def _dict_instruments(instruments: type) -> type[dict[str, dict[Any, None]]]:
+    class _DictInstruments(dict[str, dict[Any, None]]):
+        """``trio._core._instrumentation.Instruments`` on a plain ``dict``."""
+
+        __slots__ = ()
+
+        @property
+        def data(self) -> dict[str, dict[Any, None]]:
+            return self
+
+        add_instrument = instruments.add_instrument  # type: ignore[attr-defined]
+        remove_instrument = instruments.remove_instrument  # type: ignore[attr-defined]
+        call = instruments.call  # type: ignore[attr-defined]
+
+    return _DictInstruments
 
 
 def fast_instruments() -> bool:
@@ -107,14 +215,18 @@ def fast_instruments() -> bool:
 
     Call from inside ``trio.run``. Instruments added before or after keep
     working (``trio.lowlevel.add_instrument`` goes to the new object).
+    False, leaving trio as it is, with the fast paths off.
     """
     trio.lowlevel.current_task()  # RuntimeError outside trio.run
-    runner = getattr(GLOBAL_RUN_CONTEXT, "runner", None)
-    old = getattr(runner, "instruments", None)
-    if type(old) is not Instruments:
+    p = PRIVATE
+    if p is None:
+        return False
+    runner: Any = getattr(p.run_context, "runner", None)
+    old: Any = getattr(runner, "instruments", None)
+    if type(old) is not p.instruments:
         log.debug("trio's instruments are %r: left as they are", type(old))
         return False
-    runner.instruments = _DictInstruments(old.data)  # type: ignore[union-attr]
+    runner.instruments = p.dict_instruments(old.data)
     return True
 
 
@@ -139,43 +251,49 @@ _EPOLLIN: Final = select.EPOLLIN
 _EPOLLOUT: Final = select.EPOLLOUT
 
 
-class _LeanEpollIOManager(EpollIOManager):
-    """trio's ``EpollIOManager`` whose ``process_events`` sends ``READY``."""
+def _lean_epoll(epoll_io_manager: type, run_context: Any) -> type:
+    class _LeanEpollIOManager(epoll_io_manager):  # type: ignore[misc]
+        """trio's ``EpollIOManager`` whose ``process_events`` sends ``READY``."""
 
-    __slots__ = ()
+        __slots__ = ()
 
-    def process_events(self, events: list[tuple[int, int]]) -> None:
-        reschedule = GLOBAL_RUN_CONTEXT.runner.reschedule
-        for fd, flags in events:
-            if fd == self._force_wakeup_fd:
-                self._force_wakeup.drain()
-                continue
-            waiters = self._registered[fd]
-            # EPOLLONESHOT always clears the flags when an event is delivered;
-            # an event with EPOLLHUP or EPOLLERR wakes both (as trio's).
-            waiters.current_flags = 0
-            if flags & ~_EPOLLIN and waiters.write_task is not None:
-                reschedule(waiters.write_task, READY)  # type: ignore[arg-type]
-                waiters.write_task = None
-            if flags & ~_EPOLLOUT and waiters.read_task is not None:
-                reschedule(waiters.read_task, READY)  # type: ignore[arg-type]
-                waiters.read_task = None
-            self._update_registrations(fd)
+        def process_events(self, events: list[tuple[int, int]]) -> None:
+            reschedule = run_context.runner.reschedule
+            for fd, flags in events:
+                if fd == self._force_wakeup_fd:
+                    self._force_wakeup.drain()
+                    continue
+                waiters = self._registered[fd]
+                # EPOLLONESHOT always clears the flags when an event is delivered;
+                # an event with EPOLLHUP or EPOLLERR wakes both (as trio's).
+                waiters.current_flags = 0
+                if flags & ~_EPOLLIN and waiters.write_task is not None:
+                    reschedule(waiters.write_task, READY)
+                    waiters.write_task = None
+                if flags & ~_EPOLLOUT and waiters.read_task is not None:
+                    reschedule(waiters.read_task, READY)
+                    waiters.read_task = None
+                self._update_registrations(fd)
+
+    return _LeanEpollIOManager
 
 
 def fast_io_wakeups() -> bool:
     """Wake tasks whose descriptors are ready with ``READY``; True if done.
 
     Call from inside ``trio.run``. Leaves the loop as it is if its I/O
-    manager is not exactly trio's ``EpollIOManager``.
+    manager is not exactly trio's ``EpollIOManager``, or the fast paths are off.
     """
     trio.lowlevel.current_task()  # RuntimeError outside trio.run
-    runner = GLOBAL_RUN_CONTEXT.runner
+    p = PRIVATE
+    if p is None:
+        return False
+    runner = p.run_context.runner
     io = runner.io_manager
-    if type(io) is not EpollIOManager or runner.is_guest:
+    if type(io) is not p.epoll or runner.is_guest:
         log.debug("trio's I/O manager is %r: left as it is", type(io))
         return False
-    io.__class__ = _LeanEpollIOManager
+    io.__class__ = p.lean_epoll
     return True
 
 
@@ -191,12 +309,16 @@ def move_deadline(cs: trio.CancelScope, deadline: float) -> None:
     a run in guest mode (``trio.lowlevel.start_guest_run``), whose host
     loop trio's setter also tells; devfsd never runs one.
     """
+    p = PRIVATE
+    if p is None:
+        cs.deadline = deadline
+        return
     cs._deadline = deadline
     old = cs._registered_deadline
     new = math.inf if cs._cancel_status is None or cs._cancel_called else deadline
     if old != new:
         cs._registered_deadline = new
-        deadlines = GLOBAL_RUN_CONTEXT.runner.deadlines
+        deadlines = p.run_context.runner.deadlines
         if old != math.inf:
             deadlines.remove(old, cs)
         if new != math.inf:
@@ -204,6 +326,13 @@ def move_deadline(cs: trio.CancelScope, deadline: float) -> None:
 
 
 # -- waiting for a descriptor ------------------------------------------------------
+
+
+def _private() -> Private:
+    p = PRIVATE
+    if p is None:
+        raise RuntimeError("devfsd's fast paths are off")
+    return p
 
 
 def register_reader(fd: int, task: trio.lowlevel.Task) -> None:
@@ -215,10 +344,12 @@ def register_reader(fd: int, task: trio.lowlevel.Task) -> None:
     (``Value(None)``, or ``READY`` after ``fast_io_wakeups``), and
     ``Error(ClosedResourceError)`` on ``notify_closing(fd)``.
 
+    Only with the fast paths on (``PRIVATE``).
+
     Raises:
         trio.BusyResourceError: another task waits to read ``fd``.
     """
-    io = GLOBAL_RUN_CONTEXT.runner.io_manager
+    io = _private().run_context.runner.io_manager
     waiters = io._registered[fd]
     if waiters.read_task is not None:
         raise trio.BusyResourceError("another task is already reading from this fd")
@@ -229,7 +360,7 @@ def register_reader(fd: int, task: trio.lowlevel.Task) -> None:
 def unregister_reader(fd: int, task: trio.lowlevel.Task) -> bool:
     """Take ``task`` out of ``fd``'s epoll record; False if it is not in it
     (readiness or ``notify_closing`` has rescheduled it already)."""
-    io = GLOBAL_RUN_CONTEXT.runner.io_manager
+    io = _private().run_context.runner.io_manager
     waiters = io._registered.get(fd)
     if waiters is None or waiters.read_task is not task:
         return False
@@ -309,13 +440,16 @@ def lean_fuse_loop() -> bool:
     """Give pyfuse3's worker loop one pass of trio's loop per request; True if done.
 
     Call before ``pyfuse3.main``. Leaves pyfuse3 as it is (and returns
-    False) if its ``trio`` global is not trio (already replaced, or
-    ``pyfuse3.asyncio`` is on), or it is not 3.5.x, the version whose worker
-    loop (``internal.pxi``) uses exactly what is replaced here.
+    False) with the fast paths off, if its ``trio`` global is not trio
+    (already replaced, or ``pyfuse3.asyncio`` is on), or if it is not a
+    ``KNOWN_PYFUSE3`` release, whose worker loop (``internal.pxi``) uses
+    exactly what is replaced here.
     """
     import pyfuse3
 
-    if getattr(pyfuse3, "trio", None) is not trio or not pyfuse3.__version__.startswith("3.5."):
+    if PRIVATE is None:
+        return False
+    if getattr(pyfuse3, "trio", None) is not trio or not pyfuse3.__version__.startswith(KNOWN_PYFUSE3):
         log.debug("pyfuse3 %s: worker loop left as it is", pyfuse3.__version__)
         return False
     lowlevel = types.SimpleNamespace(
@@ -332,3 +466,6 @@ def lean_fuse_loop() -> bool:
         lowlevel=lowlevel,
     )
     return True
+
+
+choose()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final
 import pyfuse3
 import trio
 
-from devfsd import __version__
+from devfsd import __version__, _trioloop
 from devfsd._trioloop import fast_instruments, fast_io_wakeups, lean_fuse_loop
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import abort_sleepers
@@ -56,6 +56,8 @@ log = logging.getLogger("devfsd")
 PROG: Final = "devfsd"
 #: Seconds the started daemon may take to answer on its own mount and control socket.
 READY_TIMEOUT: Final = 30.0
+#: ``-o public_only``: trio's and pyfuse3's public API only, as ``$DEVFSD_PUBLIC_ONLY``.
+PUBLIC_ONLY: Final = "public_only"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -202,6 +204,7 @@ def _mount_options(extra: list[str]) -> set[str]:
         opts.add("allow_other")
     for o in extra:
         opts.update(x for x in o.split(",") if x)
+    opts.discard(PUBLIC_ONLY)  # devfsd's, not FUSE's
     return opts
 
 
@@ -231,6 +234,8 @@ class Daemon:
         self.mount_id: int | None = None
         #: modules.conf's path and contents, read at start-up (``modconf.read``).
         self.modules_conf: tuple[str, list[modconf.Entry | modconf.BadLine]] = ("", [])
+        if any(PUBLIC_ONLY in o.split(",") for o in args.options):
+            _trioloop.choose(public_only=True)
 
     def start(self) -> None:
         """Bind the socket and mount (before trio runs)."""
@@ -305,6 +310,7 @@ class Daemon:
         status = f"serving {self.mountpoint}, {n} module{'s' * (n != 1)} loaded"
         self.notifier.ready(status)
         log.info("devfsd %s serving %s, control %s", __version__, self.mountpoint, self.control)
+        log.info("%s", _trioloop.describe())
 
     async def run(self, ready: int | None) -> None:
         assert self.sock is not None

@@ -44,6 +44,7 @@ import errno
 import logging
 import os
 import select
+import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 from trio.lowlevel import current_task
 
+from devfsd import _trioloop
 from devfsd.cdevsw._dev import Dev, major
 from devfsd.cdevsw._ioccom import IOC_IN, IOC_OUT, IOCPARM_LEN
 from devfsd.cdevsw._switch import FNONBLOCK, FREAD, FWRITE, File, Lwp
@@ -147,7 +149,9 @@ class SpecFs:
     def _hung(self, what: str) -> None:
         # Called with the Cancelled in flight: its traceback is the stack
         # the driver was stuck in.
-        log.error("driver %s still running after %g s: cancelled", what, self.entry_timeout, exc_info=True)
+        # (None on the public path when the driver caught it and answered.)
+        stack = sys.exc_info()[0] is not None
+        log.error("driver %s still running after %g s: cancelled", what, self.entry_timeout, exc_info=stack)
 
     async def _call(self, what: str, coro: Awaitable[object]) -> object:
         """Await one entry point under the time limit.
@@ -284,9 +288,9 @@ class SpecFs:
         timeout = self.entry_timeout
         try:
             coro = fn(fp.dev, uio, uio.ioflag)
-            if timeout is None:
+            if timeout is None or _trioloop.PRIVATE is None:
                 return self._rw_rest(what, coro, None, None, uio, size)  # type: ignore[arg-type]
-            # call_limited(coro, ...), its first step inlined.
+            # call_limited(coro, ...), its first step inlined (a fast path).
             status = current_task()._cancel_status
             first = coro.send(None)  # type: ignore[attr-defined]
         except StopIteration as stop:
@@ -302,10 +306,13 @@ class SpecFs:
         self, what: str, coro: Coroutine[Any, Any, object], first: object, status: object, uio: Uio, size: int
     ) -> None:
         """The rest of ``_rw`` once the driver's first step yielded ``first``
-        (or, with no time limit, all of it: ``status`` is ``None``)."""
+        (or, with no time limit or no fast paths, all of it: ``status`` is ``None``)."""
         try:
             if status is None:
-                rv, hung = await coro, False
+                if self.entry_timeout is None:
+                    rv, hung = await coro, False
+                else:
+                    rv, hung = await call_limited(coro, self.entry_timeout, self._hung, what)
             else:
                 timeout = self.entry_timeout or 0.0
                 rv, hung = await finish_limited(coro, first, status, timeout, self._hung, what)

@@ -59,10 +59,20 @@ signal handler once the loop has been held past the same limit. XXX: a
 shielded scope in the driver
 (``trio.CancelScope(shield=True)``) keeps the limit out until it ends, as
 it keeps out every outer cancellation; a hang inside one is not caught.
+
+Fast paths: the sleep clock, ``sleep(fd=...)`` and ``call_limited`` take
+shortcuts through trio's private state (``devfsd._trioloop``) when
+``_trioloop.PRIVATE`` says they may, and otherwise do the same with trio's
+public API: the clock's scope moved by ``CancelScope.deadline``, a
+readiness wait by ``trio.lowlevel.wait_readable`` in a cancel scope a
+wakeup cancels, and the limit's scope entered around the whole call. On
+that path a driver that catches the limit's ``Cancelled`` and answers is
+logged without the stack it was caught in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import heapq
 import itertools
@@ -74,8 +84,8 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import outcome
 import trio
-from trio._core._run import GLOBAL_RUN_CONTEXT
 
+from devfsd import _trioloop
 from devfsd._fuseintr import unwatch, watch
 from devfsd._trioloop import move_deadline, register_reader, unregister_reader
 from devfsd.cdevsw._dev import major
@@ -127,6 +137,7 @@ class _Sleeper:
         "intr",
         "maj",
         "pid",
+        "scope",
         "task",
     )
 
@@ -155,6 +166,9 @@ class _Sleeper:
         #: (``sleep(fd=...)``): the descriptor, in whose trio epoll record
         #: the task waits (``devfsd._trioloop.register_reader``).
         self.fd = -1
+        #: The same on the public path: the cancel scope around its
+        #: ``wait_readable``, which a wakeup cancels.
+        self.scope: trio.CancelScope | None = None
         #: The limit whose clock this sleep stops; ``finish_limited`` sets it
         #: on a sleep begun in an entry point's first step, before the limit.
         self.entry = entry
@@ -175,7 +189,10 @@ class _Sleeper:
             _sleeping.discard(self)
             self.chan._sleepers.pop(self, None)
             if self.fd < 0:
-                trio.lowlevel.reschedule(self.task)
+                if self.scope is None:
+                    trio.lowlevel.reschedule(self.task)
+                else:  # the public path's sleep(fd=...)
+                    self.scope.cancel()
             elif unregister_reader(self.fd, self.task):  # else the descriptor's event has rescheduled it
                 # False: woken (the descriptor's readiness sends what unwraps to None).
                 trio.lowlevel.reschedule(self.task, outcome.Value(False))
@@ -224,8 +241,12 @@ class _SleepClock:
         while heap[0][2].done:  # woken since: no reason to wake the clock for them
             heapq.heappop(heap)
         cs = self.scope
-        if cs is not None and cs._deadline != heap[0][0]:
-            move_deadline(cs, heap[0][0])
+        if cs is not None:
+            if _trioloop.PRIVATE is None:
+                if cs.deadline != heap[0][0]:
+                    cs.deadline = heap[0][0]
+            elif cs._deadline != heap[0][0]:
+                move_deadline(cs, heap[0][0])
 
     async def run(self) -> None:
         heap = self.heap
@@ -279,12 +300,20 @@ def _sleep_clock() -> _SleepClock:
     """This trio run's ``_SleepClock``, started on first use."""
     # _clock.get() without RunVar.get's two Python calls (one a typing.cast):
     # the run's RunVar values are in its runner's ``_locals`` (trio-private).
-    clock = GLOBAL_RUN_CONTEXT.runner._locals.get(_clock)
+    p = _trioloop.PRIVATE
+    clock: _SleepClock | None
+    if p is not None:
+        clock = p.run_context.runner._locals.get(_clock)
+    else:
+        try:
+            clock = _clock.get()
+        except LookupError:
+            clock = None
     if clock is None:
         clock = _SleepClock()
         _clock.set(clock)
         trio.lowlevel.spawn_system_task(clock.run, name="devfsd sleep clock")
-    return clock  # type: ignore[return-value]
+    return clock
 
 
 @final
@@ -441,6 +470,8 @@ async def call_limited(
     """
     if timeout is None:
         return await coro, False
+    if _trioloop.PRIVATE is None:
+        return await _limited_public(coro, timeout, on_hang, what)
     if not isinstance(coro, types.CoroutineType):  # not an ``async def``: the plain way
         with trio.move_on_after(timeout) as plain:
             return await coro, False
@@ -466,7 +497,10 @@ async def finish_limited(
 
     For callers on the hot path that run the first step inline: ``status``
     is ``trio.lowlevel.current_task()._cancel_status`` from before it.
+    Only with the fast paths on (``_trioloop.PRIVATE``).
     """
+    if _trioloop.PRIVATE is None:
+        raise RuntimeError("finish_limited needs devfsd's fast paths; use call_limited")
     task = trio.lowlevel.current_task()
     entry = _Entry(timeout, task, status)
     sleeper = _asleep.get(task)
@@ -510,6 +544,31 @@ async def finish_limited(
     finally:
         entry.struck = None
         _entry.reset(token)
+
+
+async def _limited_public(
+    coro: Awaitable[Any], timeout: float, on_hang: Callable[[str], None] | None, what: str
+) -> tuple[Any, bool]:
+    """``call_limited`` with trio's public API only: the limit's scope goes
+    around the whole call, so it nests under any the entry point enters."""
+    entry = _Entry(timeout, trio.lowlevel.current_task(), None)
+    entry.armed = True
+    with trio.CancelScope(deadline=trio.current_time() + timeout) as cs:
+        entry.scope = cs
+        token = _entry.set(entry)
+        try:
+            rv = await coro
+        except BaseException:
+            if on_hang is not None and cs.cancel_called:
+                on_hang(what)  # the Cancelled (or what the driver raised after it) in flight
+            raise
+        finally:
+            _entry.reset(token)
+    if cs.cancelled_caught:
+        return None, True
+    if on_hang is not None and cs.cancel_called:
+        on_hang(what)  # the entry point caught the Cancelled and answered
+    return rv, False
 
 
 def _hang_caught(entry: _Entry, on_hang: Callable[[str], None] | None, what: str) -> None:
@@ -656,7 +715,9 @@ class WaitChannel:
         # Stop the entry point's clock (see call_limited) while asleep.
         entry = _entry.get()
         task = trio.lowlevel.current_task()
-        now = GLOBAL_RUN_CONTEXT.runner.clock.current_time()  # trio.current_time(), less two calls
+        p = _trioloop.PRIVATE
+        # trio.current_time(), less two calls.
+        now = p.run_context.runner.clock.current_time() if p is not None else trio.current_time()
         s = _Sleeper(
             self,
             major(l.dev) if l.dev is not None else None,
@@ -681,6 +742,12 @@ class WaitChannel:
         try:
             if fd is None:
                 await trio.lowlevel.wait_task_rescheduled(s.abort)
+            elif p is None:
+                # The public path: a wakeup cancels the wait.
+                with trio.CancelScope() as s.scope:
+                    with contextlib.suppress(trio.ClosedResourceError):  # notify_closing(fd)
+                        await trio.lowlevel.wait_readable(fd)
+                    readable = True
             else:
                 # trio.lowlevel.wait_readable(fd) (trio's _epoll_wait) that
                 # a wakeup also ends, without the cancel scope, wrappers and

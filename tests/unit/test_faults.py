@@ -131,7 +131,7 @@ async def _scoped_read(k: Kernel, unit: int) -> tuple[bytes | int, float]:
 
     Also checks that trio's cancel scope stack is as it was."""
     task = trio.lowlevel.current_task()
-    status = task._cancel_status
+    status = getattr(task, "_cancel_status", None)  # (trio-private: None on a trio without it)
     f = await k.open("scopehang", unit)
     t0 = trio.current_time()
     try:
@@ -139,7 +139,7 @@ async def _scoped_read(k: Kernel, unit: int) -> tuple[bytes | int, float]:
     except DeviceError as exc:
         got = exc.errno
     took = trio.current_time() - t0
-    assert task._cancel_status is status
+    assert getattr(task, "_cancel_status", None) is status
     await f.close()
     return got, took
 
@@ -165,6 +165,7 @@ async def test_hang_inside_the_drivers_own_scope(
     unit: int,
     expect: bytes | int,
     took: float,
+    trio_path: str,
     autojump_clock: trio.testing.MockClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -175,7 +176,8 @@ async def test_hang_inside_the_drivers_own_scope(
         assert t == pytest.approx(took)
         if expect == errno.ETIMEDOUT or unit == 5:
             assert "driver d_read still running after 0.25 s: cancelled" in caplog.text
-            assert "in scopehang_read" in caplog.text  # the stack it hung in
+            if unit != 5 or trio_path == "fast":  # (public: a caught Cancelled's stack is lost)
+                assert "in scopehang_read" in caplog.text  # the stack it hung in
         else:
             assert "still running" not in caplog.text
         assert "corrupted" not in caplog.text
@@ -186,6 +188,7 @@ async def test_hang_inside_the_drivers_own_scope(
         assert [s.name for s in k.loader.stat()] == []
 
 
+@pytest.mark.usefixtures("trio_path")
 async def test_hang_in_own_scope_while_unloaded_still_times_out(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -208,6 +211,7 @@ async def _hang_in_scope() -> None:
         await trio.sleep_forever()
 
 
+@pytest.mark.usefixtures("trio_path")
 async def test_callers_cancellation_is_not_a_hang(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -220,6 +224,7 @@ async def test_callers_cancellation_is_not_a_hang(
     assert "corrupted" not in caplog.text
 
 
+@pytest.mark.usefixtures("trio_path")
 @pytest.mark.parametrize("timeout", [None, 5.0])
 async def test_sleep_registry_is_left_empty(
     timeout: float | None, autojump_clock: trio.testing.MockClock

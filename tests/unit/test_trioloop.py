@@ -1,4 +1,8 @@
-"""devfsd._trioloop: trio's instruments on the swapped-in dict, readers taking turns, pyfuse3's loop."""
+"""devfsd._trioloop: trio's instruments on the swapped-in dict, readers taking turns, pyfuse3's loop.
+
+Each fast path's own test needs the fast paths on (``needs_fast_paths``);
+``test_public_only_leaves_trio_and_pyfuse3_alone`` is the other way.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ import pytest
 import trio
 import trio.abc
 import trio.testing
-from trio._core._run import GLOBAL_RUN_CONTEXT
 
+from devfsd import _trioloop
 from devfsd._trioloop import (
     READY,
     TurnReaders,
@@ -21,6 +25,7 @@ from devfsd._trioloop import (
     lean_fuse_loop,
     move_deadline,
 )
+from tests.unit.conftest import needs_fast_paths
 from tests.unit.sockets import assert_fd_free, socket_pair
 
 
@@ -36,13 +41,15 @@ class Steps(trio.abc.Instrument):
         self.spawned.append(task.name)
 
 
+@needs_fast_paths
 def test_instruments_given_to_run_and_added_later_are_called() -> None:
     early, late = Steps(), Steps()
 
     async def main() -> None:
         assert fast_instruments()
         # A dict: ``in`` at C speed, the point of the swap.
-        instruments: object = GLOBAL_RUN_CONTEXT.runner.instruments
+        assert _trioloop.PRIVATE is not None
+        instruments: object = _trioloop.PRIVATE.run_context.runner.instruments
         assert isinstance(instruments, dict)
         assert not fast_instruments()  # already swapped: left as it is
         trio.lowlevel.add_instrument(late)
@@ -75,6 +82,7 @@ class Stepped(trio.abc.Instrument):
         self.ran.append(task.name)
 
 
+@needs_fast_paths
 async def test_turn_readers_take_turns_in_order() -> None:
     # Each readiness wakes one waiter, first come first served; the next in
     # line is put in trio's epoll record without running (the point).
@@ -103,6 +111,7 @@ async def test_turn_readers_take_turns_in_order() -> None:
         await assert_fd_free(r)
 
 
+@needs_fast_paths
 async def test_turn_readers_cancel_and_close() -> None:
     with socket_pair() as (r, _w):
         turns, fd = TurnReaders(), r.fileno()
@@ -132,6 +141,7 @@ async def test_turn_readers_cancel_and_close() -> None:
         assert sorted(got) == ["d closed", "e closed"]
 
 
+@needs_fast_paths
 async def test_turn_readers_cancelled_first_hands_its_turn_on() -> None:
     with socket_pair() as (r, w):
         turns, fd = TurnReaders(), r.fileno()
@@ -154,6 +164,7 @@ async def test_turn_readers_cancelled_first_hands_its_turn_on() -> None:
         assert got == ["b"]
 
 
+@needs_fast_paths
 def test_lean_fuse_loop_replaces_pyfuse3s_trio() -> None:
     try:
         assert lean_fuse_loop()
@@ -169,6 +180,7 @@ def test_lean_fuse_loop_replaces_pyfuse3s_trio() -> None:
         pyfuse3.trio = trio  # type: ignore[attr-defined]
 
 
+@pytest.mark.usefixtures("trio_path")
 async def test_move_deadline_as_trios_setter(autojump_clock: trio.testing.MockClock) -> None:
     t0 = trio.current_time()
     for moves, fires in (([5.0, 2.0], 2.0), ([1.0, 3.0], 3.0), ([4.0, math.inf, 1.5], 1.5)):
@@ -191,6 +203,7 @@ async def test_move_deadline_as_trios_setter(autojump_clock: trio.testing.MockCl
     assert cs.cancelled_caught
 
 
+@needs_fast_paths
 async def test_fast_io_wakeups_wake_readers_writers_and_threads() -> None:
     assert fast_io_wakeups()
     assert not fast_io_wakeups()  # already swapped: left as it is
@@ -240,3 +253,18 @@ async def _wake_readers_writers_and_threads() -> None:
         assert woken == ["readable"]
     # The force-wakeup descriptor: a thread's result reaches the loop.
     assert await trio.to_thread.run_sync(lambda: 42) == 42
+
+
+@pytest.mark.usefixtures("public_only")
+async def test_public_only_leaves_trio_and_pyfuse3_alone() -> None:
+    instruments = _trioloop.PRIVATE  # None: nothing private reachable
+    assert instruments is None
+    assert not fast_instruments()
+    assert not fast_io_wakeups()
+    assert not lean_fuse_loop()
+    assert pyfuse3.trio is trio  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="fast paths are off"):
+        await TurnReaders().wait(0)
+    # What the fast path would have sped up still works.
+    with trio.fail_after(10):
+        await _wake_readers_writers_and_threads()

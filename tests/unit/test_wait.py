@@ -15,6 +15,9 @@ from devfsd.cdevsw._wait import CHECK_FIRST, CHECK_MAX, abort_sleepers, sleepers
 from devfsd.errors import DeviceError
 from tests.unit.sockets import assert_fd_free, socket_pair
 
+# Every test on the fast paths and on trio's public API (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("trio_path")
+
 #: A pid no process has: ``signal_pending`` says a sleep for it must end.
 GONE = 2**22 + 12345
 
