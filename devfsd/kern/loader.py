@@ -462,7 +462,9 @@ class ModuleLoader:
         self._loading.append(name)
         loading = name
         try:
-            pymod = self._import(name, path, pkgdir)
+            # In a worker thread: a module's import (numpy's, for crandom)
+            # may read megabytes from a cold disk; FUSE requests go on meanwhile.
+            pymod = await trio.to_thread.run_sync(self._import, name, path, pkgdir)
             info: ModuleInfo = pymod.MODULE
             if info.name != name:
                 if "/" not in spec:
@@ -475,7 +477,7 @@ class ModuleLoader:
                 # Loaded by path under another name: re-import under its own.
                 self._purge(f"{_PKG}.{name}")
                 name = info.name
-                pymod = self._import(name, path, pkgdir)
+                pymod = await trio.to_thread.run_sync(self._import, name, path, pkgdir)
                 info = pymod.MODULE
             denied = sorted(set(props) & set(info.privileged)) if uid != 0 else []
             if denied:
