@@ -113,9 +113,12 @@ def test_sleeping_is_not_hanging(mnt: DevfsdMount) -> None:
 
 
 def _threads(m: DevfsdMount) -> int:
-    """The daemon's threads but trio's idle workers (a module's import runs in one)."""
-    tasks = Path(f"/proc/{_pid(m)}/task")
-    return sum(not (t / "comm").read_text().startswith("Trio thread") for t in tasks.iterdir())
+    """The daemon's threads but trio's workers (a module's import runs in
+    one), which name themselves ("Trio thread N", or their job's name):
+    the others keep the process's name."""
+    pid = _pid(m)
+    comm = Path(f"/proc/{pid}/comm").read_text()
+    return sum((t / "comm").read_text() == comm for t in Path(f"/proc/{pid}/task").iterdir())
 
 
 def test_failed_init_leaves_nothing(mnt: DevfsdMount) -> None:
