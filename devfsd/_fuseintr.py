@@ -95,6 +95,12 @@ _lib = _load()
 _keys = iter(range(1, 1 << 62))
 
 
+def turn_off() -> None:
+    """No FUSE_INTERRUPT path from now on (the daemon's ``-o public_only``)."""
+    global _lib
+    _lib = None
+
+
 def available() -> bool:
     """The path is usable here (libfuse3 loaded, pyfuse3 3.5, not public-only)."""
     return _lib is not None

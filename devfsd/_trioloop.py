@@ -100,7 +100,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Set (to anything but ``""`` or ``0``): every fast path off.
+#: Set (to anything but ``""``): every fast path off (``devfsd._fuseintr``'s too).
 ENV_PUBLIC_ONLY: Final = "DEVFSD_PUBLIC_ONLY"
 #: The releases whose private state the fast paths know (version prefixes).
 KNOWN_TRIO: Final = "0.35."
@@ -157,7 +157,7 @@ PRIVATE: Private | None = None
 
 
 def _public_only_env() -> bool:
-    return os.environ.get(ENV_PUBLIC_ONLY, "") not in ("", "0")
+    return bool(os.environ.get(ENV_PUBLIC_ONLY))
 
 
 def choose(public_only: bool | None = None) -> bool:

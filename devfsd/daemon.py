@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final
 import pyfuse3
 import trio
 
-from devfsd import __version__, _trioloop
+from devfsd import __version__, _fuseintr, _trioloop
 from devfsd._trioloop import fast_instruments, fast_io_wakeups, lean_fuse_loop
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import abort_sleepers
@@ -236,6 +236,7 @@ class Daemon:
         self.modules_conf: tuple[str, list[modconf.Entry | modconf.BadLine]] = ("", [])
         if any(PUBLIC_ONLY in o.split(",") for o in args.options):
             _trioloop.choose(public_only=True)
+            _fuseintr.turn_off()
 
     def start(self) -> None:
         """Bind the socket and mount (before trio runs)."""

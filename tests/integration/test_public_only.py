@@ -33,7 +33,7 @@ def _node(m: DevfsdMount, driver: str, unit: int) -> Path:
 def test_public_only_option(tmp_path: Path) -> None:
     args = ["--debug", "--entry-timeout", str(LIMIT), "-o", "public_only"]
     with DevfsdMount(tmp_path, modpath=[MODS], args=args) as m:
-        wait_for(lambda: "fast paths" in m.log_text(), 10, "the fast-path line in the log")
+        wait_for(lambda: " (trio " in m.log_text(), 10, "the fast-path line in the log")
         assert "fast paths off (trio " in m.log_text()
         # Not passed to FUSE (which would refuse the mount), and serving:
         zero = _node(m, "mm", 12)
@@ -51,7 +51,7 @@ def test_public_only_option(tmp_path: Path) -> None:
 
 def test_fast_paths_said_on_when_known(tmp_path: Path) -> None:
     with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug"]) as m:
-        wait_for(lambda: "fast paths" in m.log_text(), 10, "the fast-path line in the log")
+        wait_for(lambda: " (trio " in m.log_text(), 10, "the fast-path line in the log")
         # On unless this run is the public-only one (CI's second pass).
         expect = "on" if _trioloop.PRIVATE is not None else "off"
         assert f"fast paths {expect} (trio " in m.log_text()
