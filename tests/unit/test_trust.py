@@ -202,3 +202,16 @@ def test_a_link_to_the_code_itself_is_checked(tmp_path: Path) -> None:
     assert str(ei.value).startswith(f"{tmp_path / 'drv.py'}: owned by uid 65534")
     with pytest.raises(trust.Untrusted):
         _run("devfsd_trust_t8", tmp_path / "pkg")
+
+
+def test_absolute_links_and_dotdot(tmp_path: Path) -> None:
+    pkg = _tree(tmp_path)
+    (tmp_path / "abs").symlink_to(tmp_path / "mods")  # absolute: walked again from /
+    assert _run("devfsd_trust_t9", tmp_path / "abs" / "drv").Y == 42
+    assert _run("devfsd_trust_t9", tmp_path / "mods" / ".." / "mods" / "." / "drv").Y == 42
+    os.chmod(tmp_path / "mods", 0o757)
+    for via in (tmp_path / "abs" / "drv", tmp_path / "abs" / ".." / "mods" / "drv"):
+        with pytest.raises(trust.Untrusted) as ei:
+            _run("devfsd_trust_t9", via)
+        assert str(ei.value) == f"{tmp_path / 'mods'}: mode 0757, writable by others"
+    assert pkg.is_dir()
