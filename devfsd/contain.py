@@ -105,11 +105,13 @@ def contain(exc: BaseException, what: str, default: int = errno.EIO) -> DeviceEr
     """
     if isinstance(exc, DeviceError):
         own = type(exc) is DeviceError or type(exc).__module__.startswith("devfsd.")
-        if own and valid_errno(exc.errno):
+        msg = getattr(exc, "msg", None)
+        text = msg if msg is None or type(msg) is str else None
+        if own and valid_errno(exc.errno) and text is msg:
             return exc  # devfsd's own classes (trust.Untrusted...) as they are
         e = getattr(exc, "errno", None)
         log.error("%s raised %s with errno %.40r", what, type(exc).__name__, e)
-        return DeviceError(e if valid_errno(e) else default)
+        return DeviceError(e if valid_errno(e) else default, text)
     if _passes(exc):
         raise exc
     chosen = {e.errno for e in _leaves(exc) if isinstance(e, DeviceError)}

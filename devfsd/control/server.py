@@ -180,9 +180,10 @@ class ControlServer:
                     log.debug("control connection idle for %s s: dropped", self.idle)
         except OSError as exc:
             log.debug("control connection: %s", exc)
-        except Exception:
-            # A bug here must cost one connection, never the daemon.
-            log.exception("control connection failed")
+        except BaseException as exc:
+            # A bug here must cost one connection, never the daemon (its
+            # own cancellation and SIGINT go on: devfsd.contain).
+            contain(exc, "control connection")
         finally:
             self.connections -= 1
             framer.close()

@@ -4,6 +4,7 @@ cancellation and SIGINT go through; AUTOUNLOAD and a wrong modcmd return too."""
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -107,3 +108,19 @@ async def test_modcmd_errno_return() -> None:
         with pytest.raises(DeviceError) as ei:
             await k.modload("raiser", {"init": "ret:1"})
         assert ei.value.errno == errno.EPERM
+
+
+def test_device_error_with_a_bad_message_is_rebuilt() -> None:
+    e = DeviceError(errno.EAGAIN)
+    e.msg = 42  # type: ignore[assignment]
+    out = contain(e, "driver d_read")
+    assert out is not e and out.errno == errno.EAGAIN and str(out) == os.strerror(errno.EAGAIN)
+
+
+class _OddError(DeviceError):
+    """A driver's own subclass: rebuilt as a plain DeviceError, errno kept."""
+
+
+def test_driver_subclass_keeps_its_errno() -> None:
+    out = contain(_OddError(errno.EBUSY, "busy"), "x")
+    assert type(out) is DeviceError and out.errno == errno.EBUSY and str(out) == "busy"
