@@ -189,3 +189,8 @@ def test_man_finds_the_installed_pages(venv: Path) -> None:
             ["man", "-M", str(venv / "share" / "man"), "-w", page], capture_output=True, text=True, timeout=30
         )
         assert r.stdout.strip() == f"{venv}/share/man/man{section}/{page}.{section}", r.stderr
+    # With the venv's bin on PATH, plain `man devfsd` finds them (man-db looks
+    # beside each PATH directory, in ../share/man).
+    env = {"PATH": f"{venv}/bin:/usr/bin:/bin"}
+    r = subprocess.run(["man", "-w", "devfsd"], capture_output=True, text=True, timeout=30, env=env)
+    assert r.stdout.strip() == f"{venv}/share/man/man8/devfsd.8", r.stderr
