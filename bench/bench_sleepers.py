@@ -79,7 +79,11 @@ def one(n: int, mode: str, public: bool, seconds: float, kills: int) -> dict[str
             os.mknod(node, stat.S_IFCHR | 0o666, makedev(maj, 0))
             if mode == "processes":
                 for _ in range(n):
-                    procs.append(subprocess.Popen(["cat", str(node)], stdout=subprocess.DEVNULL))
+                    procs.append(
+                        subprocess.Popen(
+                            ["cat", str(node)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                        )
+                    )
             else:
                 procs.append(
                     subprocess.Popen(
@@ -88,7 +92,13 @@ def one(n: int, mode: str, public: bool, seconds: float, kills: int) -> dict[str
                         stdout=subprocess.PIPE,
                     )
                 )
-            wait_for(lambda: c.status()["sleepers"] == n, 120, f"{n} sleepers")
+            try:
+                wait_for(lambda: c.status()["sleepers"] == n, 120, f"{n} sleepers")
+            except TimeoutError:
+                tail = m.log_text().splitlines()[-5:]
+                raise TimeoutError(
+                    f"{n} sleepers never all asleep; the log ends:\n" + "\n".join(tail)
+                ) from None
             time.sleep(2.0)
             st = c.status()
             assert m.proc is not None
@@ -133,6 +143,8 @@ def main() -> int:
     ap.add_argument("--counts", default="1000,4000")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--modes", default="processes,threads")
+    ap.add_argument("--paths", default="INTERRUPT,/proc")
     ap.add_argument("--quick", action="store_true", help="100 sleepers, 3 s")
     a = ap.parse_args()
     counts = [100] if a.quick else [int(x) for x in a.counts.split(",")]
@@ -143,8 +155,8 @@ def main() -> int:
     head = ("sleepers", "as", "signals by", "watched", "CPU %", "Ctrl-C median", "worst")
     print("{:>8} {:<9} {:<10} {:>7} {:>6} {:>13} {:>8}".format(*head))
     for n in counts:
-        for mode in ("processes", "threads"):
-            for public in (False, True):
+        for mode in a.modes.split(","):
+            for public in [p == "/proc" for p in a.paths.split(",")]:
                 r = one(n, mode, public, seconds, a.kills)
                 med = f"{r['ctrl_c_median_ms']:.1f} ms" if "ctrl_c_median_ms" in r else "-"
                 worst = f"{r['ctrl_c_worst_ms']:.1f} ms" if "ctrl_c_worst_ms" in r else "-"

@@ -20,8 +20,9 @@ layout reads no pointer); libfuse3 must load. Anything else, or
 ``DEVFSD_PUBLIC_ONLY`` in the environment, and ``watch`` answers False and
 the sleeper keeps the ``/proc`` checks.
 
-Imports trio-free code only; the callback runs in the trio thread, inside
-pyfuse3's ``fuse_session_process_buf``.
+Imports trio-free code only, and pyfuse3 only when a daemon's file system
+(which has imported it) first watches a sleep; the callback runs in the
+trio thread, inside pyfuse3's ``fuse_session_process_buf``.
 """
 
 from __future__ import annotations
@@ -91,8 +92,18 @@ def _on_interrupt(req: int | None, data: int | None) -> None:
 
 
 _callback = _FUNC(_on_interrupt)
-_lib = _load()
 _keys = iter(range(1, 1 << 62))
+#: libfuse3, once ``_library`` has looked (False: not yet; None: unusable).
+_lib: Any = False
+
+
+def _library() -> Any:
+    """libfuse3 if the guards pass, else None; looked up once, on first use
+    (importing this module imports no pyfuse3)."""
+    global _lib
+    if _lib is False:
+        _lib = _load()
+    return _lib
 
 
 def turn_off() -> None:
@@ -103,7 +114,7 @@ def turn_off() -> None:
 
 def available() -> bool:
     """The path is usable here (libfuse3 loaded, pyfuse3 3.5, not public-only)."""
-    return _lib is not None
+    return _library() is not None
 
 
 def _container(coro: object) -> object | None:
@@ -130,7 +141,10 @@ def watch(coro: object, fp: object, on_interrupt: Callable[[], None]) -> int:
     the request cannot be watched (no FUSE request under ``coro``, the
     guards fail): then signals must be looked for otherwise.
     """
-    if _lib is None or file_of is None:
+    if file_of is None:
+        return 0
+    lib = _library()
+    if lib is None:
         return 0
     c = _container(coro)
     if c is None:
@@ -144,7 +158,7 @@ def watch(coro: object, fp: object, on_interrupt: Callable[[], None]) -> int:
         return 0
     key = next(_keys)
     _watched[key] = on_interrupt
-    _lib.fuse_req_interrupt_func(req, _callback, key)  # calls back at once if already interrupted
+    lib.fuse_req_interrupt_func(req, _callback, key)  # calls back at once if already interrupted
     return key
 
 
