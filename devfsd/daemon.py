@@ -37,12 +37,14 @@ from devfsd.control.server import IDLE_TIMEOUT, ControlServer, bind_control_sock
 from devfsd.errors import ControlError, DevfsdError
 from devfsd.fs import MAX_TASKS, DevFs
 from devfsd.kern.loader import DEFAULT_AUTOTIME, ModuleLoader
+from devfsd.modstate import expected_name as _module_name
+from devfsd.modstate import load_recorded
 from devfsd.service import detach, modconf
 from devfsd.service.logs import Logs
 from devfsd.service.mountwatch import find_mount, read_mountinfo, wait_unmounted
 from devfsd.service.notify import Notifier
 from devfsd.specfs import DEFAULT_ENTRY_TIMEOUT, SpecFs
-from devfsd.state import StateStore, default_state_dir
+from devfsd.state import StateError, StateStore, default_state_dir
 from devfsd.tools import subcommands
 from devfsd.watchdog import Watchdog
 
@@ -221,6 +223,15 @@ class Daemon:
         self.loader.host_timeout = self.spec.entry_timeout
         self.loader.host_restarts = args.host_restarts
         self.loader.isolated_names = self.state.isolated()
+        for name, spec in self.state.crashed:
+            log.error(
+                "module %s (%s) was loading when devfsd last died: quarantined, not loaded again"
+                " until modunload %s or modload %s",
+                name,
+                spec,
+                name,
+                spec,
+            )
         devsw.restore(self.state.majors())
         devsw.on_new_name = self.state.put_major
         self.fs = DevFs(self.spec, control, table=self.state.load_tree(time.time_ns()))
@@ -347,24 +358,32 @@ class Daemon:
     async def _load_modules_conf(self) -> None:
         """Load what modules.conf lists, in order; a bad line is logged and skipped."""
         path, entries = self.modules_conf
+        quarantined = set(self.state.quarantined())
         if entries:
             self.notifier.status(f"loading modules from {path}")
         for item in entries:
             if isinstance(item, modconf.BadLine):
                 log.error("%s:%d: %s", path, item.lineno, item.reason)
                 continue
+            if _module_name(item.module) in quarantined:
+                log.warning("%s:%d: module %s is quarantined: not loaded", path, item.lineno, item.module)
+                continue
             try:
-                await self.loader.load(item.module, item.props, isolated=item.isolated)
+                await load_recorded(
+                    self.loader, self.state, item.module, item.props, record=False, isolated=item.isolated
+                )
             except DevfsdError as exc:
                 log.error("%s:%d: %s: %s", path, item.lineno, item.module, exc)
 
     async def _reload_modules(self) -> None:
+        for name in self.state.quarantined():
+            log.warning("module %s is quarantined: not reloaded (modunload %s lifts it)", name, name)
         for spec, props in self.state.modules():
             if _module_name(spec) in self.loader.modules:
                 log.info("reloading module %s: modules.conf loaded it already", spec)
                 continue
             try:
-                await self.loader.load(spec, props)
+                await load_recorded(self.loader, self.state, spec, dict(props))
             except DevfsdError as exc:
                 log.warning("reloading module %s: %s", spec, exc)
 
@@ -379,12 +398,6 @@ class Daemon:
         if _is_mounted(self.mountpoint) and (crashed or self.terminated):
             subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], check=False, capture_output=True)
         log.info("devfsd stopped")
-
-
-def _module_name(spec: str) -> str:
-    """The name a module spec loads under: a path's last component, sans ``.py``."""
-    base = os.path.basename(spec.rstrip("/"))
-    return base[:-3] if base.endswith(".py") else base
 
 
 def _answers(control: str) -> None:
@@ -454,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         return _startup_failed(
             ready, f"{PROG}: {exc.filename or args.state}: {os.strerror(exc.errno or errno.EIO)}\n"
         )
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, StateError) as exc:
         return _startup_failed(ready, f"{PROG}: {args.state or default_state_dir(mountpoint)}: {exc}\n")
     d.logs, d.notifier, d.modules_conf = logs, notifier, conf
     try:

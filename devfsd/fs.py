@@ -168,9 +168,17 @@ class DevFs(pyfuse3.Operations):
         return self._attr(node, mknod_reply=mknod_reply)
 
     def _changed(self) -> None:
+        """Commit the call's change; if the state write fails, take the
+        change back and fail the call with its errno (``ENOSPC``, ``EROFS``,
+        ``EIO``)."""
         journal = self.table.take_journal()
         if self.on_change is not None:
-            self.on_change(journal)
+            try:
+                self.on_change(journal)
+            except DeviceError as exc:
+                self.table.rollback()
+                log.error("%s; the call is undone", exc)
+                raise _err(exc) from None
 
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
@@ -206,6 +214,7 @@ class DevFs(pyfuse3.Operations):
         if fields.update_size and node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
             # Truncating a device node does nothing (echo x > node opens O_TRUNC).
+        self.table.begin(node)
         if fields.update_mode:
             node.mode = stat.S_IFMT(node.mode) | stat.S_IMODE(attr.st_mode)
         if fields.update_uid:

@@ -17,6 +17,9 @@ node)`` (its attributes changed), ``("link", parent, name, inode)``,
 ``("unlink", parent, name)`` and ``("drop", inode)`` (its last name went).
 Only named inodes are state: an unlinked inode still open is dropped from
 the journal's point of view at once, as it would be gone after a restart.
+
+Each change can be taken back (``rollback``) until the next one begins: a
+call whose state write failed leaves the tree as it was before the call.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ SYMLINK_MAX: Final = 4095
 
 RENAME_NOREPLACE: Final = 1
 RENAME_EXCHANGE: Final = 2
+
+#: The fields ``rollback`` restores (not the kernel's references).
+_UNDONE: Final = ("mode", "uid", "gid", "rdev", "atime_ns", "mtime_ns", "ctime_ns", "nlink", "parent")
 
 
 @final
@@ -102,11 +108,51 @@ class NodeTable:
         self.nodes: dict[int, Node] = {}
         self._next = ROOT_INODE
         self.journal: list[tuple[str, object, object, object]] = []
+        #: What the call under way changed: inode -> (node, its fields before
+        #: or None if the call made it, whether it was in ``nodes``).
+        self._undo: dict[int, tuple[Node, tuple[object, ...] | None, bool]] = {}
+        self._undo_next = self._next
         root = self._new(stat.S_IFDIR | root_mode, uid, gid, now)
         root.nlink = 2
         root.parent = ROOT_INODE
         self.root = root
         self.journal.append(("put", root, None, None))
+
+    # -- undo -----------------------------------------------------------------
+
+    def begin(self, *nodes: Node) -> None:
+        """Start a call: forget the last one's undo record; ``keep`` ``nodes``."""
+        self._undo.clear()
+        self._undo_next = self._next
+        for n in nodes:
+            self.keep(n)
+
+    def keep(self, node: Node) -> None:
+        """Remember ``node``'s fields before the call under way changes them."""
+        if node.inode not in self._undo:
+            children = node.children
+            saved = (
+                *(getattr(node, f) for f in _UNDONE),
+                node.target,
+                None if children is None else dict(children),
+            )
+            self._undo[node.inode] = (node, saved, node.inode in self.nodes)
+
+    def rollback(self) -> None:
+        """Take back every change since ``begin`` (the state write failed)."""
+        for ino, (node, saved, present) in self._undo.items():
+            if saved is None:
+                self.nodes.pop(ino, None)
+                continue
+            for f, v in zip(_UNDONE, saved, strict=False):
+                setattr(node, f, v)
+            node.target = saved[-2]  # type: ignore[assignment]
+            node.children = saved[-1]  # type: ignore[assignment]
+            if present:
+                self.nodes[ino] = node
+        self._next = self._undo_next
+        self._undo.clear()
+        self.journal.clear()
 
     def take_journal(self) -> list[tuple[str, object, object, object]]:
         """The changes since the last call, oldest first; clears them."""
@@ -175,6 +221,7 @@ class NodeTable:
     def _new(self, mode: int, uid: int, gid: int, now: int, rdev: int = 0) -> Node:
         node = Node(self._next, mode, uid, gid, now, rdev)
         self.nodes[self._next] = node
+        self._undo[node.inode] = (node, None, False)
         self._next += 1
         return node
 
@@ -215,6 +262,8 @@ class NodeTable:
 
     def _link_in(self, d: Node, name: bytes, node: Node, now: int) -> None:
         assert d.children is not None
+        self.keep(d)
+        self.keep(node)
         d.children[name] = node.inode
         node.nlink += 1
         if node.is_dir:
@@ -246,6 +295,7 @@ class NodeTable:
                 ``ENAMETOOLONG``; ``EOPNOTSUPP`` for block devices, regular
                 files and sockets (devfsd serves character devices).
         """
+        self.begin()
         fmt = stat.S_IFMT(mode)
         if fmt not in (stat.S_IFCHR, stat.S_IFIFO):
             raise DeviceError(errno.EOPNOTSUPP)
@@ -255,6 +305,7 @@ class NodeTable:
         return node
 
     def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int, now: int) -> Node:
+        self.begin()
         d = self._check_new(parent, name)
         perm = stat.S_IMODE(mode) | (d.mode & stat.S_ISGID)
         node = self._new(stat.S_IFDIR | perm, uid, self._owner_gid(d, gid), now)
@@ -263,6 +314,7 @@ class NodeTable:
         return node
 
     def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int, now: int) -> Node:
+        self.begin()
         if not target or b"\0" in target:
             raise DeviceError(errno.EINVAL if target else errno.ENOENT)
         if len(target) > SYMLINK_MAX:
@@ -274,6 +326,7 @@ class NodeTable:
         return node
 
     def link(self, inode: int, parent: int, name: bytes, now: int) -> Node:
+        self.begin()
         node = self.get(inode)
         if node.is_dir:
             raise DeviceError(errno.EPERM)
@@ -284,6 +337,8 @@ class NodeTable:
 
     def _unlink_entry(self, d: Node, name: bytes, node: Node, now: int) -> None:
         assert d.children is not None
+        self.keep(d)
+        self.keep(node)
         del d.children[name]
         node.nlink -= 1
         if node.is_dir:
@@ -298,6 +353,7 @@ class NodeTable:
         self.maybe_free(node)
 
     def unlink(self, parent: int, name: bytes, now: int) -> Node:
+        self.begin()
         d = self.dir(parent)
         node = self.lookup(parent, name)
         if name in (b".", b".."):
@@ -308,6 +364,7 @@ class NodeTable:
         return node
 
     def rmdir(self, parent: int, name: bytes, now: int) -> Node:
+        self.begin()
         d = self.dir(parent)
         if name == b".":
             raise DeviceError(errno.EINVAL)
@@ -336,6 +393,7 @@ class NodeTable:
             DeviceError: ``ENOENT``, ``EEXIST``, ``EISDIR``, ``ENOTDIR``,
                 ``ENOTEMPTY``, ``EINVAL`` (a directory into itself, bad flags).
         """
+        self.begin()
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (RENAME_NOREPLACE | RENAME_EXCHANGE):
             raise DeviceError(errno.EINVAL)
         if old in (b".", b"..") or new in (b".", b".."):
@@ -353,6 +411,8 @@ class NodeTable:
             for n, d in ((src, nd), (dst, od)):
                 if n.is_dir and self._is_ancestor(n.inode, d.inode):
                     raise DeviceError(errno.EINVAL)
+            for n in (od, nd, src, dst):
+                self.keep(n)
             od.children[old], nd.children[new] = dst.inode, src.inode
             for n, d, other in ((src, nd, od), (dst, od, nd)):
                 if n.is_dir and d is not other:
@@ -377,6 +437,8 @@ class NodeTable:
             if dst.is_dir and dst.children:
                 raise DeviceError(errno.ENOTEMPTY)
             self._unlink_entry(nd, new, dst, now)
+        for n in (od, nd, src):
+            self.keep(n)
         del od.children[old]
         nd.children[new] = src.inode
         if src.is_dir and od is not nd:

@@ -12,40 +12,93 @@ Tried first: a JSON snapshot written with temporary file, fsync and rename
 after each change. Atomic, but it rewrites every node on every mknod: 10,000
 nodes made one by one wrote ~5 GB. SQLite writes what changed.
 
+Refused, with a clear error, rather than served: a database that is empty
+(0 bytes), not ours (another ``application_id`` or schema version) or
+whose rows do not make a tree (``check_tree``). One daemon per directory:
+``lock`` is ``flock``'ed for the store's life. A write that fails
+(``ENOSPC``, ``EROFS``, ``EIO``) is rolled back and raised as
+``StateError`` with that errno; the caller undoes its own change.
+
+Modules are marked ``loading`` (durably) before their code runs and the
+mark cleared after; a mark found at start means the daemon died loading
+that module: it is quarantined (``quarantine``), and ``--reload-modules``
+leaves it out until ``modunload NAME`` or a ``modload`` of it.
+
 XXX: the store is called on the trio thread; a commit without fsync takes
 tens of microseconds, on the order of a FUSE round trip.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import sqlite3
+import stat
+import time
 import urllib.parse
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
-from devfsd.nodes import Node, NodeTable
+from devfsd.errors import DeviceError
+from devfsd.nodes import NAME_MAX, ROOT_INODE, SYMLINK_MAX, Node, NodeTable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["DEFAULT_STATE_ROOT", "StateStore", "default_state_dir"]
+__all__ = [
+    "DEFAULT_STATE_ROOT",
+    "SCHEMA_VERSION",
+    "StateError",
+    "StateStore",
+    "check_tree",
+    "default_state_dir",
+]
 
 DEFAULT_STATE_ROOT: Final = "/var/lib/devfsd"
 DB_NAME: Final = "devfsd.sqlite"
+LOCK_NAME: Final = "lock"
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS inodes (
+#: ``PRAGMA application_id``: "devf". A database without it (and without the
+#: version-0 tables) is not ours.
+APPLICATION_ID: Final = 0x64657666
+#: ``PRAGMA user_version`` this code writes. 0: the first layout (no
+#: application id, no quarantine), migrated on open.
+SCHEMA_VERSION: Final = 1
+
+_TABLES_V0: Final = frozenset({"inodes", "entries", "majors", "modules"})
+_SCHEMA_V0: Final = """
+CREATE TABLE inodes (
     ino INTEGER PRIMARY KEY, mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
     rdev INTEGER NOT NULL, atime INTEGER NOT NULL, mtime INTEGER NOT NULL, ctime INTEGER NOT NULL,
     target BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS entries (
+CREATE TABLE entries (
     parent INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (parent, name));
-CREATE TABLE IF NOT EXISTS majors (name TEXT PRIMARY KEY, major INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS modules (name TEXT PRIMARY KEY, spec TEXT NOT NULL, props TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS isolated (name TEXT PRIMARY KEY);
+CREATE TABLE majors (name TEXT PRIMARY KEY, major INTEGER NOT NULL);
+CREATE TABLE modules (name TEXT PRIMARY KEY, spec TEXT NOT NULL, props TEXT NOT NULL);
 """
+#: Version 0 (with or without ``isolated``) to 1: quarantined modules,
+#: loading marks.
+_MIGRATE_V1: Final = (
+    "ALTER TABLE modules ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0",
+    "CREATE TABLE loading (spec TEXT PRIMARY KEY, name TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS isolated (name TEXT PRIMARY KEY)",
+)
+
+_UINT32: Final = 1 << 32
+_INT64: Final = 1 << 63
+_TYPES: Final = frozenset({stat.S_IFDIR, stat.S_IFCHR, stat.S_IFIFO, stat.S_IFLNK})
+#: sqlite3 result codes (low byte of the extended code) and the errno a
+#: failed write becomes.
+_ERRNO_OF: Final = {13: errno.ENOSPC, 8: errno.EROFS, 3: errno.EROFS, 10: errno.EIO}
+
+
+class StateError(DeviceError):
+    """The state directory refused a read or a write; ``errno`` says how
+    (``ENOSPC``, ``EROFS``, ``EIO``; ``EBUSY``: locked by another daemon;
+    ``EINVAL``: a database that is not a valid devfsd tree)."""
 
 
 def default_state_dir(mountpoint: str) -> str:
@@ -53,93 +106,404 @@ def default_state_dir(mountpoint: str) -> str:
     return os.path.join(DEFAULT_STATE_ROOT, urllib.parse.quote(mountpoint, safe=""))
 
 
+def _errno_of(exc: sqlite3.Error) -> int:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return _ERRNO_OF.get(code & 0xFF, errno.EIO) if isinstance(code, int) else errno.EIO
+
+
+def _bad(what: str) -> StateError:
+    return StateError(errno.EINVAL, f"{DB_NAME}: {what}; refusing to serve it (move it away to start afresh)")
+
+
+def _int(v: object, lo: int, hi: int) -> bool:
+    return type(v) is int and lo <= v < hi
+
+
+def _check_inode(row: tuple[Any, ...]) -> None:
+    ino, mode, uid, gid, rdev, atime, mtime, ctime, target = row
+    where = f"inode {ino!r}"
+    if not _int(ino, 1, _INT64):
+        raise _bad(f"{where}: invalid inode number")
+    if not _int(mode, 0, _INT64) or stat.S_IFMT(mode) not in _TYPES or mode & ~(stat.S_IFMT(mode) | 0o7777):
+        raise _bad(f"{where}: invalid mode {mode!r}")
+    if not _int(uid, 0, _UINT32 - 1) or not _int(gid, 0, _UINT32 - 1):
+        raise _bad(f"{where}: invalid owner {uid!r}:{gid!r}")
+    if not _int(rdev, 0, _UINT32) or (rdev and not stat.S_ISCHR(mode)):
+        raise _bad(f"{where}: invalid device number {rdev!r}")
+    if not all(_int(t, -_INT64, _INT64) for t in (atime, mtime, ctime)):
+        raise _bad(f"{where}: invalid time")
+    if type(target) is not bytes:
+        raise _bad(f"{where}: target is not a blob")
+    if stat.S_ISLNK(mode):
+        if not 0 < len(target) <= SYMLINK_MAX or b"\0" in target:
+            raise _bad(f"{where}: invalid symbolic link target")
+    elif target:
+        raise _bad(f"{where}: a target on a node that is not a symbolic link")
+
+
+def _check_name(name: object) -> bool:
+    return (
+        type(name) is bytes
+        and 0 < len(name) <= NAME_MAX
+        and name not in (b".", b"..")
+        and b"/" not in name
+        and b"\0" not in name
+    )
+
+
+def check_tree(inodes: list[tuple[Any, ...]], entries: list[tuple[Any, ...]]) -> None:
+    """Refuse rows that are not one tree a ``NodeTable`` can serve.
+
+    Args:
+        inodes: (inode, mode, uid, gid, rdev, atime, mtime, ctime, target).
+        entries: (parent, name, inode).
+
+    Raises:
+        StateError: ``EINVAL``, saying which row and why: a bad inode
+            number, mode, type, owner, device number, time or target; a
+            bad name; an entry whose parent is missing or not a directory,
+            or that names a missing inode or the root; a directory with more
+            than one name; a node no path from the root reaches (cycles
+            included); no root directory.
+    """
+    modes: dict[int, int] = {}
+    for row in inodes:
+        if len(row) != 9:
+            raise _bad("an inode row of the wrong shape")
+        _check_inode(row)
+        modes[row[0]] = row[1]
+    if not stat.S_ISDIR(modes.get(ROOT_INODE, 0)):
+        raise _bad("no root directory")
+    children: dict[int, list[int]] = {}
+    dir_named: set[int] = set()
+    for row in entries:
+        if len(row) != 3:
+            raise _bad("an entry row of the wrong shape")
+        parent, name, ino = row
+        where = f"entry {name!r} in directory {parent!r}"
+        if not _check_name(name):
+            raise _bad(f"{where}: invalid name")
+        if type(parent) is not int or not stat.S_ISDIR(modes.get(parent, 0)):
+            raise _bad(f"{where}: the parent is not a directory")
+        if type(ino) is not int or ino not in modes or ino == ROOT_INODE:
+            raise _bad(f"{where}: names inode {ino!r}, which is missing or the root")
+        if stat.S_ISDIR(modes[ino]):
+            if ino in dir_named:
+                raise _bad(f"{where}: directory {ino} has two names")
+            dir_named.add(ino)
+        children.setdefault(parent, []).append(ino)
+    seen = {ROOT_INODE}
+    todo = [ROOT_INODE]
+    while todo:
+        for ino in children.get(todo.pop(), ()):
+            if ino not in seen:
+                seen.add(ino)
+                if stat.S_ISDIR(modes[ino]):
+                    todo.append(ino)
+    lost = set(modes) - seen
+    if lost:
+        raise _bad(f"inode {min(lost)} is not reachable from the root (a cycle or a lost node)")
+
+
+def _lock(directory: str) -> int:
+    """``flock`` ``directory/lock`` for the process's life (its descriptor).
+
+    Raises:
+        StateError: ``EBUSY`` naming the holder's pid.
+        OSError: the file cannot be opened.
+    """
+    path = os.path.join(directory, LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StateError(errno.EBUSY, f"in use by another devfsd (pid {holder})") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    with contextlib.suppress(OSError):  # the pid is only for the message
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 @final
 class StateStore:
     """One daemon's state database in ``directory`` (made 0700 if missing).
 
     Raises:
-        OSError: the directory cannot be made.
-        sqlite3.Error: the database cannot be opened (corrupt, not ours).
+        OSError: the directory cannot be made or the lock file opened.
+        StateError: another daemon holds the directory (``EBUSY``), the
+            database is empty, not ours or not a valid tree (``EINVAL``), or
+            it cannot be written (``EROFS``, ``ENOSPC``, ``EIO``).
     """
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        self._lock_fd = _lock(directory)
+        try:
+            self._open(directory)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _open(self, directory: str) -> None:
         self.path = os.path.join(directory, DB_NAME)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        try:
+            size: int | None = os.lstat(self.path).st_size
+        except FileNotFoundError:
+            size = None
+        if size == 0:
+            raise _bad("the database is empty (0 bytes)")
+        uri = "file:" + urllib.parse.quote(self.path) + ("?mode=rwc" if size is None else "?mode=rw")
+        try:
+            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StateError(_errno_of(exc), f"{DB_NAME}: {exc}") from None
+        try:
+            self._prepare(fresh=size is None)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            if isinstance(exc, sqlite3.OperationalError) and _errno_of(exc) != errno.EIO:
+                raise StateError(_errno_of(exc), f"{DB_NAME}: {exc}") from None
+            raise _bad(f"not a devfsd state database ({exc})") from None
+        except BaseException:
+            self.db.close()
+            raise
         self._seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()[0]
+        #: (name, spec) of the modules found marked loading: quarantined now.
+        self.crashed: list[tuple[str, str]] = self._quarantine_marks()
+
+    def _prepare(self, *, fresh: bool) -> None:
+        db = self.db
+        # Exclusive: the wal-index lives in the heap, not in a shared mapping
+        # of a -shm file (SIGBUS when its disk is full or it is made
+        # immutable); the lock already keeps every other daemon out.
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        if fresh:
+            with self._transaction():
+                for sql in _SCHEMA_V0.split(";"):
+                    db.execute(sql)
+                for sql in _MIGRATE_V1:
+                    db.execute(sql)
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._apply(NodeTable(time.time_ns()).take_journal())
+            return
+        app = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if app == 0 and version == 0 and _TABLES_V0 <= tables <= _TABLES_V0 | {"isolated"}:
+            with self._transaction():  # the first layout: migrate
+                for sql in _MIGRATE_V1:
+                    db.execute(sql)
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            return
+        if app != APPLICATION_ID:
+            raise _bad(f"not a devfsd state database (application id {app:#x})")
+        if version != SCHEMA_VERSION:
+            raise _bad(f"schema version {version}, this devfsd reads {SCHEMA_VERSION}")
+        if not _TABLES_V0 | {"loading", "isolated"} <= tables:
+            raise _bad("tables are missing")
 
     def close(self) -> None:
         self.db.close()
+        os.close(self._lock_fd)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE .. COMMIT; a failure rolls back and raises as is."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            # A failed write may have ended the transaction already (SQLite
+            # rolls back by itself on a full disk or an I/O error).
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+
+    def _write(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` in one transaction.
+
+        Raises:
+            StateError: the write failed (``ENOSPC``, ``EROFS``, ``EIO``);
+                nothing of it is on disk.
+        """
+        try:
+            with self._transaction():
+                fn()
+        except sqlite3.Error as exc:
+            raise StateError(_errno_of(exc), f"state {self.path}: {exc}") from None
 
     # -- nodes ------------------------------------------------------------------
 
     def load_tree(self, now: int) -> NodeTable:
-        """The tree as the last committed call left it (empty if new)."""
+        """The tree as the last committed call left it.
+
+        Raises:
+            StateError: ``EINVAL`` if the rows are not a valid tree.
+        """
         inodes = self.db.execute(
             "SELECT ino, mode, uid, gid, rdev, atime, mtime, ctime, target FROM inodes"
         ).fetchall()
         entries = self.db.execute("SELECT parent, name, ino FROM entries ORDER BY seq").fetchall()
-        if not inodes:
-            t = NodeTable(now)
-            self.apply(t.take_journal())
-            return t
+        check_tree(inodes, entries)
         return NodeTable.restore(inodes, entries, now)
 
     def apply(self, journal: Iterable[tuple[str, object, object, object]]) -> None:
-        """Commit one call's changes (``NodeTable.take_journal()``) atomically."""
-        db = self.db
-        db.execute("BEGIN")
+        """Commit one call's changes (``NodeTable.take_journal()``) atomically.
+
+        Raises:
+            StateError: nothing was written; the caller undoes the call.
+        """
+        seq = self._seq
         try:
-            for op, a, b, c in journal:
-                if op == "put":
-                    assert isinstance(a, Node)
-                    db.execute(
-                        "INSERT OR REPLACE INTO inodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (a.inode, a.mode, a.uid, a.gid, a.rdev, a.atime_ns, a.mtime_ns, a.ctime_ns, a.target),
-                    )
-                elif op == "link":
-                    self._seq += 1
-                    db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", (a, b, c, self._seq))
-                elif op == "unlink":
-                    db.execute("DELETE FROM entries WHERE parent = ? AND name = ?", (a, b))
-                elif op == "drop":
-                    db.execute("DELETE FROM inodes WHERE ino = ?", (a,))
-            db.execute("COMMIT")
+            self._write(lambda: self._apply(journal))
         except BaseException:
-            db.execute("ROLLBACK")
+            self._seq = seq
             raise
+
+    def _apply(self, journal: Iterable[tuple[str, object, object, object]]) -> None:
+        db = self.db
+        for op, a, b, c in journal:
+            if op == "put":
+                assert isinstance(a, Node)
+                db.execute(
+                    "INSERT OR REPLACE INTO inodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (a.inode, a.mode, a.uid, a.gid, a.rdev, a.atime_ns, a.mtime_ns, a.ctime_ns, a.target),
+                )
+            elif op == "link":
+                self._seq += 1
+                db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", (a, b, c, self._seq))
+            elif op == "unlink":
+                db.execute("DELETE FROM entries WHERE parent = ? AND name = ?", (a, b))
+            elif op == "drop":
+                db.execute("DELETE FROM inodes WHERE ino = ?", (a,))
 
     # -- majors -------------------------------------------------------------------
 
     def majors(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT name, major FROM majors").fetchall())
+        """The remembered name -> major table.
+
+        Raises:
+            StateError: ``EINVAL`` for a bad name or major, or a major twice.
+        """
+        rows = self.db.execute("SELECT name, major FROM majors").fetchall()
+        seen: set[int] = set()
+        for name, maj in rows:
+            if type(name) is not str or not name or not _int(maj, 0, 1 << 20) or maj in seen:
+                raise _bad(f"invalid major row {name!r}: {maj!r}")
+            seen.add(maj)
+        return dict(rows)
 
     def put_major(self, name: str, major: int) -> None:
-        self.db.execute("INSERT OR REPLACE INTO majors VALUES (?, ?)", (name, major))
+        self._write(lambda: self.db.execute("INSERT OR REPLACE INTO majors VALUES (?, ?)", (name, major)))
 
     # -- modules ------------------------------------------------------------------
 
+    def _module_rows(self, quarantined: int) -> Iterator[tuple[str, str, dict[str, str | int | bool]]]:
+        sql = "SELECT name, spec, props FROM modules WHERE quarantined = ? ORDER BY rowid"
+        for name, spec, text in self.db.execute(sql, (quarantined,)).fetchall():
+            try:
+                props = json.loads(text) if type(text) is str else None
+            except ValueError:
+                props = None
+            if (
+                type(name) is not str
+                or type(spec) is not str
+                or not isinstance(props, dict)
+                or not all(isinstance(v, str | int | bool) for v in props.values())
+            ):
+                raise _bad(f"invalid module row {name!r}")
+            yield name, spec, props
+
     def modules(self) -> list[tuple[str, dict[str, str | int | bool]]]:
-        """(spec, props) of the modules modload'ed and not modunload'ed."""
-        return [
-            (s, json.loads(p)) for s, p in self.db.execute("SELECT spec, props FROM modules ORDER BY rowid")
-        ]
+        """(spec, props) of the modules modload'ed and not modunload'ed, but
+        not the quarantined ones.
 
-    def put_module(self, name: str, spec: str, props: dict[str, str | int | bool]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO modules VALUES (?, ?, ?)", (name, spec, json.dumps(props)))
+        Raises:
+            StateError: ``EINVAL`` for a row that does not validate.
+        """
+        return [(spec, props) for _, spec, props in self._module_rows(0)]
 
-    def drop_module(self, name: str) -> None:
-        self.db.execute("DELETE FROM modules WHERE name = ?", (name,))
+    def quarantined(self) -> list[str]:
+        """Names of the quarantined modules."""
+        return [name for name, _, _ in self._module_rows(1)]
+
+    def module_row(self, name: str) -> tuple[str, dict[str, str | int | bool]] | None:
+        """(spec, props) of loaded module ``name``'s row, if it has one."""
+        for n, spec, props in self._module_rows(0):
+            if n == name:
+                return spec, props
+        return None
+
+    def mark_loading(self, spec: str, name: str) -> None:
+        """Record, durably, that ``spec`` (module ``name``) is about to run code."""
+        self._write(lambda: self.db.execute("INSERT OR REPLACE INTO loading VALUES (?, ?)", (spec, name)))
+
+    def clear_loading(self, spec: str) -> None:
+        """Remove the mark of a load that failed (its module is not loaded)."""
+        self._write(lambda: self.db.execute("DELETE FROM loading WHERE spec = ?", (spec,)))
+
+    def put_module(
+        self, name: str, spec: str, props: dict[str, str | int | bool], *, isolated: bool = False
+    ) -> None:
+        """Record a loaded module, whether it runs isolated (``modload -I``),
+        and clear its loading mark, in one transaction."""
+
+        def put() -> None:
+            self.db.execute(
+                "INSERT OR REPLACE INTO modules VALUES (?, ?, ?, 0)", (name, spec, json.dumps(props))
+            )
+            self.db.execute("DELETE FROM loading WHERE spec = ?", (spec,))
+            if isolated:
+                self.db.execute("INSERT OR REPLACE INTO isolated VALUES (?)", (name,))
+            else:
+                self.db.execute("DELETE FROM isolated WHERE name = ?", (name,))
+
+        self._write(put)
+
+    def drop_module(self, name: str) -> bool:
+        """Forget module ``name`` (loaded or quarantined); whether it had a row."""
+        had = self.db.execute("SELECT 1 FROM modules WHERE name = ?", (name,)).fetchone() is not None
+
+        def drop() -> None:
+            self.db.execute("DELETE FROM modules WHERE name = ?", (name,))
+            self.db.execute("DELETE FROM isolated WHERE name = ?", (name,))
+
+        self._write(drop)
+        return had
 
     def isolated(self) -> set[str]:
         """Names of modules last loaded isolated (``modload -I``)."""
-        return {n for (n,) in self.db.execute("SELECT name FROM isolated")}
+        return {n for (n,) in self.db.execute("SELECT name FROM isolated") if type(n) is str}
 
-    def set_isolated(self, name: str, on: bool) -> None:
-        if on:
-            self.db.execute("INSERT OR REPLACE INTO isolated VALUES (?)", (name,))
-        else:
-            self.db.execute("DELETE FROM isolated WHERE name = ?", (name,))
+    def _quarantine_marks(self) -> list[tuple[str, str]]:
+        """Turn the loading marks left by a dead daemon into quarantined rows."""
+        marks = self.db.execute("SELECT spec, name FROM loading ORDER BY rowid").fetchall()
+        if not marks:
+            return []
+        for spec, name in marks:
+            if type(spec) is not str or type(name) is not str:
+                raise _bad(f"invalid loading mark {spec!r}")
+
+        def quarantine() -> None:
+            for spec, name in marks:
+                self.db.execute(
+                    "INSERT INTO modules VALUES (?, ?, '{}', 1)"
+                    " ON CONFLICT (name) DO UPDATE SET quarantined = 1",
+                    (name, spec),
+                )
+            self.db.execute("DELETE FROM loading")
+
+        self._write(quarantine)
+        return [(name, spec) for spec, name in marks]

@@ -19,6 +19,7 @@ from devfsd.cdevsw._dev import Dev
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import sleepers
 from devfsd.errors import ControlError, DeviceError
+from devfsd.modstate import load_recorded, unload_recorded
 from devfsd.trace import DEFAULT_BUFFER, MAX_BUFFER, Tracer
 
 if TYPE_CHECKING:
@@ -74,22 +75,19 @@ class ControlApi:
     ) -> None:
         if peer.uid == 0:  # others may not load by path (the loader says EPERM)
             module = caller_path(peer, module)
-        mod = await self.loader.load(module, props, uid=peer.uid, isolated=bool(isolated))
+        # Marked, loaded, recorded (isolated or not) in the state: devfsd.modstate.
+        mod = await load_recorded(
+            self.loader, self.state, module, props, uid=peer.uid, isolated=bool(isolated)
+        )
         # Remembered for autoload and --reload-modules (devfsd.isolate).
         if mod.host is not None:
             self.loader.isolated_names.add(mod.name)
         else:
             self.loader.isolated_names.discard(mod.name)
-        if self.state is not None:
-            self.state.put_module(mod.name, module, mod.props)
-            self.state.set_isolated(mod.name, mod.host is not None)
 
     async def modunload(self, peer: Lwp, module: str) -> None:
-        await self.loader.unload(module)
+        await unload_recorded(self.loader, self.state, module)
         self.loader.isolated_names.discard(module)
-        if self.state is not None:
-            self.state.drop_module(module)
-            self.state.set_isolated(module, False)
 
     async def modstat(self, peer: Lwp, module: str | None) -> dict[str, Any]:
         rows = [

@@ -1,0 +1,358 @@
+"""The state directory as hostile input and as a disk that fails: refused
+databases, the lock, failed writes undone, loading marks and quarantine."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+import stat
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devfsd.cdevsw import devsw
+from devfsd.errors import DeviceError
+from devfsd.modstate import load_recorded, unload_recorded
+from devfsd.nodes import ROOT_INODE, Node, NodeTable
+from devfsd.state import _SCHEMA_V0, DB_NAME, SCHEMA_VERSION, StateError, StateStore
+from devfsd.testing.harness import Kernel
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+CHR = stat.S_IFCHR | 0o640
+
+
+def made(tmp_path: Path) -> Path:
+    """A state directory holding /d/c, /l -> d/c and /fifo; closed."""
+    store = StateStore(str(tmp_path))
+    t = store.load_tree(1)
+    d = t.mkdir(ROOT_INODE, b"d", 0o755, 0, 0, 2)
+    t.mknod(d.inode, b"c", CHR, 0x1234, 0, 0, 3)
+    t.symlink(ROOT_INODE, b"l", b"d/c", 0, 0, 4)
+    t.mknod(ROOT_INODE, b"fifo", stat.S_IFIFO | 0o600, 0, 0, 0, 5)
+    store.apply(t.take_journal())
+    store.close()
+    return tmp_path / DB_NAME
+
+
+def raw(db: Path, *sql: str) -> None:
+    c = sqlite3.connect(db, isolation_level=None)
+    for s in sql:
+        c.execute(s)
+    c.close()
+
+
+def _open_and_load(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    try:
+        store.load_tree(9)
+    finally:
+        store.close()
+
+
+def refused(tmp_path: Path) -> StateError:
+    with pytest.raises(StateError) as ei:
+        _open_and_load(tmp_path)
+    assert ei.value.errno == errno.EINVAL
+    return ei.value
+
+
+@pytest.mark.parametrize(
+    ("sql", "why"),
+    [
+        ("UPDATE entries SET name = x'612f62' WHERE name = x'63'", "invalid name"),  # a/b
+        ("UPDATE entries SET name = x'2e2e' WHERE name = x'63'", "invalid name"),  # ..
+        ("UPDATE entries SET name = x'2e' WHERE name = x'63'", "invalid name"),
+        ("UPDATE entries SET name = x'' WHERE name = x'63'", "invalid name"),
+        ("UPDATE entries SET name = 'c' WHERE name = x'63'", "invalid name"),  # text, not a blob
+        (f"UPDATE entries SET name = x'{'61' * 256}' WHERE name = x'63'", "invalid name"),
+        ("UPDATE inodes SET mode = 'abc' WHERE ino = 3", "invalid mode"),
+        (f"UPDATE inodes SET mode = {stat.S_IFREG | 0o644} WHERE ino = 3", "invalid mode"),
+        (f"UPDATE inodes SET mode = {stat.S_IFBLK | 0o644} WHERE ino = 3", "invalid mode"),
+        (f"UPDATE inodes SET mode = {CHR | 0o100000000} WHERE ino = 3", "invalid mode"),
+        ("UPDATE inodes SET rdev = -1 WHERE ino = 3", "invalid device number"),
+        ("UPDATE inodes SET rdev = 4294967296 WHERE ino = 3", "invalid device number"),
+        ("UPDATE inodes SET rdev = 5 WHERE ino = 5", "invalid device number"),  # on a FIFO
+        ("UPDATE inodes SET uid = -3 WHERE ino = 3", "invalid owner"),
+        ("UPDATE inodes SET mtime = 1.5 WHERE ino = 3", "invalid time"),
+        ("UPDATE inodes SET target = x'' WHERE ino = 4", "symbolic link target"),
+        ("UPDATE inodes SET target = 'd/c' WHERE ino = 4", "not a blob"),
+        ("UPDATE inodes SET target = x'78' WHERE ino = 3", "not a symbolic link"),
+        ("DELETE FROM inodes WHERE ino = 1", "no root directory"),
+        ("UPDATE inodes SET mode = 8576 WHERE ino = 1", "no root directory"),  # root a node
+        ("DELETE FROM inodes WHERE ino = 3", "missing or the root"),
+        ("INSERT INTO entries VALUES (2, x'72', 1, 99)", "missing or the root"),
+        ("INSERT INTO entries VALUES (1, x'6432', 2, 99)", "two names"),  # a directory twice
+        ("INSERT INTO entries VALUES (3, x'78', 5, 99)", "not a directory"),  # parent a node
+        ("DELETE FROM entries WHERE name = x'64'", "not reachable"),  # /d lost
+        ("INSERT INTO inodes VALUES (77, 8576, 0, 0, 0, 0, 0, 0, x'')", "not reachable"),  # an orphan
+    ],
+)
+def test_rows_that_do_not_validate_are_refused(tmp_path: Path, sql: str, why: str) -> None:
+    raw(made(tmp_path), sql)
+    assert why in str(refused(tmp_path))
+
+
+def test_a_directory_cycle_is_refused(tmp_path: Path) -> None:
+    db = made(tmp_path)
+    # /d/e/f and then e moved under f: e and f reach each other, not the root.
+    raw(
+        db,
+        f"INSERT INTO inodes VALUES (10, {stat.S_IFDIR | 0o755}, 0, 0, 0, 0, 0, 0, x'')",
+        f"INSERT INTO inodes VALUES (11, {stat.S_IFDIR | 0o755}, 0, 0, 0, 0, 0, 0, x'')",
+        "INSERT INTO entries VALUES (11, x'65', 10, 100)",
+        "INSERT INTO entries VALUES (10, x'66', 11, 101)",
+    )
+    assert "not reachable" in str(refused(tmp_path))
+
+
+def test_bad_majors_and_module_rows_are_refused(tmp_path: Path) -> None:
+    made(tmp_path)
+    raw(tmp_path / DB_NAME, "INSERT INTO majors VALUES ('a', 300)", "INSERT INTO majors VALUES ('b', 300)")
+    store = StateStore(str(tmp_path))
+    with pytest.raises(StateError, match="invalid major"):
+        store.majors()
+    store.close()
+    raw(tmp_path / DB_NAME, "DELETE FROM majors", "INSERT INTO modules VALUES ('m', 'm', '[1]', 0)")
+    store = StateStore(str(tmp_path))
+    with pytest.raises(StateError, match="invalid module row"):
+        store.modules()
+    store.close()
+
+
+def test_an_empty_database_is_refused_not_served_empty(tmp_path: Path) -> None:
+    made(tmp_path).write_bytes(b"")
+    assert "empty (0 bytes)" in str(refused(tmp_path))
+
+
+def test_not_a_database_and_another_schema_are_refused(tmp_path: Path) -> None:
+    db = made(tmp_path)
+    db.write_bytes(b"x" * 8192)
+    (tmp_path / (DB_NAME + "-wal")).unlink(missing_ok=True)
+    assert "not a devfsd state database" in str(refused(tmp_path))
+    db.unlink()
+    raw(db, "CREATE TABLE notes (t TEXT)")
+    assert "not a devfsd state database" in str(refused(tmp_path))
+    db.unlink()
+    made(tmp_path)
+    raw(db, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    assert f"schema version {SCHEMA_VERSION + 1}" in str(refused(tmp_path))
+
+
+def test_the_first_layout_is_migrated(tmp_path: Path) -> None:
+    db = tmp_path / DB_NAME
+    raw(
+        db,
+        "PRAGMA journal_mode=WAL",
+        *_SCHEMA_V0.split(";"),
+        f"INSERT INTO inodes VALUES (1, {stat.S_IFDIR | 0o751}, 0, 0, 0, 1, 1, 1, x'')",
+        f"INSERT INTO inodes VALUES (2, {CHR}, 0, 0, 7, 1, 1, 1, x'')",
+        "INSERT INTO entries VALUES (1, x'6e', 2, 1)",
+        "INSERT INTO modules VALUES ('crandom', 'crandom', '{}')",
+    )
+    store = StateStore(str(tmp_path))
+    t = store.load_tree(2)
+    assert t.lookup(ROOT_INODE, b"n").rdev == 7 and t.root.mode == stat.S_IFDIR | 0o751
+    assert store.modules() == [("crandom", {})]
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_one_store_per_directory(tmp_path: Path) -> None:
+    first = StateStore(str(tmp_path))
+    with pytest.raises(StateError) as ei:
+        StateStore(str(tmp_path))
+    assert ei.value.errno == errno.EBUSY
+    assert "in use by another devfsd" in str(ei.value)
+    first.close()
+    StateStore(str(tmp_path)).close()  # free again once the first is closed
+
+
+def test_a_failed_write_is_an_errno_and_changes_nothing(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    t = store.load_tree(1)
+    t.mknod(ROOT_INODE, b"kept", CHR, 1, 0, 0, 2)
+    store.apply(t.take_journal())
+    store.db.execute("PRAGMA query_only = 1")  # every write now fails (SQLITE_READONLY)
+    t.mknod(ROOT_INODE, b"lost", CHR, 1, 0, 0, 3)
+    with pytest.raises(StateError) as ei:
+        store.apply(t.take_journal())
+    assert ei.value.errno == errno.EROFS
+    t.rollback()
+    assert [n for n, _ in t.entries(ROOT_INODE)] == [b"kept"]
+    with pytest.raises(StateError):
+        store.put_major("x", 300)
+    store.db.execute("PRAGMA query_only = 0")
+    t.mknod(ROOT_INODE, b"after", CHR, 1, 0, 0, 4)  # the store goes on
+    store.apply(t.take_journal())
+    store.close()
+    again = StateStore(str(tmp_path))
+    assert [n for n, _ in again.load_tree(5).entries(ROOT_INODE)] == [b"kept", b"after"]
+    assert again.majors() == {}
+
+
+# -- undo -----------------------------------------------------------------------
+
+
+def snapshot(t: NodeTable) -> dict[int, tuple[object, ...]]:
+    def one(n: Node) -> tuple[object, ...]:
+        kids = dict(n.children) if n.children is not None else None
+        return (
+            n.mode,
+            n.uid,
+            n.gid,
+            n.rdev,
+            n.atime_ns,
+            n.mtime_ns,
+            n.ctime_ns,
+            n.nlink,
+            n.parent,
+            n.target,
+            kids,
+        )
+
+    return {ino: one(n) for ino, n in t.nodes.items()}
+
+
+NAMES = st.sampled_from([b"a", b"b", b"c", b"d"])
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["mknod", "mkdir", "symlink", "link", "unlink", "rmdir", "rename", "setattr"]),
+        st.integers(0, 6),
+        NAMES,
+        st.integers(0, 6),
+        NAMES,
+        st.sampled_from([0, 1, 2]),
+        st.booleans(),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS)
+def test_rollback_restores_the_tree_before_the_call(
+    ops: list[tuple[str, int, bytes, int, bytes, int, bool]],
+) -> None:
+    """Any call, taken back, leaves every inode, name and count as before;
+    the calls kept still make a consistent tree (its journal replays)."""
+    t = NodeTable(0)
+    now = 1
+    for op, p1, n1, p2, n2, flags, undo in ops:
+        inos = sorted(t.nodes)
+        a, b = inos[p1 % len(inos)], inos[p2 % len(inos)]
+        before, next_before = snapshot(t), t._next
+        now += 1
+        try:
+            if op == "mknod":
+                t.mknod(a, n1, CHR, 1, 0, 0, now)
+            elif op == "mkdir":
+                t.mkdir(a, n1, 0o755, 0, 0, now)
+            elif op == "symlink":
+                t.symlink(a, n1, b"t" * (p2 + 1), 0, 0, now)
+            elif op == "link":
+                t.link(b, a, n1, now)
+            elif op == "unlink":
+                t.unlink(a, n1, now)
+            elif op == "rmdir":
+                t.rmdir(a, n1, now)
+            elif op == "rename":
+                t.rename(a, n1, b, n2, flags, now)
+            else:
+                node = t.get(a)
+                t.begin(node)
+                node.mode = stat.S_IFMT(node.mode) | 0o600
+                node.ctime_ns = now
+                t.touch(node)
+        except DeviceError:
+            t.take_journal()
+            assert snapshot(t) == before  # a refused call changed nothing
+            continue
+        t.take_journal()
+        if undo:
+            t.rollback()
+            assert snapshot(t) == before
+            assert t._next == next_before
+
+
+# -- modules --------------------------------------------------------------------
+
+
+def test_a_loading_mark_quarantines_at_the_next_open(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    store.put_module("msgq", "msgq", {})
+    store.put_module("crandom", "crandom", {"oneshot": True})
+    store.mark_loading("crandom", "crandom")  # and the daemon died
+    store.mark_loading("./t/newmod.py", "newmod")
+    store.close()
+    store = StateStore(str(tmp_path))
+    assert store.crashed == [("crandom", "crandom"), ("newmod", "./t/newmod.py")]
+    assert store.modules() == [("msgq", {})]
+    assert sorted(store.quarantined()) == ["crandom", "newmod"]
+    store.close()
+    store = StateStore(str(tmp_path))  # logged once; still quarantined
+    assert store.crashed == []
+    assert sorted(store.quarantined()) == ["crandom", "newmod"]
+
+
+async def test_modunload_lifts_a_quarantine(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    store.mark_loading("msgq", "msgq")
+    store.close()
+    store = StateStore(str(tmp_path))
+    async with Kernel.running([]) as k:
+        await unload_recorded(k.loader, store, "msgq")
+        assert store.quarantined() == []
+        with pytest.raises(DeviceError) as ei:
+            await unload_recorded(k.loader, store, "msgq")  # neither loaded nor quarantined
+        assert ei.value.errno == errno.ENOENT
+
+
+async def test_a_load_whose_record_fails_is_not_loaded(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    put = store.put_module
+
+    def failing_put(
+        name: str, spec: str, props: dict[str, str | int | bool], *, isolated: bool = False
+    ) -> None:
+        store.db.execute("PRAGMA query_only = 1")  # the disk refuses from here on
+        put(name, spec, props, isolated=isolated)
+
+    async with Kernel.running([]) as k:
+        store.put_module = failing_put  # type: ignore[method-assign]
+        with pytest.raises(StateError) as ei:
+            await load_recorded(k.loader, store, "crandom", None)
+        assert ei.value.errno == errno.EROFS
+        assert "crandom" not in k.loader.modules
+        assert devsw.lookup(devsw.getmajor("crandom") or 420) is None
+        store.db.execute("PRAGMA query_only = 0")
+        store.put_module = put  # type: ignore[method-assign]
+        # The mark was left (the clear failed too): the next start would
+        # quarantine it, never load it twice. A good load clears it.
+        await load_recorded(k.loader, store, "crandom", None)
+        assert store.db.execute("SELECT COUNT(*) FROM loading").fetchone()[0] == 0
+        assert store.modules() == [("crandom", {})]
+
+
+async def test_a_load_whose_mark_fails_runs_no_code(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    store.db.execute("PRAGMA query_only = 1")
+    async with Kernel.running([]) as k:
+        with pytest.raises(StateError):
+            await load_recorded(k.loader, store, "crandom", None)
+        assert "crandom" not in k.loader.modules
+
+
+async def test_an_unload_whose_write_fails_keeps_the_module(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    async with Kernel.running([]) as k:
+        await load_recorded(k.loader, store, "crandom", None)
+        store.db.execute("PRAGMA query_only = 1")
+        with pytest.raises(StateError):
+            await unload_recorded(k.loader, store, "crandom")
+        assert "crandom" in k.loader.modules
+        store.db.execute("PRAGMA query_only = 0")
+        await unload_recorded(k.loader, store, "crandom")
+        assert "crandom" not in k.loader.modules and store.modules() == []
