@@ -383,7 +383,7 @@ class Daemon:
                 log.info("reloading module %s: modules.conf loaded it already", spec)
                 continue
             try:
-                await load_recorded(self.loader, self.state, spec, dict(props))
+                await load_recorded(self.loader, self.state, spec, props)
             except DevfsdError as exc:
                 log.warning("reloading module %s: %s", spec, exc)
 

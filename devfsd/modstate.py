@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from devfsd.state import StateError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from devfsd.kern.loader import LoadedModule, ModuleLoader
     from devfsd.state import StateStore
 
@@ -40,7 +42,7 @@ async def load_recorded(
     loader: ModuleLoader,
     state: StateStore | None,
     spec: str,
-    props: dict[str, object] | None,
+    props: Mapping[str, Any] | None,
     *,
     record: bool = True,
     uid: int = 0,
@@ -55,10 +57,10 @@ async def load_recorded(
             failed (the module is then not loaded).
     """
     if state is None:
-        return await loader.load(spec, props)  # type: ignore[arg-type]
+        return await loader.load(spec, None if props is None else dict(props))
     state.mark_loading(spec, expected_name(spec))
     try:
-        mod = await loader.load(spec, props)  # type: ignore[arg-type]
+        mod = await loader.load(spec, None if props is None else dict(props))
     except BaseException:
         with contextlib.suppress(StateError):  # a mark left behind quarantines it: safe
             state.clear_loading(spec)
