@@ -37,6 +37,7 @@ from devfsd.control.server import IDLE_TIMEOUT, ControlServer, bind_control_sock
 from devfsd.errors import ControlError, DevfsdError
 from devfsd.fs import MAX_TASKS, DevFs
 from devfsd.kern.loader import DEFAULT_AUTOTIME, ModuleLoader
+from devfsd.limits import split_options
 from devfsd.modstate import expected_name as _module_name
 from devfsd.modstate import load_recorded
 from devfsd.service import detach, modconf
@@ -85,7 +86,12 @@ def _parser() -> argparse.ArgumentParser:
         "--modpath", metavar="DIR", action="append", default=[], help="search DIR for modules (repeatable)"
     )
     p.add_argument(
-        "-o", dest="options", metavar="OPT", action="append", default=[], help="extra FUSE mount options"
+        "-o",
+        dest="options",
+        metavar="OPT",
+        action="append",
+        default=[],
+        help="nr_inodes=N, size=BYTES, reserve=PERCENT (the tree's limits), or FUSE mount options",
     )
     p.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog (without -f)")
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages")
@@ -235,6 +241,7 @@ class Daemon:
         devsw.restore(self.state.majors())
         devsw.on_new_name = self.state.put_major
         self.fs = DevFs(self.spec, control, table=self.state.load_tree(time.time_ns()))
+        self.fs.table.limits = args.limits
         self.fs.on_change = self.state.apply
         self.api = ControlApi(self.loader, self.fs, mountpoint, self.state)
         self.sock: socket.socket | None = None
@@ -421,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     if words and words[0] in subcommands.NAMES:
         return subcommands.main(words)
     args = _parser().parse_args(argv)
+    try:
+        args.limits, args.options = split_options(args.options)
+    except ValueError as exc:
+        return _die(str(exc), errno.EINVAL)
     # Detached, the daemon works from /: paths are the caller's, made absolute now.
     for opt in ("log", "state", "modules_conf"):
         if getattr(args, opt):

@@ -277,7 +277,7 @@ class DevFs(pyfuse3.Operations):
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         try:
-            node = self.table.link(inode, new_parent_inode, new_name, self.clock())
+            node = self.table.link(inode, new_parent_inode, new_name, self.clock(), privileged=ctx.uid == 0)
         except DeviceError as exc:
             raise _err(exc) from None
         self._changed()
@@ -307,7 +307,15 @@ class DevFs(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> None:
         try:
-            self.table.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, self.clock())
+            self.table.rename(
+                parent_inode_old,
+                name_old,
+                parent_inode_new,
+                name_new,
+                flags,
+                self.clock(),
+                privileged=ctx.uid == 0,
+            )
         except DeviceError as exc:
             raise _err(exc) from None
         self._changed()
@@ -355,6 +363,17 @@ class DevFs(pyfuse3.Operations):
         s.f_files = len(self.table.nodes)
         s.f_ffree = s.f_favail = 1 << 20
         s.f_namemax = 255
+        lim, t = self.table.limits, self.table
+        if lim is not None:  # as tmpfs: df and df -i show the limits
+            ui, ub = lim.room(False)
+            if lim.size:
+                s.f_blocks = lim.size // 4096
+                s.f_bfree = max(0, lim.size - t.bytes_used) // 4096
+                s.f_bavail = max(0, ub - t.bytes_used) // 4096
+            if lim.nr_inodes:
+                s.f_files = lim.nr_inodes
+                s.f_ffree = max(0, lim.nr_inodes - t.inodes_used)
+                s.f_favail = max(0, ui - t.inodes_used)
         return s
 
     # -- extended attributes ------------------------------------------------

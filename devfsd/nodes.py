@@ -18,6 +18,12 @@ node)`` (its attributes changed), ``("link", parent, name, inode)``,
 Only named inodes are state: an unlinked inode still open is dropped from
 the journal's point of view at once, as it would be gone after a restart.
 
+What the tree holds is counted (``inodes_used``, ``bytes_used``: each
+inode ``INODE_COST`` plus its link target, each entry ``ENTRY_COST`` plus
+its name) and, with ``limits``, bounded: a call that would pass them is
+``ENOSPC`` and changes nothing; callers other than root stop short of
+root's reserve (``devfsd.limits``).
+
 Each change can be taken back (``rollback``) until the next one begins: a
 call whose state write failed leaves the tree as it was before the call.
 """
@@ -29,6 +35,7 @@ import stat
 from typing import TYPE_CHECKING, Final, final
 
 from devfsd.errors import DeviceError
+from devfsd.limits import ENTRY_COST, INODE_COST, Limits
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -106,12 +113,17 @@ class NodeTable:
 
     def __init__(self, now: int, root_mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
         self.nodes: dict[int, Node] = {}
+        #: None: no limit (the daemon sets one).
+        self.limits: Limits | None = None
+        self.inodes_used = 0
+        self.bytes_used = 0
         self._next = ROOT_INODE
         self.journal: list[tuple[str, object, object, object]] = []
         #: What the call under way changed: inode -> (node, its fields before
         #: or None if the call made it, whether it was in ``nodes``).
         self._undo: dict[int, tuple[Node, tuple[object, ...] | None, bool]] = {}
         self._undo_next = self._next
+        self._undo_used = (0, 0)
         root = self._new(stat.S_IFDIR | root_mode, uid, gid, now)
         root.nlink = 2
         root.parent = ROOT_INODE
@@ -124,6 +136,7 @@ class NodeTable:
         """Start a call: forget the last one's undo record; ``keep`` ``nodes``."""
         self._undo.clear()
         self._undo_next = self._next
+        self._undo_used = (self.inodes_used, self.bytes_used)
         for n in nodes:
             self.keep(n)
 
@@ -151,8 +164,14 @@ class NodeTable:
             if present:
                 self.nodes[ino] = node
         self._next = self._undo_next
+        self.inodes_used, self.bytes_used = self._undo_used
         self._undo.clear()
         self.journal.clear()
+
+    def _room(self, inodes: int, nbytes: int, privileged: bool) -> None:
+        """``ENOSPC`` unless ``inodes`` and ``nbytes`` more fit the limits."""
+        if self.limits is not None:
+            self.limits.check(self.inodes_used, self.bytes_used, inodes, nbytes, privileged)
 
     def take_journal(self) -> list[tuple[str, object, object, object]]:
         """The changes since the last call, oldest first; clears them."""
@@ -216,6 +235,10 @@ class NodeTable:
                     node.parent = d.inode
                     d.nlink += 1
         t._next = max(t.nodes) + 1
+        t.inodes_used = len(t.nodes)
+        t.bytes_used = sum(INODE_COST + len(n.target) for n in t.nodes.values()) + sum(
+            ENTRY_COST + len(name) for n in t.nodes.values() if n.children for name in n.children
+        )
         return t
 
     def _new(self, mode: int, uid: int, gid: int, now: int, rdev: int = 0) -> Node:
@@ -223,6 +246,8 @@ class NodeTable:
         self.nodes[self._next] = node
         self._undo[node.inode] = (node, None, False)
         self._next += 1
+        self.inodes_used += 1
+        self.bytes_used += INODE_COST
         return node
 
     def get(self, inode: int) -> Node:
@@ -265,6 +290,7 @@ class NodeTable:
         self.keep(d)
         self.keep(node)
         d.children[name] = node.inode
+        self.bytes_used += ENTRY_COST + len(name)
         node.nlink += 1
         if node.is_dir:
             node.parent = d.inode
@@ -300,6 +326,7 @@ class NodeTable:
         if fmt not in (stat.S_IFCHR, stat.S_IFIFO):
             raise DeviceError(errno.EOPNOTSUPP)
         d = self._check_new(parent, name)
+        self._room(1, INODE_COST + ENTRY_COST + len(name), uid == 0)
         node = self._new(mode, uid, self._owner_gid(d, gid), now, rdev if fmt == stat.S_IFCHR else 0)
         self._link_in(d, name, node, now)
         return node
@@ -307,6 +334,7 @@ class NodeTable:
     def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int, now: int) -> Node:
         self.begin()
         d = self._check_new(parent, name)
+        self._room(1, INODE_COST + ENTRY_COST + len(name), uid == 0)
         perm = stat.S_IMODE(mode) | (d.mode & stat.S_ISGID)
         node = self._new(stat.S_IFDIR | perm, uid, self._owner_gid(d, gid), now)
         node.nlink = 1  # "." ; the entry in the parent adds one
@@ -320,17 +348,20 @@ class NodeTable:
         if len(target) > SYMLINK_MAX:
             raise DeviceError(errno.ENAMETOOLONG)
         d = self._check_new(parent, name)
+        self._room(1, INODE_COST + len(target) + ENTRY_COST + len(name), uid == 0)
         node = self._new(stat.S_IFLNK | 0o777, uid, self._owner_gid(d, gid), now)
         node.target = target
+        self.bytes_used += len(target)
         self._link_in(d, name, node, now)
         return node
 
-    def link(self, inode: int, parent: int, name: bytes, now: int) -> Node:
+    def link(self, inode: int, parent: int, name: bytes, now: int, *, privileged: bool = True) -> Node:
         self.begin()
         node = self.get(inode)
         if node.is_dir:
             raise DeviceError(errno.EPERM)
         d = self._check_new(parent, name)
+        self._room(0, ENTRY_COST + len(name), privileged)
         self._link_in(d, name, node, now)
         node.ctime_ns = now
         return node
@@ -340,6 +371,7 @@ class NodeTable:
         self.keep(d)
         self.keep(node)
         del d.children[name]
+        self.bytes_used -= ENTRY_COST + len(name)
         node.nlink -= 1
         if node.is_dir:
             node.nlink -= 1  # its "."
@@ -386,7 +418,17 @@ class NodeTable:
                 return False
             ino = self.nodes[ino].parent
 
-    def rename(self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int, now: int) -> None:
+    def rename(
+        self,
+        old_parent: int,
+        old: bytes,
+        new_parent: int,
+        new: bytes,
+        flags: int,
+        now: int,
+        *,
+        privileged: bool = True,
+    ) -> None:
         """rename(2) / renameat2(2) with ``RENAME_NOREPLACE``, ``RENAME_EXCHANGE``.
 
         Raises:
@@ -436,11 +478,15 @@ class NodeTable:
                 raise DeviceError(errno.EISDIR)
             if dst.is_dir and dst.children:
                 raise DeviceError(errno.ENOTEMPTY)
+        else:
+            self._room(0, len(new) - len(old), privileged)
+        if dst is not None:
             self._unlink_entry(nd, new, dst, now)
         for n in (od, nd, src):
             self.keep(n)
         del od.children[old]
         nd.children[new] = src.inode
+        self.bytes_used += len(new) - len(old)
         if src.is_dir and od is not nd:
             src.parent = nd.inode
             od.nlink -= 1
@@ -465,8 +511,15 @@ class NodeTable:
 
     def maybe_free(self, node: Node) -> None:
         """Drop ``node`` once it has no name, no open file and no lookup."""
-        if node.nlink <= 0 and node.nlookup <= 0 and node.nopen <= 0 and node.inode != ROOT_INODE:
-            self.nodes.pop(node.inode, None)
+        if (
+            node.nlink <= 0
+            and node.nlookup <= 0
+            and node.nopen <= 0
+            and node.inode != ROOT_INODE
+            and self.nodes.pop(node.inode, None) is not None
+        ):
+            self.inodes_used -= 1
+            self.bytes_used -= INODE_COST + len(node.target)
 
     def forget(self, inode: int, n: int) -> None:
         node = self.nodes.get(inode)

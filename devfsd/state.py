@@ -115,6 +115,15 @@ def _bad(what: str) -> StateError:
     return StateError(errno.EINVAL, f"{DB_NAME}: {what}; refusing to serve it (move it away to start afresh)")
 
 
+def _refusal(exc: Exception, what: str) -> StateError:
+    """A failed read of the database: its errno if the disk failed (full,
+    read-only, I/O), else ``EINVAL`` (what SQLite found is not ours)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _ERRNO_OF:
+        return StateError(_ERRNO_OF[code & 0xFF], f"{DB_NAME}: {exc}")
+    return _bad(f"{what} ({exc})")
+
+
 def _int(v: object, lo: int, hi: int) -> bool:
     return type(v) is int and lo <= v < hi
 
@@ -124,7 +133,7 @@ def _check_inode(row: tuple[Any, ...]) -> None:
     where = f"inode {ino!r}"
     if not _int(ino, 1, _INT64):
         raise _bad(f"{where}: invalid inode number")
-    if not _int(mode, 0, _INT64) or stat.S_IFMT(mode) not in _TYPES or mode & ~(stat.S_IFMT(mode) | 0o7777):
+    if not _int(mode, 0, 1 << 16) or stat.S_IFMT(mode) not in _TYPES or mode & ~(stat.S_IFMT(mode) | 0o7777):
         raise _bad(f"{where}: invalid mode {mode!r}")
     if not _int(uid, 0, _UINT32 - 1) or not _int(gid, 0, _UINT32 - 1):
         raise _bad(f"{where}: invalid owner {uid!r}:{gid!r}")
@@ -264,17 +273,20 @@ class StateStore:
             raise StateError(_errno_of(exc), f"{DB_NAME}: {exc}") from None
         try:
             self._prepare(fresh=size is None)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: text that is not UTF-8
             self.db.close()
-            if isinstance(exc, sqlite3.OperationalError) and _errno_of(exc) != errno.EIO:
-                raise StateError(_errno_of(exc), f"{DB_NAME}: {exc}") from None
-            raise _bad(f"not a devfsd state database ({exc})") from None
+            raise _refusal(exc, "not a devfsd state database") from None
         except BaseException:
             self.db.close()
             raise
-        self._seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()[0]
-        #: (name, spec) of the modules found marked loading: quarantined now.
-        self.crashed: list[tuple[str, str]] = self._quarantine_marks()
+        try:
+            seq = self._read("SELECT COALESCE(MAX(seq), 0) FROM entries")[0][0]
+            self._seq: int = seq if type(seq) is int else 0
+            #: (name, spec) of the modules found marked loading: quarantined now.
+            self.crashed: list[tuple[str, str]] = self._quarantine_marks()
+        except BaseException:
+            self.db.close()
+            raise
 
     def _prepare(self, *, fresh: bool) -> None:
         db = self.db
@@ -344,6 +356,17 @@ class StateStore:
         except sqlite3.Error as exc:
             raise StateError(_errno_of(exc), f"state {self.path}: {exc}") from None
 
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
+        """Rows of a query; a database SQLite cannot read is refused.
+
+        Raises:
+            StateError: ``EINVAL`` (malformed), or the read's errno.
+        """
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except (sqlite3.Error, ValueError) as exc:
+            raise _refusal(exc, "unreadable") from None
+
     # -- nodes ------------------------------------------------------------------
 
     def load_tree(self, now: int) -> NodeTable:
@@ -352,10 +375,8 @@ class StateStore:
         Raises:
             StateError: ``EINVAL`` if the rows are not a valid tree.
         """
-        inodes = self.db.execute(
-            "SELECT ino, mode, uid, gid, rdev, atime, mtime, ctime, target FROM inodes"
-        ).fetchall()
-        entries = self.db.execute("SELECT parent, name, ino FROM entries ORDER BY seq").fetchall()
+        inodes = self._read("SELECT ino, mode, uid, gid, rdev, atime, mtime, ctime, target FROM inodes")
+        entries = self._read("SELECT parent, name, ino FROM entries ORDER BY seq")
         check_tree(inodes, entries)
         return NodeTable.restore(inodes, entries, now)
 
@@ -397,7 +418,7 @@ class StateStore:
         Raises:
             StateError: ``EINVAL`` for a bad name or major, or a major twice.
         """
-        rows = self.db.execute("SELECT name, major FROM majors").fetchall()
+        rows = self._read("SELECT name, major FROM majors")
         seen: set[int] = set()
         for name, maj in rows:
             if type(name) is not str or not name or not _int(maj, 0, 1 << 20) or maj in seen:
@@ -412,7 +433,7 @@ class StateStore:
 
     def _module_rows(self, quarantined: int) -> Iterator[tuple[str, str, dict[str, str | int | bool]]]:
         sql = "SELECT name, spec, props FROM modules WHERE quarantined = ? ORDER BY rowid"
-        for name, spec, text in self.db.execute(sql, (quarantined,)).fetchall():
+        for name, spec, text in self._read(sql, (quarantined,)):
             try:
                 props = json.loads(text) if type(text) is str else None
             except ValueError:
@@ -489,7 +510,7 @@ class StateStore:
 
     def _quarantine_marks(self) -> list[tuple[str, str]]:
         """Turn the loading marks left by a dead daemon into quarantined rows."""
-        marks = self.db.execute("SELECT spec, name FROM loading ORDER BY rowid").fetchall()
+        marks = self._read("SELECT spec, name FROM loading ORDER BY rowid")
         if not marks:
             return []
         for spec, name in marks:

@@ -38,6 +38,7 @@ from devfsd.control.protocol import (
 )
 from devfsd.control.server import ControlServer
 from devfsd.errors import ControlError, DeviceError
+from fuzz._state_target import state_one_input, state_seeds
 from modules.tunwg.wg import DeliverPacket, Device, Endpoint, KeyLog, SendDatagram, SetRequest, UapiReader
 from modules.tunwg.wg.crypto import generate_private_key, public_key
 
@@ -46,7 +47,15 @@ if TYPE_CHECKING:
 
     from devfsd.control.api import ControlApi
 
-__all__ = ["control_one_input", "control_seeds", "wg_one_input", "wg_seeds", "write_seeds"]
+__all__ = [
+    "control_one_input",
+    "control_seeds",
+    "state_one_input",
+    "state_seeds",
+    "wg_one_input",
+    "wg_seeds",
+    "write_seeds",
+]
 
 # --- Control protocol ----------------------------------------------------------------
 
@@ -299,8 +308,8 @@ def wg_seeds() -> list[bytes]:
 
 
 def write_seeds(kind: str, directory: str) -> int:
-    """Write the seed inputs of target ``kind`` (``control``/``wg``) as files."""
-    seeds = control_seeds() if kind == "control" else wg_seeds()
+    """Write the seed inputs of target ``kind`` (``control``/``wg``/``state``) as files."""
+    seeds = {"control": control_seeds, "wg": wg_seeds, "state": state_seeds}[kind]()
     os.makedirs(directory, exist_ok=True)
     for i, s in enumerate(seeds):
         with open(os.path.join(directory, f"seed-{i:03d}"), "wb") as f:

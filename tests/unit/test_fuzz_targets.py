@@ -7,13 +7,25 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz._targets import control_one_input, control_seeds, wg_one_input, wg_seeds, write_seeds
+from fuzz._targets import (
+    control_one_input,
+    control_seeds,
+    state_one_input,
+    state_seeds,
+    wg_one_input,
+    wg_seeds,
+    write_seeds,
+)
 from modules.tunwg.wg import DeliverPacket, Endpoint
+
+if TYPE_CHECKING:
+    from devfsd.nodes import NodeTable
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -68,8 +80,37 @@ def test_wg_receive_target(data: bytes) -> None:
     wg_one_input(data)
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300) | _mutated(state_seeds()))
+def test_state_loader_target(data: bytes) -> None:
+    state_one_input(data)
+
+
+def test_state_seeds_reach_the_tree() -> None:
+    """A valid tree's rows and its database file are served; a bad name is refused."""
+    from fuzz import _state_target
+
+    served = []
+    check = _state_target._check_served
+    try:
+
+        def counting(t: NodeTable) -> None:
+            served.append(len(t.nodes))
+            check(t)
+
+        _state_target._check_served = counting
+        for s in state_seeds():
+            state_one_input(s)
+    finally:
+        _state_target._check_served = check
+    assert served == [5, 5]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("script", "kind"), [("fuzz_control.py", "control"), ("fuzz_wg_receive.py", "wg")])
+@pytest.mark.parametrize(
+    ("script", "kind"),
+    [("fuzz_control.py", "control"), ("fuzz_wg_receive.py", "wg"), ("fuzz_state.py", "state")],
+)
 def test_atheris_run(script: str, kind: str, tmp_path: Path) -> None:
     pytest.importorskip("atheris", reason="needs atheris (pip install atheris)")
     seeds, corpus = tmp_path / "seeds", tmp_path / "corpus"

@@ -73,6 +73,8 @@ def refused(tmp_path: Path) -> StateError:
         (f"UPDATE inodes SET mode = {stat.S_IFREG | 0o644} WHERE ino = 3", "invalid mode"),
         (f"UPDATE inodes SET mode = {stat.S_IFBLK | 0o644} WHERE ino = 3", "invalid mode"),
         (f"UPDATE inodes SET mode = {CHR | 0o100000000} WHERE ino = 3", "invalid mode"),
+        ("UPDATE inodes SET mode = 1099511627776 WHERE ino = 3", "invalid mode"),  # found by fuzz_state
+        ("UPDATE entries SET name = CAST(x'ff' AS TEXT) WHERE name = x'63'", "unreadable"),  # not UTF-8
         ("UPDATE inodes SET rdev = -1 WHERE ino = 3", "invalid device number"),
         ("UPDATE inodes SET rdev = 4294967296 WHERE ino = 3", "invalid device number"),
         ("UPDATE inodes SET rdev = 5 WHERE ino = 5", "invalid device number"),  # on a FIFO

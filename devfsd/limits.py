@@ -1,0 +1,108 @@
+"""Size limits of the tree, as tmpfs has them: ``-o nr_inodes=N,size=BYTES``.
+
+Pure. devfsd runs as root and every user may make nodes in a world-writable
+directory of its mount, so what the tree may hold is bounded: a number of
+inodes and a number of bytes, where each inode counts ``INODE_COST`` bytes
+plus its symbolic link target and each directory entry ``ENTRY_COST`` plus
+its name (roughly what they cost the daemon in memory and the state on
+disk). A part of each, ``reserve`` percent, only root may use, as ext4's
+reserved blocks: when users have filled the tree root can still make
+nodes. Past a limit a call fails with ``ENOSPC``.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from dataclasses import dataclass
+from typing import Final, final
+
+from devfsd.errors import DeviceError
+
+__all__ = [
+    "DEFAULT_NR_INODES",
+    "DEFAULT_RESERVE",
+    "DEFAULT_SIZE",
+    "ENTRY_COST",
+    "INODE_COST",
+    "Limits",
+    "split_options",
+]
+
+#: Defaults: about 40 MB of daemon memory at most, far above any real /dev.
+DEFAULT_NR_INODES: Final = 32768
+DEFAULT_SIZE: Final = 8 << 20
+DEFAULT_RESERVE: Final = 5
+INODE_COST: Final = 256
+ENTRY_COST: Final = 64
+
+_NUMBER: Final = re.compile(r"([0-9]+)([kmg]?)", re.IGNORECASE)
+_SCALE: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the tree may hold (0: no limit) and root's reserve, in percent."""
+
+    nr_inodes: int = DEFAULT_NR_INODES
+    size: int = DEFAULT_SIZE
+    reserve: int = DEFAULT_RESERVE
+
+    def room(self, privileged: bool) -> tuple[int, int]:
+        """(inodes, bytes) a caller may fill up to; 0 for no limit."""
+        if privileged:
+            return self.nr_inodes, self.size
+        keep = 100 - self.reserve
+        return (
+            self.nr_inodes and max(1, self.nr_inodes * keep // 100),
+            self.size and max(1, self.size * keep // 100),
+        )
+
+    def check(self, inodes: int, nbytes: int, more_inodes: int, more_bytes: int, privileged: bool) -> None:
+        """Whether ``more_*`` fit beside what is used.
+
+        Raises:
+            DeviceError: ``ENOSPC``.
+        """
+        max_i, max_b = self.room(privileged)
+        if (max_i and more_inodes > 0 and inodes + more_inodes > max_i) or (
+            max_b and more_bytes > 0 and nbytes + more_bytes > max_b
+        ):
+            raise DeviceError(errno.ENOSPC)
+
+
+def _number(key: str, text: str) -> int:
+    m = _NUMBER.fullmatch(text)
+    if m is None:
+        raise ValueError(f"{key}={text}")
+    return int(m.group(1)) * _SCALE[m.group(2).lower()]
+
+
+def split_options(options: list[str]) -> tuple[Limits, list[str]]:
+    """Take ``nr_inodes=``, ``size=`` and ``reserve=`` out of ``-o`` options.
+
+    Args:
+        options: the ``-o`` arguments, each comma-separated.
+
+    Returns:
+        The limits and the remaining options (for FUSE).
+
+    Raises:
+        ValueError: a bad value; ``str()`` is the ``key=value``.
+    """
+    vals = {"nr_inodes": DEFAULT_NR_INODES, "size": DEFAULT_SIZE, "reserve": DEFAULT_RESERVE}
+    rest: list[str] = []
+    for o in options:
+        kept = []
+        for x in o.split(","):
+            key, eq, value = x.partition("=")
+            if eq and key in vals:
+                vals[key] = _number(key, value)
+            else:
+                kept.append(x)
+        if any(kept):
+            rest.append(",".join(k for k in kept if k))
+    if vals["reserve"] > 50:
+        raise ValueError(f"reserve={vals['reserve']}")
+    return Limits(vals["nr_inodes"], vals["size"], vals["reserve"]), rest

@@ -1,0 +1,143 @@
+"""The tree's limits (-o nr_inodes=, size=, reserve=): counted, enforced
+with ENOSPC, root's reserve kept, nothing changed by a refused call."""
+
+from __future__ import annotations
+
+import errno
+import stat
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devfsd.errors import DeviceError
+from devfsd.limits import DEFAULT_NR_INODES, DEFAULT_SIZE, ENTRY_COST, INODE_COST, Limits, split_options
+from devfsd.nodes import ROOT_INODE, NodeTable
+
+CHR = stat.S_IFCHR | 0o600
+USER = 1000
+
+
+def recount(t: NodeTable) -> tuple[int, int]:
+    """What the counters must say, from scratch."""
+    nbytes = sum(INODE_COST + len(n.target) for n in t.nodes.values())
+    nbytes += sum(ENTRY_COST + len(name) for n in t.nodes.values() if n.children for name in n.children)
+    return len(t.nodes), nbytes
+
+
+def test_options_are_taken_out_of_the_fuse_ones() -> None:
+    lim, rest = split_options(["nr_inodes=10k,size=2m,allow_other", "reserve=10", "debug"])
+    assert lim == Limits(10240, 2 << 20, 10)
+    assert rest == ["allow_other", "debug"]
+    assert split_options([]) == (Limits(DEFAULT_NR_INODES, DEFAULT_SIZE, 5), [])
+    assert split_options(["size=0,nr_inodes=0"])[0] == Limits(0, 0, 5)  # no limit, as tmpfs
+    for bad in ("size=abc", "nr_inodes=-1", "size=1%", "reserve=51", "size="):
+        with pytest.raises(ValueError, match=bad.split(",")[0]):
+            split_options([bad])
+
+
+def test_inodes_limit_and_roots_reserve() -> None:
+    t = NodeTable(0)
+    t.limits = Limits(nr_inodes=10, size=0, reserve=20)  # users: 8 inodes, the root one included
+    for i in range(7):
+        t.mknod(ROOT_INODE, b"u%d" % i, CHR, 1, USER, USER, 1)
+    before = recount(t), sorted(t.nodes)
+    with pytest.raises(DeviceError) as ei:
+        t.mkdir(ROOT_INODE, b"full", 0o755, USER, USER, 2)
+    assert ei.value.errno == errno.ENOSPC
+    assert (recount(t), sorted(t.nodes)) == before and (t.inodes_used, t.bytes_used) == before[0]
+    t.mknod(ROOT_INODE, b"r0", CHR, 1, 0, 0, 3)  # root: the reserve
+    t.mkdir(ROOT_INODE, b"r1", 0o755, 0, 0, 3)
+    with pytest.raises(DeviceError):
+        t.mknod(ROOT_INODE, b"r2", CHR, 1, 0, 0, 3)
+    t.unlink(ROOT_INODE, b"u0", 4)
+    t.unlink(ROOT_INODE, b"u1", 4)
+    t.unlink(ROOT_INODE, b"u2", 4)
+    t.symlink(ROOT_INODE, b"u9", b"x", USER, USER, 5)  # room again below the reserve
+    assert (t.inodes_used, t.bytes_used) == recount(t)
+
+
+def test_size_counts_names_targets_and_entries() -> None:
+    t = NodeTable(0)
+    t.limits = Limits(nr_inodes=0, size=30000, reserve=5)
+    n = 0
+    err = 0
+    while not err:
+        try:
+            t.symlink(ROOT_INODE, b"l%d" % n, b"t" * 4095, USER, USER, 1)
+            n += 1
+        except DeviceError as exc:
+            err = exc.errno
+    assert err == errno.ENOSPC
+    assert n == (30000 * 95 // 100 - INODE_COST) // (INODE_COST + 4095 + ENTRY_COST + 2)
+    assert (t.inodes_used, t.bytes_used) == recount(t)
+    # A longer name by rename, a hard link: refused past the limit too.
+    t.limits = Limits(nr_inodes=0, size=t.bytes_used + 10, reserve=0)
+    with pytest.raises(DeviceError):
+        t.rename(ROOT_INODE, b"l0", ROOT_INODE, b"l0" + b"x" * 20, 0, 3, privileged=False)
+    t.rename(ROOT_INODE, b"l0", ROOT_INODE, b"l0" + b"x" * 10, 0, 3, privileged=False)
+    with pytest.raises(DeviceError):
+        t.link(t.lookup(ROOT_INODE, b"l1").inode, ROOT_INODE, b"h", 4, privileged=False)
+    assert t.bytes_used == t.limits.size
+    t.rename(ROOT_INODE, b"l1", ROOT_INODE, b"l2", 0, 5, privileged=False)  # over another: frees
+    assert (t.inodes_used, t.bytes_used) == recount(t)
+
+
+NAMES = st.sampled_from([b"a", b"bb", b"c" * 30, b"d" * 255])
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["mknod", "mkdir", "symlink", "link", "unlink", "rmdir", "rename", "forget"]),
+            st.integers(0, 9),
+            NAMES,
+            st.integers(0, 9),
+            NAMES,
+            st.sampled_from([0, 1, 2]),
+            st.booleans(),
+        ),
+        max_size=50,
+    ),
+    st.integers(1, 12),
+    st.integers(1, 8000),
+)
+def test_counters_match_the_tree_and_the_limits_hold(
+    ops: list[tuple[str, int, bytes, int, bytes, int, bool]], nr: int, size: int
+) -> None:
+    t = NodeTable(0)
+    t.limits = lim = Limits(nr_inodes=nr, size=size, reserve=25)
+    for op, p1, n1, p2, n2, flags, root in ops:
+        inos = sorted(t.nodes)
+        a, b = inos[p1 % len(inos)], inos[p2 % len(inos)]
+        uid = 0 if root else USER
+        before = (t.inodes_used, t.bytes_used)
+        try:
+            if op == "mknod":
+                t.mknod(a, n1, CHR, 1, uid, uid, 1)
+            elif op == "mkdir":
+                t.mkdir(a, n1, 0o755, uid, uid, 1)
+            elif op == "symlink":
+                t.symlink(a, n1, b"t" * (p2 * 400 + 1), uid, uid, 1)
+            elif op == "link":
+                t.link(b, a, n1, 1, privileged=root)
+            elif op == "unlink":
+                t.unlink(a, n1, 1)
+            elif op == "rmdir":
+                t.rmdir(a, n1, 1)
+            elif op == "rename":
+                t.rename(a, n1, b, n2, flags, 1, privileged=root)
+            else:
+                node = t.get(a)
+                node.nlookup += 1  # the kernel looked it up, and forgets it
+                t.forget(a, 1)
+        except DeviceError as exc:
+            assert (t.inodes_used, t.bytes_used) == before
+            if exc.errno == errno.ENOSPC:
+                continue
+        t.take_journal()
+        assert (t.inodes_used, t.bytes_used) == recount(t)
+        mi, mb = lim.room(root)
+        # A call may only pass the caller's room by shrinking.
+        assert t.inodes_used <= max(mi, before[0]) and t.bytes_used <= max(mb, before[1])
