@@ -506,7 +506,7 @@ class StateStore:
 
     def isolated(self) -> set[str]:
         """Names of modules last loaded isolated (``modload -I``)."""
-        return {n for (n,) in self.db.execute("SELECT name FROM isolated") if type(n) is str}
+        return {n for (n,) in self._read("SELECT name FROM isolated") if type(n) is str}
 
     def _quarantine_marks(self) -> list[tuple[str, str]]:
         """Turn the loading marks left by a dead daemon into quarantined rows."""

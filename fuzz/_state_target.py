@@ -104,6 +104,7 @@ def state_one_input(data: bytes) -> None:
             store.majors()
             store.modules()
             store.quarantined()
+            store.isolated()
             t = store.load_tree(1)
         except StateError:
             return
