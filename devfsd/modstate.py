@@ -57,10 +57,10 @@ async def load_recorded(
             failed (the module is then not loaded).
     """
     if state is None:
-        return await loader.load(spec, None if props is None else dict(props))
+        return await loader.load(spec, props, uid=uid, isolated=isolated)
     state.mark_loading(spec, expected_name(spec))
     try:
-        mod = await loader.load(spec, None if props is None else dict(props))
+        mod = await loader.load(spec, props, uid=uid, isolated=isolated)
     except BaseException:
         with contextlib.suppress(StateError):  # a mark left behind quarantines it: safe
             state.clear_loading(spec)
