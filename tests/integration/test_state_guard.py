@@ -22,6 +22,7 @@ from devfsd.cdevsw import makedev
 from devfsd.state import DB_NAME
 from devfsd.testing.mount import DevfsdMount, run, wait_for
 from tests.integration.test_state import MODS, listing
+from tests.reliability.test_load import daemon_usage
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -58,6 +59,12 @@ def small_fs(where: Path, size: str) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def report(what: str, before: tuple[int, int], after: tuple[int, int]) -> None:
+    """Print the daemon's (VmRSS kB, fds) around an attack; no descriptor may leak."""
+    print(f"\n{what}: daemon (VmRSS kB, fds) before {before}, after {after}")
+    assert after[1] <= before[1] + 1, (before, after)
 
 
 def chattr(flag: str, *paths: Path) -> None:
@@ -105,6 +112,7 @@ def test_a_second_daemon_on_the_same_state_is_refused(tmp_path: Path) -> None:
     with first:
         os.mknod(first.path / "n", stat.S_IFCHR | 0o600, makedev(2, 2))
         before = listing(first.path)
+        usage = daemon_usage(first)
         with pytest.raises(RuntimeError) as ei:
             second.start()
         text = str(ei.value)
@@ -115,6 +123,7 @@ def test_a_second_daemon_on_the_same_state_is_refused(tmp_path: Path) -> None:
         assert listing(first.path) == before
         os.mknod(first.path / "m", stat.S_IFCHR | 0o600, makedev(2, 3))
         first.client().ping()
+        report("second daemon", usage, daemon_usage(first))
     with DevfsdMount(tmp_path / "one", modpath=[MODS]) as again:
         assert sorted(os.listdir(again.path)) == ["m", "n"]
 
@@ -165,6 +174,7 @@ def test_an_immutable_state_fails_calls_with_eio_and_changes_nothing(tmp_path: P
             chattr("+i", *files)
         except subprocess.CalledProcessError:
             pytest.skip("chattr +i is not supported here")
+        usage = daemon_usage(m)
         try:
             calls: list[Callable[[], object]] = [
                 lambda: os.mknod(d / "new", stat.S_IFCHR | 0o600, makedev(2, 2)),
@@ -184,6 +194,7 @@ def test_an_immutable_state_fails_calls_with_eio_and_changes_nothing(tmp_path: P
             assert r.returncode == 1 and b"modload: crandom: " in r.stderr, r
             assert m.client().modstat()["modules"] == []  # not loaded: nothing half-done
             assert m.proc is not None and m.proc.poll() is None
+            report("immutable state, 7 calls and a modload refused", usage, daemon_usage(m))
         finally:
             chattr("-i", *files)
         os.rename(d / "kept", d / "dir" / "moved")  # writable again: calls work
@@ -200,6 +211,7 @@ def test_a_full_state_disk_fails_calls_with_enospc(tmp_path: Path) -> None:
         with m:
             d = m.path
             os.mknod(d / "first", stat.S_IFCHR | 0o600, makedev(2, 2))
+            usage = daemon_usage(m)
             with open(small / "filler", "wb") as f, contextlib.suppress(OSError):
                 while True:
                     f.write(b"\0" * 65536)
@@ -226,12 +238,29 @@ def test_a_full_state_disk_fails_calls_with_enospc(tmp_path: Path) -> None:
             loaded = [x["name"] for x in m.client().modstat()["modules"]]
             assert (r.returncode, loaded) in ((1, []), (0, ["crandom"])), r
             assert listing(d) == before
+            report(f"full state disk, ENOSPC after {len(made)} nodes", usage, daemon_usage(m))
             (small / "filler").unlink()
             os.mknod(d / "later", stat.S_IFCHR | 0o600, makedev(2, 2))
             after = listing(d)
             assert "cannot rollback" not in m.log_text()
         with m:
             assert listing(m.path) == after
+
+
+def test_a_read_only_state_is_refused_at_start(tmp_path: Path) -> None:
+    with small_fs(tmp_path / "small", "1m") as small:
+        m = DevfsdMount(tmp_path, modpath=[MODS])
+        m.state = small / "state"
+        with m:
+            os.mknod(m.path / "n", stat.S_IFCHR | 0o600, makedev(2, 2))
+        subprocess.run(["mount", "-o", "remount,ro", str(small)], check=True)
+        with pytest.raises(RuntimeError) as ei:
+            m.start()
+        assert f"devfsd: {m.state / 'lock'}: Read-only file system" in str(ei.value)
+        assert not os.path.ismount(m.path)
+        subprocess.run(["mount", "-o", "remount,rw", str(small)], check=True)
+        with m:
+            assert os.listdir(m.path) == ["n"]
 
 
 # -- 5: quarantine --------------------------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 from devfsd.cdevsw import makedev
 from devfsd.limits import DEFAULT_SIZE
 from devfsd.testing.mount import DevfsdMount
+from tests.reliability.test_load import daemon_usage
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -44,13 +45,6 @@ FILLER = textwrap.dedent(
         n += 1
     """
 )
-
-
-def proc_figures(pid: int) -> tuple[float, int]:
-    """(VmRSS in MB, open descriptors) of ``pid``."""
-    with open(f"/proc/{pid}/status") as f:
-        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return round(rss / 1024, 1), len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def state_size(d: Path) -> int:
@@ -81,11 +75,11 @@ def test_a_user_cannot_fill_the_tree(args: list[str], kind: str, figures: dict[s
             pub = m.path / "pub"
             pub.mkdir()
             os.chmod(pub, 0o1777)
-            rss0, fds0 = proc_figures(m.proc.pid)
+            rss0, fds0 = daemon_usage(m)
             st0 = state_size(m.state)
             n, err = fill_as_nobody(pub, kind, "a")
             assert err == "ENOSPC" and n > 100
-            rss1, fds1 = proc_figures(m.proc.pid)
+            rss1, fds1 = daemon_usage(m)
             st1 = state_size(m.state)
             # Still full for users; root still makes nodes (its reserve).
             assert fill_as_nobody(pub, kind, "b") == (0, "ENOSPC")
@@ -109,8 +103,8 @@ def test_a_user_cannot_fill_the_tree(args: list[str], kind: str, figures: dict[s
             figures.update(
                 {
                     "nodes_made_by_nobody": n,
-                    "rss_mb_before": rss0,
-                    "rss_mb_after": rss1,
+                    "rss_mb_before": round(rss0 / 1024, 1),
+                    "rss_mb_after": round(rss1 / 1024, 1),
                     "fds_before": fds0,
                     "fds_after": fds1,
                     "state_kb_before": st0 // 1024,
@@ -118,5 +112,5 @@ def test_a_user_cannot_fill_the_tree(args: list[str], kind: str, figures: dict[s
                 }
             )
             assert fds1 <= fds0 + 2
-            assert rss1 - rss0 < 48, (rss0, rss1)  # MB; 20,000 such links took 91 MB
+            assert rss1 - rss0 < 48 * 1024, (rss0, rss1)  # kB; 20,000 such links took 91 MB
             assert st1 < 32 << 20
