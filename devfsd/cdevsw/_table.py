@@ -128,10 +128,12 @@ class DevswTable:
         if chosen in self._slots:
             raise DeviceError(errno.EEXIST, f"major {chosen} is in use")
         if known is None:
-            self._conv[name] = chosen
-            self._names[chosen] = name
+            # Recorded first: a name whose record fails (a full state disk)
+            # gets no major, so the next attach records it again.
             if self.on_new_name is not None:
                 self.on_new_name(name, chosen)
+            self._conv[name] = chosen
+            self._names[chosen] = name
         self._slots[chosen] = cdevsw
         return chosen
 

@@ -358,3 +358,26 @@ async def test_an_unload_whose_write_fails_keeps_the_module(tmp_path: Path) -> N
         store.db.execute("PRAGMA query_only = 0")
         await unload_recorded(k.loader, store, "crandom")
         assert "crandom" not in k.loader.modules and store.modules() == []
+
+
+def test_a_major_whose_record_fails_is_not_given(tmp_path: Path) -> None:
+    """A new driver name's major is recorded before it is given out: if the
+    write fails the attach fails, and the next attach records it."""
+    from devfsd.cdevsw import Cdevsw, nullopen
+
+    store = StateStore(str(tmp_path))
+    hook = devsw.on_new_name
+    devsw.on_new_name = store.put_major
+    try:
+        store.db.execute("PRAGMA query_only = 1")
+        with pytest.raises(StateError):
+            devsw.attach("fullstate", Cdevsw(d_open=nullopen))
+        assert devsw.getmajor("fullstate") is None
+        store.db.execute("PRAGMA query_only = 0")
+        cdev = Cdevsw(d_open=nullopen)
+        maj = devsw.attach("fullstate", cdev)
+        devsw.detach(cdev)
+        assert store.majors() == {"fullstate": maj}
+    finally:
+        devsw.on_new_name = hook
+        devsw.reset()
