@@ -67,7 +67,9 @@ class FakeApi:
     async def ping(self, peer: Lwp) -> None:
         return None
 
-    async def modload(self, peer: Lwp, module: str, props: dict[str, Any] | None) -> None:
+    async def modload(
+        self, peer: Lwp, module: str, props: dict[str, Any] | None, isolated: bool | None = None
+    ) -> None:
         from devfsd.kern.props import check_props
 
         check_props(props)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trio
+from hypothesis import settings
 
 from tests.deadline import TRIO_TEST_DEADLINE
 
@@ -22,6 +23,12 @@ if TYPE_CHECKING:
     from devfsd.testing.plugin import MountFactory
 
 pytest_plugins = ["pytester"]
+
+# Hypothesis's per-example deadline (200 ms) measures the machine's load, not
+# the code: off for every test. A wait that hangs is caught by the deadlines
+# below (tests/deadline.py) instead.
+settings.register_profile("devfsd", deadline=None)
+settings.load_profile("devfsd")
 
 
 @pytest.fixture
