@@ -19,7 +19,14 @@ key log file.
 The UDP socket is one dual-stack IPv6 socket (IPv4 peers appear as
 ``::ffff:a.b.c.d``), or IPv4 only where IPv6 is off. It is bound when the
 UAPI sets ``listen_port`` (the device calls ``bind``), so ``wg set`` can
-configure the interface before its node is opened.
+configure the interface before its node is opened. Its datagrams are never
+fragmented (``_dont_fragment``). Each datagram is received with the local
+address it arrived on (``IPV6_RECVPKTINFO``, or ``IP_PKTINFO``), which the
+``Endpoint`` handed to the device carries as ``source``; a datagram to an
+endpoint with a source is sent from it (``sendmsg`` with a packet-info
+control message), and if the host no longer has that address
+(``_SOURCE_GONE``) the peer forgets it and the datagram goes
+again from the address the host chooses.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, replace
@@ -74,6 +82,14 @@ IP_MTU_DISCOVER: Final = 10
 IP_PMTUDISC_DO: Final = 2
 IPV6_MTU_DISCOVER: Final = 23
 IPV6_PMTUDISC_DO: Final = 2
+IP_PKTINFO: Final = 8
+#: Room for the one packet-info control message a datagram comes with.
+CMSG_ROOM: Final = socket.CMSG_SPACE(20)
+_V4_MAPPED: Final = bytes(10) + b"\xff\xff"
+#: ``sendmsg`` from a source address the host no longer has: IPv4 fails
+#: ``ENETUNREACH`` (no route from it), IPv6 ``EINVAL``. A real want of a
+#: route fails again without the source, and counts as a send error.
+_SOURCE_GONE: Final = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH})
 IFNAMSIZ: Final = 16
 
 
@@ -146,6 +162,7 @@ class Interface:
         self._scope: trio.CancelScope | None = None
         self._addr_cache: dict[object, Endpoint] = {}
         self._dst_cache: dict[tuple[str, int], tuple[str, int]] = {}
+        self._src_cmsg: dict[str, list[tuple[int, int, bytes]]] = {}
 
     def _debug(self, text: str) -> None:
         log.debug("%s: %s", self.name, text)
@@ -253,12 +270,34 @@ class Interface:
                 self._dst_cache.clear()
             self._dst_cache[key] = dst
         try:
-            sock.sendto(data, dst)
-        except OSError as exc:  # full buffer, unreachable: a lost datagram
+            if ep.source:
+                self._send_from(sock, data, dst, e)
+            else:
+                sock.sendto(data, dst)
+        except OSError as exc:  # full buffer, unreachable, too big: a lost datagram
             self.send_errors += 1
             if e.peer is not None:
                 e.peer.unsent(data)  # wireguard-go counts only what its bind took
             log.debug("%s: sendto %s: %s", self.name, ep, exc)
+
+    def _send_from(self, sock: socket.socket, data: bytes, dst: tuple[str, int], e: SendDatagram) -> None:
+        """Send ``data`` to ``dst`` from ``e.endpoint.source``; from any address if that is gone."""
+        source = e.endpoint.source
+        cmsg = self._src_cmsg.get(source)
+        if cmsg is None:
+            cmsg = _pktinfo(sock.family, source)
+            if len(self._src_cmsg) > 64:
+                self._src_cmsg.clear()
+            self._src_cmsg[source] = cmsg
+        try:
+            sock.sendmsg((data,), cmsg, 0, dst)
+        except OSError as exc:
+            if exc.errno not in _SOURCE_GONE:
+                raise
+            log.debug("%s: %s no longer a local address: %s", self.name, source, exc)
+            if e.peer is not None:
+                e.peer.forget_source(e.endpoint)
+            sock.sendto(data, dst)
 
     def _deliver(self, packet: bytes) -> None:
         if not self.is_open:
@@ -306,6 +345,10 @@ class Interface:
             with contextlib.suppress(OSError):
                 new.setsockopt(socket.SOL_SOCKET, opt, size)
         _dont_fragment(new)
+        if new.family == socket.AF_INET6:
+            new.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        else:
+            new.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         self._sock = new
         self._sock_changed.set()
         return int(new.getsockname()[1])
@@ -316,16 +359,18 @@ class Interface:
             trio.lowlevel.notify_closing(old)
             old.close()
 
-    def _endpoint(self, addr: tuple[str, int] | tuple[str, int, int, int]) -> Endpoint:
-        ep = self._addr_cache.get(addr)
+    def _endpoint(self, addr: tuple[str, int] | tuple[str, int, int, int], info: bytes) -> Endpoint:
+        """The ``Endpoint`` of a datagram from ``addr`` whose packet info is ``info``."""
+        key = (addr, info)
+        ep = self._addr_cache.get(key)
         if ep is None:
             host = addr[0]
             if host.startswith("::ffff:") and "." in host:
                 host = host[7:]
-            ep = Endpoint(host=host, port=addr[1])
+            ep = Endpoint(host=host, port=addr[1], source=_local_address(info))
             if len(self._addr_cache) > 1024:
                 self._addr_cache.clear()
-            self._addr_cache[addr] = ep
+            self._addr_cache[key] = ep
         return ep
 
     def _drain(self, sock: socket.socket) -> None:
@@ -333,14 +378,15 @@ class Interface:
         dev = self.device
         for _ in range(RECV_BATCH):
             try:
-                data, addr = sock.recvfrom(65536)
+                data, anc, _, addr = sock.recvmsg(65536, CMSG_ROOM)
             except BlockingIOError:
                 break
             except OSError as exc:  # e.g. ICMP port unreachable reported here
-                log.debug("%s: recvfrom: %s", self.name, exc)
+                log.debug("%s: recvmsg: %s", self.name, exc)
                 break
             now, wall_ns = trio.current_time(), time.time_ns()
-            self._apply(dev.datagram_received(data, self._endpoint(addr), now=now, wall_ns=wall_ns))
+            source = self._endpoint(addr, anc[0][2] if anc else b"")
+            self._apply(dev.datagram_received(data, source, now=now, wall_ns=wall_ns))
         self._poke()
 
     async def _recv_loop(self) -> None:
@@ -481,6 +527,37 @@ class Interface:
                         await _sendall(conn, format_errno(0))
             except OSError as exc:
                 log.debug("%s: uapi connection: %s", self.name, exc)
+
+
+def _local_address(info: bytes) -> str:
+    """The local address in an ``in6_pktinfo`` (20 bytes) or ``in_pktinfo`` (12
+    bytes), as ``Endpoint`` writes addresses, a link-local one with its
+    interface index (``fe80::1%2``); empty for anything else."""
+    if len(info) == 20:
+        addr = info[:16]
+        if addr.startswith(_V4_MAPPED):
+            return socket.inet_ntop(socket.AF_INET, addr[12:])
+        if addr.startswith(b"\xfe\x80"):
+            return f"{socket.inet_ntop(socket.AF_INET6, addr)}%{int.from_bytes(info[16:], sys.byteorder)}"
+        return socket.inet_ntop(socket.AF_INET6, addr)
+    if len(info) == 12:
+        return socket.inet_ntop(socket.AF_INET, info[8:])
+    return ""
+
+
+def _pktinfo(family: int, source: str) -> list[tuple[int, int, bytes]]:
+    """The control message that sends a datagram from ``source`` on a socket of
+    ``family``: the address only (interface 0, the route chosen as usual, as
+    the kernel does), but for a link-local address, its interface."""
+    if family == socket.AF_INET6:
+        if ":" in source:
+            text, _, index = source.partition("%")
+            addr = socket.inet_pton(socket.AF_INET6, text)
+            ifindex = int(index or 0).to_bytes(4, sys.byteorder)
+        else:
+            addr, ifindex = _V4_MAPPED + socket.inet_pton(socket.AF_INET, source), bytes(4)
+        return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, addr + ifindex)]
+    return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + socket.inet_pton(socket.AF_INET, source) + bytes(4))]
 
 
 def _dont_fragment(sock: socket.socket) -> None:

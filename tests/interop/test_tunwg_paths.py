@@ -1,6 +1,7 @@
 """tunwg's outer datagrams on the paths of its host (issue 17): never
 fragmented, so a peer endpoint routed back through the tunnel itself makes
-a loop that dies out.
+a loop that dies out; sent from the local address the peer sent to, over
+IPv4 and IPv6, and from another once that address is gone.
 
 Each test builds a tunwg - wireguard-go tunnel (``tunnels.py``) in network
 namespaces with documentation addresses, torn down also on failure.
@@ -13,9 +14,9 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from tests.interop.test_tunwg_interop import snmp
+from tests.interop.test_tunwg_interop import RECEIVED_INITIATION, snmp
 from tests.interop.tunnels import GO_PORT
-from tests.netns import ping
+from tests.netns import ping, wait_ping
 
 if TYPE_CHECKING:
     from tests.interop.tunnels import Tunnel
@@ -55,3 +56,48 @@ def test_routing_loop_stays_bounded(tunnel: Tunnel) -> None:
     assert datagrams <= LOOP_MAX_DATAGRAMS, (datagrams, nbytes)
     assert nbytes <= LOOP_MAX_BYTES, (datagrams, nbytes)
     print(f"routing loop over {LOOP_WINDOW} s: {datagrams} datagrams, {nbytes} bytes")
+
+
+# -- source address ------------------------------------------------------------------
+
+#: family: (tunwg's first outer address or None for the tunnel's, its
+#: second, wireguard-go's, prefix length): two addresses on tunwg's veth,
+#: of which the host itself would choose the first to reach wireguard-go.
+OUTER: Final = {
+    "ipv4": (None, "192.0.2.194", "192.0.2.2", 24),
+    "ipv6": ("2001:db8:1::1", "2001:db8:1::194", "2001:db8:1::2", 64),
+}
+
+
+def _at(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_replies_from_the_address_the_peer_sent_to(tunnel: Tunnel, family: str) -> None:
+    """wireguard-go reaches tunwg at its second address: tunwg's handshake
+    response and its data come from that address, so wireguard-go keeps
+    the endpoint; once the address is gone, tunwg's data comes from the
+    first, and wireguard-go roams to it."""
+    t, g, veth = tunnel.t, tunnel.g, tunnel.veth
+    first, second, peer, prefix = OUTER[family]
+    if first is None:  # IPv4: the host sends from the primary address, the first added
+        first = t.outer
+        t.ns.addr_add(veth.dev_a, f"{second}/{prefix}")
+    else:  # IPv6, both in one /64: from the address added last
+        t.ns.addr_add(veth.dev_a, f"{second}/{prefix}")
+        t.ns.addr_add(veth.dev_a, f"{first}/{prefix}")
+        g.ns.addr_add(veth.dev_b, f"{peer}/{prefix}")
+        t.host.set("peer", g.key.public, "endpoint", _at(peer, GO_PORT))
+    assert f" src {first} " in t.ns.run(["ip", "route", "get", peer]).stdout  # the host's own choice
+    g.wg.set("peer", tunnel.go_knows_tunwg_as, "endpoint", _at(second, t.port))
+    wait_ping(g.ns, second)
+
+    assert ping(g.ns, t.inner4, count=2, interval=0.1).received == 2  # wireguard-go initiates
+    assert t.log_count(RECEIVED_INITIATION) >= 1
+    assert ping(t.ns, g.inner4, count=2, interval=0.1).received == 2  # and tunwg sends data
+    assert g.wg.dump().peers[0].endpoint == _at(second, t.port)
+
+    t.ns.run(["ip", "addr", "del", f"{second}/{prefix}", "dev", veth.dev_a])
+    assert ping(t.ns, g.inner4, count=2, interval=0.1).received == 2
+    assert g.wg.dump().peers[0].endpoint == _at(first, t.port)

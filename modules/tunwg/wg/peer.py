@@ -39,15 +39,17 @@ effect, and format no log text. The rest runs per handshake or timer.
 
 XXX: over the style's ~500 lines; the effects would move out if the brief
 allowed another file.
-XXX: "sticky source" (reply from the local address the peer used) is the
-glue's business: ``Endpoint`` carries no local address, so nothing here
-forgets one on a retry.
+Sticky source: the ``Endpoint`` a datagram came from carries the local
+address it arrived on (``Endpoint.source``), so a roamed-to endpoint sends
+replies from it; ``forget_source`` drops it on a handshake retry (both
+timers, as wireguard-go and the kernel do) or when the edge finds the
+address gone.
 """
 
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final, TypeAlias, final
 
 from .constants import (
@@ -560,17 +562,26 @@ class Peer:
         self._device.debug(self, "packet with a malformed IP header or a disallowed source address")
         return out
 
+    def forget_source(self, endpoint: Endpoint | None = None) -> None:
+        """Send from whatever local address the host chooses, no longer the one the
+        peer last sent to; with ``endpoint``, only if that is still the peer's."""
+        ep = self.endpoint
+        if ep is not None and ep.source and (endpoint is None or ep == endpoint):
+            self.endpoint = replace(ep, source="")
+
     # --- Timers (wireguard-go timers.go expiry functions) ------------------------------
 
     def run_timers(self, now: float, wall_ns: int, out: list[Effect]) -> None:
         """Carry out every timer due at ``now``."""
         for action in self.timers.due(now):
             if action is TimerAction.SEND_INITIATION:
+                self.forget_source()
                 self.initiate(now, wall_ns, out, is_retry=True)
             elif action is TimerAction.SEND_KEEPALIVE or action is TimerAction.PERSISTENT_KEEPALIVE:
                 self.send_keepalive(now, wall_ns, out)
             elif action is TimerAction.NEW_HANDSHAKE:
                 self._device.debug(self, "retrying handshake because we stopped hearing back")
+                self.forget_source()
                 self.initiate(now, wall_ns, out, is_retry=False)
             elif action is TimerAction.GIVE_UP:
                 self._device.debug(

@@ -352,10 +352,16 @@ class Endpoint:
     ``host`` is the address as Go prints it (``192.0.2.1``, ``2001:db8::1``,
     ``::ffff:192.0.2.1``, ``fe80::1%eth0``); ``str()`` is ``ip:port`` or
     ``[ip6]:port``, wireguard-go's ``DstToString``.
+
+    ``source`` is the local address the peer's datagram arrived on (same
+    notation, no port), which replies are sent from, as the kernel and
+    wireguard-go do ("sticky source"); empty when unknown (set by UAPI,
+    or forgotten), and the host then chooses. ``str()`` leaves it out.
     """
 
     host: str
     port: int
+    source: str = ""
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"

@@ -648,6 +648,26 @@ def test_roaming_moves_the_endpoint() -> None:
     assert peer_of(b, A_PK)["endpoint"] == "[::1]:9998"
 
 
+def test_sticky_source_kept_then_forgotten() -> None:
+    """The local address a peer sent to goes with its endpoint into what is
+    sent back; a ``forget_source`` for another endpoint keeps it; a new
+    handshake for want of answers forgets it, as wireguard-go and the kernel do."""
+    net, a, b = established()
+    packet = a.device.packet_from_tun(PING_AB, now=net.now, wall_ns=net.clock.wall_ns)[0]
+    assert isinstance(packet, SendDatagram)
+    sticky = dataclasses.replace(a.endpoint, source="127.0.0.2")
+    assert net.inject(b, packet.data, sticky) == [DeliverPacket(PING_AB)]
+    assert peer_of(b, A_PK)["endpoint"] == f"{HOST}:{PORT_A}"  # UAPI never shows the source
+    out = b.device.packet_from_tun(PONG_BA, now=net.now, wall_ns=net.clock.wall_ns)
+    assert [e.endpoint for e in out if isinstance(e, SendDatagram)] == [sticky]
+    peer_a = b.device.peers[A_PK]
+    peer_a.forget_source(a.endpoint)
+    assert peer_a.endpoint == sticky
+    later = net.now + 20.0  # data sent, nothing heard: a new handshake
+    out = b.device.tick(now=later, wall_ns=net.clock.wall_ns + 20 * 10**9)
+    assert [e.endpoint for e in out if isinstance(e, SendDatagram)] == [a.endpoint]
+
+
 def test_failed_datagrams_do_not_roam() -> None:
     net, a, b = established()
     packet = a.device.packet_from_tun(PING_AB, now=net.now, wall_ns=net.clock.wall_ns)[0]
