@@ -123,10 +123,15 @@ _base: str | None = None
 
 
 def _fresh_base() -> str:
-    """A root-owned 0755 directory, under a chain that passes (``/tmp`` is sticky)."""
+    """A root-owned 0755 directory, under a chain that passes (``/tmp`` is sticky).
+
+    Under ``$DEVFSD_TRUST_FUZZ_DIR`` when set (libFuzzer ends the process
+    without Python's exit handlers, so an atheris run's caller cleans up).
+    """
     global _base
     if _base is None:
-        _base = tempfile.mkdtemp(prefix="devfsd-trust-fuzz-", dir="/tmp")
+        where = os.environ.get("DEVFSD_TRUST_FUZZ_DIR", "/tmp")
+        _base = tempfile.mkdtemp(prefix="devfsd-trust-fuzz-", dir=where)
         os.chmod(_base, 0o755)
         atexit.register(shutil.rmtree, _base, ignore_errors=True)
     return tempfile.mkdtemp(dir=_base)

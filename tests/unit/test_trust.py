@@ -160,8 +160,11 @@ def test_atheris_run(tmp_path: Path) -> None:
     seeds, corpus = tmp_path / "seeds", tmp_path / "corpus"
     subprocess.run([sys.executable, script, "--seeds", str(seeds)], check=True, timeout=60)
     corpus.mkdir()
+    trees = tmp_path / "trees"
+    trees.mkdir(mode=0o755)
     r = subprocess.run(
         [sys.executable, script, str(corpus), str(seeds), "-runs=400"],
+        env={**os.environ, "DEVFSD_TRUST_FUZZ_DIR": str(trees)},
         cwd=tmp_path,
         capture_output=True,
         timeout=120,
