@@ -129,6 +129,11 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
+        "--isolate",
+        action="store_true",
+        help="load every module isolated, in a process of its own (as modload -I)",
+    )
+    p.add_argument(
         "--host-restarts",
         type=int,
         default=5,
@@ -228,6 +233,7 @@ class Daemon:
         self.state = StateStore(args.state or default_state_dir(mountpoint))
         self.loader.host_timeout = self.spec.entry_timeout
         self.loader.host_restarts = args.host_restarts
+        self.loader.isolate_all = args.isolate
         self.loader.isolated_names = self.state.isolated()
         for name, spec in self.state.crashed:
             log.error(
@@ -376,8 +382,9 @@ class Daemon:
                 log.warning("%s:%d: module %s is quarantined: not loaded", path, item.lineno, item.module)
                 continue
             try:
+                isolated = item.isolated or self.loader.isolate_all
                 await load_recorded(
-                    self.loader, self.state, item.module, item.props, record=False, isolated=item.isolated
+                    self.loader, self.state, item.module, item.props, record=False, isolated=isolated
                 )
             except DevfsdError as exc:
                 log.error("%s:%d: %s: %s", path, item.lineno, item.module, exc)

@@ -728,7 +728,8 @@ class WaitChannel:
             now,
         )
         s.fp = l.fp
-        _sleep_clock().add(s)
+        if l.pid > 0 or timo is not None:  # else the clock has nothing to look at
+            _sleep_clock().add(s)
         _sleeping.add(s)
         self._sleepers[s] = None
         _asleep[task] = s

@@ -76,9 +76,8 @@ class ControlApi:
         if peer.uid == 0:  # others may not load by path (the loader says EPERM)
             module = caller_path(peer, module)
         # Marked, loaded, recorded (isolated or not) in the state: devfsd.modstate.
-        mod = await load_recorded(
-            self.loader, self.state, module, props, uid=peer.uid, isolated=bool(isolated)
-        )
+        isolated = bool(isolated) or self.loader.isolate_all
+        mod = await load_recorded(self.loader, self.state, module, props, uid=peer.uid, isolated=isolated)
         # Remembered for autoload and --reload-modules (devfsd.isolate).
         if mod.host is not None:
             self.loader.isolated_names.add(mod.name)

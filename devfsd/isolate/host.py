@@ -37,7 +37,7 @@ from devfsd.cdevsw._switch import FNONBLOCK, Lwp
 from devfsd.cdevsw._table import devsw
 from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import protocol as P
-from devfsd.isolate._channel import Sender, receive
+from devfsd.isolate._channel import RECV_SIZE, Sender, receive
 from devfsd.kern.loader import ModuleLoader, _loading_in
 from devfsd.kern.module import ModCmd
 from devfsd.kern.props import check_props
@@ -92,7 +92,8 @@ class Host:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self.out.run)
-                while (msgs := await receive(self.sock, self.rx)) is not None:
+                buf = bytearray(RECV_SIZE)
+                while (msgs := await receive(self.sock, self.rx, buf)) is not None:
                     for m in msgs:
                         self._dispatch(m)
                 nursery.cancel_scope.cancel()

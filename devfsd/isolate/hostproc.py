@@ -50,7 +50,7 @@ from devfsd.cdevsw._switch import Lwp
 from devfsd.cdevsw._wait import WaitChannel
 from devfsd.errors import DeviceError
 from devfsd.isolate import protocol as P
-from devfsd.isolate._channel import Sender, receive
+from devfsd.isolate._channel import RECV_SIZE, Sender, receive
 
 if TYPE_CHECKING:
     from devfsd.cdevsw._dev import Dev
@@ -122,6 +122,8 @@ class HostProcess:
         self.died = trio.Event()
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._errbuf = b""
+        self._waiting = False
+        self._exited = trio.Event()
         self._ping_at = math.inf
         self.started_at = 0.0
 
@@ -223,7 +225,8 @@ class HostProcess:
     async def _read(self) -> None:
         assert self.sock is not None
         try:
-            while (msgs := await receive(self.sock, self.rx)) is not None:
+            buf = bytearray(RECV_SIZE)
+            while (msgs := await receive(self.sock, self.rx, buf)) is not None:
                 for m in msgs:
                     if m.kind == P.Kind.REPLY:
                         c = self.pending.pop(m.rid, None)
@@ -281,8 +284,20 @@ class HostProcess:
         log.log(level, "module %s[%d]: %s", self.name, self.pid, line)
 
     async def _wait(self) -> None:
-        await trio.lowlevel.wait_readable(self._pidfd)  # readable: the process has ended
+        self._waiting = True
+        try:
+            await trio.lowlevel.wait_readable(self._pidfd)  # readable: the process has ended
+        finally:
+            self._waiting = False
+        self._exited.set()
         self._die("exited")
+
+    async def _ended(self) -> None:
+        """Until the process has ended (``_wait`` may be watching already)."""
+        if self._waiting:
+            await self._exited.wait()
+        else:
+            await trio.lowlevel.wait_readable(self._pidfd)
 
     async def _heartbeat(self, timeout: float) -> None:
         assert self.out is not None
@@ -353,9 +368,9 @@ class HostProcess:
             return None
         with trio.CancelScope(shield=True):
             with trio.move_on_after(EXIT_GRACE):
-                await trio.lowlevel.wait_readable(self._pidfd)
+                await self._ended()
             self.kill()
-            await trio.lowlevel.wait_readable(self._pidfd)
+            await self._ended()
             proc.wait()  # it has ended: this only collects the status
             if proc.stderr is not None:  # the rest: faulthandler's traceback
                 self._stderr_chunk(proc.stderr.fileno())

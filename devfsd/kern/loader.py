@@ -270,9 +270,11 @@ class ModuleLoader:
         self.generation = 0
         #: Set by the file system: how many files are open on a major.
         self.open_count: Callable[[int], int] = lambda maj: 0
-        #: Isolated modules (devfsd.isolate): names loaded isolated when
-        #: ``load`` is not told (autoload, reload), the hosts' heartbeat
-        #: limit and the deaths in a row before a module stays down.
+        #: Isolated modules (devfsd.isolate): every module (``devfsd
+        #: --isolate``), or the names loaded isolated when ``load`` is not
+        #: told (autoload, reload); the hosts' heartbeat limit and the
+        #: deaths in a row before a module stays down.
+        self.isolate_all = False
         self.isolated_names: set[str] = set()
         self.host_timeout: float | None = None
         self.host_restarts = 5
@@ -418,7 +420,7 @@ class ModuleLoader:
                     # An isolated module that died too often: modload starts it afresh.
                     self._undo(self.modules.pop(spec))
                     self.generation += 1
-                if isolated or (isolated is None and spec in self.isolated_names):
+                if isolated or (isolated is None and (self.isolate_all or spec in self.isolated_names)):
                     return await self._load_isolated(spec, checked, autoload=autoload, uid=uid)
                 return await self._load(spec, checked, autoload=autoload, brought=[], uid=uid)
             finally:

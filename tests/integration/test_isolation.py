@@ -38,7 +38,8 @@ WAIT = 20.0
 
 @pytest.fixture
 def mnt(tmp_path: Path) -> Iterator[DevfsdMount]:
-    args = ["--debug", "--entry-timeout", "1", "--host-restarts", "2"]
+    # A limit of 2 s: the heartbeat must not strike on a loaded machine.
+    args = ["--debug", "--entry-timeout", "2", "--host-restarts", "2"]
     with DevfsdMount(tmp_path, modpath=[MODS], args=args) as m:
         yield m
 
@@ -288,6 +289,18 @@ def test_python_spin_is_ended_by_the_hosts_watchdog(mnt: DevfsdMount) -> None:
     assert host_pid(mnt.path / "pid") == pid  # the same host: it recovered
 
 
+def test_memlimit_caps_the_host(mnt: DevfsdMount) -> None:
+    c = mnt.client()
+    c.modload("crashy", {"memlimit": 600 << 20}, isolated=True)
+    node(mnt, "crashy", 0, "cmd")
+    pid = host_pid(node(mnt, "crashy", 2, "pid"))
+    with open(f"/proc/{pid}/limits") as f:
+        assert re.search(r"Max address space\s+629145600\s+629145600", f.read())
+    assert errno_of(lambda: crash("hog", mnt)) == errno.EIO  # MemoryError in the driver
+    assert "MemoryError" in mnt.log_text()
+    assert _reads_ok(mnt.path / "cmd")
+
+
 def test_unload_stops_the_host(mnt: DevfsdMount) -> None:
     c = mnt.client()
     c.modload("crashy", isolated=True)
@@ -298,6 +311,15 @@ def test_unload_stops_the_host(mnt: DevfsdMount) -> None:
     with pytest.raises(ControlError) as ei:
         c.modunload("crashy")
     assert ei.value.errno == errno.ENOENT
+
+
+def test_daemon_option_isolates_every_module(tmp_path: Path) -> None:
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--isolate"]) as m:
+        m.client().modload("mm")
+        m.client().modload("msgq")
+        assert (flags(m, "mm"), flags(m, "msgq")) == ("i", "i")
+        with open(node(m, "mm", 12, "zero"), "rb", buffering=0) as f:
+            assert f.read(3) == b"\0\0\0"
 
 
 def test_isolation_is_remembered(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 Minor 0: a read returns ``ok\\n`` and a write of a command does it:
 ``segv`` (a NULL read through ctypes), ``abort``, ``exit`` (``os._exit(3)``),
 ``kill`` (SIGKILL to itself), ``stop`` (SIGSTOP to itself: a host that no
-longer answers), ``spin`` (a Python loop the stall watchdog ends), anything
+longer answers), ``hog`` (allocate 1 GiB), ``spin`` (a Python loop the stall watchdog ends), anything
 else is taken and ignored. Minor 1: reads sleep until a write to minor 1
 queues a message (as msgq). Minor 2: a read returns the process id.
 Load property ``initcrash`` (bool): INIT segfaults.
@@ -40,6 +40,7 @@ MODULE = ModuleInfo(name="crashy", cls=ModuleClass.DRIVER)
 
 queue: deque[bytes] = deque()
 chan = WaitChannel("crashy")
+hog: list[bytearray] = []
 
 
 def segv() -> None:
@@ -57,6 +58,8 @@ def do(cmd: bytes) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif cmd == b"stop":
         os.kill(os.getpid(), signal.SIGSTOP)
+    elif cmd == b"hog":
+        hog.append(bytearray(1 << 30))
     elif cmd == b"spin":
         end = time.monotonic() + 60
         while time.monotonic() < end:
