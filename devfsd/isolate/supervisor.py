@@ -47,6 +47,7 @@ from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import protocol as P
 from devfsd.isolate.hostproc import HostDied, HostProcess, check_reply_json
 from devfsd.isolate.proxy import make_proxy
+from devfsd.kern import trust
 from devfsd.kern.loader import LoadedModule, _code_size, kthread_create
 from devfsd.kern.module import ModCmd, ModuleClass, ModuleInfo
 
@@ -297,6 +298,8 @@ async def load_hosted(
     if name in loader.modules:
         raise DeviceError(errno.EEXIST)
     target = pkgdir or path
+    # The host checks what it runs; checked here first, a refusal says why (modload(8)).
+    trust.check_code(str(target), package=pkgdir is not None)
     mod = LoadedModule(ModuleInfo(name=name, cls=ModuleClass.DRIVER), None, path, _code_size(target))  # type: ignore[arg-type]
     mod.props = props
     sup = Supervisor(loader, mod, str(target), loader.host_restarts, uid)

@@ -57,6 +57,7 @@ __all__ = [
     "MAX_SOURCE",
     "TrustedDir",
     "Untrusted",
+    "check_code",
     "check_stat",
     "devfsd_owner",
     "forget_package",
@@ -388,6 +389,20 @@ def _follow(where: TrustedDir, name: str) -> tuple[TrustedDir, str]:
     except BaseException:
         where.close()
         raise
+
+
+def check_code(path: str, *, package: bool) -> None:
+    """Check module code at ``path`` as ``load_code`` would, and keep nothing.
+
+    For a caller that does not run the code itself (an isolated module's
+    host runs it, and checks it again): a refusal here carries the reason.
+
+    Raises:
+        Untrusted, DeviceError: as ``load_code``.
+    """
+    qual = f"devfsd_trust_check_{os.getpid()}"
+    load_code(qual, path, package=package)
+    forget_package(qual)
 
 
 def load_code(qual: str, path: str, *, package: bool) -> importlib.machinery.ModuleSpec:

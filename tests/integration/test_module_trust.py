@@ -79,6 +79,10 @@ def test_modload_says_why_code_is_refused(base: Path) -> None:
         os.chmod(mods, 0o755)
         r = run(["modload", "theirs"], env=m.env)
         assert (r.returncode, r.stderr) == (0, b"")
+        assert run(["modunload", "theirs"], env=m.env).returncode == 0
+        os.chmod(mods, 0o777)
+        r = run(["modload", "-I", "theirs"], env=m.env)  # isolated: checked before the host too
+        assert r.stderr.decode() == f"modload: theirs: {mods}: mode 0777, writable by others\n"
         r = run(["modload", "nosuch"], env=m.env)  # other errors keep NetBSD's form
         assert r.stderr.decode() == "modload: nosuch: No such file or directory\n"
 
