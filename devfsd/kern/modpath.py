@@ -58,7 +58,8 @@ def entry_point_code(name: str) -> tuple[Path, bool] | None:
         (package directory or ``.py`` file, whether a package), or ``None``.
     """
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP, name=name):
-        parts = ep.module.split(".")
+        # Not ep.module: a value it cannot parse raises AttributeError there.
+        parts = ep.value.partition(":")[0].strip().split(".")
         if not all(p.isidentifier() for p in parts) or ep.dist is None:
             log.warning("entry point %s = %r: not a module name; ignored", name, ep.value)
             continue
