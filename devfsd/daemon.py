@@ -12,6 +12,7 @@ Shutdown, on SIGTERM/SIGINT or when the mount goes (``umount``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -38,8 +39,8 @@ from devfsd.errors import ControlError, DevfsdError
 from devfsd.fs import MAX_TASKS, DevFs
 from devfsd.kern.loader import DEFAULT_AUTOTIME, ModuleLoader
 from devfsd.limits import split_options
+from devfsd.modstate import LOAD_GRACE, load_recorded
 from devfsd.modstate import expected_name as _module_name
-from devfsd.modstate import load_recorded
 from devfsd.service import detach, modconf
 from devfsd.service.logs import Logs
 from devfsd.service.mountwatch import find_mount, read_mountinfo, wait_unmounted
@@ -384,7 +385,13 @@ class Daemon:
             try:
                 isolated = item.isolated or self.loader.isolate_all
                 await load_recorded(
-                    self.loader, self.state, item.module, item.props, record=False, isolated=isolated
+                    self.loader,
+                    self.state,
+                    item.module,
+                    item.props,
+                    record=False,
+                    isolated=isolated,
+                    grace=LOAD_GRACE,
                 )
             except DevfsdError as exc:
                 log.error("%s:%d: %s: %s", path, item.lineno, item.module, exc)
@@ -397,12 +404,15 @@ class Daemon:
                 log.info("reloading module %s: modules.conf loaded it already", spec)
                 continue
             try:
-                await load_recorded(self.loader, self.state, spec, props)
+                await load_recorded(self.loader, self.state, spec, props, grace=LOAD_GRACE)
             except DevfsdError as exc:
                 log.warning("reloading module %s: %s", spec, exc)
 
     def finish(self, *, crashed: bool) -> None:
         self._remove_socket()
+        if not crashed:  # loads still in their grace did not kill the daemon
+            with contextlib.suppress(StateError):
+                self.state.clear_loading()
         self.state.close()
         still = _is_mounted(self.mountpoint)
         try:

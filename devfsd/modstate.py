@@ -3,7 +3,10 @@
 A load writes its ``loading`` mark first (durably: a crash while the
 module's code runs leaves the mark, and the next start quarantines the
 module), runs the load, then records the module and clears the mark in one
-transaction. A state write that fails fails the call with its errno
+transaction, or, with a ``grace`` (the daemon's ``LOAD_GRACE``), records it
+at once and clears the mark that long after or when the next load begins,
+so that a module whose thread kills the daemon just after INIT returned is
+quarantined too (a clean stop clears the mark left). A state write that fails fails the call with its errno
 (``ENOSPC``, ``EROFS``, ``EIO``) and leaves the module as it was: a load
 whose record fails is unloaded again. An unload drops the row first and puts
 it back if the module refuses to go.
@@ -14,7 +17,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+import weakref
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
 
 from devfsd.state import StateError
 
@@ -24,9 +30,16 @@ if TYPE_CHECKING:
     from devfsd.kern.loader import LoadedModule, ModuleLoader
     from devfsd.state import StateStore
 
-__all__ = ["load_recorded", "unload_recorded"]
+__all__ = ["LOAD_GRACE", "expected_name", "load_recorded", "unload_recorded"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a loading mark outlives the load it marks, in the daemon (or
+#: until the next load begins).
+LOAD_GRACE: Final = 5.0
+
+#: Loads one at a time per state, so that their marks do not overlap.
+_locks: weakref.WeakKeyDictionary[StateStore, trio.Lock] = weakref.WeakKeyDictionary()
 
 
 def expected_name(spec: str) -> str:
@@ -47,10 +60,12 @@ async def load_recorded(
     record: bool = True,
     uid: int = 0,
     isolated: bool | None = None,
+    grace: float = 0.0,
 ) -> LoadedModule:
     """``loader.load(spec, props)``, marked and recorded in ``state``
     (``record=False``: marked only, for modules.conf's, which are not state).
-    ``uid`` and ``isolated`` go to ``loader.load``.
+    ``uid`` and ``isolated`` go to ``loader.load``. With ``grace`` (a trio
+    run needed), the mark is cleared that many seconds after the load.
 
     Raises:
         DeviceError: the load's errors; ``StateError`` if a state write
@@ -58,7 +73,26 @@ async def load_recorded(
     """
     if state is None:
         return await loader.load(spec, props, uid=uid, isolated=isolated)
-    state.mark_loading(spec, expected_name(spec))
+    lock = _locks.get(state)
+    if lock is None:
+        lock = _locks[state] = trio.Lock()
+    async with lock:
+        return await _load_marked(loader, state, spec, props, record, uid, isolated, grace)
+
+
+async def _load_marked(
+    loader: ModuleLoader,
+    state: StateStore,
+    spec: str,
+    props: Mapping[str, Any] | None,
+    record: bool,
+    uid: int,
+    isolated: bool | None,
+    grace: float,
+) -> LoadedModule:
+    # One mark at a time: the last load's (a crash in its grace is the last
+    # module's doing more likely than an earlier one's).
+    state.mark_loading(spec, expected_name(spec), only=True)
     try:
         mod = await loader.load(spec, props, uid=uid, isolated=isolated)
     except BaseException:
@@ -66,10 +100,10 @@ async def load_recorded(
             state.clear_loading(spec)
         raise
     try:
-        if not record:
+        if record:
+            state.put_module(mod.name, spec, mod.props, isolated=mod.host is not None, keep_mark=grace > 0)
+        elif not grace:
             state.clear_loading(spec)
-            return mod
-        state.put_module(mod.name, spec, mod.props, isolated=mod.host is not None)
     except StateError as exc:
         log.error("module %s: %s; unloading it again", mod.name, exc)
         try:
@@ -78,7 +112,19 @@ async def load_recorded(
             with contextlib.suppress(StateError):
                 state.clear_loading(spec)
         raise
+    if grace:
+        trio.lowlevel.spawn_system_task(_clear_later, state, spec, grace)
     return mod
+
+
+async def _clear_later(state: StateStore, spec: str, grace: float) -> None:
+    """Clear ``spec``'s mark after ``grace`` seconds (cancelled: the daemon
+    stops, and ``finish`` clears it)."""
+    await trio.sleep(grace)
+    try:
+        state.clear_loading(spec)
+    except StateError as exc:  # left: the next start quarantines it, which is safe
+        log.error("module %s: %s", spec, exc)
 
 
 async def unload_recorded(loader: ModuleLoader, state: StateStore | None, name: str) -> None:

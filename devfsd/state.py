@@ -467,25 +467,43 @@ class StateStore:
                 return spec, props
         return None
 
-    def mark_loading(self, spec: str, name: str) -> None:
-        """Record, durably, that ``spec`` (module ``name``) is about to run code."""
-        self._write(lambda: self.db.execute("INSERT OR REPLACE INTO loading VALUES (?, ?)", (spec, name)))
+    def mark_loading(self, spec: str, name: str, *, only: bool = False) -> None:
+        """Record, durably, that ``spec`` (module ``name``) is about to run
+        code; ``only``: in place of every other mark."""
 
-    def clear_loading(self, spec: str) -> None:
-        """Remove the mark of a load that failed (its module is not loaded)."""
-        self._write(lambda: self.db.execute("DELETE FROM loading WHERE spec = ?", (spec,)))
+        def mark() -> None:
+            if only:
+                self.db.execute("DELETE FROM loading")
+            self.db.execute("INSERT OR REPLACE INTO loading VALUES (?, ?)", (spec, name))
+
+        self._write(mark)
+
+    def clear_loading(self, spec: str | None = None) -> None:
+        """Remove the mark of ``spec``'s load (it failed, or its grace is
+        over), or every mark (``None``: the daemon stops cleanly)."""
+        if spec is None:
+            self._write(lambda: self.db.execute("DELETE FROM loading"))
+        else:
+            self._write(lambda: self.db.execute("DELETE FROM loading WHERE spec = ?", (spec,)))
 
     def put_module(
-        self, name: str, spec: str, props: dict[str, str | int | bool], *, isolated: bool = False
+        self,
+        name: str,
+        spec: str,
+        props: dict[str, str | int | bool],
+        *,
+        isolated: bool = False,
+        keep_mark: bool = False,
     ) -> None:
         """Record a loaded module, whether it runs isolated (``modload -I``),
-        and clear its loading mark, in one transaction."""
+        and clear its loading mark (unless ``keep_mark``), in one transaction."""
 
         def put() -> None:
             self.db.execute(
                 "INSERT OR REPLACE INTO modules VALUES (?, ?, ?, 0)", (name, spec, json.dumps(props))
             )
-            self.db.execute("DELETE FROM loading WHERE spec = ?", (spec,))
+            if not keep_mark:
+                self.db.execute("DELETE FROM loading WHERE spec = ?", (spec,))
             if isolated:
                 self.db.execute("INSERT OR REPLACE INTO isolated VALUES (?)", (name,))
             else:
@@ -499,6 +517,7 @@ class StateStore:
 
         def drop() -> None:
             self.db.execute("DELETE FROM modules WHERE name = ?", (name,))
+            self.db.execute("DELETE FROM loading WHERE name = ?", (name,))
             self.db.execute("DELETE FROM isolated WHERE name = ?", (name,))
 
         self._write(drop)

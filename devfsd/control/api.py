@@ -19,7 +19,7 @@ from devfsd.cdevsw._dev import Dev
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import sleepers
 from devfsd.errors import ControlError, DeviceError
-from devfsd.modstate import load_recorded, unload_recorded
+from devfsd.modstate import LOAD_GRACE, load_recorded, unload_recorded
 from devfsd.trace import DEFAULT_BUFFER, MAX_BUFFER, Tracer
 
 if TYPE_CHECKING:
@@ -77,7 +77,9 @@ class ControlApi:
             module = caller_path(peer, module)
         # Marked, loaded, recorded (isolated or not) in the state: devfsd.modstate.
         isolated = bool(isolated) or self.loader.isolate_all
-        mod = await load_recorded(self.loader, self.state, module, props, uid=peer.uid, isolated=isolated)
+        mod = await load_recorded(
+            self.loader, self.state, module, props, uid=peer.uid, isolated=isolated, grace=LOAD_GRACE
+        )
         # Remembered for autoload and --reload-modules (devfsd.isolate).
         if mod.host is not None:
             self.loader.isolated_names.add(mod.name)

@@ -288,6 +288,8 @@ CRASHER = textwrap.dedent(
                 t = threading.Thread(target=ctypes.string_at, args=(0,))
                 t.start()
                 t.join()
+            if os.path.exists(ARM + "-late"):  # after INIT has returned
+                threading.Timer(0.3, ctypes.string_at, args=(0,)).start()
         elif cmd == ModCmd.FINI:
             devsw_detach(cdevsw)
     '''
@@ -334,3 +336,26 @@ def test_a_module_that_crashed_the_daemon_is_quarantined(tmp_path: Path) -> None
         m.client().modload("crasher")  # loads again once lifted (and disarmed)
     with DevfsdMount(tmp_path, modpath=[mods, MODS], args=args) as m:
         assert sorted(r["name"] for r in m.client().modstat()["modules"]) == ["crasher", "msgq"]
+
+
+def test_a_crash_just_after_init_returned_is_quarantined_too(tmp_path: Path) -> None:
+    mods = tmp_path / "mods"
+    (mods / "crasher").mkdir(parents=True)
+    (mods / "crasher" / "__init__.py").write_text(CRASHER)
+    (mods / "crasher" / "armed-late").touch()
+    with DevfsdMount(tmp_path, modpath=[mods, MODS]) as m:
+        assert m.proc is not None
+        r = run(["modload", "crasher"], env=m.env, timeout=20)
+        assert r.returncode == 0, r  # INIT returned; its thread crashes 0.3 s later
+        m.proc.wait(10)
+        assert m.proc.returncode == -signal.SIGSEGV
+        m.stop()
+    (mods / "crasher" / "armed-late").unlink()
+    with DevfsdMount(tmp_path, modpath=[mods, MODS], args=["--reload-modules"]) as m:
+        assert m.client().modstat()["modules"] == []
+        assert "module crasher (crasher) was loading when devfsd last died: quarantined" in m.log_text()
+        m.client().modload("msgq")
+    # A clean stop within the grace leaves no mark: nothing quarantined.
+    with DevfsdMount(tmp_path, modpath=[mods, MODS], args=["--reload-modules"]) as m:
+        assert [r["name"] for r in m.client().modstat()["modules"]] == ["msgq"]
+        assert "was loading when devfsd last died" not in m.log_text().split("devfsd stopped")[-1]

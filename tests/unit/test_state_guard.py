@@ -4,6 +4,7 @@ databases, the lock, failed writes undone, loading marks and quarantine."""
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 import stat
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 CHR = stat.S_IFCHR | 0o640
+TEST_MODULES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modules")
 
 
 def made(tmp_path: Path) -> Path:
@@ -316,11 +318,9 @@ async def test_a_load_whose_record_fails_is_not_loaded(tmp_path: Path) -> None:
     store = StateStore(str(tmp_path))
     put = store.put_module
 
-    def failing_put(
-        name: str, spec: str, props: dict[str, str | int | bool], *, isolated: bool = False
-    ) -> None:
+    def failing_put(name: str, spec: str, props: dict[str, str | int | bool], **kw: bool) -> None:
         store.db.execute("PRAGMA query_only = 1")  # the disk refuses from here on
-        put(name, spec, props, isolated=isolated)
+        put(name, spec, props, **kw)
 
     async with Kernel.running([]) as k:
         store.put_module = failing_put  # type: ignore[method-assign]
@@ -381,3 +381,32 @@ def test_a_major_whose_record_fails_is_not_given(tmp_path: Path) -> None:
     finally:
         devsw.on_new_name = hook
         devsw.reset()
+
+
+async def test_the_mark_outlives_the_load_by_its_grace(tmp_path: Path) -> None:
+    """A daemon dying within the grace after INIT returned (a thread of the
+    module's, say) leaves the mark: the module is quarantined."""
+    import trio
+
+    store = StateStore(str(tmp_path))
+
+    def marks() -> int:
+        n: int = store.db.execute("SELECT COUNT(*) FROM loading").fetchone()[0]
+        return n
+
+    async with Kernel.running([TEST_MODULES]) as k:
+        await load_recorded(k.loader, store, "crandom", None, grace=0.2)
+        assert store.modules() == [("crandom", {})] and marks() == 1
+        await trio.sleep(0.5)
+        assert marks() == 0  # the grace is over
+        await load_recorded(k.loader, store, "mm", None, grace=60)
+        await unload_recorded(k.loader, store, "mm")  # an unload drops its mark too
+        assert marks() == 0
+        await load_recorded(k.loader, store, "mm", None, grace=60)
+        await load_recorded(k.loader, store, "msgq", None, grace=60)  # the next load: its mark only
+        assert marks() == 1
+    store.close()  # and the daemon died: the next open quarantines msgq only
+    store = StateStore(str(tmp_path))
+    assert store.crashed == [("msgq", "msgq")]
+    assert store.modules() == [("crandom", {}), ("mm", {})]
+    store.clear_loading()
