@@ -1,6 +1,6 @@
 """One packet's trip through two tunwg daemons, cold, for A/B comparison of source trees.
 
-``python bench/bench_oneway.py [--count N] [--rounds N] [--gap S]... [--plain] TREE...``
+``python bench/bench_oneway.py [--count N] [--rounds N] [--gap S]... [--plain] [--public] TREE...``
 
 Each TREE (a checkout of this project: its ``devfsd`` package and
 ``modules/``) gets two devfsd daemons, A and B, each with one tunwg
@@ -18,7 +18,8 @@ and the veth, so a change shows against less noise).
 The trees run side by side, alternating in every round (the first tree
 first in even rounds, last in odd ones). The reference is the first tree:
 each line gives the median trip and its ratio to the first tree's, overall
-and per round, and the 99th percentile. Needs root, /dev/fuse, ``ip netns``
+and per round, and the 99th percentile. With ``--public`` every tree runs twice, the
+second time with ``DEVFSD_PUBLIC_ONLY=1`` (its fast paths off). Needs root, /dev/fuse, ``ip netns``
 and ``wg``. Everything it makes (the namespace, mounts, daemons, UAPI
 sockets, temporary directories) is removed on exit, also on failure.
 """
@@ -64,17 +65,22 @@ def echo_request(src: str, dst: str) -> bytes:
 class Pair:
     """Tree ``tree``'s two daemons in ``ns``, peered over its loopback, with A's node and B's node open."""
 
-    def __init__(self, tree: Path, ns: NetNs, stack: contextlib.ExitStack, k: int, batch: bool) -> None:
+    def __init__(
+        self, tree: Path, ns: NetNs, stack: contextlib.ExitStack, k: int, batch: bool, public: bool = False
+    ) -> None:
         keys = [KeyPair.generate() for _ in range(2)]
         hosts: list[TunwgHost] = []
         for _ in range(2):
             base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_oneway.")))
             host = TunwgHost(ns, base)
             os.environ["PYTHONPATH"] = str(tree)  # the daemon imports this tree's devfsd and modules
+            if public:
+                os.environ["DEVFSD_PUBLIC_ONLY"] = "1"
             try:
                 stack.enter_context(host)
             finally:
                 del os.environ["PYTHONPATH"]
+                os.environ.pop("DEVFSD_PUBLIC_ONLY", None)
             hosts.append(host)
         self.fds: list[int] = []
         for i, host in enumerate(hosts):
@@ -139,20 +145,23 @@ def main(argv: list[str] | None = None) -> int:
         "--gap", type=positive(float), action="append", help="seconds between trips (repeatable; 0.01)"
     )
     p.add_argument("--plain", action="store_true", help="plain nodes (one packet per call), not batch-framed")
+    p.add_argument("--public", action="store_true", help="each tree also with DEVFSD_PUBLIC_ONLY=1")
     args = p.parse_args(argv)
     trees = [t.resolve() for t in args.trees] or [ROOT]
     for t in trees:
         if not (t / "devfsd" / "__init__.py").exists() or not (t / "modules" / "tunwg").is_dir():
             p.error(f"{t}: not a devfsd tree")
+    runs = [(t, False) for t in trees] + [(t, True) for t in trees if args.public]
+    labels = [f"{t}{' public only' if public else ''}" for t, public in runs]
     gaps = args.gap or [0.01]
     with contextlib.ExitStack() as stack:
         ns = stack.enter_context(NetNs("ow"))
-        pairs = [Pair(t, ns, stack, k, not args.plain) for k, t in enumerate(trees)]
-        every: dict[tuple[int, float], list[int]] = {(k, g): [] for k in range(len(trees)) for g in gaps}
-        rounds: dict[tuple[int, float], list[float]] = {(k, g): [] for k in range(len(trees)) for g in gaps}
+        pairs = [Pair(t, ns, stack, k, not args.plain, public) for k, (t, public) in enumerate(runs)]
+        every: dict[tuple[int, float], list[int]] = {(k, g): [] for k in range(len(runs)) for g in gaps}
+        rounds: dict[tuple[int, float], list[float]] = {(k, g): [] for k in range(len(runs)) for g in gaps}
         for r in range(args.rounds):
             for g in gaps:
-                order = list(range(len(trees)))
+                order = list(range(len(runs)))
                 for k in order if r % 2 == 0 else order[::-1]:
                     got = pairs[k].trips(args.count, g)
                     every[(k, g)] += got
@@ -160,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'gap ms':>6}  {'tree':<40} {'trip µs':>8} {'ratio':>6}  {'per round':<11} {'p99 µs':>7}")
         for g in gaps:
             ref, ref_rounds = statistics.median(every[(0, g)]), rounds[(0, g)]
-            for k, t in enumerate(trees):
+            for k, t in enumerate(labels):
                 med = statistics.median(every[(k, g)])
                 p99 = statistics.quantiles(every[(k, g)], n=100)[98]
                 per = [x / y for x, y in zip(rounds[(k, g)], ref_rounds, strict=True)]

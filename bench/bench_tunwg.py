@@ -50,12 +50,14 @@ same under ``cProfile``; then the whole machine under ``perf record``, if
 ``wg.Device``s in this process, no I/O). It prints requests per packet,
 the profile's top functions and the CPU split by process and library.
 
-``--variant LABEL:CMD:DIR:CPUS`` adds another tunwg end, measured in the
-same rounds as path ``tunwg[LABEL]``: its own devfsd, given module
-directory DIR (searched before the tree's, so a changed copy of
-``modules/tunwg`` there is what loads), its own bridge, command CMD (split
-as a shell would, given NODE IFNAME; default ``tunwg-bridge``), both
-pinned to CPUS with ``taskset`` if given; empty fields keep the default.
+``--variant LABEL:CMD:DIR:CPUS:MINOR:OPTS`` adds another tunwg end,
+measured in the same rounds as path ``tunwg[LABEL]``: its own devfsd,
+given module directory DIR (searched before the tree's, so a changed copy
+of ``modules/tunwg`` there is what loads) and ``-o OPTS`` (``public_only``:
+devfsd without its fast paths), its own bridge, command CMD (split as a
+shell would, given NODE IFNAME; default ``tunwg-bridge``), both pinned to
+CPUS with ``taskset`` if given, its node minor MINOR; empty fields keep
+the default.
 Variant i uses UDP port 51821 + i and addresses 198.51.100.(3 + 2i) and
 (4 + 2i). That is how a change is measured against the unchanged tunwg and
 wireguard-go with the machine's conditions shared. With ``--profile``,
@@ -151,6 +153,7 @@ class Variant:
     modpath: tuple[str, ...] = ()
     cpus: str = ""  # taskset(1) list for the daemon and the bridge; "" = unpinned
     minor: int = 0  # the node's minor: 0, or tunwg's BATCH bit (65536) for batch framing
+    options: str = ""  # the daemon's -o (e.g. public_only: no fast paths); "" = none
 
     @property
     def name(self) -> str:
@@ -172,11 +175,12 @@ class Variant:
 
 
 def parse_variant(index: int, text: str) -> Variant:
-    """``LABEL[:BRIDGE-CMD[:MODPATH[:CPUS[:MINOR]]]]`` (empty fields: the defaults)."""
+    """``LABEL[:BRIDGE-CMD[:MODPATH[:CPUS[:MINOR[:OPTS]]]]]`` (empty fields: the defaults)."""
     label, _, rest = text.partition(":")
     bridge, _, rest = rest.partition(":")
     modpath, _, rest = rest.partition(":")
-    cpus, _, minor = rest.partition(":")
+    cpus, _, rest = rest.partition(":")
+    minor, _, options = rest.partition(":")
     if not re.fullmatch(r"[\w.+-]+", label):
         raise argparse.ArgumentTypeError(f"{text!r}: a variant needs a label (letters, digits, . + -)")
     if minor and not minor.isdigit():
@@ -188,6 +192,7 @@ def parse_variant(index: int, text: str) -> Variant:
         modpath=(modpath,) if modpath else (),
         cpus=cpus,
         minor=int(minor or 0),
+        options=options,
     )
 
 
@@ -223,6 +228,8 @@ def tunwg_end(pair: WgPair, tmp: Path, v: Variant, *, shim: Sequence[str] = ()) 
     key = KeyPair.generate()
     local, remote = v.local, v.remote
     args = [x for d in v.modpath for x in ("--modpath", d)]
+    if v.options:
+        args += ["-o", v.options]
     mount = DevfsdMount(
         tmp / f"devfsd{v.index}", args=args, wrapper=["nsenter", f"--net=/var/run/netns/{a.ns.name}", *shim]
     )
@@ -1056,8 +1063,11 @@ def _parser() -> argparse.ArgumentParser:
         "--variant",
         action="append",
         default=[],
-        metavar="LABEL[:CMD[:DIR[:CPUS[:MINOR]]]]",
-        help="also measure tunwg: bridge command CMD, module directory DIR, pinned to CPUS, node minor MINOR",
+        metavar="LABEL[:CMD[:DIR[:CPUS[:MINOR[:OPTS]]]]]",
+        help=(
+            "also measure tunwg: bridge command CMD, module directory DIR, pinned to CPUS, node minor MINOR,"
+            " daemon option -o OPTS"
+        ),
     )
     p.add_argument(
         "--minor",
