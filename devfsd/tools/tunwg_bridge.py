@@ -28,10 +28,20 @@ same way. The bridge then gathers what the TUN has ready (up to
 ``BATCH_BYTES``) into one write, and splits each read. Under load that
 divides the FUSE requests per packet by the batch size; a lone packet
 costs the same as without it. See tunwg(4).
+
+The interface's MTU follows the TUN's (``MtuFollower``): at start and after
+each change the TUN's link makes (``ip link set IFNAME mtu N``, heard on
+a netlink socket subscribed to link events, ``RTMGRP_LINK``), the main
+thread reads the TUN's MTU (``SIOCGIFMTU``) and, if it moved, sends it to
+the node as NetBSD's ``SIOCSIFMTU`` through the daemon's control socket
+(FUSE carries no ioctl(2)). A node whose driver has no such ioctl
+(``ENOTTY``) is left alone; another failure is reported and the bridge
+goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -41,12 +51,17 @@ import socket
 import struct
 import sys
 import threading
+import time
 from typing import Final
 
+from devfsd.cdevsw import IOW
+from devfsd.control import path_for_node
+from devfsd.control.client import Client
+from devfsd.errors import DevfsdError
 from devfsd.mknod.cli import XATTR_MINOR
-from devfsd.tools import EXIT_SUCCESS, Getopt, GetoptError, err, long_option, usage
+from devfsd.tools import EXIT_SUCCESS, Getopt, GetoptError, err, long_option, usage, warn
 
-__all__ = ["BATCH", "BATCH_BYTES", "main", "split_batch"]
+__all__ = ["BATCH", "BATCH_BYTES", "MtuFollower", "main", "split_batch"]
 
 PROG: Final = "tunwg-bridge"
 TUNSETIFF: Final = 0x400454CA
@@ -55,6 +70,11 @@ IFF_NO_PI: Final = 0x1000
 BUFSIZE: Final = 65536
 USAGE: Final = f"usage: {PROG} [-m mtu] node ifname\n"
 SIOCSIFMTU: Final = 0x8922
+SIOCGIFMTU: Final = 0x8921
+#: NetBSD's ``SIOCSIFMTU``, ``_IOW('i', 127, struct ifreq)``, as tunwg's node takes it.
+NODE_SIOCSIFMTU: Final = IOW(ord("i"), 127, 16 + 128)
+#: <linux/rtnetlink.h>: the link events group.
+RTMGRP_LINK: Final = 1
 #: tunwg's default MTU: the TUN interface must not send larger packets, or
 #: each write of one fails EIO (a TCP stream would stall).
 DEFAULT_MTU: Final = 1420
@@ -83,6 +103,67 @@ def set_mtu(name: str, mtu: int) -> None:
     """Set interface ``name``'s MTU (SIOCSIFMTU)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         fcntl.ioctl(s.fileno(), SIOCSIFMTU, struct.pack("16si12x", name.encode(), mtu))
+
+
+def get_mtu(name: str) -> int:
+    """Interface ``name``'s MTU (SIOCGIFMTU)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        out = fcntl.ioctl(s.fileno(), SIOCGIFMTU, struct.pack("16si12x", name.encode(), 0))
+    return int(struct.unpack_from("16si", out)[1])
+
+
+class MtuFollower:
+    """Sends the TUN ``ifname``'s MTU to ``node`` whenever it changes (module docstring).
+
+    Raises:
+        OSError: no netlink socket (``__init__``).
+    """
+
+    def __init__(self, node: str, ifname: str) -> None:
+        self.node = os.path.abspath(node)
+        self.ifname = ifname
+        self.client = Client(path_for_node(node))
+        self.mtu: int | None = None
+        self.sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE
+        )
+        try:
+            self.sock.bind((0, RTMGRP_LINK))
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def check(self) -> None:
+        """Send the TUN's MTU to the node if it moved; stop following on ``ENOTTY``."""
+        try:
+            mtu = get_mtu(self.ifname)
+        except OSError:
+            return  # the link is going: the pumps report it
+        if mtu == self.mtu:
+            return
+        try:
+            self.client.ioctl(self.node, NODE_SIOCSIFMTU, bytes(16) + struct.pack("=i", mtu))
+        except DevfsdError as exc:
+            if exc.errno == errno.ENOTTY:
+                self.mtu = -1  # no such ioctl: never asked again
+                self.sock.close()
+                return
+            warn(PROG, self.node, exc.errno)
+        self.mtu = mtu
+
+    def wait(self, timeout: float) -> None:
+        """Up to ``timeout`` seconds for link events; then ``check``."""
+        if self.mtu == -1:
+            time.sleep(timeout)
+            return
+        if select.select([self.sock], [], [], timeout)[0]:
+            with contextlib.suppress(BlockingIOError):
+                while self.sock.recv(65536):
+                    pass
+            self.check()
 
 
 def is_batch(node: str) -> bool:
@@ -221,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
         os.close(nfd)
         return err(PROG, ifname, exc.errno or errno.EIO)
     bridge = _Bridge(nfd, tfd, node, ifname, is_batch(node))
+    follower: MtuFollower | None = None
+    try:
+        follower = MtuFollower(node, ifname)
+    except OSError as exc:
+        warn(PROG, ifname, exc.errno or errno.EIO)  # the bridge runs, the MTU stays
+    else:
+        follower.check()
 
     def stop(signum: int, frame: object) -> None:
         bridge.done.set()
@@ -229,8 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     for pump in (bridge.node_to_tun, bridge.tun_to_node):
         threading.Thread(target=pump, daemon=True).start()
-    while not bridge.done.wait(0.5):
-        pass
+    while not bridge.done.is_set():
+        if follower is not None:
+            follower.wait(0.5)
+        else:
+            bridge.done.wait(0.5)
+    if follower is not None:
+        follower.close()
     # The node pump may sleep in pread(2); the process exits next (daemon
     # threads), and devfsd sees the exit's SIGKILL and ends that read.
     os.close(tfd)

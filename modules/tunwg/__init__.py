@@ -10,10 +10,10 @@ to, and the peers' packets come out of reads. See tunwg(4).
 
 Load properties: ``count`` (int, 0..256), ``ifname`` (str, a prefix; names
 must stay below 16 bytes), ``sockdir`` (str), ``mtu`` (int, 576..65535,
-default 1420), ``keylog`` (str: a file that gets each session's keys in
-the format tshark's ``wg.keylog_file`` reads), ``rekey_after_time`` (int
-seconds, 1..120, default 120: for tests only, as NetBSD's
-``net.wg.rekey_after_time`` debug sysctl; see ``wg.Device``).
+default 1420; a live interface's can change, ``SIOCSIFMTU`` in tun.py),
+``keylog`` (str: a file that gets each session's keys in the format
+tshark's ``wg.keylog_file`` reads), ``rekey_after_time`` (int seconds,
+1..120, default 120: for tests only, as NetBSD's ``net.wg.rekey_after_time`` debug sysctl; see ``wg.Device``).
 
 ``statistics(unit)`` returns an interface's counters (``InterfaceStats``),
 for tests and debugging.
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 from devfsd.cdevsw import DeviceError, devsw_attach, devsw_detach
 from devfsd.kern import ModCmd, ModuleClass, ModuleInfo, current_module
 
-from .iface import Interface, InterfaceStats
+from .iface import MTU_MAX, MTU_MIN, Interface, InterfaceStats
 from .tun import make_cdevsw
 from .wg.constants import REKEY_AFTER_TIME
 
@@ -145,7 +145,7 @@ async def modcmd(cmd: ModCmd, props: Props | None) -> None:
         rekey_after_time = _prop(p, "rekey_after_time", int, int(REKEY_AFTER_TIME))
         assert isinstance(count, int) and isinstance(mtu, int) and isinstance(rekey_after_time, int)
         assert isinstance(ifname, str) and isinstance(sockdir, str) and isinstance(keylog_path, str)
-        if not 0 <= count <= MAX_UNITS or not 576 <= mtu <= 65535 or not sockdir.startswith("/"):
+        if not 0 <= count <= MAX_UNITS or not MTU_MIN <= mtu <= MTU_MAX or not sockdir.startswith("/"):
             raise DeviceError(errno.EINVAL)
         if not 1 <= rekey_after_time <= REKEY_AFTER_TIME:
             raise DeviceError(errno.EINVAL, f"rekey_after_time must be 1..{int(REKEY_AFTER_TIME)}")

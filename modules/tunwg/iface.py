@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
     from .wg.device import Effect
 
-__all__ = ["QUEUE_MAX", "QUEUE_MAX_BATCH", "Interface", "InterfaceStats"]
+__all__ = ["MTU_MAX", "MTU_MIN", "QUEUE_MAX", "QUEUE_MAX_BATCH", "Interface", "InterfaceStats"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,9 @@ _V4_MAPPED: Final = bytes(10) + b"\xff\xff"
 #: route fails again without the source, and counts as a send error.
 _SOURCE_GONE: Final = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH})
 IFNAMSIZ: Final = 16
+#: An interface's MTU bounds (the ``mtu`` load property, ``SIOCSIFMTU``).
+MTU_MIN: Final = 576
+MTU_MAX: Final = 65535
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,6 +228,12 @@ class Interface:
         self.rchan.wakeup()
         self._readers_receive = False  # the receive loop drains (and drops) again
         self._sock_changed.set()
+
+    def set_mtu(self, mtu: int) -> None:
+        """The live interface's MTU is now ``mtu``: bigger writes fail ``EIO``
+        (the node checks ``mtu``), and padding stops at it."""
+        self.mtu = mtu
+        self.device.set_mtu(mtu)
 
     def write_packet(self, packet: bytes) -> None:
         self._apply(self.device.packet_from_tun(packet, now=trio.current_time(), wall_ns=time.time_ns()))

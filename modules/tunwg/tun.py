@@ -13,6 +13,13 @@ succeeds. A read returns exactly one packet, cut to the caller's buffer
 on a non-blocking file. poll: readable when a packet waits, always
 writable.
 
+ioctl, NetBSD's interface MTU requests on the node (FUSE carries no
+ioctl(2): through the control socket's ``ioctl`` request, as
+tunwg-bridge(8) sends them): ``SIOCGIFMTU`` reads the MTU into a ``struct
+ifreq``'s ``ifr_mtu``; ``SIOCSIFMTU`` sets it on the live interface, root
+only (``EPERM``), ``MTU_MIN`` to ``MTU_MAX`` (``EINVAL``). A write over the
+new MTU fails ``EIO`` from then on. Anything else: ``ENOTTY``.
+
 Batch framing, tunwg's own (tun(4) has nothing like it): minor ``BATCH |
 N`` is interface N with several packets per call, each after its length as
 2 bytes big-endian. A read returns every queued packet whose frame fits
@@ -32,7 +39,9 @@ import errno
 import struct
 from typing import TYPE_CHECKING, Final
 
-from devfsd.cdevsw import POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, Cdevsw, DeviceError, minor
+from devfsd.cdevsw import IOW, IOWR, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, Cdevsw, DeviceError, minor
+
+from .iface import MTU_MAX, MTU_MIN
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,7 +50,7 @@ if TYPE_CHECKING:
 
     from .iface import Interface
 
-__all__ = ["BATCH", "make_cdevsw", "parse_batch"]
+__all__ = ["BATCH", "SIOCGIFMTU", "SIOCSIFMTU", "make_cdevsw", "parse_batch"]
 
 #: The minor-number bit that selects batch framing.
 BATCH: Final = 0x10000
@@ -49,6 +58,12 @@ _UNIT: Final = BATCH - 1
 _READ: Final = POLLIN | POLLRDNORM
 _WRITE: Final = POLLOUT | POLLWRNORM
 _LEN: Final = struct.Struct(">H")
+#: NetBSD's ``struct ifreq`` (LP64): ``ifr_name[IFNAMSIZ]``, then a 128-byte
+#: union (``struct sockaddr_storage``) whose ``ifru_mtu`` is an int.
+IFREQ_SIZE: Final = 16 + 128
+_IFR_MTU: Final = struct.Struct("=16xi")
+SIOCSIFMTU: Final = IOW(ord("i"), 127, IFREQ_SIZE)
+SIOCGIFMTU: Final = IOWR(ord("i"), 126, IFREQ_SIZE)
 
 
 def parse_batch(data: bytes, mtu: int) -> list[bytes]:
@@ -150,4 +165,25 @@ def make_cdevsw(get: Callable[[int, bool], Interface]) -> Cdevsw:
             ifp.rchan.selrecord(l)
         return revents
 
-    return Cdevsw(d_open=tun_open, d_close=tun_close, d_read=tun_read, d_write=tun_write, d_poll=tun_poll)
+    async def tun_ioctl(dev: Dev, cmd: int, data: bytearray, flag: int, l: Lwp) -> None:
+        ifp = get(minor(dev) & _UNIT, False)
+        if cmd == SIOCGIFMTU:
+            _IFR_MTU.pack_into(data, 0, ifp.mtu)
+        elif cmd == SIOCSIFMTU:
+            if l.uid != 0:
+                raise DeviceError(errno.EPERM)
+            (mtu,) = _IFR_MTU.unpack_from(data)
+            if not MTU_MIN <= mtu <= MTU_MAX:
+                raise DeviceError(errno.EINVAL)
+            ifp.set_mtu(mtu)
+        else:
+            raise DeviceError(errno.ENOTTY)
+
+    return Cdevsw(
+        d_open=tun_open,
+        d_close=tun_close,
+        d_read=tun_read,
+        d_write=tun_write,
+        d_poll=tun_poll,
+        d_ioctl=tun_ioctl,
+    )

@@ -1,7 +1,8 @@
 """tunwg's outer datagrams on the paths of its host (issue 17): never
 fragmented, so a peer endpoint routed back through the tunnel itself makes
 a loop that dies out; sent from the local address the peer sent to, over
-IPv4 and IPv6, and from another once that address is gone.
+IPv4 and IPv6, and from another once that address is gone. And the
+interface's MTU, changed live by ``ip link set`` on the bridge's TUN.
 
 Each test builds a tunwg - wireguard-go tunnel (``tunnels.py``) in network
 namespaces with documentation addresses, torn down also on failure.
@@ -9,16 +10,20 @@ namespaces with documentation addresses, torn down also on failure.
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import TYPE_CHECKING, Final
 
 import pytest
 
+from modules.tunwg.tun import SIOCGIFMTU
 from tests.interop.test_tunwg_interop import RECEIVED_INITIATION, snmp
 from tests.interop.tunnels import GO_PORT
-from tests.netns import ping, wait_ping
+from tests.netns import check_address, ping, wait_ping, wait_until
 
 if TYPE_CHECKING:
+    import subprocess
+
     from tests.interop.tunnels import Tunnel
     from tests.netns import NetNs
 
@@ -101,3 +106,35 @@ def test_replies_from_the_address_the_peer_sent_to(tunnel: Tunnel, family: str) 
     t.ns.run(["ip", "addr", "del", f"{second}/{prefix}", "dev", veth.dev_a])
     assert ping(t.ns, g.inner4, count=2, interval=0.1).received == 2
     assert g.wg.dump().peers[0].endpoint == _at(first, t.port)
+
+
+# -- live MTU ----------------------------------------------------------------------------
+
+
+def test_mtu_follows_the_tun(tunnel: Tunnel) -> None:
+    """``ip link set TUN mtu N`` on the bridge's TUN: the tunwg interface's
+    MTU follows (SIOCGIFMTU on its node), and the tunnel carries packets
+    of the new MTU and no more."""
+    t, g = tunnel.t, tunnel.g
+    client, node = t.host.mount.client(), str(t.host.node(0))
+
+    def node_mtu() -> int:
+        return int(struct.unpack_from("=i", client.ioctl(node, SIOCGIFMTU), 16)[0])
+
+    assert node_mtu() == t.host.mtu
+    for mtu in (1300, 1380):
+        t.ns.run(["ip", "link", "set", t.tun, "mtu", str(mtu)])
+        wait_until(lambda: node_mtu() == mtu, 5.0, f"tunwg's MTU to follow its TUN's {mtu}")  # noqa: B023
+        full = ping_size(t.ns, g.inner4, mtu - 28)
+        assert full.returncode == 0, full.stdout
+        over = ping_size(t.ns, g.inner4, mtu - 27)
+        assert over.returncode != 0 and "message too long" in (over.stdout + over.stderr).lower()
+
+
+def ping_size(ns: NetNs, addr: str, payload: int) -> subprocess.CompletedProcess[str]:
+    """One ``ping -M do -s PAYLOAD`` (never fragmented), answered within 2 s or not."""
+    return ns.run(
+        ["ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", str(payload), check_address(addr)],
+        check=False,
+        timeout=10,
+    )

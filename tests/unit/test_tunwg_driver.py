@@ -32,8 +32,10 @@ import pytest
 import trio
 import trio.testing
 
+from devfsd.cdevsw import IOW, Lwp
 from devfsd.errors import DeviceError
 from devfsd.testing.harness import Kernel, OpenFile
+from modules.tunwg.tun import SIOCGIFMTU, SIOCSIFMTU
 from modules.tunwg.wg.crypto import generate_private_key, public_key
 
 if TYPE_CHECKING:
@@ -390,6 +392,60 @@ async def test_write_past_the_mtu_is_eio(kernel: Kernel, sockdir: Path, mtu: int
         await f.write(at_mtu + b"\0")
     assert errno_of(ei) == errno.EIO
     await f.close()
+
+
+def ifreq_mtu(mtu: int) -> bytes:
+    """A NetBSD ``struct ifreq`` (no name) with ``ifr_mtu``."""
+    return bytes(16) + struct.pack("=i", mtu)
+
+
+async def test_mtu_changes_on_the_live_interface(kernel: Kernel, sockdir: Path) -> None:
+    """SIOCSIFMTU on an open node: a write of the old MTU fails EIO, one of the
+    new passes; SIOCGIFMTU reads it; packets are padded to the new MTU at most."""
+    a, b = await established(kernel, sockdir)
+    old = ipv4(a.inner4, b.inner4, payload=bytes(MTU - 28))
+    await kernel.ioctl("tunwg", a.unit, SIOCSIFMTU, ifreq_mtu(1290))
+    out = await kernel.ioctl("tunwg", a.unit, SIOCGIFMTU)
+    assert struct.unpack_from("=i", out, 16)[0] == 1290
+    with pytest.raises(DeviceError) as ei:
+        await a.node.write(old)
+    assert errno_of(ei) == errno.EIO
+    tx0 = int(dict(await uapi_get(a.sock))["tx_bytes"])
+    p = ipv4(a.inner4, b.inner4, payload=bytes(1285 - 28))
+    assert await a.node.write(p) == len(p)
+    assert await read(b.node) == p
+    tx = int(dict(await uapi_get(a.sock))["tx_bytes"])
+    assert tx - tx0 == 1290 + 32  # padded up to the new MTU, not to 1296
+    await kernel.ioctl("tunwg", a.unit, SIOCSIFMTU, ifreq_mtu(MTU))
+    assert await a.node.write(old) == MTU
+
+
+@pytest.mark.parametrize("mtu", [0, 575, 65536, -1])
+async def test_mtu_out_of_bounds_is_einval(kernel: Kernel, sockdir: Path, mtu: int) -> None:
+    await load(kernel, sockdir)
+    with pytest.raises(DeviceError) as ei:
+        await kernel.ioctl("tunwg", 0, SIOCSIFMTU, ifreq_mtu(mtu))
+    assert errno_of(ei) == errno.EINVAL
+    out = await kernel.ioctl("tunwg", 0, SIOCGIFMTU)
+    assert struct.unpack_from("=i", out, 16)[0] == MTU
+
+
+async def test_mtu_set_by_non_root_is_eperm_and_others_enotty(kernel: Kernel, sockdir: Path) -> None:
+    await load(kernel, sockdir)
+    dev = kernel.dev("tunwg", 0)
+    with pytest.raises(DeviceError) as ei:
+        await kernel.spec.ioctl(dev, SIOCSIFMTU, ifreq_mtu(1280), Lwp(os.getpid(), 1000, 1000))
+    assert errno_of(ei) == errno.EPERM
+    with pytest.raises(DeviceError) as ei:
+        await kernel.ioctl("tunwg", 0, IOW(ord("i"), 128, 144), ifreq_mtu(1280))
+    assert errno_of(ei) == errno.ENOTTY
+
+
+def test_mtu_ioctl_is_the_same_in_the_driver_and_the_bridge() -> None:
+    from devfsd.tools.tunwg_bridge import NODE_SIOCSIFMTU
+    from modules.tunwg.tun import SIOCSIFMTU as DRIVER_SIOCSIFMTU
+
+    assert NODE_SIOCSIFMTU == DRIVER_SIOCSIFMTU
 
 
 @pytest.mark.parametrize("first", [0x00, 0x50, 0xF0])

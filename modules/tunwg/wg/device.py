@@ -272,7 +272,7 @@ class Device:
         self.rng: Final = rng
         self.rekey_after_time: Final = rekey_after_time
         self._bind: Final = bind
-        self.mtu: Final = mtu
+        self.mtu = mtu
         self.keylog = keylog
         self.log = log
         self.is_up = False
@@ -421,6 +421,12 @@ class Device:
         if peer in self._kick:
             self._kick.remove(peer)
         self.debug(peer, "removed")
+
+    def set_mtu(self, mtu: int) -> None:
+        """The interface MTU changed (while live): pad to ``mtu`` from now on."""
+        self.mtu = mtu
+        for peer in self._peers.values():
+            peer.set_mtu(mtu)
 
     # --- Up and down -------------------------------------------------------------------
 

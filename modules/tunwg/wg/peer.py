@@ -161,7 +161,7 @@ class Peer:
         self._device: Final = device
         self._allowed: Final = device.allowed_ips
         self._stats: Final = device.stats
-        self._mtu: Final = device.mtu
+        self._mtu = device.mtu
         self._rng: Final = device.rng
         self._rekey_after_time: Final = device.rekey_after_time
         self.public_key: Final = public_key
@@ -561,6 +561,10 @@ class Peer:
         self._stats.dropped_inner += 1
         self._device.debug(self, "packet with a malformed IP header or a disallowed source address")
         return out
+
+    def set_mtu(self, mtu: int) -> None:
+        """Pad to ``mtu`` from now on (``Device.set_mtu``)."""
+        self._mtu = mtu
 
     def forget_source(self, endpoint: Endpoint | None = None) -> None:
         """Send from whatever local address the host chooses, no longer the one the
