@@ -21,7 +21,8 @@ sees ``POLLERR`` from the switch), and ``died`` is set. ``reap`` then
 makes sure the process is gone and collects its status and the last lines
 it wrote (faulthandler's traceback, for a crash in C).
 
-Heartbeat. With ``timeout`` set, a ``PING`` goes every ``timeout / 4``; its
+Heartbeat. With ``timeout`` set, once the host has answered its first
+``PING`` (within ``START_TIMEOUT``), a ``PING`` goes every ``timeout / 4``; its
 reply comes from the host's loop itself. Unanswered for ``1.5 * timeout``
 (the host's own stall watchdog, at ``timeout``, gets the first chance to
 end a Python loop and answer), the loop is stuck (a spin in C, a blocking
@@ -63,6 +64,9 @@ log = logging.getLogger("devfsd.isolate")
 TAIL_LINES: Final = 40
 #: Seconds a host that closed its socket gets to exit before SIGKILL.
 EXIT_GRACE: Final = 2.0
+#: Seconds a new host gets to answer its first PING (start the interpreter,
+#: import trio and devfsd) before the heartbeat's limit applies.
+START_TIMEOUT: Final = 60.0
 
 
 class HostDied(DeviceError):
@@ -125,6 +129,8 @@ class HostProcess:
         self._waiting = False
         self._exited = trio.Event()
         self._ping_at = math.inf
+        #: The host has answered a PING: its loop runs.
+        self.up = trio.Event()
         self.started_at = 0.0
 
     @property
@@ -235,6 +241,7 @@ class HostProcess:
                             c.finish(err, payload)
                         elif m.rid == 0:
                             self._ping_at = math.inf
+                            self.up.set()
                     elif m.kind == P.Kind.NOTIFY:
                         h = self.polls.pop(m.rid, None)
                         if h is not None:
@@ -301,6 +308,16 @@ class HostProcess:
 
     async def _heartbeat(self, timeout: float) -> None:
         assert self.out is not None
+        # Starting (the interpreter, trio, the module's imports) is not a
+        # hang: the limit counts from the first PING answered, and a host
+        # that answers none within START_TIMEOUT is killed.
+        self._ping_at = trio.current_time()
+        self.out.send(P.encode(P.Kind.PING, 0))
+        with trio.move_on_after(START_TIMEOUT):
+            await self.up.wait()
+        if not self.up.is_set() and not self.dead:
+            log.error("module %s: host %d did not start in %g s: killed", self.name, self.pid, START_TIMEOUT)
+            self._die("did not start", kill=True)
         while not self.dead:
             await trio.sleep(timeout / 4)
             now = trio.current_time()

@@ -32,9 +32,12 @@ MODS = Path(__file__).resolve().parent.parent / "modules"
 LIMIT = 0.5
 
 
-@pytest.fixture
-def mnt(tmp_path: Path) -> Iterator[DevfsdMount]:
-    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug", "--entry-timeout", str(LIMIT)]) as m:
+@pytest.fixture(params=["in-process", "isolated"])
+def mnt(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DevfsdMount]:
+    """In process, or every module in a host of its own (``--isolate``)."""
+    isolate = ["--isolate"] if request.param == "isolated" else []
+    args = ["--debug", *isolate, "--entry-timeout", str(LIMIT)]
+    with DevfsdMount(tmp_path, modpath=[MODS], args=args) as m:
         yield m
 
 

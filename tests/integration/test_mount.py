@@ -33,9 +33,12 @@ pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 MODS = Path(__file__).resolve().parent.parent / "modules"
 
 
-@pytest.fixture
-def mnt(tmp_path: Path) -> Iterator[DevfsdMount]:
-    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug"]) as m:
+@pytest.fixture(params=["in-process", "isolated"])
+def mnt(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DevfsdMount]:
+    """A daemon whose modules run in process, or each in a host of its own
+    (``--isolate``, devfsd.isolate): every test here runs both ways."""
+    isolate = ["--isolate"] if request.param == "isolated" else []
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug", *isolate]) as m:
         yield m
 
 
