@@ -88,7 +88,16 @@ def make_proxy(host: HostProcess) -> Cdevsw:
         fid = fid_of(uio.lwp)
         off = uio.offset
         data = uio.getbytes()
-        (n,) = P.unpack(P.COUNT, await host.call(P.Kind.WRITE, P.WRITE.pack(fid, off) + data, dev))
+        try:
+            reply = await host.call(P.Kind.WRITE, P.WRITE.pack(fid, off) + data, dev)
+        except BaseException:
+            # Nothing was taken (the host's SpecFs answers what its driver
+            # took, or an error, never both): as in process, the switch must
+            # not see moved bytes, which would turn EINTR/EAGAIN into success.
+            uio.resid += len(data)
+            uio.offset = off
+            raise
+        (n,) = P.unpack(P.COUNT, reply)
         left = len(data) - min(n, len(data))  # what the driver did not take
         uio.resid += left
         uio.offset -= left

@@ -32,11 +32,13 @@ DEADLINE = 20.0
 ZERO, FULL = 12, 11
 
 
-@pytest.fixture
-def mnt(devfsd_mount: MountFactory) -> DevfsdMount:
+@pytest.fixture(params=["in-process", "isolated"])
+def mnt(devfsd_mount: MountFactory, request: pytest.FixtureRequest) -> DevfsdMount:
+    """mm and crandom in process, or each in a host of its own (``--isolate``)."""
     return devfsd_mount(
         modules=["mm", "crandom"],
         nodes={"zero": ("mm", ZERO), "full": ("mm", FULL), "crandom": ("crandom", 0)},
+        args=["--isolate"] if request.param == "isolated" else [],
     )
 
 

@@ -99,11 +99,14 @@ async def test_reload_in_process_runs_the_new_code(devfsd_kernel: Kernel, tmp_pa
 
 @pytest.mark.fuse
 @pytest.mark.slow
-def test_reload_on_a_mount(devfsd_mount: MountFactory, devfsd_run: RunFn, tmp_path: Path) -> None:
+@pytest.mark.parametrize("isolate", [[], ["--isolate"]], ids=["in-process", "isolated"])
+def test_reload_on_a_mount(
+    devfsd_mount: MountFactory, devfsd_run: RunFn, tmp_path: Path, isolate: list[str]
+) -> None:
     mods = tmp_path / "mods"
     mods.mkdir()
     write(mods, b"v1")
-    m = devfsd_mount(modules=["hot"], nodes={"hot": ("hot", 0)}, modpath=[mods])
+    m = devfsd_mount(modules=["hot"], nodes={"hot": ("hot", 0)}, modpath=[mods], args=isolate)
     node = m.path / "hot"
     assert read(node) == b"v1"
     for version in (b"v2", b"v3"):
