@@ -117,6 +117,11 @@ class TunwgHost:
                 with contextlib.suppress(FileNotFoundError):
                     (WG_RUN_DIR / f"{self.ifname(unit)}.sock").unlink()
 
+    @property
+    def bridges(self) -> list[subprocess.Popen[bytes]]:
+        """The tunwg-bridge processes started so far (``bridge``), oldest first."""
+        return list(self._bridges)
+
     # -- names and configuration --
 
     def ifname(self, unit: int = 0) -> str:
@@ -154,10 +159,13 @@ class TunwgHost:
 
     # -- the data path --
 
-    def bridge(self, tun: str, *cidrs: str, unit: int = 0, batch: bool = False) -> subprocess.Popen[bytes]:
+    def bridge(
+        self, tun: str, *cidrs: str, unit: int = 0, batch: bool = False, in_daemon: bool = False
+    ) -> subprocess.Popen[bytes]:
         """Open node ``unit`` (bringing its interface up) and join it to a new Linux
         TUN interface ``tun`` with ``cidrs`` (documentation addresses), MTU and up.
-        With ``batch``, through the batch-framed node (``mknod(batch=True)``).
+        With ``batch``, through the batch-framed node (``mknod(batch=True)``);
+        with ``in_daemon``, the daemon carries the interface (``-d``).
 
         Raises:
             RuntimeError: the bridge exited (its stderr in the message).
@@ -167,7 +175,7 @@ class TunwgHost:
         if not node.exists():
             self.mknod(unit, batch=batch)
         proc = subprocess.Popen(
-            nsenter_argv(self.ns, [tool("tunwg-bridge"), str(node), tun]),
+            nsenter_argv(self.ns, [tool("tunwg-bridge"), *(["-d"] if in_daemon else []), str(node), tun]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

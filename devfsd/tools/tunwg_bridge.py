@@ -37,6 +37,15 @@ the node as NetBSD's ``SIOCSIFMTU`` through the daemon's control socket
 (FUSE carries no ioctl(2)). A node whose driver has no such ioctl
 (``ENOTTY``) is left alone; another failure is reported and the bridge
 goes on.
+
+``-d``: the daemon carries the interface itself (``carry``): the tool opens
+NODE, sends tunwg's ``TUNWGIOCCARRY`` (IFNAME and the MTU) through the
+daemon's control socket, and the driver opens /dev/net/tun and moves the
+packets inside the daemon, with no FUSE request per packet. The tool then
+only holds the node open: it sleeps in a read of the node, which returns
+when the carrying ends (end of file when the TUN interface was deleted,
+``ip link del``), and it exits, closing the node, on that or on SIGINT or
+SIGTERM, which ends the carrying and removes the TUN interface.
 """
 
 from __future__ import annotations
@@ -68,7 +77,7 @@ TUNSETIFF: Final = 0x400454CA
 IFF_TUN: Final = 0x0001
 IFF_NO_PI: Final = 0x1000
 BUFSIZE: Final = 65536
-USAGE: Final = f"usage: {PROG} [-m mtu] node ifname\n"
+USAGE: Final = f"usage: {PROG} [-d] [-m mtu] node ifname\n"
 SIOCSIFMTU: Final = 0x8922
 SIOCGIFMTU: Final = 0x8921
 #: NetBSD's ``SIOCSIFMTU``, ``_IOW('i', 127, struct ifreq)``, as tunwg's node takes it.
@@ -83,6 +92,10 @@ BATCH: Final = 0x10000
 #: The most a batch write carries: FUSE splits a write larger than its
 #: ``max_write`` (128 KiB here) into several requests, which would cut a batch.
 BATCH_BYTES: Final = 65536
+#: tunwg's request to carry the interface in the daemon (modules/tunwg/carrier.py):
+#: ``_IOW('W', 1, struct { char ifname[16]; int mtu; })``.
+CARRY: Final = struct.Struct("=16si")
+TUNWGIOCCARRY: Final = IOW(ord("W"), 1, CARRY.size)
 #: Errors that mean the device is gone: they end the bridge. Anything else
 #: on a write (no route, too big) loses that packet, as on a link.
 _GONE: Final = frozenset({errno.ENXIO, errno.EBADF, errno.ENODEV})
@@ -272,14 +285,76 @@ class _Bridge:
         return None
 
 
+def _follow_mtu_until(done: threading.Event, node: str, ifname: str) -> None:
+    """Until ``done``: the node's MTU follows the TUN's (``MtuFollower``), if it can."""
+    follower: MtuFollower | None = None
+    try:
+        follower = MtuFollower(node, ifname)
+    except OSError as exc:
+        warn(PROG, ifname, exc.errno or errno.EIO)  # the packets go on, the MTU stays
+    else:
+        follower.check()
+    while not done.is_set():
+        if follower is not None:
+            follower.wait(0.5)
+        else:
+            done.wait(0.5)
+    if follower is not None:
+        follower.close()
+
+
+def carry(node: str, ifname: str, mtu: int) -> int:
+    """``-d``: have the daemon carry ``node``'s interface on the TUN ``ifname`` (module docstring)."""
+    try:
+        nfd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        return err(PROG, node, exc.errno or errno.EIO)
+    try:
+        try:
+            Client(path_for_node(node)).ioctl(
+                os.path.abspath(node), TUNWGIOCCARRY, CARRY.pack(ifname.encode(), mtu)
+            )
+        except DevfsdError as exc:
+            return err(PROG, ifname, exc.errno)
+        done = threading.Event()
+        ended: list[int] = []
+
+        def hold() -> None:
+            try:
+                os.pread(nfd, BUFSIZE, 0)  # sleeps until the carrying ends
+                ended.append(0)
+            except OSError as exc:
+                ended.append(exc.errno or errno.EIO)
+            done.set()
+
+        def stop(signum: int, frame: object) -> None:
+            done.set()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        threading.Thread(target=hold, daemon=True).start()
+        _follow_mtu_until(done, node, ifname)
+    finally:
+        # A read still asleep ends when the process exits (devfsd sees the
+        # SIGKILL of the exit); then the node's close ends the carrying.
+        os.close(nfd)
+    if ended and ended[0]:
+        return err(PROG, ifname, ended[0])
+    return EXIT_SUCCESS
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if (asked := long_option(PROG, USAGE, "tunwg-bridge(8)", argv)) is not None:
         return asked
-    opts = Getopt(argv, "m:")
+    opts = Getopt(argv, "dm:")
     mtu = DEFAULT_MTU
+    in_daemon = False
     try:
-        for _opt, arg in opts:  # -m is the only option
+        for opt, arg in opts:
+            if opt == "d":
+                in_daemon = True
+                continue
             if not arg.isdigit() or not 68 <= int(arg) <= 65535:
                 return err(PROG, arg, errno.EINVAL)
             mtu = int(arg)
@@ -290,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     node, ifname = opts.operands
     if not ifname or len(ifname.encode()) > 15:
         return err(PROG, ifname, errno.EINVAL)
+    if in_daemon:
+        return carry(node, ifname, mtu)
     try:
         nfd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:
@@ -302,13 +379,6 @@ def main(argv: list[str] | None = None) -> int:
         os.close(nfd)
         return err(PROG, ifname, exc.errno or errno.EIO)
     bridge = _Bridge(nfd, tfd, node, ifname, is_batch(node))
-    follower: MtuFollower | None = None
-    try:
-        follower = MtuFollower(node, ifname)
-    except OSError as exc:
-        warn(PROG, ifname, exc.errno or errno.EIO)  # the bridge runs, the MTU stays
-    else:
-        follower.check()
 
     def stop(signum: int, frame: object) -> None:
         bridge.done.set()
@@ -317,13 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     for pump in (bridge.node_to_tun, bridge.tun_to_node):
         threading.Thread(target=pump, daemon=True).start()
-    while not bridge.done.is_set():
-        if follower is not None:
-            follower.wait(0.5)
-        else:
-            bridge.done.wait(0.5)
-    if follower is not None:
-        follower.close()
+    _follow_mtu_until(bridge.done, node, ifname)
     # The node pump may sleep in pread(2); the process exits next (daemon
     # threads), and devfsd sees the exit's SIGKILL and ends that read.
     os.close(tfd)

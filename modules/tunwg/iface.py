@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from devfsd.cdevsw import Lwp
     from devfsd.kern.loader import LoadedModule
 
+    from .carrier import Carrier
     from .wg.device import Effect
 
 __all__ = ["MTU_MAX", "MTU_MIN", "QUEUE_MAX", "QUEUE_MAX_BATCH", "Interface", "InterfaceStats"]
@@ -166,6 +167,10 @@ class Interface:
         self._addr_cache: dict[object, Endpoint] = {}
         self._dst_cache: dict[tuple[str, int], tuple[str, int]] = {}
         self._src_cmsg: dict[str, list[tuple[int, int, bytes]]] = {}
+        #: The module whose threads this interface's tasks are (``start``).
+        self.module: LoadedModule | None = None
+        #: The in-daemon carrying on a Linux TUN, if any (carrier.py).
+        self.carrier: Carrier | None = None
 
     def _debug(self, text: str) -> None:
         log.debug("%s: %s", self.name, text)
@@ -191,6 +196,7 @@ class Interface:
         Raises:
             OSError: ``EADDRINUSE`` if a live process serves the socket path.
         """
+        self.module = module
         self._uapi = trio.socket.from_stdlib_socket(bind_unix_listener(self.uapi_path, 0o700, backlog=16))
         self._scope = kthread_create(self._run, name=self.name, module=module)
 
@@ -222,6 +228,8 @@ class Interface:
         self._poke()
 
     def down(self) -> None:
+        if self.carrier is not None:
+            self.carrier.stop()
         self.is_open = False
         self.device.down()
         self.queue.clear()
@@ -309,6 +317,9 @@ class Interface:
             sock.sendto(data, dst)
 
     def _deliver(self, packet: bytes) -> None:
+        if self.carrier is not None:
+            self.carrier.deliver(packet)
+            return
         if not self.is_open:
             return
         if len(self.queue) >= self.queue_max:

@@ -31,6 +31,11 @@ length of 0 or over the MTU, or a frame running past the end, fails
 sent. While a batch node has the interface open its receive queue holds
 ``QUEUE_MAX_BATCH`` packets. Under load, a FUSE request then carries tens
 of packets instead of one; the bridge uses it (tunwg-bridge(8)).
+
+ioctl (through the control socket's ``ioctl`` request): ``TUNWGIOCCARRY``
+has the daemon carry the open interface on a Linux TUN itself (carrier.py,
+``tunwg-bridge -d``); a read then sleeps until that ends. Anything else:
+``ENOTTY``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from typing import TYPE_CHECKING, Final
 
 from devfsd.cdevsw import IOW, IOWR, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, Cdevsw, DeviceError, minor
 
+from .carrier import TUNWGIOCCARRY, carry, wait_carried
 from .iface import MTU_MAX, MTU_MIN
 
 if TYPE_CHECKING:
@@ -116,6 +122,9 @@ def make_cdevsw(get: Callable[[int, bool], Interface]) -> Cdevsw:
         m = minor(dev)
         ifp = get(m & _UNIT, False)
         q = ifp.queue
+        if ifp.carrier is not None:
+            await wait_carried(ifp, uio)
+            return
         while not q:
             if uio.nonblock:
                 ifp.receive_now()  # what has arrived is readable now
@@ -176,6 +185,8 @@ def make_cdevsw(get: Callable[[int, bool], Interface]) -> Cdevsw:
             if not MTU_MIN <= mtu <= MTU_MAX:
                 raise DeviceError(errno.EINVAL)
             ifp.set_mtu(mtu)
+        elif cmd == TUNWGIOCCARRY:
+            await carry(ifp, data, l)
         else:
             raise DeviceError(errno.ENOTTY)
 

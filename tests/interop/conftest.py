@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
-from tests.interop.tunnels import leftovers, tunwg_tunnel
+from tests.interop.tunnels import MODES, leftovers, tunwg_tunnel
 from tests.netns import missing_capability
 
 if TYPE_CHECKING:
@@ -40,10 +40,16 @@ def no_leaks(capable: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     assert leftovers(tmp_path_factory.getbasetemp()) == []
 
 
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    """How tunwg's interface is joined to its TUN (``tunnels.MODES``): each test twice."""
+    return str(request.param)
+
+
 @pytest.fixture
-def tunnel(tmp_path: Path) -> Iterator[Tunnel]:
-    """A tunwg - wireguard-go tunnel with the default options."""
-    with tunwg_tunnel(tmp_path) as t:
+def tunnel(tmp_path: Path, mode: str) -> Iterator[Tunnel]:
+    """A tunwg - wireguard-go tunnel with the default options, in each ``mode``."""
+    with tunwg_tunnel(tmp_path, mode=mode) as t:
         yield t
 
 
@@ -56,6 +62,7 @@ class MakeTunnel(Protocol):
         go_knows_tunwg_as: str | None = None,
         tunwg_knows_go_as: str | None = None,
         batch: bool = False,
+        mode: str = "bridge",
     ) -> Tunnel: ...
 
 
@@ -71,6 +78,7 @@ def make_tunnel(tmp_path: Path) -> Iterator[MakeTunnel]:
             go_knows_tunwg_as: str | None = None,
             tunwg_knows_go_as: str | None = None,
             batch: bool = False,
+            mode: str = "bridge",
         ) -> Tunnel:
             return stack.enter_context(
                 tunwg_tunnel(
@@ -80,6 +88,7 @@ def make_tunnel(tmp_path: Path) -> Iterator[MakeTunnel]:
                     go_knows_tunwg_as=go_knows_tunwg_as,
                     tunwg_knows_go_as=tunwg_knows_go_as,
                     batch=batch,
+                    mode=mode,
                 )
             )
 

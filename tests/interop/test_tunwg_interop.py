@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Final
 import pytest
 
 from tests.interop import tcpcheck
+from tests.interop.tunnels import MODES
 from tests.netns import (
     INNER_NET4,
     INNER_NET6,
@@ -168,15 +169,16 @@ def _tcp_exchange(
     return out.decode().strip(), cli.stdout.strip()
 
 
-@pytest.mark.parametrize("batch", [False, True], ids=["packet", "batch"])
+@pytest.mark.parametrize("how", ["packet", "batch", "daemon"])
 @pytest.mark.parametrize("family", ["inner4", "inner6"])
-def test_tcp_stream_both_ways_bytes_checked(make_tunnel: MakeTunnel, family: str, batch: bool) -> None:
+def test_tcp_stream_both_ways_bytes_checked(make_tunnel: MakeTunnel, family: str, how: str) -> None:
     """4 MiB each way at once on one TCP connection (wireguard-go's end listens),
-    through the node one packet per call and with batch framing; then the
+    through the node one packet per call, with batch framing, and carried in
+    the daemon (``tunwg-bridge -d``); then the
     counters agree up to datagrams the kernel dropped at a full UDP receive
     buffer (wireguard-go leaves it at 208 KiB; each drop costs between a
     bare transport message and a full one)."""
-    tunnel = make_tunnel(batch=batch)
+    tunnel = make_tunnel(batch=how == "batch", mode="daemon" if how == "daemon" else "bridge")
     t, g = tunnel.t, tunnel.g
     nbytes = 4 << 20
     got_g, got_t = _tcp_exchange(g.ns, t.ns, getattr(g, family), nbytes, 30.0)
@@ -192,11 +194,12 @@ def test_tcp_stream_both_ways_bytes_checked(make_tunnel: MakeTunnel, family: str
 # -- sessions ---------------------------------------------------------------------------
 
 
-def test_rekey_after_a_shortened_timer(make_tunnel: MakeTunnel) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_rekey_after_a_shortened_timer(make_tunnel: MakeTunnel, mode: str) -> None:
     """With ``rekey_after_time=1`` tunwg, which initiated the session, starts the
     next handshake when it sends on a session over 1 s old, as soon as
     REKEY_TIMEOUT (5 s) since its last initiation allows; no ping is lost."""
-    tunnel = make_tunnel(props={"rekey_after_time": 1})
+    tunnel = make_tunnel(props={"rekey_after_time": 1}, mode=mode)
     t, g = tunnel.t, tunnel.g
     assert ping(t.ns, g.inner4, count=1).received == 1
     first = g.wg.wait_handshake(t.key.public).latest_handshake

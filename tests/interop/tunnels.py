@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 TUNWG_PORT: Final = 51821
+#: How tunwg's interface is joined to its Linux TUN: by tunwg-bridge moving
+#: packets through the node, or carried inside the daemon (``-d``).
+MODES: Final = ("bridge", "daemon")
 GO_PORT: Final = 51820
 
 
@@ -158,10 +161,13 @@ def tunwg_tunnel(
     go_knows_tunwg_as: str | None = None,
     tunwg_knows_go_as: str | None = None,
     batch: bool = False,
+    mode: str = "bridge",
 ) -> Iterator[Tunnel]:
     """A tunnel (module docstring); ``props`` are tunwg's load properties.
 
     ``batch``: the bridge joins the batch-framed node (minor ``BATCH | 0``).
+    ``mode``: ``"bridge"`` (packets through the node) or ``"daemon"`` (the
+    daemon carries the interface itself, ``tunwg-bridge -d``; see ``MODES``).
 
     ``go_knows_tunwg_as`` / ``tunwg_knows_go_as``: a wrong public key to
     configure for the other end instead of the right one.
@@ -208,7 +214,11 @@ def tunwg_tunnel(
             f"{g.inner4}/32,{g.inner6}/128",
         )
         host.bridge(
-            t.tun, f"{t.inner4}/{INNER_NET4.prefixlen}", f"{t.inner6}/{INNER_NET6.prefixlen}", batch=batch
+            t.tun,
+            f"{t.inner4}/{INNER_NET4.prefixlen}",
+            f"{t.inner6}/{INNER_NET6.prefixlen}",
+            batch=batch,
+            in_daemon=mode == "daemon",
         )
         veth.wait_ping()
         yield tunnel

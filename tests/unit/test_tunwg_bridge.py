@@ -63,16 +63,16 @@ def test_split_batch_refuses_a_cut_frame(data: bytes) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "usage: tunwg-bridge [-m mtu] node ifname\n"),
-        (["node"], "usage: tunwg-bridge [-m mtu] node ifname\n"),
+        ([], "usage: tunwg-bridge [-d] [-m mtu] node ifname\n"),
+        (["node"], "usage: tunwg-bridge [-d] [-m mtu] node ifname\n"),
         (
             ["-x", "node", "tb0"],
-            "tunwg-bridge: unknown option -- x\nusage: tunwg-bridge [-m mtu] node ifname\n",
+            "tunwg-bridge: unknown option -- x\nusage: tunwg-bridge [-d] [-m mtu] node ifname\n",
         ),
-        (["node", "tb0", "extra"], "usage: tunwg-bridge [-m mtu] node ifname\n"),
+        (["node", "tb0", "extra"], "usage: tunwg-bridge [-d] [-m mtu] node ifname\n"),
         (
             ["-m"],
-            "tunwg-bridge: option requires an argument -- m\nusage: tunwg-bridge [-m mtu] node ifname\n",
+            "tunwg-bridge: option requires an argument -- m\nusage: tunwg-bridge [-d] [-m mtu] node ifname\n",
         ),
         (["-m1x", "node", "tb0"], "tunwg-bridge: 1x: Invalid argument\n"),
         (["-m", "50", "node", "tb0"], "tunwg-bridge: 50: Invalid argument\n"),

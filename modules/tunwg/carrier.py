@@ -1,0 +1,221 @@
+"""In-daemon carrying: a tunwg interface joined to a Linux TUN with no FUSE trip.
+
+``tunwg-bridge -d NODE IFNAME`` opens NODE (so the interface is up and its
+single open is held by the tool) and sends ``TUNWGIOCCARRY`` through the
+daemon's control socket (FUSE carries no ioctl(2)) with IFNAME and the
+MTU. The driver itself then opens ``/dev/net/tun``, makes (or attaches to)
+the TUN interface IFNAME (``IFF_TUN | IFF_NO_PI``), checks with
+``TUNGETIFF`` that the descriptor is that TUN, sets its MTU, and moves the
+packets between it and the WireGuard core in the daemon, as NetBSD's wg(4)
+is an interface of the kernel:
+
+- TUN to peer: a task (a module thread) waits until the TUN descriptor is
+  readable (``trio.lowlevel.wait_readable`` on the non-blocking
+  descriptor), reads what is ready, up to ``TUN_BATCH`` packets per
+  wake-up, and hands them to ``Interface.write_packets`` (the device's
+  ``packet_from_tun``), as a node's write would;
+- peer to TUN: each packet the device delivers is written to the TUN
+  descriptor at once (``deliver``), in place of the node's read queue.
+
+The daemon opens the TUN itself rather than take a descriptor from the tool
+(``SCM_RIGHTS``): the control socket speaks JSON lines and passes no
+descriptors, and a descriptor the daemon opened needs no checking that it
+is what it claims. The TUN then lives exactly as long as the carrying: the
+daemon's descriptor is its only one, so closing it removes the interface.
+
+Only root may ask (``EPERM``), only for an interface whose node is open
+(``ENXIO``), once (``EBUSY``); an interface name that is empty, too long or
+not a TUN interface fails ``EINVAL`` (or what ``TUNSETIFF`` says). The
+carrying ends when the node is closed (``Interface.down``; the tool's exit,
+SIGTERM included), when the TUN interface is deleted (``ip link del``: its
+descriptor then reads ``EBADFD``) or on another error on the TUN. A read
+of the node while its interface is carried sleeps until the carrying ends,
+then returns end of file (0 bytes) or fails with the error that ended it;
+the tool waits so (tunwg-bridge(8)).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import socket
+import struct
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from devfsd.cdevsw import IOW, DeviceError
+from devfsd.kern import kthread_create
+
+if TYPE_CHECKING:
+    from devfsd.cdevsw import Lwp, Uio
+
+    from .iface import Interface
+
+__all__ = ["CARRY", "TUNWGIOCCARRY", "Carrier", "carry", "wait_carried"]
+
+log = logging.getLogger(__name__)
+
+#: The request's parameter: the TUN interface's name (NUL-padded) and its MTU.
+CARRY: Final = struct.Struct("=16si")
+#: ``_IOW('W', 1, struct { char ifname[IFNAMSIZ]; int mtu; })``.
+TUNWGIOCCARRY: Final = IOW(ord("W"), 1, CARRY.size)
+#: Packets read from the TUN per wake-up, at most, before the next wait.
+TUN_BATCH: Final = 64
+#: <linux/if_tun.h> and <linux/sockios.h>.
+TUNSETIFF: Final = 0x400454CA
+TUNGETIFF: Final = 0x800454D2
+IFF_TUN: Final = 0x0001
+IFF_NO_PI: Final = 0x1000
+_TUN_MODE: Final = 0x000F | IFF_NO_PI  # IFF_TUN/IFF_TAP and the packet-info bit
+SIOCSIFMTU: Final = 0x8922
+_IFREQ_FLAGS: Final = struct.Struct("16sH22x")
+_IFREQ_MTU: Final = struct.Struct("16si20x")
+#: The TUN descriptor's errors that mean the interface went away: the
+#: carrying ends quietly (end of file to the node's reader).
+_GONE: Final = frozenset({errno.EBADFD, errno.ENXIO, errno.ENODEV, errno.EBADF})
+
+
+def open_tun(name: str, mtu: int) -> int:
+    """A non-blocking descriptor of the TUN interface ``name`` with MTU ``mtu``.
+
+    Raises:
+        OSError: from ``/dev/net/tun``, ``TUNSETIFF`` or ``SIOCSIFMTU``;
+            ``EINVAL`` if ``TUNGETIFF`` does not show that TUN.
+    """
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        req = _IFREQ_FLAGS.pack(name.encode(), IFF_TUN | IFF_NO_PI)
+        fcntl.ioctl(fd, TUNSETIFF, req)
+        got, flags = _IFREQ_FLAGS.unpack(fcntl.ioctl(fd, TUNGETIFF, bytes(_IFREQ_FLAGS.size)))
+        if got.rstrip(b"\0") != name.encode() or flags & _TUN_MODE != IFF_TUN | IFF_NO_PI:
+            raise OSError(errno.EINVAL, "not the TUN interface asked for")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            fcntl.ioctl(s.fileno(), SIOCSIFMTU, _IFREQ_MTU.pack(name.encode(), mtu))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class Carrier:
+    """The carrying of interface ``ifp`` on the TUN descriptor ``fd`` (module docstring)."""
+
+    def __init__(self, ifp: Interface, fd: int, ifname: str, mtu: int) -> None:
+        self.ifp, self.fd, self.ifname, self.mtu = ifp, fd, ifname, mtu
+        #: 0 while carrying or after an ending that is no error; else its errno.
+        self.error = 0
+        self.ended = False
+        #: Packets from the TUN refused (empty, over the MTU, neither IPv4 nor
+        #: IPv6), and packets for the TUN its descriptor refused.
+        self.dropped_in = 0
+        self.dropped_out = 0
+        self._scope: trio.CancelScope | None = None
+
+    def start(self) -> None:
+        self.ifp.carrier = self
+        self._scope = kthread_create(self._run, name=f"{self.ifname} carrier", module=self.ifp.module)
+
+    def stop(self, error: int = 0) -> None:
+        """End the carrying (idempotent): close the TUN, wake the node's reader."""
+        if self.ended:
+            return
+        self.ended, self.error = True, error
+        fd, self.fd = self.fd, -1
+        trio.lowlevel.notify_closing(fd)
+        os.close(fd)
+        if self._scope is not None:
+            self._scope.cancel()
+        ifp = self.ifp
+        if ifp.carrier is self:
+            ifp.carrier = None
+        ifp.rchan.wakeup()
+        why = os.strerror(error) if error else "done"
+        log.debug("%s: carrying on %s ended: %s", ifp.name, self.ifname, why)
+
+    def deliver(self, packet: bytes) -> None:
+        """The device's decrypted ``packet``, written to the TUN."""
+        try:
+            os.write(self.fd, packet)
+        except OSError:  # full (EAGAIN) or going: the read side ends the carrying
+            self.dropped_out += 1
+
+    async def _run(self) -> None:
+        try:
+            await self._pump()
+        except trio.ClosedResourceError:
+            pass
+        finally:
+            if not self.ended:  # cancelled from outside (module unload)
+                self.stop()
+
+    async def _pump(self) -> None:
+        fd, ifp = self.fd, self.ifp
+        read, wait = os.read, trio.lowlevel.wait_readable
+        while True:
+            await wait(fd)
+            mtu = ifp.mtu  # live: SIOCSIFMTU may change it
+            packets = []
+            error = 0
+            for _ in range(TUN_BATCH):
+                try:
+                    p = read(fd, 65536)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    error = exc.errno or errno.EIO
+                    break
+                if 0 < len(p) <= mtu and p[0] >> 4 in (4, 6):
+                    packets.append(p)
+                else:
+                    self.dropped_in += 1
+            if packets:
+                ifp.write_packets(packets)
+            if error:
+                self.stop(0 if error in _GONE else error)
+                return
+
+
+async def carry(ifp: Interface, data: bytearray, l: Lwp) -> None:
+    """``TUNWGIOCCARRY`` on ``ifp``: start carrying it on the TUN ``data`` names.
+
+    Raises:
+        DeviceError: ``EPERM`` (not root), ``ENXIO`` (node not open),
+            ``EBUSY`` (carried already), ``EINVAL`` (bad name or MTU), or
+            the TUN's error.
+    """
+    if l.uid != 0:
+        raise DeviceError(errno.EPERM)
+    raw, mtu = CARRY.unpack(bytes(data))
+    name = raw.rstrip(b"\0")
+    if not name or b"\0" in name or b"/" in name or len(name) >= 16 or not 68 <= mtu <= 65535:
+        raise DeviceError(errno.EINVAL)
+    if not ifp.is_open:
+        raise DeviceError(errno.ENXIO)
+    if ifp.carrier is not None:
+        raise DeviceError(errno.EBUSY)
+    try:  # no await from the checks to start(): nothing can race them
+        ifname = name.decode()
+        fd = open_tun(ifname, mtu)
+    except UnicodeDecodeError:
+        raise DeviceError(errno.EINVAL) from None
+    except OSError as exc:
+        raise DeviceError(exc.errno or errno.EIO) from None
+    Carrier(ifp, fd, ifname, mtu).start()
+
+
+async def wait_carried(ifp: Interface, uio: Uio) -> None:
+    """A read of ``ifp``'s node while it is carried: sleep until the carrying
+    ends; then end of file, or the error that ended it.
+
+    Raises:
+        DeviceError: that error, ``EINTR`` for a signal, ``ENXIO`` on detach.
+    """
+    carrier = ifp.carrier
+    assert carrier is not None
+    while not carrier.ended:
+        await ifp.rchan.sleep(uio.lwp)
+    if carrier.error:
+        raise DeviceError(carrier.error)

@@ -1,0 +1,116 @@
+"""tunwg carried in the daemon (``tunwg-bridge -d``, modules/tunwg/carrier.py):
+how the carrying ends, and what it refuses on a real TUN.
+
+The interop tests run in this mode too (their ``mode`` fixture); here each
+way the carrying ends, with nothing left behind: the tool gone, the TUN
+interface gone (the daemon's descriptor was its only one), the daemon
+holding no open file, and the node free, so that carrying it again works.
+Network namespaces and documentation addresses only (``tunnels.py``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from typing import TYPE_CHECKING
+
+import pytest
+
+from devfsd.errors import DevfsdError
+from modules.tunwg.carrier import CARRY, TUNWGIOCCARRY
+from tests.netns import INNER_NET4, INNER_NET6, ping, wait_until
+from tests.tunwg import STOP_TIMEOUT
+
+if TYPE_CHECKING:
+    from tests.interop.conftest import MakeTunnel
+    from tests.interop.tunnels import Tunnel
+
+pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.slow, pytest.mark.fuse]
+
+
+def _link_exists(tunnel: Tunnel) -> bool:
+    return tunnel.t.ns.run(["ip", "link", "show", tunnel.t.tun], check=False).returncode == 0
+
+
+def _open_files(tunnel: Tunnel) -> int:
+    return int(tunnel.t.host.mount.client().status()["open_files"])
+
+
+def _nothing_left_and_carried_again(tunnel: Tunnel) -> None:
+    """The TUN gone, no open file in the daemon; then ``-d`` again carries pings."""
+    t, g = tunnel.t, tunnel.g
+    wait_until(lambda: not _link_exists(tunnel), STOP_TIMEOUT, f"{t.tun} to go")
+    wait_until(lambda: _open_files(tunnel) == 0, STOP_TIMEOUT, "the daemon to close the node")
+    t.host.bridge(
+        t.tun, f"{t.inner4}/{INNER_NET4.prefixlen}", f"{t.inner6}/{INNER_NET6.prefixlen}", in_daemon=True
+    )
+    assert ping(t.ns, g.inner4, count=2, interval=0.1).received == 2
+
+
+@pytest.mark.parametrize("how", ["sigterm", "link-del", "tool-killed"])
+def test_carrying_ends_and_leaves_nothing(make_tunnel: MakeTunnel, how: str) -> None:
+    """SIGTERM of the tool (it exits 0, silent), ``ip link del`` of the TUN (the
+    tool's read of the node ends at end of file: exit 0, silent), SIGKILL of
+    the tool (the kernel closes the node for it)."""
+    tunnel = make_tunnel(mode="daemon")
+    t, g = tunnel.t, tunnel.g
+    assert ping(t.ns, g.inner4, count=1).received == 1
+    assert ping(g.ns, t.inner6, count=1).received == 1
+    proc = t.host.bridges[-1]
+    if how == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    elif how == "link-del":
+        t.ns.run(["ip", "link", "del", t.tun])
+    else:
+        proc.kill()
+    code = proc.wait(STOP_TIMEOUT)
+    assert proc.stderr is not None
+    assert (code, proc.stderr.read()) == ((-signal.SIGKILL if how == "tool-killed" else 0), b"")
+    _nothing_left_and_carried_again(tunnel)
+
+
+def test_node_close_ends_it(make_tunnel: MakeTunnel) -> None:
+    """The request straight from a process of ours (no tool): the TUN lives
+    while we hold the node open, and closing the node ends the carrying."""
+    tunnel = make_tunnel(mode="daemon")
+    t, g = tunnel.t, tunnel.g
+    proc = t.host.bridges[-1]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(STOP_TIMEOUT) == 0
+    wait_until(lambda: not _link_exists(tunnel), STOP_TIMEOUT, f"{t.tun} to go")
+    node = str(t.host.node(0))
+    client = t.host.mount.client()
+    fd = os.open(node, os.O_RDWR)
+    try:
+        client.ioctl(node, TUNWGIOCCARRY, CARRY.pack(t.tun.encode(), t.host.mtu))
+        assert _link_exists(tunnel)
+        with pytest.raises(DevfsdError) as ei:  # once only
+            client.ioctl(node, TUNWGIOCCARRY, CARRY.pack(t.tun.encode(), t.host.mtu))
+        assert ei.value.errno == errno.EBUSY
+        t.ns.addr_add(t.tun, f"{t.inner4}/{INNER_NET4.prefixlen}")
+        t.ns.link_up(t.tun)
+        assert ping(t.ns, g.inner4, count=2, interval=0.1).received == 2
+    finally:
+        os.close(fd)
+    _nothing_left_and_carried_again(tunnel)
+
+
+def test_not_a_tun_interface_is_einval(make_tunnel: MakeTunnel) -> None:
+    """A name that is another kind of interface (the veth) is refused, and
+    the node stays usable."""
+    tunnel = make_tunnel(mode="daemon")
+    t = tunnel.t
+    proc = t.host.bridges[-1]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(STOP_TIMEOUT) == 0
+    wait_until(lambda: _open_files(tunnel) == 0, STOP_TIMEOUT, "the daemon to close the node")
+    node = str(t.host.node(0))
+    fd = os.open(node, os.O_RDWR)
+    try:
+        with pytest.raises(DevfsdError) as ei:
+            t.host.mount.client().ioctl(node, TUNWGIOCCARRY, CARRY.pack(tunnel.veth.dev_a.encode(), 1420))
+        assert ei.value.errno == errno.EINVAL
+    finally:
+        os.close(fd)
+    _nothing_left_and_carried_again(tunnel)
