@@ -50,6 +50,10 @@ same under ``cProfile``; then the whole machine under ``perf record``, if
 ``wg.Device``s in this process, no I/O). It prints requests per packet,
 the profile's top functions and the CPU split by process and library.
 
+``--in-daemon`` adds path ``tunwg[daemon]``: a tunwg end carried in its
+daemon (``tunwg-bridge -d``, no FUSE request per packet), as a variant
+with that command.
+
 ``--variant LABEL:CMD:DIR:CPUS:MINOR:OPTS`` adds another tunwg end,
 measured in the same rounds as path ``tunwg[LABEL]``: its own devfsd,
 given module directory DIR (searched before the tree's, so a changed copy
@@ -134,6 +138,9 @@ TICK: Final = os.sysconf("SC_CLK_TCK")
 SHIM_FLAG: Final = "--daemon-shim"
 SHIM_COMM: Final = b"devfsd-shim"
 PR_SET_NAME: Final = 15
+#: Opens and closes the shim's counting windows: a real-time signal, since
+#: devfsd's stall watchdog has SIGUSR2 and its fault log SIGUSR1.
+SHIM_SIGNAL: Final = signal.SIGRTMIN + 3
 
 
 # -- the tunwg end ---------------------------------------------------------
@@ -680,8 +687,8 @@ def bench(args: argparse.Namespace, say: Callable[[str], None]) -> int:
 #
 # ``python bench_tunwg.py --daemon-shim DIR DEVFSD [ARGS...]`` runs devfsd's
 # main in this process with DevFs.read, write and poll wrapped to count
-# their requests. SIGUSR2 opens a window (counters zeroed; cProfile started
-# if DIR/cprofile exists) and the next SIGUSR2 closes it, writing
+# their requests. SHIM_SIGNAL opens a window (counters zeroed; cProfile started
+# if DIR/cprofile exists) and the next one closes it, writing
 # DIR/window-N.json (and window-N.pstats). The benchmark puts this between
 # nsenter and the daemon.
 
@@ -762,7 +769,7 @@ def _shim(argv: list[str]) -> int:
         doc = {"calls": counts.calls, "ns": counts.ns}
         (outdir / f"window-{window[0]}.json").write_text(json.dumps(doc))
 
-    signal.signal(signal.SIGUSR2, toggle)
+    signal.signal(SHIM_SIGNAL, toggle)
     # Named apart from other Python processes in perf's "comm" column.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, SHIM_COMM, 0, 0, 0)
@@ -779,11 +786,11 @@ def _link_packets(ns: NetNs, dev: str) -> tuple[int, int]:
 
 
 def _shim_window(pid: int, outdir: Path, n: int, fn: Callable[[], object]) -> dict[str, Any]:
-    os.kill(pid, signal.SIGUSR2)
+    os.kill(pid, SHIM_SIGNAL)
     try:
         fn()
     finally:
-        os.kill(pid, signal.SIGUSR2)
+        os.kill(pid, SHIM_SIGNAL)
     path = outdir / f"window-{n}.json"
     wait_until(path.exists, 10, f"{path}")
     doc: dict[str, Any] = json.loads(path.read_text())
@@ -1075,6 +1082,11 @@ def _parser() -> argparse.ArgumentParser:
         default=TUNWG_BATCH,
         help=f"the tunwg node's minor (default {TUNWG_BATCH}: batch framing; 0: one packet per call)",
     )
+    p.add_argument(
+        "--in-daemon",
+        action="store_true",
+        help="also measure tunwg[daemon]: carried in its daemon (tunwg-bridge -d), beside the bridge",
+    )
     p.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
     p.add_argument("--label", default="", help="a word for the JSON file name and record")
     return p
@@ -1093,6 +1105,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.variants = [] if args.baseline else [Variant(index=0, label="", minor=args.minor)]
         args.variants += [parse_variant(i + 1, text) for i, text in enumerate(args.variant)]
+        if args.in_daemon:  # tunwg carried in its daemon: no FUSE per packet
+            args.variants.append(
+                Variant(index=len(args.variants), label="daemon", bridge=(tool("tunwg-bridge"), "-d"))
+            )
     except argparse.ArgumentTypeError as exc:
         _parser().error(str(exc))
 
