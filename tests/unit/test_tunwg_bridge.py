@@ -81,6 +81,12 @@ def test_split_batch_refuses_a_cut_frame(data: bytes) -> None:
             "tunwg-bridge: an-interface-name-too-long: Invalid argument\n",
         ),
         (["/nonexistent/node", "tb0"], "tunwg-bridge: /nonexistent/node: No such file or directory\n"),
+        (["-d", "/nonexistent/node", "tb0"], "tunwg-bridge: /nonexistent/node: No such file or directory\n"),
+        (
+            ["-d", "node", "an-interface-name-too-long"],
+            "tunwg-bridge: an-interface-name-too-long: Invalid argument\n",
+        ),
+        (["-d", "-m", "50", "node", "tb0"], "tunwg-bridge: 50: Invalid argument\n"),
     ],
 )
 def test_bad_arguments_exit_1_with_one_line(
