@@ -35,6 +35,7 @@ import trio.testing
 from devfsd.cdevsw import IOW, Lwp
 from devfsd.errors import DeviceError
 from devfsd.testing.harness import Kernel, OpenFile
+from modules.tunwg.iface import _local_address, _pktinfo
 from modules.tunwg.tun import SIOCGIFMTU, SIOCSIFMTU
 from modules.tunwg.wg.crypto import generate_private_key, public_key
 
@@ -734,6 +735,32 @@ async def test_batch_node_queue_holds_more_than_256_packets(kernel: Kernel, sock
         got += await read(b.node)
     idents = [struct.unpack_from("!H", got, i * 86 + 2 + 4)[0] for i in range(total)]
     assert idents == list(range(total))
+
+
+@pytest.mark.parametrize(
+    ("family", "source"),
+    [
+        (socket.AF_INET6, "192.0.2.194"),
+        (socket.AF_INET6, "2001:db8::194"),
+        (socket.AF_INET6, "fe80::1%7"),
+        (socket.AF_INET, "192.0.2.194"),
+    ],
+)
+def test_sticky_source_packet_info_round_trip(family: int, source: str) -> None:
+    """The control message tunwg sends from ``source`` with is the packet info a
+    datagram to ``source`` comes with (the local-address field of it):
+    ``in6_pktinfo`` on the dual-stack socket (IPv4 mapped), ``in_pktinfo``
+    on an IPv4-only one, where the kernel fills the header's destination
+    in ``ipi_addr``, which is what is read back."""
+    ((level, kind, data),) = _pktinfo(family, source)
+    if family == socket.AF_INET6:
+        assert (level, kind, len(data)) == (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, 20)
+        received = data
+    else:
+        assert (level, kind, len(data)) == (socket.IPPROTO_IP, 8, 12)
+        received = data[:8] + data[4:8]  # spec_dst and addr alike on receive
+    assert _local_address(received) == source
+    assert _local_address(b"") == ""
 
 
 def test_batch_bit_is_the_same_in_the_driver_and_the_bridge() -> None:
