@@ -131,6 +131,8 @@ class DevFs(pyfuse3.Operations):
         #: Called with the tree's journal after each change, before the reply
         #: (the state store commits it); None: nothing is kept.
         self.on_change: Callable[[list[tuple[str, object, object, object]]], None] | None = None
+        #: The errno of the state writes failing now (0: they succeed).
+        self._state_failing = 0
         # A sleeper's FUSE request is watched for INTERRUPT only if its file
         # handle is the sleeper's (devfsd._fuseintr's guard).
         _fuseintr.file_of = self._file_of
@@ -177,8 +179,13 @@ class DevFs(pyfuse3.Operations):
                 self.on_change(journal)
             except DeviceError as exc:
                 self.table.rollback()
-                log.error("%s; the call is undone", exc)
+                if exc.errno != self._state_failing:  # once per stretch: a full disk is not flooded
+                    log.error("%s; the call is undone, and the calls after it until writes succeed", exc)
+                    self._state_failing = exc.errno
                 raise _err(exc) from None
+            if self._state_failing:
+                log.warning("state writes succeed again")
+                self._state_failing = 0
 
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
