@@ -21,6 +21,7 @@ import trio
 if TYPE_CHECKING:
     import socket
 
+    from devfsd.cdevsw._uio import Buffer
     from devfsd.isolate.protocol import Message, Receiver
 
 __all__ = ["RECV_SIZE", "Sender", "receive"]
@@ -43,14 +44,18 @@ class Sender:
         #: the receiving side sees the end and says so.
         self.closed = False
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, more: Buffer = b"") -> None:
+        """Send ``data`` then ``more`` (a payload sent as it is, not joined
+        to ``data`` first; copied only if the socket does not take it all)."""
         if self.closed:
             return
         if self._backlog:
             self._backlog.append(memoryview(data))
+            if more:
+                self._backlog.append(memoryview(bytes(more)))
             return
         try:
-            n = self.sock.send(data)
+            n = self.sock.sendmsg((data, more)) if more else self.sock.send(data)
         except BlockingIOError:
             n = 0
         except OSError:
@@ -58,6 +63,12 @@ class Sender:
             return
         if n < len(data):
             self._backlog.append(memoryview(data)[n:])
+            n = 0
+        else:
+            n -= len(data)
+        if more and n < len(memoryview(more)):
+            self._backlog.append(memoryview(bytes(memoryview(more)[n:])))
+        if self._backlog:
             self._wake.set()
 
     async def run(self) -> None:

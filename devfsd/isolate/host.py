@@ -8,8 +8,10 @@ switch, module loader, ``SpecFs`` (the entry-point time limit, EIO for a
 driver's bug), sleep clock and stall watchdog. The module runs its usual
 code against the usual ``devfsd.cdevsw``/``devfsd.kern`` API, unchanged.
 
-Touches the world: the socket, stderr, rlimits, prctl. Each request runs in
-a task of its own (a read may sleep for hours); ``CANCEL`` cancels it.
+Touches the world: the socket, stderr, rlimits, prctl. The task reading
+the socket answers each request itself; when one waits (a read may sleep
+for hours), another task takes over the socket (``_Handoff``), so
+requests never queue behind one that sleeps; ``CANCEL`` cancels it.
 ``PING`` is answered by the loop itself, at once: the daemon's heartbeat
 proves the loop is not stuck. The host exits when the socket ends (the
 daemon unloaded the module, or died: ``PR_SET_PDEATHSIG`` kills a host
@@ -28,6 +30,7 @@ import signal
 import socket
 import sys
 import weakref
+from collections import deque
 from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
@@ -46,6 +49,7 @@ from devfsd.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from devfsd.cdevsw._switch import File
+    from devfsd.cdevsw._uio import Buffer
     from devfsd.kern.loader import LoadedModule
 
 __all__ = ["Host", "main"]
@@ -70,6 +74,23 @@ class _PollToken:
         self.host.out.send(P.encode(P.Kind.NOTIFY, self.token))
 
 
+#: Kinds the reader handles at once, without a task (no reply, or PING's).
+_INLINE_KINDS: Final = frozenset({P.Kind.PING, P.Kind.CANCEL, P.Kind.RELEASE, P.Kind.REPLY, P.Kind.NOTIFY})
+
+
+@final
+class _Handoff(trio.abc.Instrument):
+    """Sees the reader's request wait (its task step ends while it answers
+    one) and has another task take over the socket at once."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.host._inline:
+            self.host._hand_off()
+
+
 @final
 class Host:
     """Serves one module's entry points to the daemon on ``sock``."""
@@ -85,21 +106,64 @@ class Host:
         self.module: LoadedModule | None = None
         self.watchdog: Watchdog | None = None
         self._nursery: trio.Nursery | None = None
+        self._buf = bytearray(RECV_SIZE)
+        #: Messages read but not yet dispatched (the reader's, in order).
+        self._todo: deque[P.Message] = deque()
+        #: The task reading the socket (None: being handed off).
+        self._reading: trio.lowlevel.Task | None = None
+        #: The reader while it answers a request itself.
+        self._inline: trio.lowlevel.Task | None = None
 
     async def run(self) -> None:
         """Serve until the daemon closes the socket."""
+        handoff = _Handoff(self)
+        trio.lowlevel.add_instrument(handoff)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self.out.run)
-                buf = bytearray(RECV_SIZE)
-                while (msgs := await receive(self.sock, self.rx, buf)) is not None:
-                    for m in msgs:
-                        self._dispatch(m)
-                nursery.cancel_scope.cancel()
+                nursery.start_soon(self._reader)
         finally:
+            trio.lowlevel.remove_instrument(handoff)
             if self.watchdog is not None:
                 self.watchdog.stop()
+
+    async def _reader(self) -> None:
+        """Read the socket and answer requests in this task, one after the
+        other, while they answer without waiting (a read of mm's zero). The
+        first that waits (a sleep, a lock, a checkpoint) makes ``_Handoff``
+        start another reader; this task then finishes its request and ends.
+        No task per request, no loop turn between a request and its reply."""
+        me = trio.lowlevel.current_task()
+        self._reading = me
+        todo = self._todo
+        while True:
+            while todo:
+                m = todo.popleft()
+                if m.kind in _INLINE_KINDS:
+                    self._dispatch(m)
+                    continue
+                self._inline = me
+                try:
+                    await self._handle(m)
+                finally:
+                    if self._inline is me:
+                        self._inline = None
+                if self._reading is not me:  # handed off while it waited
+                    return
+            msgs = await receive(self.sock, self.rx, self._buf)
+            if msgs is None:
+                assert self._nursery is not None
+                self._nursery.cancel_scope.cancel()
+                return
+            todo.extend(msgs)
+
+    def _hand_off(self) -> None:
+        """The request being answered in the reader waits: start another."""
+        self._inline = None
+        self._reading = None
+        assert self._nursery is not None
+        self._nursery.start_soon(self._reader)
 
     def _dispatch(self, m: P.Message) -> None:
         kind = m.kind
@@ -114,17 +178,16 @@ class Host:
             if fp is not None and self.spec is not None:
                 assert self._nursery is not None
                 self._nursery.start_soon(self.spec.close, fp)
-        elif kind in (P.Kind.REPLY, P.Kind.NOTIFY):
-            raise P.ProtocolError(errno.EBADMSG, f"{P.Kind(kind).name} sent to a host")
         else:
-            assert self._nursery is not None
-            self._nursery.start_soon(self._handle, m)
+            raise P.ProtocolError(errno.EBADMSG, f"{P.Kind(kind).name} sent to a host")
 
     async def _handle(self, m: P.Message) -> None:
         with trio.CancelScope() as cs:
             self.tasks[m.rid] = cs
+            more: Buffer = b""
             try:
-                out = await self._do(m)
+                got = await self._do(m)
+                out, more = got if isinstance(got, tuple) else (got, b"")
             except DevfsdError as exc:
                 out = P.error_reply(m.rid, exc)
             except Exception:
@@ -133,8 +196,8 @@ class Host:
             finally:
                 del self.tasks[m.rid]
         if cs.cancelled_caught:  # the daemon gave up on it: it ignores this
-            out = P.reply(m.rid, errno.EINTR)
-        self.out.send(out)
+            out, more = P.reply(m.rid, errno.EINTR), b""
+        self.out.send(out, more)
 
     def _file(self, fid: int) -> File:
         fp = self.files.get(fid)
@@ -142,7 +205,8 @@ class Host:
             raise DeviceError(errno.EBADF)
         return fp
 
-    async def _do(self, m: P.Message) -> bytes:
+    async def _do(self, m: P.Message) -> bytes | tuple[bytes, Buffer]:
+        """The reply to ``m``: whole, or its start and a payload to send after it."""
         kind, rid, body = m.kind, m.rid, m.body
         if kind == P.Kind.LOAD:
             return P.reply(rid, 0, P.encode_json(await self._load(P.decode_json(body))))
@@ -151,7 +215,8 @@ class Host:
             raise DeviceError(errno.ENXIO, "no module loaded")
         if kind == P.Kind.READ:
             fid, size, off = P.unpack(P.READ, body)
-            return P.reply(rid, 0, await spec.read(self._file(fid), size, off))
+            data = await spec.read(self._file(fid), size, off)
+            return P.reply_head(rid, len(data)), data
         if kind == P.Kind.WRITE:
             fid, off = P.unpack(P.WRITE, body)
             n = await spec.write(self._file(fid), body[P.WRITE.size :], off)

@@ -86,9 +86,9 @@ class _Call:
         self.chan = WaitChannel("host")
         self.done = False
         self.err = 0
-        self.payload = b""
+        self.payload: bytes | memoryview = b""
 
-    def finish(self, err: int, payload: bytes = b"") -> None:
+    def finish(self, err: int, payload: bytes | memoryview = b"") -> None:
         if not self.done:
             self.done = True
             self.err = err
@@ -196,7 +196,7 @@ class HostProcess:
         if not self.dead and self.out is not None:
             self.out.send(data)
 
-    async def call(self, kind: int, body: bytes, dev: Dev | None = None) -> bytes:
+    async def call(self, kind: int, body: bytes, dev: Dev | None = None) -> bytes | memoryview:
         """Send one request and sleep until its reply.
 
         Returns:
@@ -425,7 +425,7 @@ def _notify(handle: Any) -> None:
         log.debug("poll notify failed: %s", exc)
 
 
-def check_reply_json(payload: bytes) -> dict[str, Any]:
+def check_reply_json(payload: bytes | memoryview) -> dict[str, Any]:
     """The ``LOAD`` reply, checked (the host is not trusted).
 
     Raises:

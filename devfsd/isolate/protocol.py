@@ -54,6 +54,7 @@ __all__ = [
     "parse_reply",
     "reply",
     "reply_error",
+    "reply_head",
     "unpack",
 ]
 
@@ -164,14 +165,14 @@ def encode_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def decode_json(body: bytes) -> Any:
+def decode_json(body: bytes | memoryview) -> Any:
     """A JSON body.
 
     Raises:
         ProtocolError: ``EBADMSG`` if it is not UTF-8 JSON.
     """
     try:
-        return json.loads(body.decode())
+        return json.loads(bytes(body).decode())
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError(errno.EBADMSG, "message body is not UTF-8 JSON") from None
 
@@ -190,7 +191,7 @@ def parse_ioctl(body: bytes) -> IoctlArgs:
     )
 
 
-def unpack(st: struct.Struct, body: bytes) -> tuple[Any, ...]:
+def unpack(st: struct.Struct, body: bytes | memoryview) -> tuple[Any, ...]:
     """``st``'s fields at the start of ``body`` (which may hold more: data).
 
     Raises:
@@ -213,13 +214,27 @@ def reply(rid: int, err: int = 0, payload: bytes | bytearray | memoryview = b"")
     return encode(Kind.REPLY, rid, ERRNO.pack(err) + payload)
 
 
+def reply_head(rid: int, size: int) -> bytes:
+    """The start of a successful ``REPLY`` whose payload of ``size`` bytes
+    is sent after it as it is (``reply(rid, 0, payload)`` without joining
+    the two: a 128 KiB read's data is not copied for the header's sake).
+
+    Raises:
+        ProtocolError: ``EMSGSIZE`` for a payload past ``MAX_BODY``.
+    """
+    n = ERRNO.size + size
+    if n > MAX_BODY:
+        raise ProtocolError(errno.EMSGSIZE, f"message body of {n} bytes exceeds {MAX_BODY}")
+    return HEADER.pack(n, Kind.REPLY, rid) + ERRNO.pack(0)
+
+
 def error_reply(rid: int, exc: DevfsdError) -> bytes:
     """A ``REPLY`` carrying ``exc``'s errno and, if it has one, its text."""
     return reply(rid, exc.errno, exc.msg.encode(errors="replace") if exc.msg else b"")
 
 
-def parse_reply(body: bytes) -> tuple[int, bytes]:
-    """A ``REPLY``'s errno and payload.
+def parse_reply(body: bytes) -> tuple[int, memoryview]:
+    """A ``REPLY``'s errno and payload (a view of ``body``, not a copy).
 
     Raises:
         ProtocolError: ``EBADMSG`` for a short body or a negative errno.
@@ -229,12 +244,12 @@ def parse_reply(body: bytes) -> tuple[int, bytes]:
     (err,) = ERRNO.unpack_from(body)
     if err < 0:
         raise ProtocolError(errno.EBADMSG, "negative errno in REPLY")
-    return err, body[ERRNO.size :]
+    return err, memoryview(body)[ERRNO.size :]
 
 
-def reply_error(err: int, payload: bytes) -> DeviceError:
+def reply_error(err: int, payload: bytes | memoryview) -> DeviceError:
     """The exception a failed ``REPLY`` stands for (text cut to 200 bytes)."""
-    text = payload[:200].decode(errors="replace") or None
+    text = bytes(payload[:200]).decode(errors="replace") or None
     return DeviceError(err, text)
 
 
@@ -250,26 +265,45 @@ def fflag_to_open_flags(fflag: int, nonblock: int) -> int:
 class Receiver:
     """Splits the bytes from the other side into ``Message``\\ s.
 
-    ``feed(data)``, then ``next_message()`` until it returns ``None``.
-    Bodies are copies (``bytes``): a view would pin the buffer, which
-    ``feed`` must resize.
+    ``feed(data)``, then ``next_message()`` until it returns ``None``; only
+    then may ``data`` change (the caller's receive buffer, reused): whole
+    messages are taken from ``data`` itself, and only a message it holds
+    part of is kept (copied) for the next ``feed``. Bodies are copies
+    (``bytes``), made once: a view would pin the buffer.
     """
 
-    __slots__ = ("_buf", "_pos")
+    __slots__ = ("_buf", "_pos", "_view")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._pos = 0
+        #: The fed data, parsed in place while nothing was kept before it.
+        self._view: memoryview | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if self._pos:
+        self._keep()
+        if self._buf:
+            self._buf += data
+        else:
+            self._view = memoryview(data).cast("B")
+
+    def _keep(self) -> None:
+        """Copy what is left of the fed data (part of a message) to ``_buf``."""
+        view = self._view
+        if view is not None:
+            self._view = None
+            self._buf = bytearray(view[self._pos :])
+            self._pos = 0
+            view.release()
+        elif self._pos:
             del self._buf[: self._pos]
             self._pos = 0
-        self._buf += data
 
     @property
     def pending(self) -> int:
         """Bytes held that are not yet a whole message."""
+        if self._view is not None:
+            return len(self._view) - self._pos
         return len(self._buf) - self._pos
 
     def next_message(self) -> Message | None:
@@ -279,8 +313,10 @@ class Receiver:
             ProtocolError: ``EMSGSIZE`` (body past ``MAX_BODY``),
                 ``EBADMSG`` (unknown kind). The stream cannot go on after it.
         """
-        buf, pos = self._buf, self._pos
+        buf: bytearray | memoryview = self._view if self._view is not None else self._buf
+        pos = self._pos
         if len(buf) - pos < HEADER.size:
+            self._keep()
             return None
         n, kind, rid = HEADER.unpack_from(buf, pos)
         if n > MAX_BODY:
@@ -290,6 +326,10 @@ class Receiver:
         start = pos + HEADER.size
         end = start + n
         if len(buf) < end:
+            self._keep()
             return None
         self._pos = end
-        return Message(kind, rid, bytes(buf[start:end]))
+        if self._view is not None:
+            return Message(kind, rid, bytes(self._view[start:end]))
+        with memoryview(self._buf) as view:
+            return Message(kind, rid, bytes(view[start:end]))

@@ -34,7 +34,8 @@ def test_messages_round_trip_whole_and_byte_by_byte() -> None:
         assert (a.dev, a.flag, a.pid, a.uid, a.gid, a.fid) == (0x20C, FREAD, 42, 1000, 100, 7)
         assert P.unpack(P.WRITE, got[1].body) == (7, 0)
         assert got[1].body[P.WRITE.size :] == b"hello"
-        assert P.parse_reply(got[3].body) == (0, P.COUNT.pack(5))
+        err, payload = P.parse_reply(got[3].body)
+        assert (err, bytes(payload)) == (0, P.COUNT.pack(5))
 
 
 def test_error_reply_carries_errno_and_text() -> None:
