@@ -1,0 +1,148 @@
+"""Behaviour the mutation run over modules/tunwg/wg/ found untested (issue 18).
+
+Each test here fails with one or more surviving mutmut mutants applied and
+passes without them; docs/reliability.md ("Mutation testing") lists which,
+and the mutants judged equivalent with the reason.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from modules.tunwg.wg import SendDatagram, SetRequest
+from modules.tunwg.wg.allowedips import packet_source
+from modules.tunwg.wg.constants import MAX_MESSAGE_SIZE, MESSAGE_KEEPALIVE_SIZE
+from modules.tunwg.wg.keypair import Keypair
+from modules.tunwg.wg.messages import Transport, transport_receiver
+from modules.tunwg.wg.replay import ReplayFilter
+from modules.tunwg.wg.uapi import CLOSED, GetRequest
+from tests.unit.tunwg.test_device import (
+    B_PK,
+    PING_AB,
+    PORT_B,
+    counters,
+    make_pair,
+    peer_of,
+)
+from tests.unit.tunwg.test_uapi import feed
+
+# --- Pure parts ---------------------------------------------------------------------------
+
+
+def test_transport_receiver_takes_a_keepalive_and_the_largest_message() -> None:
+    keepalive = Transport(receiver=7, counter=0, encrypted_packet=bytes(16)).pack()
+    assert len(keepalive) == MESSAGE_KEEPALIVE_SIZE == 32
+    assert transport_receiver(keepalive) == 7
+    assert transport_receiver(b"\x04\x00\x00\x00\x05\x00\x00\x00" + bytes(MAX_MESSAGE_SIZE - 8)) == 5
+
+
+def test_packet_source_of_a_header_only_packet() -> None:
+    v4 = bytes.fromhex("450000140000000040010000c6336401c0000201")  # 198.51.100.1 -> 192.0.2.1
+    assert packet_source(v4) == bytes([198, 51, 100, 1])
+    src6 = bytes.fromhex("20010db8000000000000000000000001")
+    v6 = bytes.fromhex("60000000000000ff") + src6 + bytes.fromhex("20010db8000000000000000000000002")
+    assert len(v6) == 40
+    assert packet_source(v6) == src6
+
+
+def test_replay_filter_after_reset_takes_counter_zero_again() -> None:
+    f = ReplayFilter()
+    assert f.validate_counter(0)
+    assert f.validate_counter(64)
+    assert not f.validate_counter(0)
+    f.reset()
+    assert f.validate_counter(0)
+    assert f.validate_counter(64)
+
+
+def test_last_minute_rekey_counts_from_creation_not_from_zero() -> None:
+    a = Keypair(
+        send_key=bytes(32),
+        receive_key=bytes(32),
+        local_index=1,
+        remote_index=2,
+        is_initiator=True,
+        created=1000.0,
+    )
+    assert not a.needs_rekey_receiving(1001.0)
+    assert not a.needs_rekey_receiving(1165.0)
+    assert a.needs_rekey_receiving(1165.1)
+
+
+# --- UAPI framing: the rest of a failed set body is skipped up to a blank line ---------------
+
+
+def test_crlf_ends_the_skipped_rest_of_a_failed_set() -> None:
+    assert feed(b"set=1\nbogus\nlisten_port=1\n\r\nget=1\n\n") == [
+        SetRequest(lines=(), errno=errno.EPROTO),
+        GetRequest(),
+        CLOSED,
+    ]
+
+
+def test_one_byte_or_cr_led_lines_do_not_end_the_skip() -> None:
+    # "x" and "\rx" are not blank: they are skipped with the rest of the body,
+    # so the get=1 inside it is no request.
+    for line in (b"x\n", b"\rx\n"):
+        assert feed(b"set=1\nbogus\n" + line + b"get=1\n\n") == [
+            SetRequest(lines=(), errno=errno.EPROTO),
+            CLOSED,
+        ]
+
+
+# --- The device, through UAPI and its effects --------------------------------------------------
+
+
+def test_fwmark_set_is_reported_by_get_and_zero_hides_it() -> None:
+    net, a, _b = make_pair()
+    net.configure(a, "fwmark=51820\n")
+    assert "\nfwmark=51820\n" in a.device.uapi_get().decode()
+    net.configure(a, "fwmark=0\n")
+    assert "fwmark=" not in a.device.uapi_get().decode()
+
+
+def test_allowed_ip_with_minus_removes_exactly_that_prefix() -> None:
+    net, a, _b = make_pair()
+    net.configure(a, f"public_key={B_PK.hex()}\nallowed_ip=-10.0.0.2/32\n")
+    assert peer_of(a, B_PK)["allowed_ip"] == ["fd00::2/128"]
+    n = len(net.wire)
+    net.write(a, PING_AB)  # no route to 10.0.0.2 any more: no handshake, dropped and counted
+    assert net.wire[n:] == []
+    assert a.device.stats.dropped_no_route == 1
+
+
+def test_removing_a_peer_owed_a_keepalive_by_up() -> None:
+    net, a, _b = make_pair(up=False)
+    net.configure(a, f"public_key={B_PK.hex()}\npersistent_keepalive_interval=25\n")
+    assert a.device.up(now=0.0) == []  # the keepalive is owed, sent at the next tick
+    net.configure(a, f"public_key={B_PK.hex()}\nremove=true\n")
+    assert B_PK not in a.device.peers
+    net.run_until(30.0)
+    assert net.wire == []
+
+
+def test_staged_packets_flushed_are_counted_across_give_ups() -> None:
+    net, a, _b = make_pair()
+    net.blocked.add(PORT_B)
+    net.write(a, PING_AB)
+    net.run_until(300.0)  # twenty tries, then give up: the ping is dropped
+    assert a.device.stats.dropped_staged_flushed == 1
+    net.write(a, PING_AB)
+    net.write(a, PING_AB)
+    net.run_until(600.0)
+    assert a.device.stats.dropped_staged_flushed == 3
+
+
+def test_unsent_datagram_is_taken_back_from_tx_bytes() -> None:
+    net, a, b = make_pair()
+    net.write(a, PING_AB)
+    assert b.delivered == [PING_AB]
+    before = counters(a, B_PK)
+    effects = a.device.packet_from_tun(PING_AB, now=net.now, wall_ns=net.clock.wall_ns)
+    datagrams = [e for e in effects if isinstance(e, SendDatagram)]
+    assert len(datagrams) == 1
+    assert counters(a, B_PK)[0] == before[0] + len(datagrams[0].data)
+    peer = datagrams[0].peer
+    assert peer is not None
+    peer.unsent(datagrams[0].data)  # what the glue does when sendto fails
+    assert counters(a, B_PK) == before
