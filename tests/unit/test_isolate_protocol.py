@@ -38,6 +38,41 @@ def test_messages_round_trip_whole_and_byte_by_byte() -> None:
         assert (err, bytes(payload)) == (0, P.COUNT.pack(5))
 
 
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=30))
+def test_receiver_keeps_a_partial_message_when_its_buffer_is_reused(cuts: list[int]) -> None:
+    """As ``receive`` feeds it: every chunk arrives in the same buffer, which
+    the next chunk overwrites; whole messages come out intact, and the part
+    of one that a chunk ends in is kept until the rest comes."""
+    msgs = [P.encode(P.Kind.READ, i, P.READ.pack(i, i * 7, -i)) for i in range(1, 6)]
+    msgs.append(P.reply_head(99, 3) + b"abc")
+    wire = b"".join(msgs)
+    buf = bytearray(64)
+    rx = P.Receiver()
+    got = []
+    pos = 0
+    for cut in [*cuts, len(wire)]:
+        chunk = wire[pos : pos + cut]
+        pos += len(chunk)
+        buf[: len(chunk)] = chunk
+        with memoryview(buf) as view:
+            rx.feed(view[: len(chunk)])
+        while (m := rx.next_message()) is not None:
+            got.append(m)
+        buf[:] = b"\xee" * len(buf)  # the next recv_into writes over it
+        if pos == len(wire):
+            break
+    assert b"".join(P.encode(m.kind, m.rid, m.body) for m in got) == wire
+    assert rx.pending == 0
+
+
+def test_reply_head_then_payload_is_a_reply() -> None:
+    data = bytes(range(256)) * 3
+    assert P.reply_head(5, len(data)) + data == P.reply(5, 0, data)
+    with pytest.raises(P.ProtocolError) as ei:
+        P.reply_head(5, P.MAX_BODY)
+    assert ei.value.errno == errno.EMSGSIZE
+
+
 def test_error_reply_carries_errno_and_text() -> None:
     rx = P.Receiver()
     rx.feed(P.error_reply(9, DeviceError(errno.EEXIST, "major 2 is in use")))
