@@ -8,19 +8,30 @@ and the mutants judged equivalent with the reason.
 from __future__ import annotations
 
 import errno
+import random
+
+import pytest
 
 from modules.tunwg.wg import SendDatagram, SetRequest
 from modules.tunwg.wg.allowedips import packet_source
-from modules.tunwg.wg.constants import MAX_MESSAGE_SIZE, MESSAGE_KEEPALIVE_SIZE
+from modules.tunwg.wg.constants import MAX_MESSAGE_SIZE, MESSAGE_KEEPALIVE_SIZE, REKEY_AFTER_MESSAGES
+from modules.tunwg.wg.cookie import CookieChecker, CookieGenerator, cookie_source
+from modules.tunwg.wg.crypto import public_key
 from modules.tunwg.wg.keypair import Keypair
-from modules.tunwg.wg.messages import Transport, transport_receiver
+from modules.tunwg.wg.keys import clamp
+from modules.tunwg.wg.messages import CookieReply, Transport, parse, transport_receiver
 from modules.tunwg.wg.replay import ReplayFilter
 from modules.tunwg.wg.uapi import CLOSED, GetRequest
 from tests.unit.tunwg.test_device import (
+    A_PK,
     B_PK,
     PING_AB,
+    PORT_A,
     PORT_B,
+    WALL0,
     counters,
+    established,
+    handshake_ns,
     make_pair,
     peer_of,
 )
@@ -53,6 +64,50 @@ def test_replay_filter_after_reset_takes_counter_zero_again() -> None:
     f.reset()
     assert f.validate_counter(0)
     assert f.validate_counter(64)
+
+
+def test_transport_record_refuses_a_message_over_65535_bytes() -> None:
+    largest = Transport(receiver=1, counter=2, encrypted_packet=bytes(MAX_MESSAGE_SIZE - 16))
+    assert len(largest.pack()) == MAX_MESSAGE_SIZE
+    with pytest.raises(ValueError, match=r"^encrypted_packet must be 16\.\.65519 bytes$"):
+        Transport(receiver=1, counter=2, encrypted_packet=bytes(MAX_MESSAGE_SIZE - 15))
+
+
+@pytest.mark.parametrize(("port", "tail"), [(0, b"\x00\x00"), (1, b"\x01\x00"), (0xFFFF, b"\xff\xff")])
+def test_cookie_source_takes_every_udp_port(port: int, tail: bytes) -> None:
+    assert cookie_source("192.0.2.1", port) == bytes([192, 0, 2, 1]) + tail
+
+
+def test_cookie_secret_is_fresh_for_120s_after_it_was_made_not_after_zero() -> None:
+    r_public = public_key(clamp(bytes(range(32))))
+    gen, checker = CookieGenerator(r_public), CookieChecker(r_public)
+    source = cookie_source("192.0.2.1", 51820)
+    first = gen.add_macs(bytes([1, 0, 0, 0]) + bytes([0xAB]) * 112 + bytes(32), now=1000.0)
+    reply = parse(checker.create_reply(first, 7, source, now=1000.0, rng=random.Random(3).randbytes))
+    assert isinstance(reply, CookieReply)
+    gen.consume_reply(reply, now=1000.5)
+    retry = gen.add_macs(bytes([1, 0, 0, 0]) + bytes([0xCD]) * 112 + bytes(32), now=1001.0)
+    assert checker.check_mac2(retry, source, now=1001.0)
+    assert checker.check_mac2(retry, source, now=1120.0)
+    assert not checker.check_mac2(retry, source, now=1120.001)
+
+
+def test_rekey_after_messages_is_past_2_to_the_60_and_time_counts_from_creation() -> None:
+    a = Keypair(
+        send_key=bytes(32),
+        receive_key=bytes(32),
+        local_index=1,
+        remote_index=2,
+        is_initiator=True,
+        created=1000.0,
+    )
+    a.send_counter = REKEY_AFTER_MESSAGES
+    assert not a.needs_rekey_sending(1001.0)  # wireguard-go: sendNonce > RekeyAfterMessages
+    a.send_counter = REKEY_AFTER_MESSAGES + 1
+    assert a.needs_rekey_sending(1001.0)
+    a.send_counter = 0
+    assert not a.needs_rekey_sending(1120.0)
+    assert a.needs_rekey_sending(1120.1)
 
 
 def test_last_minute_rekey_counts_from_creation_not_from_zero() -> None:
@@ -146,3 +201,60 @@ def test_unsent_datagram_is_taken_back_from_tx_bytes() -> None:
     assert peer is not None
     peer.unsent(datagrams[0].data)  # what the glue does when sendto fails
     assert counters(a, B_PK) == before
+
+
+def test_replace_allowed_ips_drops_the_peers_old_prefixes() -> None:
+    net, a, _b = make_pair()
+    net.configure(a, f"public_key={B_PK.hex()}\nreplace_allowed_ips=true\nallowed_ip=192.0.2.0/24\n")
+    assert peer_of(a, B_PK)["allowed_ip"] == ["192.0.2.0/24"]
+    n = len(net.wire)
+    net.write(a, PING_AB)  # 10.0.0.2 no longer routes to B
+    assert net.wire[n:] == []
+    assert a.device.stats.dropped_no_route == 1
+
+
+def test_up_sends_the_keepalive_of_a_one_second_interval() -> None:
+    net, a, b = make_pair(up=False)
+    net.configure(a, f"public_key={B_PK.hex()}\npersistent_keepalive_interval=1\n")
+    net.carry(b, b.device.up(now=0.0))
+    net.carry(a, a.device.up(now=0.0))
+    net.run_until(0.0)
+    assert net.kinds() == [(PORT_A, "init"), (PORT_B, "resp"), (PORT_A, "keepalive")]
+
+
+def test_up_sends_no_keepalive_when_the_interval_was_turned_off_before_the_tick() -> None:
+    net, a, b = make_pair(up=False)
+    net.configure(a, f"public_key={B_PK.hex()}\npersistent_keepalive_interval=25\n")
+    net.carry(b, b.device.up(now=0.0))
+    net.carry(a, a.device.up(now=0.0))
+    net.configure(a, f"public_key={B_PK.hex()}\npersistent_keepalive_interval=0\n")
+    net.run_until(1.0)
+    assert net.wire == []
+
+
+def test_one_second_persistent_keepalive_every_second_counted_from_the_last_data() -> None:
+    net, a, _b = established()
+    net.configure(a, f"public_key={B_PK.hex()}\npersistent_keepalive_interval=1\n")
+    n = len(net.wire)
+    net.run_until(3.0)
+    assert [(d.t, d.kind) for d in net.wire[n:] if d.src == PORT_A] == [
+        (1.0, "keepalive"),
+        (2.0, "keepalive"),
+        (3.0, "keepalive"),
+    ]
+    net.clock.now = 3.5
+    net.write(a, PING_AB)
+    n = len(net.wire)
+    net.run_until(4.6)
+    assert [(d.t, d.kind) for d in net.wire[n:] if d.src == PORT_A] == [(4.5, "keepalive")]
+
+
+def test_persistent_keepalive_after_rekey_after_time_starts_a_handshake_with_a_timestamp() -> None:
+    net, a, b = make_pair()
+    net.configure(a, f"public_key={B_PK.hex()}\npersistent_keepalive_interval=25\n")
+    net.run_until(130.0)  # the keepalive at 125 finds the session older than 120 s: rekey
+    assert [(d.src, d.kind, d.t) for d in net.wire if d.kind in ("init", "resp")][-2:] == [
+        (PORT_A, "init", 125.0),
+        (PORT_B, "resp", 125.0),
+    ]
+    assert handshake_ns(b, A_PK) == WALL0 + 125 * 10**9
