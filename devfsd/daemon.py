@@ -321,8 +321,9 @@ class Daemon:
         try:
             with trio.fail_after(READY_TIMEOUT):
                 await trio.to_thread.run_sync(os.stat, self.mountpoint, abandon_on_cancel=True)
-                await trio.to_thread.run_sync(_answers, self.control, abandon_on_cancel=True)
-        except (OSError, trio.TooSlowError) as exc:
+                deadline = time.monotonic() + READY_TIMEOUT
+                await trio.to_thread.run_sync(_answers, self.control, deadline, abandon_on_cancel=True)
+        except (OSError, Unreachable, trio.TooSlowError) as exc:
             log.error("%s: the daemon does not answer itself: %r", self.mountpoint, exc)
             if ready is not None:
                 os.write(ready, f"{PROG}: {self.mountpoint}: does not answer\n".encode())
@@ -424,18 +425,30 @@ class Daemon:
         log.info("devfsd stopped")
 
 
-def _answers(control: str) -> None:
+def _answers(control: str, deadline: float) -> None:
     """Whether a daemon serves ``control``: any reply will do.
 
+    A full listen backlog (``EAGAIN``: clients already queue on the
+    socket, as at boot or under a flood) is no answer yet but no failure
+    either: asked again until ``deadline``, then taken as listening.
+
     Raises:
-        OSError: nobody answers (``Unreachable``).
+        Unreachable: nobody answers.
     """
-    try:
-        Client(control, timeout=READY_TIMEOUT).ping()
-    except Unreachable:
-        raise
-    except ControlError:
-        pass
+    while True:
+        try:
+            Client(control, timeout=max(deadline - time.monotonic(), 0.1)).ping()
+        except Unreachable as exc:
+            if exc.errno != errno.EAGAIN:
+                raise
+            if time.monotonic() >= deadline:
+                log.warning("%s: listen backlog still full at the readiness check", control)
+                return
+            time.sleep(0.01)
+        except ControlError:
+            return
+        else:
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
