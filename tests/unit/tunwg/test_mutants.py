@@ -8,13 +8,20 @@ and the mutants judged equivalent with the reason.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import random
+import signal
 
 import pytest
 
-from modules.tunwg.wg import SendDatagram, SetRequest
+from modules.tunwg.wg import Device, Effect, SendDatagram, SetRequest
 from modules.tunwg.wg.allowedips import packet_source
-from modules.tunwg.wg.constants import MAX_MESSAGE_SIZE, MESSAGE_KEEPALIVE_SIZE, REKEY_AFTER_MESSAGES
+from modules.tunwg.wg.constants import (
+    MAX_CONTENT_SIZE,
+    MAX_MESSAGE_SIZE,
+    MESSAGE_KEEPALIVE_SIZE,
+    REKEY_AFTER_MESSAGES,
+)
 from modules.tunwg.wg.cookie import CookieChecker, CookieGenerator, cookie_source
 from modules.tunwg.wg.crypto import public_key
 from modules.tunwg.wg.keypair import Keypair
@@ -32,6 +39,7 @@ from tests.unit.tunwg.test_device import (
     counters,
     established,
     handshake_ns,
+    ipv4,
     make_pair,
     peer_of,
 )
@@ -258,3 +266,101 @@ def test_persistent_keepalive_after_rekey_after_time_starts_a_handshake_with_a_t
         (PORT_B, "resp", 125.0),
     ]
     assert handshake_ns(b, A_PK) == WALL0 + 125 * 10**9
+
+
+def _v4_packet(total: int) -> bytes:
+    """An IPv4 packet 10.0.0.1 -> 10.0.0.2 of ``total`` bytes (header, then zeros)."""
+    header = bytes.fromhex("4500") + total.to_bytes(2, "big") + bytes.fromhex("0000000040010000")
+    return header + bytes([10, 0, 0, 1, 10, 0, 0, 2]) + bytes(total - 20)
+
+
+@pytest.mark.parametrize("size", [20, MAX_CONTENT_SIZE])
+def test_smallest_and_largest_ipv4_packets_written_are_sent(size: int) -> None:
+    net, a, b = established()
+    n = len(net.wire)
+    net.write(a, _v4_packet(size))
+    assert a.device.stats.dropped_bad_packet == 0
+    assert [(d.src, d.kind) for d in net.wire[n:]] == [(PORT_A, "data")]
+    if size == 20:
+        assert b.delivered[-1] == _v4_packet(20)
+
+
+def test_header_only_ipv6_packet_written_is_sent() -> None:
+    net, a, b = established()
+    packet = (
+        bytes.fromhex("6000000000003b40")
+        + ipaddress.ip_address("fd00::1").packed
+        + ipaddress.ip_address("fd00::2").packed
+    )
+    assert len(packet) == 40
+    net.write(a, packet)
+    assert b.delivered[-1] == packet
+
+
+def test_drop_counters_count_every_drop() -> None:
+    net, a, _b = make_pair()
+    a.device.down()
+    for _ in range(2):
+        assert a.device.packet_from_tun(PING_AB, now=net.now, wall_ns=net.clock.wall_ns) == []
+    assert a.device.stats.dropped_down == 2
+    net2, c, _d = make_pair(b_knows_a_endpoint=False)
+    net2.configure(c, f"public_key={B_PK.hex()}\nreplace_allowed_ips=true\nallowed_ip=10.0.0.2/32\n")
+    # B does not know A's endpoint: each of its handshake attempts is dropped and counted
+    d = _d
+    net2.write(d, ipv4("10.0.0.2", "10.0.0.1"))
+    net2.run_until(6.0)
+    assert d.device.stats.dropped_no_endpoint == 2
+
+
+def _datagrams(effects: list[Effect]) -> list[SendDatagram]:
+    return [e for e in effects if isinstance(e, SendDatagram)]
+
+
+def test_every_datagram_names_its_peer_so_failed_sends_are_taken_back() -> None:
+    _net, a, b = make_pair()
+    now, wall = 0.0, WALL0
+    init = _datagrams(a.device.packet_from_tun(PING_AB, now=now, wall_ns=wall))
+    assert len(init) == 1  # the initiation; the ping is staged
+    (resp,) = _datagrams(b.device.datagram_received(init[0].data, a.endpoint, now=now, wall_ns=wall))
+    staged = _datagrams(a.device.datagram_received(resp.data, b.endpoint, now=now, wall_ns=wall))
+    assert len(staged) == 1  # the staged ping
+    fast = _datagrams(a.device.packet_from_tun(PING_AB, now=now, wall_ns=wall))
+    assert len(fast) == 1
+    for e in init + staged + fast:
+        assert e.peer is a.device.peers[B_PK]
+        e.peer.unsent(e.data)  # every send failed
+    assert counters(a, B_PK)[0] == 0
+
+
+def test_zero_private_key_removes_the_identity() -> None:
+    net, a, _b = make_pair()
+    net.configure(a, f"private_key={'0' * 64}\n")
+    assert (
+        a.device.uapi_get().decode().startswith(f"private_key={'0' * 64}\n")
+        or "private_key=" not in a.device.uapi_get().decode()
+    )
+    n = len(net.wire)
+    net.write(a, PING_AB)  # no identity: no handshake
+    net.run_until(1.0)
+    assert net.wire[n:] == []
+
+
+def test_index_collisions_with_a_repeating_rng_still_give_distinct_u32_indices() -> None:
+    _net, a, _b = make_pair()
+    peer = a.device.peers[B_PK]
+    device = Device(rng=lambda n: b"\x01" * n, bind=lambda p: p)  # every draw the same
+    old = signal.signal(signal.SIGALRM, _timed_out)
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        indices = [device.index_new(peer, None) for _ in range(4)]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(set(indices)) == 4
+    assert all(0 <= i <= 0xFFFFFFFF for i in indices)
+    for i in indices:
+        device.index_free(i)
+
+
+def _timed_out(signum: int, frame: object) -> None:
+    raise TimeoutError("index_new did not return within 5 s")
