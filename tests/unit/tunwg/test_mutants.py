@@ -364,3 +364,13 @@ def test_index_collisions_with_a_repeating_rng_still_give_distinct_u32_indices()
 
 def _timed_out(signum: int, frame: object) -> None:
     raise TimeoutError("index_new did not return within 5 s")
+
+
+def test_rx_bytes_keep_counting_across_a_second_handshake_response() -> None:
+    net, a, _b = make_pair()
+    net.configure(a, f"public_key={B_PK.hex()}\npersistent_keepalive_interval=25\n")
+    net.run_until(120.0)
+    before = counters(a, B_PK)[1]
+    assert before == 92  # the first response; A's keepalives get no answer
+    net.run_until(130.0)  # the rekey at 125: A receives a second response (92 bytes)
+    assert counters(a, B_PK)[1] == before + 92
