@@ -9,6 +9,7 @@ marker, ``devfsd_mount`` and ``devfsd_run``.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,10 +66,12 @@ def test_failing_test_still_tears_down(devfsd_mount):
 def ours(base: Path) -> set[str]:
     """devfsd mounts the suite may have made: under its directory, or the
     plugin's short scratch directories (other tests' mounts do not count)."""
-    scratch = os.path.join(tempfile.gettempdir(), "devfsd-")
+    # The plugin's scratch is mkdtemp(prefix="devfsd-"): eight characters
+    # after the prefix, no dash (devfsd regress's and other tests' have more).
+    scratch = re.compile(re.escape(os.path.join(tempfile.gettempdir(), "devfsd-")) + r"[a-z0-9_]{8}(/|$)")
     with open("/proc/self/mountinfo") as f:
         points = [line.split()[4] for line in f]
-    return {p for p in points if p.startswith((str(base), scratch))}
+    return {p for p in points if p.startswith(str(base)) or scratch.match(p)}
 
 
 def test_a_driver_suite_uses_the_fixtures(pytester: pytest.Pytester) -> None:
