@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Final, final
 
 from devfsd.kern.props import PropError
+from devfsd.kern.trust import check_stat
 from devfsd.tools import UsageError
 from devfsd.tools.modload import parse_args
 
@@ -89,19 +90,6 @@ def parse(text: str) -> list[Entry | BadLine]:
     return result
 
 
-def _safe(st: os.stat_result) -> bool:
-    """Owned by root or the daemon's user, writable by no one else (group root aside).
-
-    A sticky directory (/tmp) may be writable by all: others cannot
-    rename or remove what they do not own in it.
-    """
-    if st.st_uid not in (0, os.geteuid()):
-        return False
-    if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
-        return True
-    return not (st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0))
-
-
 def _parents(path: str) -> list[str]:
     out = []
     while (parent := os.path.dirname(path)) != path:
@@ -132,11 +120,16 @@ def read(path: str | None) -> tuple[str, list[Entry | BadLine]]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", name)
-        if not _safe(st):
-            raise OSError(errno.EPERM, "owned or writable by a user other than root", name)
+        # Module code's trust rule (devfsd.kern.trust), with root and the
+        # daemon's user as the owners allowed: the file names modules root loads.
+        owners = frozenset({0, os.geteuid()})
+        why = check_stat(name, st, owners)
+        if why is not None:
+            why = why.removeprefix(f"{name}: ")  # the file's name leads the message already
         for parent in _parents(os.path.realpath(name)):
-            if not _safe(os.stat(parent)):
-                raise OSError(errno.EPERM, f"{parent} is owned or writable by a user other than root", name)
+            why = why or check_stat(parent, os.stat(parent), owners)
+        if why is not None:
+            raise OSError(errno.EPERM, why, name)
         chunks = []
         size = 0
         while size <= MAX_SIZE and (chunk := os.read(fd, MAX_SIZE + 1 - size)):

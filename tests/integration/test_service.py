@@ -450,7 +450,7 @@ def test_modules_conf_errors_stop_the_start(tmp_path: Path) -> None:
     os.chmod(unsafe, 0o666)
     r = run([*base, "--modules-conf", str(unsafe), str(tmp_path / "dev")])
     assert r.returncode == 1
-    assert r.stderr.decode() == f"devfsd: {unsafe}: owned or writable by a user other than root\n"
+    assert r.stderr.decode() == f"devfsd: {unsafe}: mode 0666, writable by others\n"
     assert not is_mounted(tmp_path / "dev")
 
 

@@ -148,7 +148,7 @@ def test_modconf_read(tmp_path: Path) -> None:
     os.chmod(d, 0o777)
     with pytest.raises(PermissionError) as pe:
         modconf.read(str(d / "m.conf"))
-    assert pe.value.strerror == f"{d} is owned or writable by a user other than root"
+    assert pe.value.strerror == f"{d}: mode 0777, writable by others"
     os.chmod(d, 0o1777)  # sticky, as /tmp: others cannot replace root's file
     assert modconf.read(str(d / "m.conf"))[1] == [Entry(1, "mm", {})]
     big = tmp_path / "big.conf"
