@@ -76,10 +76,13 @@ import math
 import os
 import select
 import types
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import outcome
 import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "ENV_PUBLIC_ONLY",
@@ -185,12 +188,14 @@ def choose(public_only: bool | None = None) -> bool:
     return True
 
 
-def describe() -> str:
-    """For the daemon's log: whether the fast paths are on, and the versions."""
+def describe(installed: Sequence[str] = ()) -> str:
+    """For the daemon's log: whether the fast paths are on, the versions, and
+    which of them the caller ``installed`` (``fast_instruments`` & co. said True)."""
     import pyfuse3
 
     state = "on" if PRIVATE is not None else "off"
-    return f"fast paths {state} (trio {trio.__version__}, pyfuse3 {pyfuse3.__version__})"
+    text = f"fast paths {state} (trio {trio.__version__}, pyfuse3 {pyfuse3.__version__})"
+    return f"{text}: {', '.join(installed)}" if installed else text
 
 
 def _dict_instruments(instruments: type) -> type[dict[str, dict[Any, None]]]:

@@ -35,6 +35,7 @@ def test_public_only_option(tmp_path: Path) -> None:
     with DevfsdMount(tmp_path, modpath=[MODS], args=args) as m:
         wait_for(lambda: " (trio " in m.log_text(), 10, "the fast-path line in the log")
         assert "fast paths off (trio " in m.log_text()
+        assert "): " not in next(x for x in m.log_text().splitlines() if "fast paths" in x)
         # Not passed to FUSE (which would refuse the mount), and serving:
         zero = _node(m, "mm", 12)
         with open(zero, "rb", buffering=0) as f:
@@ -53,5 +54,10 @@ def test_fast_paths_said_on_when_known(tmp_path: Path) -> None:
     with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug"]) as m:
         wait_for(lambda: " (trio " in m.log_text(), 10, "the fast-path line in the log")
         # On unless this run is the public-only one (CI's second pass).
-        expect = "on" if _trioloop.PRIVATE is not None else "off"
-        assert f"fast paths {expect} (trio " in m.log_text()
+        on = _trioloop.PRIVATE is not None
+        line = next(x for x in m.log_text().splitlines() if "fast paths" in x)
+        assert f"fast paths {'on' if on else 'off'} (trio " in line
+        # Each fast path the daemon installs is named: a daemon that stops
+        # calling one of them (or one that stops taking) fails here.
+        installed = line.partition("): ")[2]
+        assert installed == ("instruments, io wakeups, fuse loop" if on else "")
