@@ -1,0 +1,482 @@
+"""devfsd.fs's handlers called in process, as pyfuse3 calls them behind a mount.
+
+The mount tests (tests/integration) see the same behaviour through the
+kernel; these run without FUSE, so that the mutation judge (tests/unit,
+issue 18) sees fs.py too. A request's context is what pyfuse3 hands a
+handler: the caller's uid, gid, pid and umask.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyfuse3
+import pytest
+
+from devfsd.cdevsw import makedev
+from devfsd.control import CONTROL_XATTR
+from devfsd.errors import DeviceError
+from devfsd.fs import DevFs
+from devfsd.limits import Limits
+from devfsd.nodes import RENAME_NOREPLACE, ROOT_INODE
+from devfsd.testing.harness import Kernel
+from modules.mm.mm import DEV_FULL, DEV_NULL, DEV_ZERO
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+R = ROOT_INODE
+MM = 2  # mm's major
+
+
+@dataclass
+class Ctx:
+    """The fields of pyfuse3.RequestContext the handlers read."""
+
+    uid: int = 0
+    gid: int = 0
+    pid: int = 0
+    umask: int = 0o022
+
+
+@dataclass
+class Fields:
+    """pyfuse3.SetattrFields: which attributes a SETATTR changes."""
+
+    update_size: bool = False
+    update_mode: bool = False
+    update_uid: bool = False
+    update_gid: bool = False
+    update_atime: bool = False
+    update_mtime: bool = False
+
+
+ROOT = Ctx()
+USER = Ctx(uid=1000, gid=1000, pid=os.getpid(), umask=0o002)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000
+
+    def __call__(self) -> int:
+        self.now += 1
+        return self.now
+
+
+@asynccontextmanager
+async def devfs() -> AsyncIterator[tuple[DevFs, Clock]]:
+    """A DevFs over the harness kernel, mm loaded, with a clock that ticks per call."""
+    async with Kernel.running() as k:
+        await k.modload("mm")
+        clock = Clock()
+        fs = DevFs(k.spec, "/run/devfsd.sock", clock=clock)
+        yield fs, clock
+
+
+def fuse_errno(exc: pytest.ExceptionInfo[pyfuse3.FUSEError]) -> int:
+    return exc.value.errno
+
+
+async def mknod(fs: DevFs, name: bytes, minor: int = DEV_NULL, ctx: Ctx = ROOT, parent: int = R) -> Any:
+    return await fs.mknod(parent, name, stat.S_IFCHR | 0o666, makedev(MM, minor), ctx)  # type: ignore[arg-type]
+
+
+async def test_mknod_reply_says_chr_and_later_lookups_say_regular_file() -> None:
+    async with devfs() as (fs, clock):
+        a = await mknod(fs, b"null", ctx=USER)
+        assert stat.S_ISCHR(a.st_mode)
+        assert stat.S_IMODE(a.st_mode) == 0o664  # the caller's umask 002
+        assert (a.st_uid, a.st_gid, a.st_rdev) == (1000, 1000, makedev(MM, DEV_NULL))
+        assert (a.entry_timeout, a.attr_timeout) == (0, 0)
+        b = await fs.lookup(R, b"null", ROOT)  # type: ignore[arg-type]
+        assert stat.S_IFMT(b.st_mode) == stat.S_IFREG
+        assert stat.S_IMODE(b.st_mode) == 0o664
+        assert b.st_ino == a.st_ino and b.st_nlink == 1
+        assert (b.st_size, b.st_blksize, b.st_blocks, b.generation) == (0, 4096, 0, 0)
+        assert b.st_mtime_ns == b.st_ctime_ns == b.st_atime_ns == clock.now
+        g = await fs.getattr(a.st_ino, ROOT)  # type: ignore[arg-type]
+        assert (g.st_mode, g.st_uid, g.st_gid, g.st_rdev) == (b.st_mode, 1000, 1000, makedev(MM, DEV_NULL))
+
+
+async def test_mkdir_and_symlink_attributes() -> None:
+    async with devfs() as (fs, _):
+        d = await fs.mkdir(R, b"d", stat.S_IFDIR | 0o777, USER)  # type: ignore[arg-type]
+        assert stat.S_ISDIR(d.st_mode) and stat.S_IMODE(d.st_mode) == 0o775
+        assert (d.st_uid, d.st_gid, d.st_nlink) == (1000, 1000, 2)
+        s = await fs.symlink(d.st_ino, b"l", b"../null", USER)  # type: ignore[arg-type]
+        assert stat.S_ISLNK(s.st_mode) and s.st_size == len(b"../null")
+        assert (s.st_uid, s.st_gid) == (1000, 1000)
+        assert await fs.readlink(s.st_ino, ROOT) == b"../null"  # type: ignore[arg-type]
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.readlink(d.st_ino, ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.EINVAL
+        root = await fs.getattr(R, ROOT)  # type: ignore[arg-type]
+        assert root.st_nlink == 3
+
+
+async def test_missing_names_and_inodes_are_enoent() -> None:
+    async with devfs() as (fs, _):
+        for call in (
+            fs.lookup(R, b"nope", ROOT),  # type: ignore[arg-type]
+            fs.getattr(999, ROOT),  # type: ignore[arg-type]
+            fs.readlink(999, ROOT),  # type: ignore[arg-type]
+            fs.unlink(R, b"nope", ROOT),  # type: ignore[arg-type]
+            fs.rmdir(R, b"nope", ROOT),  # type: ignore[arg-type]
+            fs.getxattr(999, b"user.devfsd.type", ROOT),  # type: ignore[arg-type]
+            fs.listxattr(999, ROOT),  # type: ignore[arg-type]
+            fs.open(999, os.O_RDONLY, ROOT),  # type: ignore[arg-type]
+            fs.setattr(999, pyfuse3.EntryAttributes(), Fields(), None, ROOT),  # type: ignore[arg-type]
+            fs.opendir(999, ROOT),  # type: ignore[arg-type]
+            fs.link(999, R, b"x", ROOT),  # type: ignore[arg-type]
+            fs.rename(R, b"nope", R, b"x", 0, ROOT),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await call
+            assert fuse_errno(ei) == errno.ENOENT
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.mkdir(999, b"x", 0o755, ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.ENOENT
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.symlink(999, b"x", b"t", ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.ENOENT
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await mknod(fs, b"x", parent=999)
+        assert fuse_errno(ei) == errno.ENOENT
+
+
+async def test_setattr_changes_only_the_fields_asked_and_stamps_ctime() -> None:
+    async with devfs() as (fs, clock):
+        a = await mknod(fs, b"n")
+        attr = pyfuse3.EntryAttributes()
+        attr.st_mode = stat.S_IFDIR | 0o4600  # the type bits are the node's
+        attr.st_uid, attr.st_gid = 7, 8
+        attr.st_atime_ns, attr.st_mtime_ns = 11, 12
+        r = await fs.setattr(a.st_ino, attr, Fields(update_mode=True), None, ROOT)  # type: ignore[arg-type]
+        assert r.st_mode == stat.S_IFREG | 0o4600 and (r.st_uid, r.st_gid) == (0, 0)
+        assert r.st_ctime_ns == clock.now and r.st_mtime_ns < clock.now
+        r = await fs.setattr(a.st_ino, attr, Fields(update_uid=True), None, ROOT)  # type: ignore[arg-type]
+        assert (r.st_uid, r.st_gid) == (7, 0)
+        r = await fs.setattr(a.st_ino, attr, Fields(update_gid=True), None, ROOT)  # type: ignore[arg-type]
+        assert (r.st_uid, r.st_gid) == (7, 8)
+        assert (r.st_atime_ns, r.st_mtime_ns) != (11, 12)
+        r = await fs.setattr(a.st_ino, attr, Fields(update_atime=True), None, ROOT)  # type: ignore[arg-type]
+        assert r.st_atime_ns == 11 and r.st_mtime_ns != 12
+        r = await fs.setattr(a.st_ino, attr, Fields(update_mtime=True), None, ROOT)  # type: ignore[arg-type]
+        assert (r.st_atime_ns, r.st_mtime_ns) == (11, 12)
+        # Truncating a device node (open O_TRUNC) does nothing; a directory refuses.
+        r = await fs.setattr(a.st_ino, attr, Fields(update_size=True), None, ROOT)  # type: ignore[arg-type]
+        assert r.st_size == 0 and r.st_mode == stat.S_IFREG | 0o4600
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.setattr(R, attr, Fields(update_size=True), None, ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.EISDIR
+
+
+async def test_every_change_is_handed_to_on_change_and_a_failed_write_undoes_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with devfs() as (fs, _):
+        journals: list[list[tuple[str, object, object, object]]] = []
+        failing = [0]
+
+        def on_change(journal: list[tuple[str, object, object, object]]) -> None:
+            if failing[0]:
+                raise DeviceError(failing[0], "state: disk full")
+            journals.append(journal)
+
+        fs.on_change = on_change
+        a = await mknod(fs, b"n")
+        assert any(op == "link" and b == b"n" for op, _a, b, _c in journals[-1])
+        await fs.mkdir(R, b"d", 0o755, ROOT)  # type: ignore[arg-type]
+        assert any(op == "link" and b == b"d" for op, _a, b, _c in journals[-1])
+        attr = pyfuse3.EntryAttributes()
+        attr.st_mode = 0o600
+        await fs.setattr(a.st_ino, attr, Fields(update_mode=True), None, ROOT)  # type: ignore[arg-type]
+        assert journals[-1] and journals[-1][0][0] == "put"
+        n = len(journals)
+        caplog.set_level(logging.WARNING, logger="devfsd.fs")
+        failing[0] = errno.ENOSPC
+        for name in (b"x", b"y"):
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await mknod(fs, name)
+            assert fuse_errno(ei) == errno.ENOSPC
+            with pytest.raises(pyfuse3.FUSEError):
+                await fs.lookup(R, name, ROOT)  # type: ignore[arg-type]  # undone
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.unlink(R, b"n", ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.ENOSPC
+        assert (await fs.lookup(R, b"n", ROOT)).st_ino == a.st_ino  # type: ignore[arg-type]
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.setattr(a.st_ino, attr, Fields(update_uid=True), None, ROOT)  # type: ignore[arg-type]
+        assert (await fs.getattr(a.st_ino, ROOT)).st_uid == 0  # type: ignore[arg-type]
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and "disk full" in errors[0].getMessage()  # once per stretch
+        failing[0] = errno.EROFS  # another errno: logged again
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await mknod(fs, b"z")
+        assert fuse_errno(ei) == errno.EROFS
+        assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2
+        failing[0] = 0
+        await mknod(fs, b"z")
+        assert len(journals) == n + 1
+        assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+            "state writes succeed again"
+        ]
+        await mknod(fs, b"w")
+        assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+async def test_an_errno_out_of_range_from_the_state_is_eio() -> None:
+    async with devfs() as (fs, _):
+
+        def on_change(journal: object) -> None:
+            raise DeviceError(600, "odd")
+
+        fs.on_change = on_change
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await mknod(fs, b"n")
+        assert fuse_errno(ei) == errno.EIO
+
+
+async def test_a_stray_exception_in_a_handler_is_eio_not_the_loop_s_end() -> None:
+    async with devfs() as (fs, _):
+
+        def on_change(journal: object) -> None:
+            raise ZeroDivisionError
+
+        fs.on_change = on_change
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.mkdir(R, b"d", 0o755, ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.EIO
+
+
+async def test_link_unlink_rmdir_rename_and_who_may_use_the_reserve() -> None:
+    async with devfs() as (fs, _):
+        a = await mknod(fs, b"a")
+        d = await fs.mkdir(R, b"d", 0o755, ROOT)  # type: ignore[arg-type]
+        b = await fs.link(a.st_ino, d.st_ino, b"b", ROOT)  # type: ignore[arg-type]
+        assert b.st_ino == a.st_ino and b.st_nlink == 2
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.link(d.st_ino, R, b"d2", ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.EPERM
+        await fs.unlink(R, b"a", ROOT)  # type: ignore[arg-type]
+        assert (await fs.getattr(a.st_ino, ROOT)).st_nlink == 1  # type: ignore[arg-type]
+        await fs.rename(d.st_ino, b"b", R, b"c", 0, ROOT)  # type: ignore[arg-type]
+        assert (await fs.lookup(R, b"c", ROOT)).st_ino == a.st_ino  # type: ignore[arg-type]
+        await mknod(fs, b"e")
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.rename(R, b"c", R, b"e", RENAME_NOREPLACE, ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.EEXIST
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.unlink(R, b"d", ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.EISDIR
+        await fs.rmdir(R, b"d", ROOT)  # type: ignore[arg-type]
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.lookup(R, b"d", ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.ENOENT
+        # root's reserve: with the tree full to the users' share, root may
+        # still link and rename over it, a user may not.
+        fs.table.limits = Limits(nr_inodes=0, size=fs.table.bytes_used + 4096, reserve=90)
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.link(a.st_ino, R, b"f", USER)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.ENOSPC
+        await fs.link(a.st_ino, R, b"f", ROOT)  # type: ignore[arg-type]
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.rename(R, b"f", R, b"a-longer-name", 0, USER)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.ENOSPC
+        await fs.rename(R, b"f", R, b"a-longer-name", 0, ROOT)  # type: ignore[arg-type]
+
+
+async def test_only_device_nodes_fifos_directories_and_links_are_made() -> None:
+    async with devfs() as (fs, _):
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.create(R, b"f", stat.S_IFREG | 0o644, os.O_CREAT | os.O_WRONLY, ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.EOPNOTSUPP
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.mknod(R, b"f", stat.S_IFREG | 0o644, 0, ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.EOPNOTSUPP
+        p = await fs.mknod(R, b"p", stat.S_IFIFO | 0o644, 0, ROOT)  # type: ignore[arg-type]
+        assert stat.S_ISFIFO(p.st_mode) and p.st_rdev == 0
+
+
+async def test_opendir_lists_dot_dotdot_and_entries_and_readdir_needs_its_handle() -> None:
+    async with devfs() as (fs, _):
+        d = await fs.mkdir(R, b"d", 0o755, ROOT)  # type: ignore[arg-type]
+        fh1 = await fs.opendir(R, ROOT)  # type: ignore[arg-type]
+        fh2 = await fs.opendir(d.st_ino, ROOT)  # type: ignore[arg-type]
+        assert fh1 != fh2
+        a = await mknod(fs, b"a")
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.opendir(a.st_ino, ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.ENOTDIR
+        # A file handle of a device and one of a directory are never the same.
+        f = await fs.open(a.st_ino, os.O_RDONLY, ROOT)  # type: ignore[arg-type]
+        assert f.fh not in (fh1, fh2)
+        await fs.release(f.fh)
+        await fs.releasedir(fh1)
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.readdir(fh1, 0, None)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.EBADF
+        # A handle of a directory is not a device's (reads and polls refuse it).
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.read(fh2, 0, 1)
+        assert fuse_errno(ei) == errno.EBADF
+
+
+async def test_statfs_without_and_with_limits() -> None:
+    async with devfs() as (fs, _):
+        await mknod(fs, b"a")
+        s = await fs.statfs(ROOT)  # type: ignore[arg-type]
+        assert (s.f_bsize, s.f_frsize, s.f_namemax) == (4096, 4096, 255)
+        assert (s.f_blocks, s.f_bfree, s.f_bavail) == (0, 0, 0)
+        assert (s.f_files, s.f_ffree, s.f_favail) == (2, 1 << 20, 1 << 20)
+        t = fs.table
+        t.limits = Limits(nr_inodes=100, size=4096 * 100, reserve=10)
+        s = await fs.statfs(ROOT)  # type: ignore[arg-type]
+        assert s.f_blocks == 100
+        assert s.f_bfree == (4096 * 100 - t.bytes_used) // 4096
+        assert s.f_bavail == (4096 * 90 - t.bytes_used) // 4096
+        assert (s.f_files, s.f_ffree, s.f_favail) == (100, 100 - t.inodes_used, 90 - t.inodes_used)
+        t.limits = Limits(nr_inodes=2, size=4096, reserve=50)  # users are over their share
+        s = await fs.statfs(ROOT)  # type: ignore[arg-type]
+        assert (s.f_blocks, s.f_bfree, s.f_bavail) == (1, (4096 - t.bytes_used) // 4096, 0)
+        assert (s.f_files, s.f_ffree, s.f_favail) == (2, 0, 0)
+        t.limits = Limits(nr_inodes=0, size=0, reserve=50)  # no limits: as without
+        s = await fs.statfs(ROOT)  # type: ignore[arg-type]
+        assert (s.f_blocks, s.f_files, s.f_ffree) == (0, 2, 1 << 20)
+
+
+async def test_extended_attributes_name_the_driver_and_are_read_only() -> None:
+    async with devfs() as (fs, _):
+        a = await mknod(fs, b"zero", DEV_ZERO)
+        d = await fs.mkdir(R, b"d", 0o755, ROOT)  # type: ignore[arg-type]
+        ctl = CONTROL_XATTR.encode()
+        assert await fs.listxattr(a.st_ino, ROOT) == [  # type: ignore[arg-type]
+            ctl,
+            b"user.devfsd.type",
+            b"user.devfsd.driver",
+            b"user.devfsd.major",
+            b"user.devfsd.minor",
+        ]
+        got = {n: await fs.getxattr(a.st_ino, n, ROOT) for n in await fs.listxattr(a.st_ino, ROOT)}  # type: ignore[arg-type]
+        assert got[ctl] == b"/run/devfsd.sock"
+        assert got[b"user.devfsd.type"] == b"c"
+        assert got[b"user.devfsd.driver"] == b"mm"
+        assert (got[b"user.devfsd.major"], got[b"user.devfsd.minor"]) == (b"2", str(DEV_ZERO).encode())
+        assert await fs.listxattr(d.st_ino, ROOT) == [ctl]  # type: ignore[arg-type]
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.getxattr(d.st_ino, b"user.devfsd.type", ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.ENODATA
+        for name, set_e, remove_e in (
+            (b"user.devfsd.major", errno.EPERM, errno.EPERM),
+            (b"user.other", errno.ENOTSUP, errno.ENODATA),
+        ):
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await fs.setxattr(a.st_ino, name, b"1", ROOT)  # type: ignore[arg-type]
+            assert fuse_errno(ei) == set_e
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await fs.removexattr(a.st_ino, name, ROOT)  # type: ignore[arg-type]
+            assert fuse_errno(ei) == remove_e
+        # A node whose major has no driver names none; no control socket: no attribute.
+        orphan = await fs.mknod(R, b"o", stat.S_IFCHR | 0o600, makedev(200, 3), ROOT)  # type: ignore[arg-type]
+        fs.control = b""
+        assert await fs.getxattr(orphan.st_ino, b"user.devfsd.driver", ROOT) == b""  # type: ignore[arg-type]
+        assert await fs.getxattr(orphan.st_ino, b"user.devfsd.minor", ROOT) == b"3"  # type: ignore[arg-type]
+        assert ctl not in await fs.listxattr(orphan.st_ino, ROOT)  # type: ignore[arg-type]
+
+
+async def test_device_io_through_the_handlers() -> None:
+    async with devfs() as (fs, _):
+        z = await mknod(fs, b"zero", DEV_ZERO)
+        full = await mknod(fs, b"full", DEV_FULL)
+        f = await fs.open(z.st_ino, os.O_RDWR, USER)  # type: ignore[arg-type]
+        assert f.direct_io and not f.keep_cache
+        assert bytes(await fs.read(f.fh, 0, 5)) == b"\0" * 5
+        assert await fs.write(f.fh, 0, b"abc") == 3
+        assert await fs.poll(z.st_ino, f.fh, None, USER) & 1  # type: ignore[arg-type]  # POLLIN
+        await fs.flush(f.fh)
+        await fs.fsync(f.fh, True)
+        g = await fs.open(full.st_ino, os.O_WRONLY, USER)  # type: ignore[arg-type]
+        assert g.fh != f.fh
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.write(g.fh, 0, b"x")
+        assert fuse_errno(ei) == errno.ENOSPC
+        await fs.release(f.fh)
+        await fs.release(f.fh)  # a second release of the handle is nothing
+        for call in (fs.read(f.fh, 0, 1), fs.write(f.fh, 0, b"x"), fs.poll(z.st_ino, f.fh, None, USER)):  # type: ignore[arg-type]
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await call
+            assert fuse_errno(ei) == errno.EBADF
+        await fs.release(g.fh)
+
+
+async def test_open_of_what_is_not_a_device() -> None:
+    async with devfs() as (fs, _):
+        d = await fs.mkdir(R, b"d", 0o755, ROOT)  # type: ignore[arg-type]
+        p = await fs.mknod(R, b"p", stat.S_IFIFO | 0o644, 0, ROOT)  # type: ignore[arg-type]
+        s = await fs.symlink(R, b"s", b"d", ROOT)  # type: ignore[arg-type]
+        for ino, e in ((d.st_ino, errno.EISDIR), (p.st_ino, errno.ENXIO), (s.st_ino, errno.ENXIO)):
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await fs.open(ino, os.O_RDONLY, ROOT)  # type: ignore[arg-type]
+            assert fuse_errno(ei) == e
+        # A node whose driver is not there: ENXIO, and the node is no more
+        # held open (unlinked and forgotten, it is freed).
+        n = await fs.mknod(R, b"n", stat.S_IFCHR | 0o600, makedev(200, 0), ROOT)  # type: ignore[arg-type]
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.open(n.st_ino, os.O_RDONLY, ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.ENXIO
+        await fs.unlink(R, b"n", ROOT)  # type: ignore[arg-type]
+        await fs.forget([(n.st_ino, 1)])
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.getattr(n.st_ino, ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.ENOENT
+
+
+async def test_an_unlinked_node_lives_while_open_or_looked_up() -> None:
+    async with devfs() as (fs, _):
+        a = await mknod(fs, b"a")  # one lookup (the MKNOD reply)
+        f = await fs.open(a.st_ino, os.O_RDONLY, ROOT)  # type: ignore[arg-type]
+        await fs.unlink(R, b"a", ROOT)  # type: ignore[arg-type]
+        await fs.forget([(a.st_ino, 1)])
+        assert (await fs.getattr(a.st_ino, ROOT)).st_nlink == 0  # type: ignore[arg-type]  # still open
+        await fs.release(f.fh)
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.getattr(a.st_ino, ROOT)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.ENOENT
+        # Each lookup counts: two lookups need two forgets.
+        b = await mknod(fs, b"b")
+        await fs.lookup(R, b"b", ROOT)  # type: ignore[arg-type]
+        await fs.unlink(R, b"b", ROOT)  # type: ignore[arg-type]
+        await fs.forget([(b.st_ino, 1)])
+        assert (await fs.getattr(b.st_ino, ROOT)).st_nlink == 0  # type: ignore[arg-type]
+        await fs.forget([(b.st_ino, 1)])
+        with pytest.raises(pyfuse3.FUSEError):
+            await fs.getattr(b.st_ino, ROOT)  # type: ignore[arg-type]
+
+
+async def test_resolve_walks_the_tree_without_fuse() -> None:
+    async with devfs() as (fs, _):
+        d = await fs.mkdir(R, b"d", 0o755, ROOT)  # type: ignore[arg-type]
+        a = await mknod(fs, b"a", parent=d.st_ino)
+        await fs.symlink(R, b"s", b"d", ROOT)  # type: ignore[arg-type]
+        assert fs.resolve("/dev", "/dev").inode == R
+        assert fs.resolve("/dev", "/dev/").inode == R
+        assert fs.resolve("/dev", "/dev/d/a").inode == a.st_ino
+        assert fs.resolve("/dev", "/dev/d/../d/./a").inode == a.st_ino
+        for path, e in (
+            ("/devx/a", errno.EXDEV),
+            ("/dev/../etc", errno.EXDEV),
+            ("/dev/s/a", errno.ELOOP),
+            ("/dev/s", errno.ELOOP),
+            ("/dev/nope", errno.ENOENT),
+            ("/dev/d/a/b", errno.ENOTDIR),
+        ):
+            with pytest.raises(DeviceError) as ei:
+                fs.resolve("/dev", path)
+            assert ei.value.errno == e, path
