@@ -12,11 +12,11 @@ is an interface of the kernel:
 - TUN to peer: a task (a module thread) waits until the TUN descriptor is
   readable (``trio.lowlevel.wait_readable`` on the non-blocking
   descriptor), reads what is ready, up to ``TUN_BATCH`` packets per
-  wake-up, and hands them to the device's ``packet_from_tun``, as a node's
-  write would; the datagrams one such batch makes for one endpoint, all of
-  one size but the last, leave in one ``sendmsg`` with ``UDP_SEGMENT``
-  (UDP GSO: the kernel cuts them apart), where the node's path makes one
-  system call per datagram;
+  wake-up, and hands them to the interface as one batch
+  (``Interface.write_packets``, as a batch node's write does): one call
+  into the device, and the datagrams the batch makes for one endpoint,
+  all of one size but the last, in one ``sendmsg`` with ``UDP_SEGMENT``
+  (UDP GSO: the kernel cuts them apart);
 - peer to TUN: each packet the device delivers is written to the TUN
   descriptor at once (``deliver``), in place of the node's read queue.
 
@@ -45,15 +45,12 @@ import logging
 import os
 import socket
 import struct
-import time
 from typing import TYPE_CHECKING, Final
 
 import trio
 
 from devfsd.cdevsw import IOW, DeviceError
 from devfsd.kern import kthread_create
-
-from .wg.device import SendDatagram
 
 if TYPE_CHECKING:
     from devfsd.cdevsw import Lwp, Uio
@@ -79,14 +76,6 @@ _TUN_MODE: Final = 0x000F | IFF_NO_PI  # IFF_TUN/IFF_TAP and the packet-info bit
 SIOCSIFMTU: Final = 0x8922
 _IFREQ_FLAGS: Final = struct.Struct("16sH22x")
 _IFREQ_MTU: Final = struct.Struct("16si20x")
-#: <linux/udp.h>: send one buffer as datagrams of a given size (UDP GSO).
-SOL_UDP: Final = 17
-UDP_SEGMENT: Final = 103
-#: Datagrams per GSO send, at most (the kernel's UDP_MAX_SEGMENTS is 64,
-#: and the whole must stay under 64 KiB: 44 full datagrams at MTU 1420).
-GSO_MAX: Final = 40
-GSO_BYTES: Final = 65000
-GSO_TRIES: Final = 8
 #: The TUN descriptor's errors that mean the interface went away: the
 #: carrying ends quietly (end of file to the node's reader).
 _GONE: Final = frozenset({errno.EBADFD, errno.ENXIO, errno.ENODEV, errno.EBADF})
@@ -127,9 +116,6 @@ class Carrier:
         self.dropped_in = 0
         self.dropped_out = 0
         self._scope: trio.CancelScope | None = None
-        #: Datagrams of one TUN batch to one endpoint go out as one ``sendmsg``.
-        self.gso = True
-        self._gso_failures = 0
 
     def start(self) -> None:
         self.ifp.carrier = self
@@ -158,70 +144,6 @@ class Carrier:
             os.write(self.fd, packet)
         except OSError:  # full (EAGAIN) or going: the read side ends the carrying
             self.dropped_out += 1
-
-    def _from_tun(self, packets: list[bytes]) -> None:
-        """``packets`` to the device; their datagrams sent in GSO groups (``UDP_SEGMENT``)."""
-        ifp = self.ifp
-        if not self.gso:
-            ifp.write_packets(packets)
-            return
-        now, wall_ns = trio.current_time(), time.time_ns()
-        from_tun, apply = ifp.device.packet_from_tun, ifp._apply
-        held: list[SendDatagram] = []
-        for packet in packets:
-            for e in from_tun(packet, now=now, wall_ns=wall_ns):
-                if type(e) is SendDatagram:
-                    held.append(e)
-                else:
-                    apply([e])
-        i, n = 0, len(held)
-        while i < n:
-            first = held[i]
-            size, ep = len(first.data), first.endpoint
-            limit = min(GSO_MAX, GSO_BYTES // size)
-            j = i + 1
-            while j < n and j - i < limit and held[j].endpoint is ep and len(held[j].data) <= size:
-                j += 1
-                if len(held[j - 1].data) < size:
-                    break  # only the last segment may be shorter
-            if j - i == 1 or not self._send_gso(held[i:j], size):
-                for e in held[i:j]:
-                    ifp._send(e)
-            i = j
-        ifp._poke()
-
-    def _send_gso(self, group: list[SendDatagram], size: int) -> bool:
-        """``group`` as one ``sendmsg`` with ``UDP_SEGMENT``; False to send them one by one."""
-        ifp, ep = self.ifp, group[0].endpoint
-        sock = ifp._sock
-        dst = ifp._dst_cache.get((ep.host, ep.port))
-        if sock is None or dst is None:
-            return False
-        cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
-        if ep.source:
-            src = ifp._src_cmsg.get(ep.source)
-            if src is None:
-                return False
-            cmsg += src
-        try:
-            sock.sendmsg([e.data for e in group], cmsg, 0, dst)
-        except BlockingIOError:
-            ifp.send_errors += len(group)
-            for e in group:
-                if e.peer is not None:
-                    e.peer.unsent(e.data)
-        except OSError as exc:
-            # Sent again one by one, which deals with each error as ever (a
-            # source address gone, too big for the path). A kernel without
-            # UDP GSO fails every time: after GSO_TRIES failures in a row,
-            # one datagram per call from then on.
-            self._gso_failures += 1
-            if self._gso_failures >= GSO_TRIES:
-                self.gso = False
-            log.debug("%s: UDP_SEGMENT: %s; one datagram per call", ifp.name, exc)
-            return False
-        self._gso_failures = 0
-        return True
 
     async def _run(self) -> None:
         try:
@@ -253,7 +175,7 @@ class Carrier:
                 else:
                     self.dropped_in += 1
             if packets:
-                self._from_tun(packets)
+                ifp.write_packets(packets)
             if error:
                 self.stop(0 if error in _GONE else error)
                 return

@@ -27,6 +27,19 @@ endpoint with a source is sent from it (``sendmsg`` with a packet-info
 control message), and if the host no longer has that address
 (``_SOURCE_GONE``) the peer forgets it and the datagram goes
 again from the address the host chooses.
+
+Batches, both ways (issue 17, point 4). ``write_packets`` hands a batch of
+packets (a TUN's or a batch node's) to the device in one call
+(``Device.packets_from_tun``) and sends the datagrams it makes for one
+endpoint, all of one size but the last, in one ``sendmsg`` with
+``UDP_SEGMENT`` (UDP GSO: the kernel cuts them apart; one by one again on
+any error, and for good after ``GSO_TRIES`` failures in a row, as on a
+kernel without it). The socket has ``UDP_GRO`` on: the kernel may hand
+one ``recvmsg`` several datagrams of one sender, one size but the last,
+coalesced, with a ``UDP_GRO`` control message giving that size; they are
+cut apart and go to the device in one call (``Device.datagrams_received``),
+each decrypted, checked and counted as if it had come alone, with the
+packet info of the coalesced whole (the same destination address).
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ import logging
 import math
 import os
 import socket
+import struct
 import sys
 import time
 from collections import deque
@@ -53,6 +67,8 @@ from .wg.device import DeliverPacket, Device, DeviceStats, SendDatagram
 from .wg.uapi import CLOSED, NEED_DATA, Endpoint, GetRequest, UapiError, UapiReader, format_errno
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     from devfsd.cdevsw import Lwp
     from devfsd.kern.loader import LoadedModule
 
@@ -84,8 +100,20 @@ IP_PMTUDISC_DO: Final = 2
 IPV6_MTU_DISCOVER: Final = 23
 IPV6_PMTUDISC_DO: Final = 2
 IP_PKTINFO: Final = 8
-#: Room for the one packet-info control message a datagram comes with.
-CMSG_ROOM: Final = socket.CMSG_SPACE(20)
+#: <linux/udp.h>: send one buffer as datagrams of a given size (UDP GSO),
+#: and receive several datagrams in one buffer (UDP GRO).
+SOL_UDP: Final = 17
+UDP_SEGMENT: Final = 103
+UDP_GRO: Final = 104
+#: Datagrams per GSO send, at most (the kernel's UDP_MAX_SEGMENTS is 64,
+#: and the whole must stay under 64 KiB: 44 full datagrams at MTU 1420).
+GSO_MAX: Final = 40
+GSO_BYTES: Final = 65000
+#: GSO sends failing in a row before the interface sends one datagram per call.
+GSO_TRIES: Final = 8
+#: Room for the control messages a datagram comes with: the packet info,
+#: and the segment size of coalesced datagrams (an ``int``).
+CMSG_ROOM: Final = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
 _V4_MAPPED: Final = bytes(10) + b"\xff\xff"
 #: ``sendmsg`` from a source address the host no longer has: IPv4 fails
 #: ``ENETUNREACH`` (no route from it), IPv6 ``EINVAL``. A real want of a
@@ -108,6 +136,9 @@ class InterfaceStats:
         send_errors: datagrams ``sendto`` refused (full buffer, unreachable,
             too big for the path since they are never fragmented, no socket).
         device: a copy of the ``wg.Device``'s drop and event counters.
+        received_coalesced: datagrams that arrived coalesced with others in
+            one receive (UDP GRO).
+        sent_segmented: datagrams sent several to one ``sendmsg`` (UDP GSO).
     """
 
     is_open: bool
@@ -115,6 +146,8 @@ class InterfaceStats:
     dropped_queue_full: int
     send_errors: int
     device: DeviceStats
+    received_coalesced: int = 0
+    sent_segmented: int = 0
 
 
 @final
@@ -152,6 +185,11 @@ class Interface:
         self.queue_max = QUEUE_MAX
         self.dropped_queue_full = 0
         self.send_errors = 0
+        self.received_coalesced = 0
+        self.sent_segmented = 0
+        #: Datagrams of one batch to one endpoint go out as one ``sendmsg``.
+        self.gso = True
+        self._gso_failures = 0
         self._sock: socket.socket | None = None
         self._sock_changed = trio.Event()
         #: A reader is asleep in ``wait_packet``, receiving from the socket.
@@ -186,6 +224,8 @@ class Interface:
             dropped_queue_full=self.dropped_queue_full,
             send_errors=self.send_errors,
             device=replace(self.device.stats),
+            received_coalesced=self.received_coalesced,
+            sent_segmented=self.sent_segmented,
         )
 
     # -- life ---------------------------------------------------------------
@@ -247,17 +287,75 @@ class Interface:
         self._apply(self.device.packet_from_tun(packet, now=trio.current_time(), wall_ns=time.time_ns()))
         self._poke()
 
-    def write_packets(self, packets: list[bytes]) -> None:
-        """``write_packet`` for each of ``packets``, in order."""
-        now, wall_ns = trio.current_time(), time.time_ns()
-        from_tun, apply = self.device.packet_from_tun, self._apply
-        for packet in packets:
-            apply(from_tun(packet, now=now, wall_ns=wall_ns))
+    def write_packets(self, packets: Sequence[bytes]) -> None:
+        """``write_packet`` for each of ``packets``, in order, as one batch: the
+        datagrams for one endpoint leave in GSO groups (module docstring)."""
+        effects = self.device.packets_from_tun(packets, now=trio.current_time(), wall_ns=time.time_ns())
+        held: list[SendDatagram] = []
+        for e in effects:
+            if type(e) is SendDatagram:
+                held.append(e)
+            else:
+                self._apply((e,))
+        if len(held) == 1 or not self.gso:
+            self._apply(held)
+        else:
+            self._send_held(held)
         self._poke()
 
     # -- effects ----------------------------------------------------------------
 
-    def _apply(self, effects: list[Effect]) -> None:
+    def _send_held(self, held: list[SendDatagram]) -> None:
+        """``held`` datagrams, in order: each run for one endpoint, all of one
+        size but the last, as one ``sendmsg`` with ``UDP_SEGMENT``."""
+        i, n = 0, len(held)
+        while i < n:
+            first = held[i]
+            size, ep = len(first.data), first.endpoint
+            limit = min(GSO_MAX, GSO_BYTES // size)
+            j = i + 1
+            while j < n and j - i < limit and held[j].endpoint is ep and len(held[j].data) <= size:
+                j += 1
+                if len(held[j - 1].data) < size:
+                    break  # only the last segment may be shorter
+            if j - i == 1 or not self._send_gso(held[i:j], size):
+                for e in held[i:j]:
+                    self._send(e)
+            i = j
+
+    def _send_gso(self, group: list[SendDatagram], size: int) -> bool:
+        """``group`` as one ``sendmsg`` with ``UDP_SEGMENT``; False to send them one by one."""
+        ep = group[0].endpoint
+        sock = self._sock
+        if sock is None:
+            return False
+        dst = self._destination(sock, ep)
+        cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+        if ep.source:
+            cmsg += self._source_cmsg(sock, ep.source)
+        try:
+            sock.sendmsg([e.data for e in group], cmsg, 0, dst)
+        except BlockingIOError:  # a full buffer: all lost, as one by one
+            self.send_errors += len(group)
+            for e in group:
+                if e.peer is not None:
+                    e.peer.unsent(e.data)
+        except OSError as exc:
+            # Sent again one by one, which deals with each error as ever (a
+            # source address gone, too big for the path). A kernel without
+            # UDP GSO fails every time: after GSO_TRIES failures in a row,
+            # one datagram per call from then on.
+            self._gso_failures += 1
+            if self._gso_failures >= GSO_TRIES:
+                self.gso = False
+            log.debug("%s: UDP_SEGMENT: %s; one datagram per call", self.name, exc)
+            return False
+        else:
+            self.sent_segmented += len(group)
+        self._gso_failures = 0
+        return True
+
+    def _apply(self, effects: Iterable[Effect]) -> None:
         for e in effects:
             if type(e) is SendDatagram:
                 self._send(e)
@@ -274,6 +372,20 @@ class Interface:
             if e.peer is not None:
                 e.peer.unsent(data)
             return
+        dst = self._destination(sock, ep)
+        try:
+            if ep.source:
+                self._send_from(sock, data, dst, e)
+            else:
+                sock.sendto(data, dst)
+        except OSError as exc:  # full buffer, unreachable, too big: a lost datagram
+            self.send_errors += 1
+            if e.peer is not None:
+                e.peer.unsent(data)  # wireguard-go counts only what its bind took
+            log.debug("%s: sendto %s: %s", self.name, ep, exc)
+
+    def _destination(self, sock: socket.socket, ep: Endpoint) -> tuple[str, int]:
+        """``ep``'s address as ``sock`` takes it (IPv4 mapped on a dual-stack socket)."""
         # Keyed by (host, port), whose hash and == are C's, not by the
         # Endpoint, whose are generated Python (two more functions per packet).
         key = (ep.host, ep.port)
@@ -286,28 +398,23 @@ class Interface:
             if len(self._dst_cache) > 1024:
                 self._dst_cache.clear()
             self._dst_cache[key] = dst
-        try:
-            if ep.source:
-                self._send_from(sock, data, dst, e)
-            else:
-                sock.sendto(data, dst)
-        except OSError as exc:  # full buffer, unreachable, too big: a lost datagram
-            self.send_errors += 1
-            if e.peer is not None:
-                e.peer.unsent(data)  # wireguard-go counts only what its bind took
-            log.debug("%s: sendto %s: %s", self.name, ep, exc)
+        return dst
 
-    def _send_from(self, sock: socket.socket, data: bytes, dst: tuple[str, int], e: SendDatagram) -> None:
-        """Send ``data`` to ``dst`` from ``e.endpoint.source``; from any address if that is gone."""
-        source = e.endpoint.source
+    def _source_cmsg(self, sock: socket.socket, source: str) -> list[tuple[int, int, bytes]]:
+        """The packet-info control message that sends from ``source``."""
         cmsg = self._src_cmsg.get(source)
         if cmsg is None:
             cmsg = _pktinfo(sock.family, source)
             if len(self._src_cmsg) > 64:
                 self._src_cmsg.clear()
             self._src_cmsg[source] = cmsg
+        return cmsg
+
+    def _send_from(self, sock: socket.socket, data: bytes, dst: tuple[str, int], e: SendDatagram) -> None:
+        """Send ``data`` to ``dst`` from ``e.endpoint.source``; from any address if that is gone."""
+        source = e.endpoint.source
         try:
-            sock.sendmsg((data,), cmsg, 0, dst)
+            sock.sendmsg((data,), self._source_cmsg(sock, source), 0, dst)
         except OSError as exc:
             if exc.errno not in _SOURCE_GONE:
                 raise
@@ -365,6 +472,8 @@ class Interface:
             with contextlib.suppress(OSError):
                 new.setsockopt(socket.SOL_SOCKET, opt, size)
         _dont_fragment(new)
+        with contextlib.suppress(OSError):  # a kernel without UDP GRO: one datagram per receive
+            new.setsockopt(SOL_UDP, UDP_GRO, 1)
         if new.family == socket.AF_INET6:
             new.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
         else:
@@ -394,7 +503,7 @@ class Interface:
         return ep
 
     def _drain(self, sock: socket.socket) -> None:
-        """Take what ``sock`` has (up to ``RECV_BATCH`` datagrams) to the device."""
+        """Take what ``sock`` has (up to ``RECV_BATCH`` receives) to the device."""
         dev = self.device
         for _ in range(RECV_BATCH):
             try:
@@ -405,8 +514,21 @@ class Interface:
                 log.debug("%s: recvmsg: %s", self.name, exc)
                 break
             now, wall_ns = trio.current_time(), time.time_ns()
-            source = self._endpoint(addr, anc[0][2] if anc else b"")
-            self._apply(dev.datagram_received(data, source, now=now, wall_ns=wall_ns))
+            info = b""
+            segment = 0
+            for level, kind, value in anc:
+                if level == SOL_UDP:
+                    if kind == UDP_GRO and len(value) >= 4:
+                        segment = int.from_bytes(value[:4], sys.byteorder)
+                else:
+                    info = value
+            source = self._endpoint(addr, info)
+            if 0 < segment < len(data):
+                datagrams = [data[i : i + segment] for i in range(0, len(data), segment)]
+                self.received_coalesced += len(datagrams)
+                self._apply(dev.datagrams_received(datagrams, source, now=now, wall_ns=wall_ns))
+            else:
+                self._apply(dev.datagram_received(data, source, now=now, wall_ns=wall_ns))
         self._poke()
 
     async def _recv_loop(self) -> None:

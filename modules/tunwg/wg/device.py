@@ -131,7 +131,7 @@ from .peer import DeliverPacket, Effect, KeyLog, Peer, SendDatagram
 from .uapi import DeviceSnapshot, UapiError, apply_set, format_get
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from .allowedips import Prefix
     from .keypair import Keypair
@@ -505,23 +505,50 @@ class Device:
             while the packet waits staged, or nothing (dropped and counted:
             no route, not IP, down).
         """
-        n = len(packet)
-        dst = None
-        if 0 < n <= MAX_CONTENT_SIZE:
-            version = packet[0] >> 4
-            if version == 4:
-                if n >= 20:
-                    dst = packet[16:20]
-            elif version == 6 and n >= 40:
-                dst = packet[24:40]
-        if dst is None:
-            self.stats.dropped_bad_packet += 1
-            return []
-        peer = self.allowed_ips.lookup(dst)
-        if peer is None:
-            self.stats.dropped_no_route += 1
-            return []
-        return peer.send_packet(packet, now, wall_ns)
+        return self.packets_from_tun((packet,), now=now, wall_ns=wall_ns)
+
+    def packets_from_tun(self, packets: Sequence[bytes], *, now: float, wall_ns: int) -> list[Effect]:
+        """``packet_from_tun`` for each of ``packets`` (a batch the TUN had ready), in order.
+
+        The effects, counters and timers are exactly those of the calls one
+        by one. A destination is looked up once for the packets after it
+        that share it (the table does not change within the call), and
+        each run of consecutive packets for one peer goes to it as one
+        batch (``Peer.send_packets``).
+        """
+        out: list[Effect] = []
+        stats = self.stats
+        lookup = self.allowed_ips.lookup
+        last_dst = b""
+        peer: Peer | None = None
+        run: list[bytes] = []
+        run_peer: Peer | None = None
+        for packet in packets:
+            n = len(packet)
+            dst = None
+            if 0 < n <= MAX_CONTENT_SIZE:
+                version = packet[0] >> 4
+                if version == 4:
+                    if n >= 20:
+                        dst = packet[16:20]
+                elif version == 6 and n >= 40:
+                    dst = packet[24:40]
+            if dst is None:
+                stats.dropped_bad_packet += 1
+                continue
+            if dst != last_dst:
+                last_dst, peer = dst, lookup(dst)
+            if peer is None:
+                stats.dropped_no_route += 1
+                continue
+            if peer is not run_peer:
+                if run_peer is not None:
+                    run_peer.send_packets(run, now, wall_ns, out)
+                run, run_peer = [], peer
+            run.append(packet)
+        if run_peer is not None:
+            run_peer.send_packets(run, now, wall_ns, out)
+        return out
 
     def datagram_received(self, data: bytes, source: Endpoint, *, now: float, wall_ns: int) -> list[Effect]:
         """Any UDP datagram that arrived on the bound port, from ``source``.
@@ -534,23 +561,55 @@ class Device:
             to an initiation, a keepalive after a response, staged packets now
             sendable, a cookie reply under load, a rekey initiation.
         """
-        try:
-            if not self.is_up:
-                self.stats.dropped_down += 1
-                return []
-            n = len(data)
-            if MESSAGE_TRANSPORT_MIN_SIZE <= n <= MAX_MESSAGE_SIZE:
-                kind, receiver = _TYPE_RECEIVER.unpack_from(data)
-                if kind == MESSAGE_TRANSPORT_TYPE:
-                    entry = self._indices.get(receiver)
-                    if entry is not None:
-                        keypair = entry[1]
-                        if keypair is not None:
-                            return entry[0].receive_transport(keypair, data, source, now, wall_ns)
-                    return self._drop("transport message for an unknown index")
-            return self._handshake_datagram(data, source, now, wall_ns)
-        except (MessageError, ValueError) as exc:
-            return self._drop(exc)
+        return self.datagrams_received((data,), source, now=now, wall_ns=wall_ns)
+
+    def datagrams_received(
+        self, datagrams: Sequence[bytes], source: Endpoint, *, now: float, wall_ns: int
+    ) -> list[Effect]:
+        """``datagram_received`` for each of ``datagrams``, all from ``source``, in order
+        (the segments of one coalesced receive, UDP GRO).
+
+        The effects, counters and timers are exactly those of the calls one
+        by one; a malformed datagram is dropped alone. Consecutive transport
+        messages for one keypair go to its peer as one batch
+        (``Peer.receive_transports``): nothing a transport message does can
+        free the index of the keypair it arrived on (a promotion frees the
+        previous keypair's, an initiation a handshake's), so the lookup of
+        the first stands for the rest of its run.
+        """
+        out: list[Effect] = []
+        i, count = 0, len(datagrams)
+        while i < count:
+            data = datagrams[i]
+            i += 1
+            try:
+                if not self.is_up:
+                    self.stats.dropped_down += 1
+                    continue
+                n = len(data)
+                if MESSAGE_TRANSPORT_MIN_SIZE <= n <= MAX_MESSAGE_SIZE:
+                    kind, receiver = _TYPE_RECEIVER.unpack_from(data)
+                    if kind == MESSAGE_TRANSPORT_TYPE:
+                        entry = self._indices.get(receiver)
+                        if entry is None or entry[1] is None:
+                            self._drop("transport message for an unknown index")
+                            continue
+                        head = data[:8]
+                        j = i
+                        while (
+                            j < count
+                            and datagrams[j][:8] == head
+                            and MESSAGE_TRANSPORT_MIN_SIZE <= len(datagrams[j]) <= MAX_MESSAGE_SIZE
+                        ):
+                            j += 1
+                        run = datagrams[i - 1 : j] if j > i else (data,)
+                        i = j
+                        entry[0].receive_transports(entry[1], run, source, now, wall_ns, out)
+                        continue
+                out += self._handshake_datagram(data, source, now, wall_ns)
+            except (MessageError, ValueError) as exc:
+                self._drop(exc)
+        return out
 
     def _drop(self, why: object) -> list[Effect]:
         self.stats.dropped_invalid += 1

@@ -60,6 +60,7 @@ from .constants import (
     PADDING_MULTIPLE,
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
+    REKEY_AFTER_MESSAGES,
 )
 from .cookie import CookieGenerator
 from .handshake import Handshake, HandshakeError
@@ -69,7 +70,7 @@ from .timers import GIVE_UP_AFTER_ATTEMPTS, PeerTimers, TimerAction
 from .uapi import PeerSnapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from .device import Device
     from .handshake import OpenedInitiation, StaticIdentity
@@ -257,32 +258,60 @@ class Peer:
         ``send_staged``, as wireguard-go's ``StagePackets`` + ``SendStagedPackets``.
         Caller must have routed ``packet`` to this peer (allowed IPs).
         """
-        keypair = self.current
-        endpoint = self.endpoint
-        if keypair is not None and endpoint is not None and not self.staged and self._device.bound:
-            # pad(packet, mtu), inlined: multiple of 16, not past the MTU
-            n = len(packet)
-            pad = -n & _PAD_MASK
-            if n + pad > self._mtu:
-                pad = padding_size(n, self._mtu)
-            try:
-                data = keypair.encrypt(packet + _PADS[pad] if pad else packet, now=now)
-            except TransportError:
-                pass  # exhausted or 180 s old: stage and rekey below
-            else:
-                self.timers.on_data_packet_sent(now, self._rng)
-                self.tx_bytes += len(data)
-                out: list[Effect] = [SendDatagram(data, endpoint, self)]
-                if keypair.needs_rekey_sending(now, self._rekey_after_time):  # keepKeyFreshSending
-                    self.initiate(now, wall_ns, out, is_retry=False)
-                return out
-        out = []
-        if not self.timers.running:
-            self._stats.dropped_down += 1
-            return out
-        self._stage(packet)
-        self.send_staged(now, wall_ns, out)
+        out: list[Effect] = []
+        self.send_packets((packet,), now, wall_ns, out)
         return out
+
+    def send_packets(self, packets: Sequence[bytes], now: float, wall_ns: int, out: list[Effect]) -> None:
+        """``send_packet`` for each of ``packets``, in order, appending to ``out``.
+
+        The effects, counters and timers come out exactly as from the calls
+        one by one; what a run of packets on the fast path shares is done
+        once: the checks of the path, whether the session is old enough to
+        rekey (the same ``now``), and the timer event of a data packet sent
+        (``on_data_packet_sent``: after the first packet of a run, a second
+        call would arm nothing new, as no event in between disarms what it
+        arms). A packet the keypair refuses (``TransportError``) and every
+        packet off the fast path is staged, one at a time, as ever.
+        """
+        i, n = 0, len(packets)
+        while i < n:
+            keypair = self.current
+            endpoint = self.endpoint
+            if keypair is not None and endpoint is not None and not self.staged and self._device.bound:
+                mtu = self._mtu
+                rekey_by_age = keypair.is_initiator and now - keypair.created > self._rekey_after_time
+                encrypt = keypair.encrypt
+                first = i
+                tx = 0
+                while i < n:
+                    packet = packets[i]
+                    # pad(packet, mtu), inlined: multiple of 16, not past the MTU
+                    size = len(packet)
+                    pad = -size & _PAD_MASK
+                    if size + pad > mtu:
+                        pad = padding_size(size, mtu)
+                    try:
+                        data = encrypt(packet + _PADS[pad] if pad else packet, now=now)
+                    except TransportError:
+                        break  # exhausted or 180 s old: stage and rekey below
+                    if i == first:
+                        self.timers.on_data_packet_sent(now, self._rng)
+                    tx += len(data)
+                    out.append(SendDatagram(data, endpoint, self))
+                    i += 1
+                    if rekey_by_age or keypair.send_counter > REKEY_AFTER_MESSAGES:  # keepKeyFreshSending
+                        self.initiate(now, wall_ns, out, is_retry=False)
+                self.tx_bytes += tx
+                if i == n:
+                    return
+            packet = packets[i]
+            i += 1
+            if not self.timers.running:
+                self._stats.dropped_down += 1
+                continue
+            self._stage(packet)
+            self.send_staged(now, wall_ns, out)
 
     def _stage(self, packet: bytes) -> None:
         staged = self.staged
@@ -502,65 +531,91 @@ class Peer:
         check the inner source against allowed IPs before delivering.
         Caller must have found ``keypair`` by the message's receiver index.
         """
-        try:
-            plaintext = keypair.decrypt(data, now=now)
-        except TransportError as exc:
-            self._stats.dropped_invalid += 1
-            self._device.debug(self, exc)
-            return []
         out: list[Effect] = []
-        if keypair is self.next:  # ReceivedWithKeypair
-            old = self.previous
-            self.previous = self.current
-            self._delete_keypair(old)
-            self.current = keypair
-            self.next = None
-            self.endpoint = source
-            self.timers.on_handshake_complete(now)
-            self.last_handshake_ns = wall_ns
-            self.send_staged(now, wall_ns, out)
-        n = len(plaintext)
-        self.rx_bytes += n + MESSAGE_TRANSPORT_MIN_SIZE
-        self.endpoint = source
-        timers = self.timers
-        current = self.current
-        if current is not None and timers.keep_key_fresh_receiving(
-            now, keypair_created=current.created, is_initiator=current.is_initiator
-        ):
-            self.initiate(now, wall_ns, out, is_retry=False)
-        if not n:  # keepalive
-            timers.on_any_authenticated_packet_traversal(now)
-            timers.on_any_authenticated_packet_received(now)
-            return out
-        timers.on_data_packet_received(now)
-        version = plaintext[0] >> 4
-        if version == 4:
-            if n < _IPV4_HEADER:
-                return self._drop_inner(out)
-            length = (plaintext[2] << 8) | plaintext[3]
-            if length > n or length < _IPV4_HEADER:
-                return self._drop_inner(out)
-            packet = plaintext[:length] if length != n else plaintext
-            src = packet[12:16]
-        elif version == 6:
-            if n < _IPV6_HEADER:
-                return self._drop_inner(out)
-            length = ((plaintext[4] << 8) | plaintext[5]) + _IPV6_HEADER
-            if length > n:
-                return self._drop_inner(out)
-            packet = plaintext[:length] if length != n else plaintext
-            src = packet[8:24]
-        else:
-            return self._drop_inner(out)
-        if self._allowed.lookup(src) is not self:
-            return self._drop_inner(out)
-        out.append(DeliverPacket(packet))
+        self.receive_transports(keypair, (data,), source, now, wall_ns, out)
         return out
 
-    def _drop_inner(self, out: list[Effect]) -> list[Effect]:
+    def receive_transports(
+        self,
+        keypair: Keypair,
+        datagrams: Sequence[bytes],
+        source: Endpoint,
+        now: float,
+        wall_ns: int,
+        out: list[Effect],
+    ) -> None:
+        """``receive_transport`` for each of ``datagrams`` (all from ``source``), in
+        order, appending to ``out``; the same effects, counters and timers as
+        the calls one by one. An inner source address allowed for one packet
+        is not looked up again for the next (the table does not change in
+        between)."""
+        allowed_src = b""
+        stats = self._stats
+        timers = self.timers
+        for data in datagrams:
+            try:
+                plaintext = keypair.decrypt(data, now=now)
+            except TransportError as exc:
+                stats.dropped_invalid += 1
+                self._device.debug(self, exc)
+                continue
+            if keypair is self.next:  # ReceivedWithKeypair
+                old = self.previous
+                self.previous = self.current
+                self._delete_keypair(old)
+                self.current = keypair
+                self.next = None
+                self.endpoint = source
+                timers.on_handshake_complete(now)
+                self.last_handshake_ns = wall_ns
+                self.send_staged(now, wall_ns, out)
+            n = len(plaintext)
+            self.rx_bytes += n + MESSAGE_TRANSPORT_MIN_SIZE
+            self.endpoint = source
+            current = self.current
+            if current is not None and timers.keep_key_fresh_receiving(
+                now, keypair_created=current.created, is_initiator=current.is_initiator
+            ):
+                self.initiate(now, wall_ns, out, is_retry=False)
+            if not n:  # keepalive
+                timers.on_any_authenticated_packet_traversal(now)
+                timers.on_any_authenticated_packet_received(now)
+                continue
+            timers.on_data_packet_received(now)
+            version = plaintext[0] >> 4
+            if version == 4:
+                if n < _IPV4_HEADER:
+                    self._drop_inner(out)
+                    continue
+                length = (plaintext[2] << 8) | plaintext[3]
+                if length > n or length < _IPV4_HEADER:
+                    self._drop_inner(out)
+                    continue
+                packet = plaintext[:length] if length != n else plaintext
+                src = packet[12:16]
+            elif version == 6:
+                if n < _IPV6_HEADER:
+                    self._drop_inner(out)
+                    continue
+                length = ((plaintext[4] << 8) | plaintext[5]) + _IPV6_HEADER
+                if length > n:
+                    self._drop_inner(out)
+                    continue
+                packet = plaintext[:length] if length != n else plaintext
+                src = packet[8:24]
+            else:
+                self._drop_inner(out)
+                continue
+            if src != allowed_src:
+                if self._allowed.lookup(src) is not self:
+                    self._drop_inner(out)
+                    continue
+                allowed_src = src
+            out.append(DeliverPacket(packet))
+
+    def _drop_inner(self, out: list[Effect]) -> None:
         self._stats.dropped_inner += 1
         self._device.debug(self, "packet with a malformed IP header or a disallowed source address")
-        return out
 
     def set_mtu(self, mtu: int) -> None:
         """Pad to ``mtu`` from now on (``Device.set_mtu``)."""
