@@ -37,6 +37,7 @@ from devfsd.control.client import Client, Unreachable
 from devfsd.control.server import IDLE_TIMEOUT, ControlServer, bind_control_socket
 from devfsd.errors import ControlError, DevfsdError
 from devfsd.fs import MAX_TASKS, DevFs
+from devfsd.isolate import confine
 from devfsd.kern.loader import DEFAULT_AUTOTIME, ModuleLoader
 from devfsd.limits import split_options
 from devfsd.modstate import LOAD_GRACE, load_recorded
@@ -142,6 +143,15 @@ def _parser() -> argparse.ArgumentParser:
         help="an isolated module whose host dies N+1 times in a row stays down (modload -I)",
     )
     p.add_argument(
+        "--host-cgroup",
+        default="",
+        metavar="DIR",
+        help=(
+            "make isolated hosts' memory cgroups in DIR/devfsd"
+            " (default: at the memory hierarchy's top; none: RLIMIT_AS only)"
+        ),
+    )
+    p.add_argument(
         "--control-idle",
         type=_seconds,
         default=IDLE_TIMEOUT,
@@ -237,6 +247,7 @@ class Daemon:
         self.loader.host_restarts = args.host_restarts
         self.loader.isolate_all = args.isolate
         self.loader.isolated_names = self.state.isolated()
+        confine.configure(args.host_cgroup)
         for name, spec in self.state.crashed:
             log.error(
                 "module %s (%s) was loading when devfsd last died: quarantined, not loaded again"

@@ -8,7 +8,7 @@ switch, module loader, ``SpecFs`` (the entry-point time limit, EIO for a
 driver's bug), sleep clock and stall watchdog. The module runs its usual
 code against the usual ``devfsd.cdevsw``/``devfsd.kern`` API, unchanged.
 
-Touches the world: the socket, stderr, rlimits, prctl. The task reading
+Touches the world: the socket, stderr, rlimits, prctl (``_confine``). The task reading
 the socket answers each request itself; when one waits (a read may sleep
 for hours), another task takes over the socket (``_Handoff``), so
 requests never queue behind one that sleeps; ``CANCEL`` cancels it.
@@ -41,6 +41,7 @@ from devfsd.cdevsw._table import devsw
 from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import protocol as P
 from devfsd.isolate._channel import RECV_SIZE, Sender, receive
+from devfsd.kern import trust
 from devfsd.kern.loader import ModuleLoader, _loading_in
 from devfsd.kern.module import ModCmd
 from devfsd.kern.props import check_props
@@ -57,6 +58,8 @@ __all__ = ["Host", "main"]
 log = logging.getLogger("devfsd.host")
 
 _PR_SET_PDEATHSIG: Final = 1
+_PR_SET_DUMPABLE: Final = 4
+_PR_SET_NO_NEW_PRIVS: Final = 38
 
 
 @final
@@ -273,6 +276,9 @@ class Host:
             level=level if isinstance(level, int) else logging.INFO,
             format="%(levelname)s %(name)s: %(message)s",
         )
+        daemon_uid = req.get("daemon_uid")
+        if type(daemon_uid) is int:
+            trust.trust_daemon_user(daemon_uid)  # not this host's user, if it is another
         memlimit = req.get("memlimit")
         if isinstance(memlimit, int) and memlimit > 0:
             resource.setrlimit(resource.RLIMIT_AS, (memlimit, memlimit))
@@ -330,11 +336,17 @@ class Host:
             await mod.modcmd(cmd, None)
 
 
-def _die_with_parent() -> None:
-    """SIGKILL this process when the daemon dies, even stuck in C."""
+def _confine() -> None:
+    """SIGKILL this process when the daemon dies, even stuck in C; gain
+    no privilege by exec (set-user-ID files, file capabilities); as
+    another user than root, not dumpable (no ptrace, no /proc/PID/mem or
+    fd for that user's other processes)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        if os.geteuid() != 0:
+            libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass
 
@@ -344,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1 or not args[0].isdigit():
         print("usage: python -m devfsd.isolate.host FD (started by devfsd)", file=sys.stderr)
         return 2
-    _die_with_parent()
+    _confine()
     if os.getppid() == 1:  # the daemon died before prctl: nobody to serve
         return 1
     os.dup2(2, 1)  # a module's print() reaches the daemon's log too

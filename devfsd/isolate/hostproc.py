@@ -52,6 +52,7 @@ from devfsd.cdevsw._wait import WaitChannel
 from devfsd.errors import DeviceError
 from devfsd.isolate import protocol as P
 from devfsd.isolate._channel import RECV_SIZE, Sender, receive
+from devfsd.isolate.confine import HostCgroup, HostUser, host_env, popen_args
 
 if TYPE_CHECKING:
     from devfsd.cdevsw._dev import Dev
@@ -105,9 +106,19 @@ class HostProcess:
         timeout: the heartbeat limit (``devfsd --entry-timeout``), or ``None``.
     """
 
-    def __init__(self, name: str, timeout: float | None) -> None:
+    def __init__(
+        self, name: str, timeout: float | None, *, user: HostUser | None = None, memlimit: int | None = None
+    ) -> None:
         self.name = name
         self.timeout = timeout
+        #: The user it runs as (``None``: the daemon's).
+        self.user = user
+        #: Its memory limit in bytes, and the cgroup that holds it to it
+        #: (``None``: the host sets ``RLIMIT_AS``, see ``rlimit_as``).
+        self.memlimit = memlimit
+        self.cgroup: HostCgroup | None = None
+        #: Killed by the kernel for want of memory (its cgroup says so).
+        self.oom = False
         self.proc: subprocess.Popen[bytes] | None = None
         self._pidfd = -1
         self.sock: socket.socket | None = None
@@ -148,15 +159,23 @@ class HostProcess:
             # (which forks in a worker thread): the host's PR_SET_PDEATHSIG fires
             # when the thread that forked it ends, and trio's idle worker
             # threads end after ten seconds, killing the host with them.
-            self.proc = subprocess.Popen(  # noqa: ASYNC220 - see above
-                [sys.executable, "-m", "devfsd.isolate.host", str(theirs.fileno())],
+            # -P -s: nothing from the working directory or a user's site;
+            # the environment is host_env's; as ``user`` from its first
+            # instruction (confine).
+            self.proc = subprocess.Popen(  # type: ignore[call-overload]  # noqa: ASYNC220 - see above
+                [sys.executable, "-P", "-s", "-m", "devfsd.isolate.host", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # a ^C to the daemon's group is not the host's
+                cwd="/",
+                env=host_env(),
+                **popen_args(self.user),
             )
             self._pidfd = os.pidfd_open(self.proc.pid)
+            if self.memlimit is not None:
+                self._limit_memory(self.memlimit)
         except BaseException:
             mine.close()
             if self.proc is not None:
@@ -178,6 +197,28 @@ class HostProcess:
         nursery.start_soon(self.out.run)
         if self.timeout is not None:
             nursery.start_soon(self._heartbeat, self.timeout)
+
+    def _limit_memory(self, limit: int) -> None:
+        """A cgroup of its own, before it has loaded anything; else it sets
+        ``RLIMIT_AS`` itself (``rlimit_as``)."""
+        assert self.proc is not None
+        got = HostCgroup.make(self.proc.pid, limit)
+        if isinstance(got, HostCgroup):
+            self.cgroup = got
+            log.info("module %s: host %d: memory limit %d bytes by %s", self.name, self.pid, limit, got)
+        else:
+            log.info(
+                "module %s: host %d: memory limit %d bytes by RLIMIT_AS (no memory cgroup: %s)",
+                self.name,
+                self.pid,
+                limit,
+                got,
+            )
+
+    @property
+    def rlimit_as(self) -> int | None:
+        """The ``RLIMIT_AS`` the host sets itself: its limit when no cgroup holds it."""
+        return self.memlimit if self.cgroup is None else None
 
     # -- calls -------------------------------------------------------------------
 
@@ -402,8 +443,20 @@ class HostProcess:
                 trio.lowlevel.notify_closing(self.sock)
                 self.sock.close()
                 self.sock = None
+            if self.cgroup is not None:
+                self.oom = self.cgroup.oom_kills() > 0
+                await self._remove_cgroup(self.cgroup)
+                self.cgroup = None
         self.dead = True
         return proc.returncode
+
+    async def _remove_cgroup(self, cg: HostCgroup) -> None:
+        """Its cgroup, and what its children left in it (killed), bounded."""
+        for _ in range(int(EXIT_GRACE / 0.01)):  # a sysfs state, no event to wait on
+            if cg.remove():
+                return
+            await trio.sleep(0.01)
+        log.warning("module %s: %s still busy: left for the next devfsd to remove", self.name, cg)
 
     def describe_status(self, rc: int | None) -> str:
         """``killed by signal 11 (SIGSEGV)`` or ``exited with status 3``."""
@@ -414,7 +467,8 @@ class HostProcess:
                 sig = signal.Signals(-rc).name
             except ValueError:
                 sig = "?"
-            return f"killed by signal {-rc} ({sig})"
+            oom = f" by the OOM killer (its cgroup's limit: {self.memlimit} bytes)" if self.oom else ""
+            return f"killed by signal {-rc} ({sig}){oom}"
         return f"exited with status {rc}"
 
 

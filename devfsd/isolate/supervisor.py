@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
@@ -45,6 +46,7 @@ from devfsd.cdevsw import devsw_detach
 from devfsd.cdevsw._table import devsw
 from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import protocol as P
+from devfsd.isolate.confine import HostUser, resolve_user
 from devfsd.isolate.hostproc import HostDied, HostProcess, check_reply_json
 from devfsd.isolate.proxy import make_proxy
 from devfsd.kern import trust
@@ -60,6 +62,8 @@ __all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "DEFAULT_RESTARTS", "STABLE_AFTER", "
 
 log = logging.getLogger("devfsd.isolate")
 
+#: The property naming the user a host runs as (``modload -I -s user=NAME``).
+HOST_USER: Final = "user"
 #: Deaths in a row after which a module stays down.
 DEFAULT_RESTARTS: Final = 5
 #: Seconds before the first restart; doubled for each death in a row.
@@ -82,10 +86,18 @@ class Supervisor:
     """
 
     def __init__(
-        self, loader: ModuleLoader, mod: LoadedModule, target: str, restarts: int, uid: int = 0
+        self,
+        loader: ModuleLoader,
+        mod: LoadedModule,
+        target: str,
+        restarts: int,
+        uid: int = 0,
+        user: HostUser | None = None,
     ) -> None:
         self.loader = loader
         self.uid = uid
+        #: The user its hosts run as (property ``user``), else the daemon's.
+        self.user = user
         self.mod = mod
         self.target = target
         self.restarts = restarts
@@ -155,7 +167,13 @@ class Supervisor:
     async def _main(self) -> None:
         first = True
         while True:
-            host = HostProcess(self.mod.name, self.loader.host_timeout)
+            memlimit = self.mod.props.get("memlimit")
+            host = HostProcess(
+                self.mod.name,
+                self.loader.host_timeout,
+                user=self.user,
+                memlimit=memlimit if type(memlimit) is int and memlimit > 0 else None,
+            )
             err: DevfsdError | None = None
             try:
                 async with trio.open_nursery() as nursery:
@@ -233,13 +251,15 @@ class Supervisor:
         """
         req: dict[str, Any] = {
             "spec": self.target,
-            "props": self.mod.props,
+            # ``user`` is the host's, not INIT's (in the host, INIT runs in process).
+            "props": {k: v for k, v in self.mod.props.items() if k != HOST_USER},
             "modpath": [str(p) for p in self.loader.modpath],
             "majors": {n: int(m) for n, m, _ in devsw.entries()},
             "entry_timeout": self.loader.host_timeout,
             "log_level": logging.getLogger().getEffectiveLevel(),
-            "memlimit": self.mod.props.get("memlimit"),
+            "memlimit": host.rlimit_as,
             "uid": self.uid,
+            "daemon_uid": os.geteuid(),
         }
         try:
             info = check_reply_json(await host.call(P.Kind.LOAD, P.encode_json(req)))
@@ -300,9 +320,15 @@ async def load_hosted(
     target = pkgdir or path
     # The host checks what it runs; checked here first, a refusal says why (modload(8)).
     trust.check_code(str(target), package=pkgdir is not None)
+    user = None
+    if HOST_USER in props:
+        if uid != 0:
+            log.warning("module %s: uid %d may not give property %s: root's alone", name, uid, HOST_USER)
+            raise DeviceError(errno.EPERM, f"property {HOST_USER} is root's alone")
+        user = resolve_user(props[HOST_USER])
     mod = LoadedModule(ModuleInfo(name=name, cls=ModuleClass.DRIVER), None, path, _code_size(target))  # type: ignore[arg-type]
     mod.props = props
-    sup = Supervisor(loader, mod, str(target), loader.host_restarts, uid)
+    sup = Supervisor(loader, mod, str(target), loader.host_restarts, uid, user)
     mod.pymod = sup  # type: ignore[assignment]
     mod.host = sup
     await sup.start()

@@ -422,6 +422,8 @@ class ModuleLoader:
                     self.generation += 1
                 if isolated or (isolated is None and (self.isolate_all or spec in self.isolated_names)):
                     return await self._load_isolated(spec, checked, autoload=autoload, uid=uid)
+                if "user" in checked:  # a host's user (devfsd.isolate): not for INIT alone
+                    raise DeviceError(errno.EINVAL, "property user: only with an isolated load (-I)")
                 return await self._load(spec, checked, autoload=autoload, brought=[], uid=uid)
             finally:
                 _loading_in.reset(token)

@@ -63,6 +63,7 @@ __all__ = [
     "forget_package",
     "install_finder",
     "load_code",
+    "trust_daemon_user",
     "trusted_uids",
 ]
 
@@ -88,9 +89,20 @@ def devfsd_owner() -> int:
     return os.stat(os.path.dirname(os.path.abspath(devfsd.__file__))).st_uid
 
 
+#: In a module host run as another user (``modload -I -s user=NAME``): the
+#: daemon's user, trusted in place of the host's own (``trust_daemon_user``).
+_daemon_uid: int | None = None
+
+
+def trust_daemon_user(uid: int) -> None:
+    """In a module host: trust ``uid`` (the daemon's), not this process's user."""
+    global _daemon_uid
+    _daemon_uid = uid
+
+
 def trusted_uids() -> frozenset[int]:
     """Root, the owner of devfsd's own code, and the daemon's user."""
-    return frozenset({0, devfsd_owner(), os.geteuid()})
+    return frozenset({0, devfsd_owner(), os.geteuid() if _daemon_uid is None else _daemon_uid})
 
 
 def _owner_words(trusted: Collection[int]) -> str:

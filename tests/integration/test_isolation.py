@@ -289,16 +289,18 @@ def test_python_spin_is_ended_by_the_hosts_watchdog(mnt: DevfsdMount) -> None:
     assert host_pid(mnt.path / "pid") == pid  # the same host: it recovered
 
 
-def test_memlimit_caps_the_host(mnt: DevfsdMount) -> None:
-    c = mnt.client()
-    c.modload("crashy", {"memlimit": 600 << 20}, isolated=True)
-    node(mnt, "crashy", 0, "cmd")
-    pid = host_pid(node(mnt, "crashy", 2, "pid"))
-    with open(f"/proc/{pid}/limits") as f:
-        assert re.search(r"Max address space\s+629145600\s+629145600", f.read())
-    assert errno_of(lambda: crash("hog", mnt)) == errno.EIO  # MemoryError in the driver
-    assert "MemoryError" in mnt.log_text()
-    assert _reads_ok(mnt.path / "cmd")
+def test_memlimit_caps_the_host(tmp_path: Path) -> None:
+    # RLIMIT_AS (no cgroup); a cgroup's limit: test_isolation_confine.
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug", "--host-cgroup", "none"]) as mnt:
+        c = mnt.client()
+        c.modload("crashy", {"memlimit": 600 << 20}, isolated=True)
+        node(mnt, "crashy", 0, "cmd")
+        pid = host_pid(node(mnt, "crashy", 2, "pid"))
+        with open(f"/proc/{pid}/limits") as f:
+            assert re.search(r"Max address space\s+629145600\s+629145600", f.read())
+        assert errno_of(lambda: crash("hog", mnt)) == errno.EIO  # MemoryError in the driver
+        assert "MemoryError" in mnt.log_text()
+        assert _reads_ok(mnt.path / "cmd")
 
 
 def test_unload_stops_the_host(mnt: DevfsdMount) -> None:
