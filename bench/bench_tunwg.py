@@ -58,7 +58,8 @@ with that command.
 measured in the same rounds as path ``tunwg[LABEL]``: its own devfsd,
 given module directory DIR (searched before the tree's, so a changed copy
 of ``modules/tunwg`` there is what loads) and ``-o OPTS`` (``public_only``:
-devfsd without its fast paths), its own bridge, command CMD (split as a
+devfsd without its fast paths; ``isolate``, not passed on: tunwg loaded
+with ``modload -I``, in a host process of its own), its own bridge, command CMD (split as a
 shell would, given NODE IFNAME; default ``tunwg-bridge``), both pinned to
 CPUS with ``taskset`` if given, its node minor MINOR; empty fields keep
 the default.
@@ -235,14 +236,16 @@ def tunwg_end(pair: WgPair, tmp: Path, v: Variant, *, shim: Sequence[str] = ()) 
     key = KeyPair.generate()
     local, remote = v.local, v.remote
     args = [x for d in v.modpath for x in ("--modpath", d)]
-    if v.options:
-        args += ["-o", v.options]
+    opts = [o for o in v.options.split(",") if o]
+    isolated = "isolate" in opts  # devfsd's -I, not a mount option
+    if [o for o in opts if o != "isolate"]:
+        args += ["-o", ",".join(o for o in opts if o != "isolate")]
     mount = DevfsdMount(
         tmp / f"devfsd{v.index}", args=args, wrapper=["nsenter", f"--net=/var/run/netns/{a.ns.name}", *shim]
     )
     with mount:
         assert mount.proc is not None
-        mount.client().modload("tunwg", {"ifname": prefix})
+        mount.client().modload("tunwg", {"ifname": prefix}, isolated=isolated)
         node = mount.path / "tunwg0"
         r = run(["devfs-mknod", str(node), "c", TUNWG_MAJOR_NAME, str(v.minor)], env=mount.env)
         if r.returncode != 0:
