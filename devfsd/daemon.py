@@ -39,6 +39,7 @@ from devfsd.errors import ControlError, DevfsdError
 from devfsd.fs import MAX_TASKS, DevFs
 from devfsd.isolate import confine
 from devfsd.kern.loader import DEFAULT_AUTOTIME, ModuleLoader
+from devfsd.kern.props import dehumanize_number
 from devfsd.limits import split_options
 from devfsd.modstate import LOAD_GRACE, load_recorded
 from devfsd.modstate import expected_name as _module_name
@@ -143,6 +144,13 @@ def _parser() -> argparse.ArgumentParser:
         help="an isolated module whose host dies N+1 times in a row stays down (modload -I)",
     )
     p.add_argument(
+        "--host-memlimit",
+        type=_bytes,
+        default=0,
+        metavar="BYTES",
+        help="cap every isolated host's memory (a module's memlimit property wins; 0: no cap)",
+    )
+    p.add_argument(
         "--host-cgroup",
         default="",
         metavar="DIR",
@@ -173,6 +181,17 @@ def _group(text: str) -> int:
         if text.isdigit():
             return int(text)
         raise argparse.ArgumentTypeError(f"{text}: invalid group name") from None
+
+
+def _bytes(text: str) -> int:
+    """A number of bytes, 0 or more, as modload -i reads it (argparse type)."""
+    try:
+        v = dehumanize_number(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text}: not a number of bytes >= 0")
+    return v
 
 
 def _seconds(text: str) -> float:
@@ -247,7 +266,7 @@ class Daemon:
         self.loader.host_restarts = args.host_restarts
         self.loader.isolate_all = args.isolate
         self.loader.isolated_names = self.state.isolated()
-        confine.configure(args.host_cgroup)
+        confine.configure(args.host_cgroup, args.host_memlimit)
         for name, spec in self.state.crashed:
             log.error(
                 "module %s (%s) was loading when devfsd last died: quarantined, not loaded again"

@@ -15,7 +15,7 @@ root, makes itself not dumpable (``host.main``).
 daemon's own only ``PYTHONPATH`` (so the host imports the daemon's devfsd)
 and ``DEVFSD_PUBLIC_ONLY``.
 
-*Memory.* ``memlimit`` caps a host with a memory cgroup of its own where
+*Memory.* ``memlimit`` (or ``devfsd --host-memlimit``) caps a host with a memory cgroup of its own where
 the machine has one the daemon can use, else with ``RLIMIT_AS``
 (``HostCgroup.make`` returns ``None`` and says why). The cgroups live in a
 directory devfsd owns at the top of the hierarchy, ``devfsd/``, one
@@ -45,16 +45,20 @@ import os
 import pwd
 import signal
 from dataclasses import dataclass
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 from devfsd._trioloop import ENV_PUBLIC_ONLY
 from devfsd.errors import DeviceError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "HostCgroup",
     "HostUser",
     "configure",
     "host_env",
+    "memlimit_of",
     "popen_args",
     "resolve_user",
     "sweep",
@@ -125,13 +129,25 @@ def popen_args(user: HostUser | None) -> dict[str, object]:
 
 #: ``devfsd --host-cgroup``: "" = find one, "none" = off, else a directory.
 _setting = ""
+#: ``devfsd --host-memlimit``: every host's limit in bytes (0: none).
+_memlimit = 0
 
 
-def configure(setting: str = "") -> None:
-    """The daemon's ``--host-cgroup`` ("" finds one); removes what dead daemons left."""
-    global _setting
+def configure(setting: str = "", memlimit: int = 0) -> None:
+    """The daemon's ``--host-cgroup`` ("" finds one) and ``--host-memlimit``;
+    removes what dead daemons left."""
+    global _setting, _memlimit
     _setting = setting
+    _memlimit = memlimit
     sweep()
+
+
+def memlimit_of(props: Mapping[str, object]) -> int | None:
+    """A host's memory limit: its ``memlimit`` property, else the daemon's."""
+    v = props.get("memlimit")
+    if type(v) is int and v > 0:
+        return v
+    return _memlimit or None
 
 
 def _mounts() -> list[tuple[str, str, set[str]]]:

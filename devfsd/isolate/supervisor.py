@@ -46,7 +46,7 @@ from devfsd.cdevsw import devsw_detach
 from devfsd.cdevsw._table import devsw
 from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import protocol as P
-from devfsd.isolate.confine import HostUser, resolve_user
+from devfsd.isolate.confine import HostUser, memlimit_of, resolve_user
 from devfsd.isolate.hostproc import HostDied, HostProcess, check_reply_json
 from devfsd.isolate.proxy import make_proxy
 from devfsd.kern import trust
@@ -167,12 +167,8 @@ class Supervisor:
     async def _main(self) -> None:
         first = True
         while True:
-            memlimit = self.mod.props.get("memlimit")
             host = HostProcess(
-                self.mod.name,
-                self.loader.host_timeout,
-                user=self.user,
-                memlimit=memlimit if type(memlimit) is int and memlimit > 0 else None,
+                self.mod.name, self.loader.host_timeout, user=self.user, memlimit=memlimit_of(self.mod.props)
             )
             err: DevfsdError | None = None
             try:

@@ -313,8 +313,9 @@ def test_cgroups_of_a_killed_host_and_a_killed_daemon_are_removed(base: Path) ->
 
 
 def test_without_cgroups_memlimit_is_rlimit_as(base: Path) -> None:
-    with DevfsdMount(base, modpath=[MODS], args=["--host-cgroup", "none"]) as m:
-        m.client().modload("probe", {"memlimit": 300 << 20}, isolated=True)
+    # The daemon's --host-memlimit, for a module without the property.
+    with DevfsdMount(base, modpath=[MODS], args=["--host-cgroup", "none", "--host-memlimit", "300m"]) as m:
+        m.client().modload("probe", isolated=True)
         pid = int(ask(m, "pid"))
         assert re.search(
             rf"module probe: host {pid}: memory limit {300 << 20} bytes by RLIMIT_AS"
