@@ -163,6 +163,26 @@ def test_host_as_nobody_reaches_nothing_of_the_daemons(mnt: DevfsdMount) -> None
         assert f.read(10) == b"EACCES"
 
 
+def test_host_as_nobody_still_sees_its_callers_signals(mnt: DevfsdMount) -> None:
+    """The host's sleeps look for the caller's signals in /proc, as
+    nobody too: a reader asleep in the host dies of SIGINT within a second."""
+    import time
+
+    mnt.client().modload("msgq", {"user": "nobody"}, isolated=True)
+    q = mnt.path / "q"
+    os.mknod(q, stat.S_IFCHR | 0o666, makedev({n: mj for n, mj, _ in mnt.client().drivers()}["msgq"], 0))
+    cat = subprocess.Popen(["cat", str(q)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: mnt.client().status()["sleepers"] >= 1, WAIT, "cat to block")
+        t0 = time.monotonic()
+        cat.send_signal(signal.SIGINT)
+        assert cat.wait(5) == -signal.SIGINT
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        cat.kill()
+        cat.wait()
+
+
 def test_user_is_roots_alone_and_only_isolated(base: Path) -> None:
     with DevfsdMount(base, modpath=[MODS], args=["--control-group", "65534"]) as m:
         r = subprocess.run(
