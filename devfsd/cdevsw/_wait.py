@@ -136,6 +136,7 @@ class _Sleeper:
         "interval",
         "intr",
         "maj",
+        "on_intr",
         "pid",
         "scope",
         "task",
@@ -178,6 +179,8 @@ class _Sleeper:
         #: the FUSE request's INTERRUPT will end the sleep (no /proc
         #: checks), or -1 when signals must be looked for in /proc.
         self.intr = 0
+        #: What the INTERRUPT does instead of ``wake(EINTR)`` (``sleep``'s ``interrupt``).
+        self.on_intr: Callable[[], None] | None = None
 
     def wake(self, err: int = 0) -> None:
         """End the sleep: it returns (``err`` 0) or raises ``DeviceError(err)``."""
@@ -262,7 +265,7 @@ class _SleepClock:
                     continue
                 if now >= s.deadline:
                     s.wake(errno.EWOULDBLOCK)
-                elif s.intr == 0 and _watch_interrupt(s):
+                elif (s.intr == 0 and _watch_interrupt(s)) or s.pid <= 0:  # no signals to look for
                     if s.deadline != math.inf:  # only the deadline is left to check
                         s.check_at = s.deadline
                         heapq.heappush(heap, (s.check_at, next(self.seq), s))
@@ -283,7 +286,7 @@ def _watch_interrupt(s: _Sleeper) -> bool:
     s.intr = -1
     if s.fp is None:
         return False
-    key = watch(s.task.coro, s.fp, lambda: s.wake(errno.EINTR))
+    key = watch(s.task.coro, s.fp, s.on_intr or (lambda: s.wake(errno.EINTR)))
     if key == 0:
         return False
     if s.done:  # woken at once: interrupted before
@@ -600,6 +603,16 @@ def abort_sleepers(maj: int | None = None, err: int = errno.ENXIO) -> int:
     return n
 
 
+def interrupt_sleep(task: trio.lowlevel.Task) -> bool:
+    """End the sleep ``task`` is in with ``EINTR``, as a signal for its caller
+    would (a module host's ``INTERRUPT``); False if it is not asleep."""
+    s = _asleep.get(task)
+    if s is None or s.done:
+        return False
+    s.wake(errno.EINTR)
+    return True
+
+
 def signal_pending(tid: int) -> bool:
     """True if thread ``tid`` has a signal it will take, or is gone.
 
@@ -687,7 +700,14 @@ class WaitChannel:
             l.poll_handle = None
             self._polls.append(h)
 
-    async def sleep(self, l: Lwp, timo: float | None = None, *, fd: int | socket | None = None) -> bool:
+    async def sleep(
+        self,
+        l: Lwp,
+        timo: float | None = None,
+        *,
+        fd: int | socket | None = None,
+        interrupt: Callable[[], None] | None = None,
+    ) -> bool:
         """Sleep until ``wakeup()``, a signal for the caller, or ``timo`` seconds.
 
         Args:
@@ -700,6 +720,11 @@ class WaitChannel:
                 the caller that waits, and answer it in the same step (see
                 tunwg's ``Interface.wait_packet``). No other task may wait
                 on ``fd`` meanwhile.
+            interrupt: for ``devfsd.isolate``'s calls into a host, which
+                sleep for the caller with a pid-less ``l``: what the
+                INTERRUPT of the caller's FUSE request does instead of
+                ending the sleep with ``EINTR`` (the host is told; its
+                answer ends the sleep, so nothing it took is lost).
 
         Returns:
             True if ``fd`` is readable or closed, False if woken.
@@ -728,7 +753,10 @@ class WaitChannel:
             now,
         )
         s.fp = l.fp
-        if l.pid > 0 or timo is not None:  # else the clock has nothing to look at
+        if interrupt is not None:
+            s.on_intr = interrupt
+            _sleep_clock().add(s)
+        elif l.pid > 0 or timo is not None:  # else the clock has nothing to look at
             _sleep_clock().add(s)
         _sleeping.add(s)
         self._sleepers[s] = None

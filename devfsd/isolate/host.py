@@ -38,6 +38,7 @@ import trio
 from devfsd.cdevsw._dev import Dev
 from devfsd.cdevsw._switch import FNONBLOCK, Lwp
 from devfsd.cdevsw._table import devsw
+from devfsd.cdevsw._wait import interrupt_sleep
 from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import protocol as P
 from devfsd.isolate._channel import RECV_SIZE, Sender, receive
@@ -78,7 +79,9 @@ class _PollToken:
 
 
 #: Kinds the reader handles at once, without a task (no reply, or PING's).
-_INLINE_KINDS: Final = frozenset({P.Kind.PING, P.Kind.CANCEL, P.Kind.RELEASE, P.Kind.REPLY, P.Kind.NOTIFY})
+_INLINE_KINDS: Final = frozenset(
+    {P.Kind.PING, P.Kind.CANCEL, P.Kind.INTERRUPT, P.Kind.RELEASE, P.Kind.REPLY, P.Kind.NOTIFY}
+)
 
 
 @final
@@ -103,7 +106,8 @@ class Host:
         self.out = Sender(sock)
         self.rx = P.Receiver()
         self.files: dict[int, File] = {}
-        self.tasks: dict[int, trio.CancelScope] = {}
+        #: Each request being answered: its cancel scope and task.
+        self.tasks: dict[int, tuple[trio.CancelScope, trio.lowlevel.Task]] = {}
         self.loader: ModuleLoader | None = None
         self.spec: SpecFs | None = None
         self.module: LoadedModule | None = None
@@ -173,9 +177,15 @@ class Host:
         if kind == P.Kind.PING:
             self.out.send(P.reply(m.rid))
         elif kind == P.Kind.CANCEL:
-            cs = self.tasks.get(m.rid)
-            if cs is not None:
-                cs.cancel()
+            req = self.tasks.get(m.rid)
+            if req is not None:
+                req[0].cancel()
+        elif kind == P.Kind.INTERRUPT:
+            # Not asleep now (not yet, or between sleeps): the caller's
+            # signal is still pending, and the sleep clock's /proc check finds it.
+            req = self.tasks.get(m.rid)
+            if req is not None:
+                interrupt_sleep(req[1])
         elif kind == P.Kind.RELEASE:
             fp = self.files.pop(P.unpack(P.FID, m.body)[0], None)
             if fp is not None and self.spec is not None:
@@ -186,7 +196,7 @@ class Host:
 
     async def _handle(self, m: P.Message) -> None:
         with trio.CancelScope() as cs:
-            self.tasks[m.rid] = cs
+            self.tasks[m.rid] = (cs, trio.lowlevel.current_task())
             more: Buffer = b""
             try:
                 got = await self._do(m)

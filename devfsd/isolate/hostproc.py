@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import logging
 import math
@@ -56,6 +57,7 @@ from devfsd.isolate.confine import HostCgroup, HostUser, host_env, popen_args
 
 if TYPE_CHECKING:
     from devfsd.cdevsw._dev import Dev
+    from devfsd.cdevsw._switch import File
 
 __all__ = ["HostDied", "HostProcess"]
 
@@ -237,8 +239,14 @@ class HostProcess:
         if not self.dead and self.out is not None:
             self.out.send(data)
 
-    async def call(self, kind: int, body: bytes, dev: Dev | None = None) -> bytes | memoryview:
+    async def call(
+        self, kind: int, body: bytes, dev: Dev | None = None, fp: File | None = None
+    ) -> bytes | memoryview:
         """Send one request and sleep until its reply.
+
+        ``fp``: the daemon's open file the call is for; the INTERRUPT of
+        the FUSE request it serves (its caller got a signal) is passed on
+        to the host (``INTERRUPT``), whose sleep ends with ``EINTR``.
 
         Returns:
             The reply's payload.
@@ -254,10 +262,11 @@ class HostProcess:
         c = _Call()
         self.pending[rid] = c
         self.out.send(P.encode(kind, rid, body))
-        lwp = Lwp(0, 0, 0, dev=dev)
+        lwp = Lwp(0, 0, 0, fp, dev=dev)
+        intr = functools.partial(self._interrupt, rid) if fp is not None else None
         try:
             while not c.done:
-                await c.chan.sleep(lwp)
+                await c.chan.sleep(lwp, interrupt=intr)
         except BaseException:
             if not c.done:
                 del self.pending[rid]
@@ -267,6 +276,9 @@ class HostProcess:
             raise P.reply_error(c.err, c.payload)
         return c.payload
 
+    def _interrupt(self, rid: int) -> None:
+        self.post(P.encode(P.Kind.INTERRUPT, rid))
+
     # -- the tasks -----------------------------------------------------------------
 
     async def _read(self) -> None:
@@ -274,12 +286,21 @@ class HostProcess:
         try:
             buf = bytearray(RECV_SIZE)
             while (msgs := await receive(self.sock, self.rx, buf)) is not None:
+                woke = False
                 for m in msgs:
+                    if woke:
+                        # Callers resume in the order the host answered them
+                        # (trio runs tasks woken together in any order):
+                        # a read woken by a write returns after it, in a
+                        # trace too. Only when one recv brought several.
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        woke = False
                     if m.kind == P.Kind.REPLY:
                         c = self.pending.pop(m.rid, None)
                         if c is not None:
                             err, payload = P.parse_reply(m.body)
                             c.finish(err, payload)
+                            woke = True
                         elif m.rid == 0:
                             self._ping_at = math.inf
                             self.up.set()

@@ -84,6 +84,9 @@ class Kind(enum.IntEnum):
     #: Host to daemon.
     REPLY = 12  # ``<i`` errno, then the payload
     NOTIFY = 13  # the id is a poll token; empty body
+    #: Daemon to host, no reply: the caller of request ``id`` has a signal
+    #: (its FUSE request was interrupted); a sleep it is in ends with EINTR.
+    INTERRUPT = 14
 
 
 _KINDS: Final = frozenset(int(k) for k in Kind)

@@ -51,7 +51,7 @@ from devfsd.isolate.hostproc import HostDied, HostProcess, check_reply_json
 from devfsd.isolate.proxy import make_proxy
 from devfsd.kern import trust
 from devfsd.kern.loader import LoadedModule, _code_size, kthread_create
-from devfsd.kern.module import ModCmd, ModuleClass, ModuleInfo
+from devfsd.kern.module import ModCmd, ModuleClass, ModuleInfo, validate_module_name
 
 if TYPE_CHECKING:
     from devfsd.cdevsw._switch import Cdevsw
@@ -105,6 +105,8 @@ class Supervisor:
         self.proxy: Cdevsw | None = None
         #: (name, major) of each attached proxy, fixed by the first load.
         self.majors: list[tuple[str, int]] | None = None
+        #: Loaded by path: the module's own name wins, as in process.
+        self.by_path = False
         self.deaths = 0
         self.down = False
         self.stopping = False
@@ -267,7 +269,11 @@ class Supervisor:
         if self.majors is None:
             name = info["name"]
             if name != self.mod.name:
-                raise DeviceError(errno.ENOENT, f"{self.target} declares module {name!r}")
+                if not self.by_path:
+                    raise DeviceError(errno.ENOENT, f"{self.target} declares module {name!r}")
+                validate_module_name(name)  # from the host: not trusted
+                if name in self.loader.modules:
+                    raise DeviceError(errno.EEXIST)
             try:
                 cls = ModuleClass(info["cls"])
             except ValueError:
@@ -327,5 +333,6 @@ async def load_hosted(
     sup = Supervisor(loader, mod, str(target), loader.host_restarts, uid, user)
     mod.pymod = sup  # type: ignore[assignment]
     mod.host = sup
+    sup.by_path = "/" in spec
     await sup.start()
     return mod

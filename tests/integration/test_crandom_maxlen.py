@@ -30,9 +30,15 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
 
+@pytest.fixture(scope="module", params=["in-process", "isolated"])
+def isolate(request: pytest.FixtureRequest) -> list[str]:
+    """crandom in process, or in a host of its own (``--isolate``)."""
+    return ["--isolate"] if request.param == "isolated" else []
+
+
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with DevfsdMount(tmp_path_factory.mktemp("crandom_maxlen")) as m:
+def node(tmp_path_factory: pytest.TempPathFactory, isolate: list[str]) -> Iterator[Path]:
+    with DevfsdMount(tmp_path_factory.mktemp("crandom_maxlen"), args=isolate) as m:
         m.client().modload("crandom")  # default maxlen
         maj = {n: mj for n, mj, _ in m.client().drivers()}["crandom"]
         p = m.path / "cr"
@@ -66,8 +72,8 @@ def test_largest_string_reads_back_whole(node: Path, offset: int) -> None:
     assert sorted(got) == sorted(data)  # a permutation of it, whole
 
 
-def test_maxlen_past_the_cap_is_refused(tmp_path: Path) -> None:
-    with DevfsdMount(tmp_path) as m:
+def test_maxlen_past_the_cap_is_refused(tmp_path: Path, isolate: list[str]) -> None:
+    with DevfsdMount(tmp_path, args=isolate) as m:
         with pytest.raises(ControlError) as ei:
             m.client().modload("crandom", {"maxlen": MAX_READ + 1})
         assert ei.value.errno == errno.EINVAL

@@ -39,9 +39,16 @@ BOUND = 5.0
 PUBLIC_RUN = bool(os.environ.get("DEVFSD_PUBLIC_ONLY"))
 
 
+@pytest.fixture(params=["in-process", "isolated"])
+def isolate(request: pytest.FixtureRequest) -> list[str]:
+    """No daemon option, or ``--isolate`` (each module in a host of its own,
+    devfsd.isolate): every test here runs both ways."""
+    return ["--isolate"] if request.param == "isolated" else []
+
+
 @pytest.fixture
-def mnt(tmp_path: Path) -> Iterator[DevfsdMount]:
-    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug"]) as m:
+def mnt(tmp_path: Path, isolate: list[str]) -> Iterator[DevfsdMount]:
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug", *isolate]) as m:
         yield m
 
 
@@ -244,14 +251,14 @@ def assert_read_goes_on(
 
 @pytest.mark.parametrize("public_only", [False, True])
 def test_each_of_two_signals_runs_the_handler_and_the_read_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, public_only: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, public_only: bool, isolate: list[str]
 ) -> None:
     """A signal to a sleeping reader ends its read(2) with EINTR, the handler
     runs, Python retries; a second signal does it again. Through FUSE_INTERRUPT
     (the sleep is watched) and, with DEVFSD_PUBLIC_ONLY, through /proc."""
     if public_only:
         monkeypatch.setenv("DEVFSD_PUBLIC_ONLY", "1")
-    with DevfsdMount(tmp_path, modpath=[MODS]) as m:
+    with DevfsdMount(tmp_path, modpath=[MODS], args=isolate) as m:
         p = node(m, "msgq", "msgq", "q")
         r = subprocess.Popen([sys.executable, "-c", READER, str(p)], stdout=subprocess.PIPE, text=True)
         try:

@@ -34,9 +34,12 @@ LIMIT = 0.5
 DEADLINE = 10.0
 
 
-@pytest.fixture
-def mnt(tmp_path: Path) -> Iterator[DevfsdMount]:
-    with DevfsdMount(tmp_path, modpath=[MODS], args=["--entry-timeout", str(LIMIT)]) as m:
+@pytest.fixture(params=["in-process", "isolated"])
+def mnt(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DevfsdMount]:
+    """stall in process, or in a host of its own (``--isolate``): the
+    host's own watchdog interrupts it there."""
+    isolate = ["--isolate"] if request.param == "isolated" else []
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--entry-timeout", str(LIMIT), *isolate]) as m:
         c = m.client()
         c.modload("stall")
         maj = {n: mj for n, mj, _ in c.drivers()}["stall"]

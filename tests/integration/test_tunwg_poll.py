@@ -39,9 +39,11 @@ ROUNDS = 5
 _ids = itertools.count()
 
 
-@pytest.fixture
-def mnt(tmp_path: Path) -> Iterator[DevfsdMount]:
-    with DevfsdMount(tmp_path, args=["--debug"]) as m:
+@pytest.fixture(params=["in-process", "isolated"])
+def mnt(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DevfsdMount]:
+    """tunwg in process, or in a host of its own (``--isolate``)."""
+    isolate = ["--isolate"] if request.param == "isolated" else []
+    with DevfsdMount(tmp_path, args=["--debug", *isolate]) as m:
         yield m
 
 
