@@ -45,7 +45,11 @@ packets inside the daemon, with no FUSE request per packet. The tool then
 only holds the node open: it sleeps in a read of the node, which returns
 when the carrying ends (end of file when the TUN interface was deleted,
 ``ip link del``), and it exits, closing the node, on that or on SIGINT or
-SIGTERM, which ends the carrying and removes the TUN interface.
+SIGTERM, which ends the carrying and removes the TUN interface. The tool
+does not follow the MTU then: the daemon does, from the TUN descriptor it
+holds, wherever the TUN is (the daemon makes it in its own network
+namespace, which need not be the tool's, and it may be moved; by name
+from here the tool could find no interface, or another of that name).
 """
 
 from __future__ import annotations
@@ -333,7 +337,8 @@ def carry(node: str, ifname: str, mtu: int) -> int:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         threading.Thread(target=hold, daemon=True).start()
-        _follow_mtu_until(done, node, ifname)
+        while not done.wait(0.5):  # the daemon follows the TUN's MTU itself
+            pass
     finally:
         # A read still asleep ends when the process exits (devfsd sees the
         # SIGKILL of the exit); then the node's close ends the carrying.

@@ -18,7 +18,9 @@ is an interface of the kernel:
   all of one size but the last, in one ``sendmsg`` with ``UDP_SEGMENT``
   (UDP GSO: the kernel cuts them apart);
 - peer to TUN: each packet the device delivers is written to the TUN
-  descriptor at once (``deliver``), in place of the node's read queue.
+  descriptor at once (``deliver``), in place of the node's read queue;
+- the interface's MTU follows the TUN's, wherever the TUN is (another
+  network namespace than the daemon's included): follow.py.
 
 The daemon opens the TUN itself rather than take a descriptor from the tool
 (``SCM_RIGHTS``): the control socket speaks JSON lines and passes no
@@ -51,6 +53,8 @@ import trio
 
 from devfsd.cdevsw import IOW, DeviceError
 from devfsd.kern import kthread_create
+
+from .follow import follow_mtu
 
 if TYPE_CHECKING:
     from devfsd.cdevsw import Lwp, Uio
@@ -116,16 +120,23 @@ class Carrier:
         self.dropped_in = 0
         self.dropped_out = 0
         self._scope: trio.CancelScope | None = None
+        self._follower: trio.CancelScope | None = None
 
     def start(self) -> None:
         self.ifp.carrier = self
-        self._scope = kthread_create(self._run, name=f"{self.ifname} carrier", module=self.ifp.module)
+        module = self.ifp.module
+        self._scope = kthread_create(self._run, name=f"{self.ifname} carrier", module=module)
+        self._follower = kthread_create(
+            follow_mtu, self.ifp, self.fd, name=f"{self.ifname} mtu", module=module
+        )
 
     def stop(self, error: int = 0) -> None:
         """End the carrying (idempotent): close the TUN, wake the node's reader."""
         if self.ended:
             return
         self.ended, self.error = True, error
+        if self._follower is not None:
+            self._follower.cancel()  # before the close: it uses the descriptor
         fd, self.fd = self.fd, -1
         trio.lowlevel.notify_closing(fd)
         os.close(fd)

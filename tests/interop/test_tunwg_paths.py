@@ -2,7 +2,8 @@
 fragmented, so a peer endpoint routed back through the tunnel itself makes
 a loop that dies out; sent from the local address the peer sent to, over
 IPv4 and IPv6, and from another once that address is gone. And the
-interface's MTU, changed live by ``ip link set`` on the bridge's TUN.
+interface's MTU, changed live by ``ip link set`` on the bridge's TUN, also
+when the daemon carries it and it lives in another namespace.
 
 Each test builds a tunwg - wireguard-go tunnel (``tunnels.py``) in network
 namespaces with documentation addresses, torn down also on failure.
@@ -19,13 +20,13 @@ import pytest
 from modules.tunwg.tun import SIOCGIFMTU
 from tests.interop.test_tunwg_interop import RECEIVED_INITIATION, snmp
 from tests.interop.tunnels import GO_PORT
-from tests.netns import check_address, ping, wait_ping, wait_until
+from tests.netns import INNER_NET4, NetNs, check_address, ping, wait_ping, wait_until
 
 if TYPE_CHECKING:
     import subprocess
 
+    from tests.interop.conftest import MakeTunnel
     from tests.interop.tunnels import Tunnel
-    from tests.netns import NetNs
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.slow, pytest.mark.fuse]
 
@@ -138,3 +139,35 @@ def ping_size(ns: NetNs, addr: str, payload: int) -> subprocess.CompletedProcess
         check=False,
         timeout=10,
     )
+
+
+def test_carried_mtu_follows_the_tun_into_another_netns(make_tunnel: MakeTunnel) -> None:
+    """Carried in the daemon (``-d``), the TUN moved to a namespace of its
+    own, as a container's interface (the daemon, its UDP socket and the
+    tool stay in theirs): ``ip link set TUN mtu N`` there, and the tunwg
+    interface's MTU follows; the tunnel carries packets of the new MTU from
+    there and no more. The tool, in the daemon's namespace, no longer sees
+    the TUN at all: the daemon follows it from its descriptor."""
+    tunnel = make_tunnel(mode="daemon")
+    t, g = tunnel.t, tunnel.g
+    client, node = t.host.mount.client(), str(t.host.node(0))
+
+    def node_mtu() -> int:
+        return int(struct.unpack_from("=i", client.ioctl(node, SIOCGIFMTU), 16)[0])
+
+    with NetNs("dvtc") as there:
+        t.ns.run(["ip", "link", "set", t.tun, "netns", there.name])
+        there.addr_add(t.tun, f"{t.inner4}/{INNER_NET4.prefixlen}")
+        there.link_up(t.tun)
+        wait_ping(there, g.inner4)
+        for mtu in (1300, 1380):
+            there.run(["ip", "link", "set", t.tun, "mtu", str(mtu)])
+            wait_until(lambda: node_mtu() == mtu, 5.0, f"tunwg's MTU to follow its TUN's {mtu}")  # noqa: B023
+            full = ping_size(there, g.inner4, mtu - 28)
+            assert full.returncode == 0, full.stdout
+            over = ping_size(there, g.inner4, mtu - 27)
+            assert over.returncode != 0 and "message too long" in (over.stdout + over.stderr).lower()
+        # Back in the daemon's namespace, still followed.
+        there.run(["ip", "link", "set", t.tun, "netns", t.ns.name])
+    t.ns.run(["ip", "link", "set", t.tun, "mtu", "1340"])
+    wait_until(lambda: node_mtu() == 1340, 5.0, "tunwg's MTU to follow its TUN back home")
