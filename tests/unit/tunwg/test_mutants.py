@@ -33,9 +33,12 @@ from tests.unit.tunwg.test_device import (
     A_PK,
     B_PK,
     PING_AB,
+    PONG_BA,
     PORT_A,
     PORT_B,
     WALL0,
+    Net,
+    Node,
     counters,
     established,
     handshake_ns,
@@ -374,3 +377,95 @@ def test_rx_bytes_keep_counting_across_a_second_handshake_response() -> None:
     assert before == 92  # the first response; A's keepalives get no answer
     net.run_until(130.0)  # the rekey at 125: A receives a second response (92 bytes)
     assert counters(a, B_PK)[1] == before + 92
+
+
+# --- Keypair slots: which sessions still receive (wireguard-go BeginSymmetricSession) ------------
+
+
+def _sent_now(net: Net, node: Node, packet: bytes) -> bytes:
+    """The one datagram ``node`` sends for ``packet`` now, not carried (it arrives late, or never)."""
+    (d,) = _datagrams(node.device.packet_from_tun(packet, now=net.now, wall_ns=net.clock.wall_ns))
+    return d.data
+
+
+def _hand(net: Net, node: Node, data: bytes, sender: Node) -> list[bytes]:
+    """Give ``node`` a datagram from ``sender``; carry what it delivers, return what it sends (uncarried)."""
+    effects = net.inject(node, data, sender.endpoint)
+    net.carry(node, [e for e in effects if not isinstance(e, SendDatagram)])
+    return [e.data for e in _datagrams(effects)]
+
+
+def _late_one_arrives(net: Net, node: Node, data: bytes, sender: Node) -> bool:
+    """Hand ``node`` a late datagram; True if delivered, False if dropped as invalid."""
+    delivered, invalid = len(node.delivered), node.device.stats.dropped_invalid
+    _hand(net, node, data, sender)
+    got = (len(node.delivered) - delivered, node.device.stats.dropped_invalid - invalid)
+    assert got in ((1, 0), (0, 1)), got
+    return got == (1, 0)
+
+
+def _rekey(net: Net, a: Node) -> None:
+    """A, the initiator, writes past its rekey_after_time: data on the old session, then a handshake."""
+    n = len(net.wire)
+    net.write(a, PING_AB)
+    assert [k for _, k in net.kinds(n)][:4] == ["data", "init", "resp", "keepalive"]
+
+
+def test_a_session_receives_until_the_second_handshake_after_it_on_both_sides() -> None:
+    net, a, b = make_pair(a_kw={"rekey_after_time": 10.0})
+    net.write(a, PING_AB)
+    late_to_a = [_sent_now(net, b, PONG_BA) for _ in range(2)]  # on the first session
+    late_to_b = [_sent_now(net, a, PING_AB) for _ in range(2)]
+    net.run_until(11.0)
+    _rekey(net, a)  # the first session is now each side's previous: it still receives
+    assert _late_one_arrives(net, a, late_to_a[0], b)
+    assert _late_one_arrives(net, b, late_to_b[0], a)
+    net.run_until(22.0)
+    _rekey(net, a)  # and now it is gone on both sides
+    assert not _late_one_arrives(net, a, late_to_a[1], b)
+    assert not _late_one_arrives(net, b, late_to_b[1], a)
+
+
+def test_an_initiator_keeps_its_unconfirmed_responder_session_as_previous_and_drops_the_current() -> None:
+    # A holds K1 (it initiated) when B restarts and initiates Kb; A answers (Kb waits in
+    # A's next) and hears nothing on Kb before its own rekey makes Ka. Then Kb becomes A's
+    # previous (it still receives, until the next handshake) and K1 is gone.
+    net, a, b = make_pair(a_kw={"rekey_after_time": 10.0})
+    net.write(a, PING_AB)
+    late_k1 = _sent_now(net, b, PONG_BA)
+    net.clock.now = 1.0
+    b.device.down()
+    b.device.up(now=net.now)
+    init = _sent_now(net, b, PONG_BA)  # B stages the packet and initiates Kb
+    (resp,) = _hand(net, a, init, b)
+    late_kb = _hand(net, b, resp, a)  # B's staged packet on Kb: it arrives late
+    late_kb.append(_sent_now(net, b, PONG_BA))
+    net.run_until(11.0)
+    _rekey(net, a)
+    assert not _late_one_arrives(net, a, late_k1, b)
+    assert _late_one_arrives(net, a, late_kb[0], b)
+    net.run_until(22.0)
+    _rekey(net, a)
+    assert not _late_one_arrives(net, a, late_kb[1], b)
+    a.device.down()  # forgets every session (and does not trip over an emptied slot)
+    net.run_until(23.0)
+    a.device.up(now=net.now)
+    n = len(net.wire)
+    net.write(a, PING_AB)
+    assert net.kinds(n)[:2] == [(PORT_A, "init"), (PORT_B, "resp")]
+
+
+def test_a_responder_forgets_an_unconfirmed_session_a_newer_handshake_replaces() -> None:
+    net, a, b = make_pair(a_kw={"rekey_after_time": 10.0})
+    net.write(a, PING_AB)
+    net.run_until(11.0)
+    data, init = _datagrams(a.device.packet_from_tun(PING_AB, now=net.now, wall_ns=net.clock.wall_ns))
+    _hand(net, b, data.data, a)
+    (resp,) = _hand(net, b, init.data, a)  # B: K2 waits for A's first message on it
+    assert len(_hand(net, a, resp, b)) == 1  # A's keepalive on K2: lost
+    late_k2 = _sent_now(net, a, PING_AB)  # and a packet on K2 that arrives late
+    net.blocked.add(PORT_A)  # A hears nothing back: a new handshake (K3) after 15 s, lost
+    net.run_until(30.0)
+    assert [d.t for d in net.wire if d.kind == "init"][-1] > 26.0
+    net.blocked.clear()
+    assert not _late_one_arrives(net, b, late_k2, a)
