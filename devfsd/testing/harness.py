@@ -79,9 +79,13 @@ class Kernel:
         *,
         autotime: float = 0.0,
         entry_timeout: float | None = DEFAULT_ENTRY_TIMEOUT,
+        isolate: bool = False,
     ) -> None:
         self.loader = ModuleLoader(modpath, autotime=autotime)
+        #: Every module in a host process of its own (``modload -I``, devfsd.isolate).
+        self.loader.isolate_all = isolate
         self.spec = SpecFs(self.loader, entry_timeout=entry_timeout)
+        self.loader.host_timeout = self.spec.entry_timeout  # as the daemon's
 
     @classmethod
     @asynccontextmanager
@@ -91,9 +95,11 @@ class Kernel:
         *,
         autotime: float = 0.0,
         entry_timeout: float | None = DEFAULT_ENTRY_TIMEOUT,
+        isolate: bool = False,
     ) -> AsyncIterator[Kernel]:
-        """A kernel whose module threads run; everything is unloaded and reset on exit."""
-        k = cls(modpath, autotime=autotime, entry_timeout=entry_timeout)
+        """A kernel whose module threads run; everything is unloaded and reset on exit.
+        ``isolate``: every module loads in a host process of its own (``modload -I``)."""
+        k = cls(modpath, autotime=autotime, entry_timeout=entry_timeout, isolate=isolate)
         devsw.reset()
         failure: BaseException | None = None
         async with trio.open_nursery() as nursery:

@@ -5,7 +5,8 @@ installed has these fixtures without a conftest:
 
 ``devfsd_kernel``
     (async, pytest-trio) an in-process ``Kernel`` searching
-    ``devfsd_modpath``; everything is unloaded when the test ends.
+    ``devfsd_modpath``; everything is unloaded when the test ends. With
+    ``devfsd_isolated``, each module it loads runs in a host of its own.
 ``devfsd_modpath``
     the module directories: the ``devfsd_modpath`` marker's arguments, else
     the ``devfsd_modpath`` ini option (paths relative to the ini file), else
@@ -16,7 +17,15 @@ installed has these fixtures without a conftest:
     the modules and makes the nodes (``{"name": ("driver", unit)}``), and
     returns the ``DevfsdMount``; every daemon is stopped after the test, even
     one that failed. Skips naming the missing capability (root,
-    ``/dev/fuse``).
+    ``/dev/fuse``). With ``devfsd_isolated``, the daemon runs with
+    ``--isolate`` (every module in a host of its own).
+``devfsd_isolated``
+    whether ``devfsd_kernel`` and ``devfsd_mount`` load modules isolated
+    (``modload -I``, devfsd.isolate): the ``devfsd_isolated`` marker's
+    argument (``True`` if none), else ``--devfsd-isolated`` on the command
+    line or the ``devfsd_isolated`` ini option, else False. A test
+    parametrized on it (``@pytest.mark.parametrize("devfsd_isolated",
+    [False, True])``) runs both ways.
 ``devfsd_run``
     ``devfsd_run(cmd, mount=None, input=None, timeout=60)`` runs a program
     (a list) or a shell command (a string) with the venv's tools on
@@ -98,12 +107,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="paths",
         default=[],
     )
+    parser.addini(
+        "devfsd_isolated",
+        "devfsd_kernel and devfsd_mount load every module isolated (modload -I)",
+        type="bool",
+        default=False,
+    )
+    parser.getgroup("devfsd").addoption(
+        "--devfsd-isolated",
+        action="store_true",
+        default=None,
+        help="devfsd_kernel and devfsd_mount load every module isolated (modload -I)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fuse: needs /dev/fuse and root (real mount)")
     config.addinivalue_line(
         "markers", "devfsd_modpath(*dirs): module directories for devfsd_kernel and devfsd_mount"
+    )
+    config.addinivalue_line(
+        "markers",
+        "devfsd_isolated(on=True): devfsd_kernel and devfsd_mount load every module isolated (modload -I)",
     )
 
 
@@ -128,18 +153,28 @@ def devfsd_modpath(request: pytest.FixtureRequest) -> list[Path]:
 
 
 @pytest.fixture
-async def devfsd_kernel(devfsd_modpath: list[Path]) -> AsyncIterator[Kernel]:
+def devfsd_isolated(request: pytest.FixtureRequest) -> bool:
+    """Modules isolated: the marker's, else the command line's or ini option's."""
+    marker = request.node.get_closest_marker("devfsd_isolated")
+    if marker is not None:
+        return bool(marker.args[0]) if marker.args else True
+    opt = request.config.getoption("devfsd_isolated")
+    return bool(request.config.getini("devfsd_isolated") if opt is None else opt)
+
+
+@pytest.fixture
+async def devfsd_kernel(devfsd_modpath: list[Path], devfsd_isolated: bool) -> AsyncIterator[Kernel]:
     """An in-process kernel (loader, device switch, I/O path) for this test."""
     # Imported here: the plugin loads in every pytest run of this
     # environment, which a broken driver API must not stop.
     from devfsd.testing.harness import Kernel
 
-    async with Kernel.running(devfsd_modpath) as k:
+    async with Kernel.running(devfsd_modpath, isolate=devfsd_isolated) as k:
         yield k
 
 
 @pytest.fixture
-def devfsd_mount(tmp_path: Path, devfsd_modpath: list[Path]) -> Iterator[MountFactory]:
+def devfsd_mount(tmp_path: Path, devfsd_modpath: list[Path], devfsd_isolated: bool) -> Iterator[MountFactory]:
     """A factory of real mounts, all torn down after the test."""
     why = missing_mount_capability()
     if why is not None:
@@ -154,10 +189,11 @@ def devfsd_mount(tmp_path: Path, devfsd_modpath: list[Path]) -> Iterator[MountFa
         args: Sequence[str] = (),
         modpath: Sequence[str | os.PathLike[str]] | None = None,
     ) -> DevfsdMount:
+        isolate = ["--isolate"] if devfsd_isolated and "--isolate" not in args else []
         m = DevfsdMount(
             _base(tmp_path, len(mounts), scratch),
             modpath=devfsd_modpath if modpath is None else modpath,
-            args=args,
+            args=[*args, *isolate],
         )
         mounts.append(m)
         m.start()

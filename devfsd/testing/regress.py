@@ -18,6 +18,7 @@ the script ends::
 
     devfsd regress tests/regress/crandom.sh
     devfsd regress --module ~/mods/bcast bcast.sh
+    devfsd regress -I --module crandom tests/regress/crandom.sh   # isolated
 """
 
 from __future__ import annotations
@@ -162,12 +163,15 @@ def run_script(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``devfsd regress [--module M]... [--modpath DIR]... SCRIPT...``: exit 0 if all pass."""
+    """``devfsd regress [-I] [--module M]... [--modpath DIR]... SCRIPT...``: exit 0 if all pass."""
     p = argparse.ArgumentParser(prog=PROG, description="Run shell scenarios against fresh devfsd mounts.")
     p.add_argument(
         "-m", "--module", action="append", default=[], help="load module M (a name or a directory)"
     )
     p.add_argument("--modpath", metavar="DIR", action="append", default=[], help="search DIR for modules")
+    p.add_argument(
+        "-I", "--isolate", action="store_true", help="load every module isolated (devfsd --isolate)"
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a script may run (default 300)")
     p.add_argument("-v", "--verbose", action="store_true", help="print a passing script's output too")
     p.add_argument("scripts", metavar="SCRIPT", nargs="+")
@@ -182,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed += 1
             continue
         try:
-            r = run_script(script, a.module, modpath=a.modpath, timeout=a.timeout)
+            args = ["--isolate"] if a.isolate else []
+            r = run_script(script, a.module, modpath=a.modpath, args=args, timeout=a.timeout)
         except ControlError as exc:
             print(f"{PROG}: {script}: modload: {exc}", file=sys.stderr)
             failed += 1

@@ -14,10 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
 
-def test_crandom_scenario_passes() -> None:
-    r = run_script(ROOT / "tests" / "regress" / "crandom.sh", ["crandom"])
+@pytest.mark.parametrize("args", [[], ["--isolate"]], ids=["in-process", "isolated"])
+def test_crandom_scenario_passes(args: list[str]) -> None:
+    r = run_script(ROOT / "tests" / "regress" / "crandom.sh", ["crandom"], args=args)
     assert r.passed, r.stdout + r.stderr + r.log
     assert "ok: five reads are permutations" in r.stdout
+    assert ("loaded module crandom isolated" in r.log) == bool(args)
 
 
 def test_a_failing_check_fails_the_script_with_its_output(tmp_path: Path) -> None:
@@ -32,7 +34,7 @@ def test_cli_reports_pass_and_fail(tmp_path: Path) -> None:
     s = tmp_path / "bad.sh"
     s.write_text('. "$DEVFSD_REGRESS_LIB"\ncheck_exit 0 false\n')
     good = ROOT / "tests" / "regress" / "crandom.sh"
-    r = run(["devfsd", "regress", "--module", "crandom", str(good), str(s)])
+    r = run(["devfsd", "regress", "-I", "--module", "crandom", str(good), str(s)])
     assert r.returncode == 1
     out = r.stdout.decode()
     assert f"{good}: passed" in out and f"{s}: FAILED (exit 1)" in out
