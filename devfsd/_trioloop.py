@@ -54,6 +54,19 @@ waiters (``TurnReaders``): the worker woken by a request puts the next one
 in trio's epoll record itself, without waking it, so a request takes one
 pass.
 
+Blocking the thread while the loop is idle
+------------------------------------------
+``wait_idle_readable(fd, timeout)`` lets a task that expects ``fd`` to be
+readable within microseconds (a module host's reply, bench/README.md,
+"Isolated modules") wait for it in ``select(2)`` without leaving its step,
+instead of going round trio's loop twice (the task that reads ``fd``, then
+the task that waits for what it read). Only while trio has nothing else to
+do: no task in the run queue, no deadline before ``timeout``, and the wait
+ends as soon as trio's own epoll descriptor is readable (I/O another task
+waits for, ``run_sync_soon``, a signal's wakeup byte): what trio would have
+woken for ends the wait. A task of the batch trio is running may still
+wait behind it, at most ``timeout``.
+
 The guard
 ---------
 All of the above, and the fast paths of ``devfsd.cdevsw._wait`` (the sleep
@@ -99,6 +112,8 @@ __all__ = [
     "move_deadline",
     "register_reader",
     "unregister_reader",
+    "wait_idle_readable",
+    "wake_reader",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,7 +129,13 @@ KNOWN_PYFUSE3: Final = "3.5."
 # turns them off rather than breaking them).
 _TASK_PRIVATE: Final = ("_cancel_status", "_activate_cancel_status")
 _SCOPE_PRIVATE: Final = ("_deadline", "_registered_deadline", "_cancel_status", "_cancel_called")
-_EPOLL_PRIVATE: Final = ("_registered", "_force_wakeup", "_force_wakeup_fd", "_update_registrations")
+_EPOLL_PRIVATE: Final = (
+    "_registered",
+    "_force_wakeup",
+    "_force_wakeup_fd",
+    "_update_registrations",
+    "_epoll",
+)
 _RUNNER_PRIVATE: Final = (
     "instruments",
     "io_manager",
@@ -123,7 +144,9 @@ _RUNNER_PRIVATE: Final = (
     "_locals",
     "reschedule",
     "is_guest",
+    "runq",
 )
+_DEADLINES_PRIVATE: Final = ("next_deadline",)
 
 
 @final
@@ -135,9 +158,10 @@ class Private:
     def __init__(self) -> None:
         from trio._core._instrumentation import Instruments
         from trio._core._io_epoll import EpollIOManager
-        from trio._core._run import GLOBAL_RUN_CONTEXT, Runner, Task
+        from trio._core._run import GLOBAL_RUN_CONTEXT, Deadlines, Runner, Task
 
         for cls, names in (
+            (Deadlines, _DEADLINES_PRIVATE),
             (Task, _TASK_PRIVATE),
             (trio.CancelScope, _SCOPE_PRIVATE),
             (EpollIOManager, _EPOLL_PRIVATE),
@@ -371,6 +395,53 @@ def unregister_reader(fd: int, task: trio.lowlevel.Task) -> bool:
         return False
     waiters.read_task = None
     io._update_registrations(fd)
+    return True
+
+
+#: ``select(2)`` takes descriptors below this (glibc's ``FD_SETSIZE``).
+_FD_SETSIZE: Final = 1024
+
+
+def wait_idle_readable(fds: tuple[int, ...], timeout: float) -> list[int]:
+    """Block the thread until one of ``fds`` is readable, while trio has
+    nothing else to do, for at most ``timeout`` seconds; those readable.
+
+    Empty at once with the fast paths off, in a guest run, with a task in
+    trio's run queue, a deadline due, or a descriptor ``select(2)`` cannot
+    take; empty when ``timeout`` or trio's next deadline comes first, or
+    when trio's epoll descriptor becomes readable (something trio waits for
+    is ready) and none of ``fds`` is. Call from a task's step, between
+    awaits; the caller then reads without blocking (a task trio wakes for
+    the same readiness finds nothing and waits again). See "Blocking the
+    thread while the loop is idle" above.
+    """
+    p = PRIVATE
+    if p is None:
+        return []
+    runner = p.run_context.runner
+    if runner.runq or runner.is_guest:
+        return []
+    io = runner.io_manager
+    if not isinstance(io, p.epoll):
+        return []
+    left = min(timeout, runner.deadlines.next_deadline() - runner.clock.current_time())
+    ep = io._epoll.fileno()
+    if left <= 0 or ep >= _FD_SETSIZE or not all(0 <= fd < _FD_SETSIZE for fd in fds):
+        return []
+    ready, _, _ = select.select((*fds, ep), (), (), left)
+    if ep in ready:
+        ready.remove(ep)
+    return ready
+
+
+def wake_reader(fd: int, task: trio.lowlevel.Task) -> bool:
+    """End ``task``'s ``trio.lowlevel.wait_readable(fd)`` as if ``fd`` were
+    readable (the task then finds what was left for it, or nothing, and
+    waits again); False if ``task`` is not waiting there (it runs, or trio
+    has rescheduled it already). Only with the fast paths on (``PRIVATE``)."""
+    if not unregister_reader(fd, task):
+        return False
+    trio.lowlevel.reschedule(task, outcome.Value(None))
     return True
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from devfsd.cdevsw._uio import Buffer
     from devfsd.isolate.protocol import Message, Receiver
 
-__all__ = ["RECV_SIZE", "Sender", "receive"]
+__all__ = ["RECV_SIZE", "Sender", "receive", "receive_now"]
 
 #: Bytes asked of the socket at a time: a 128 KiB read's reply in one go.
 RECV_SIZE: Final = 256 * 1024
@@ -43,6 +43,11 @@ class Sender:
         #: The peer is gone (a send failed): later messages are dropped;
         #: the receiving side sees the end and says so.
         self.closed = False
+
+    @property
+    def backlog(self) -> bool:
+        """Messages wait for the socket to take them."""
+        return bool(self._backlog)
 
     def send(self, data: bytes, more: Buffer = b"") -> None:
         """Send ``data`` then ``more`` (a payload sent as it is, not joined
@@ -93,31 +98,43 @@ class Sender:
                     self._backlog.popleft()
 
 
+def receive_now(sock: socket.socket, rx: Receiver, buf: bytearray) -> list[Message] | None:
+    """The whole messages the data on ``sock`` completes, without waiting
+    (none if there is no data yet); ``None`` at the end of the stream (the
+    peer closed or died). ``buf`` is scratch space (``RECV_SIZE`` bytes,
+    reused): a fresh ``recv(RECV_SIZE)`` would have malloc map and unmap
+    256 KiB for every message, which cost more than the rest of a round trip.
+
+    Raises:
+        ProtocolError: the peer sent something malformed.
+    """
+    try:
+        n = sock.recv_into(buf)
+    except BlockingIOError:
+        return []
+    except OSError as exc:
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
+            return None
+        raise
+    if not n:
+        return None
+    with memoryview(buf) as view:
+        rx.feed(view[:n])
+    out = []
+    while (m := rx.next_message()) is not None:
+        out.append(m)
+    return out
+
+
 async def receive(sock: socket.socket, rx: Receiver, buf: bytearray) -> list[Message] | None:
-    """Wait for data on ``sock`` and return the whole messages it completes
-    (possibly none); ``None`` at the end of the stream (the peer closed or
-    died). ``buf`` is scratch space (``RECV_SIZE`` bytes, reused): a fresh
-    ``recv(RECV_SIZE)`` would have malloc map and unmap 256 KiB for every
-    message, which cost more than the rest of a round trip.
+    """Wait for whole messages on ``sock`` (``receive_now``'s, never an
+    empty list); ``None`` at the end of the stream.
 
     Raises:
         ProtocolError: the peer sent something malformed.
     """
     while True:
         await trio.lowlevel.wait_readable(sock)
-        try:
-            n = sock.recv_into(buf)
-        except BlockingIOError:
-            continue
-        except OSError as exc:
-            if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
-                return None
-            raise
-        if not n:
-            return None
-        with memoryview(buf) as view:
-            rx.feed(view[:n])
-        out = []
-        while (m := rx.next_message()) is not None:
-            out.append(m)
-        return out
+        msgs = receive_now(sock, rx, buf)
+        if msgs is None or msgs:
+            return msgs

@@ -47,6 +47,7 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
+from devfsd import _trioloop
 from devfsd._trioloop import ENV_PUBLIC_ONLY
 from devfsd.errors import DeviceError
 
@@ -113,6 +114,8 @@ def host_env() -> dict[str, str]:
         v = os.environ.get(k)
         if v is not None:
             env[k] = v
+    if _trioloop.PRIVATE is None:  # the daemon's -o public_only is the host's too
+        env[ENV_PUBLIC_ONLY] = "1"
     return env
 
 

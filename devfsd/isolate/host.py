@@ -11,7 +11,13 @@ code against the usual ``devfsd.cdevsw``/``devfsd.kern`` API, unchanged.
 Touches the world: the socket, stderr, rlimits, prctl (``_confine``). The task reading
 the socket answers each request itself; when one waits (a read may sleep
 for hours), another task takes over the socket (``_Handoff``), so
-requests never queue behind one that sleeps; ``CANCEL`` cancels it.
+requests never queue behind one that sleeps; ``CANCEL`` cancels it (the
+cancel scope of the task that kept it: a request that does not wait never
+enters one). Having answered, the reader waits for the next request in
+``select(2)`` while the loop is idle, up to ``SYNC_WAIT``
+(``_trioloop.wait_idle_readable``): a daemon reading a node in a loop
+sends it within tens of microseconds, and the host's loop does not turn
+between two requests.
 ``PING`` is answered by the loop itself, at once: the daemon's heartbeat
 proves the loop is not stuck. The host exits when the socket ends (the
 daemon unloaded the module, or died: ``PR_SET_PDEATHSIG`` kills a host
@@ -35,13 +41,14 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
+from devfsd import _trioloop
 from devfsd.cdevsw._dev import Dev
 from devfsd.cdevsw._switch import FNONBLOCK, Lwp
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import interrupt_sleep
 from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import protocol as P
-from devfsd.isolate._channel import RECV_SIZE, Sender, receive
+from devfsd.isolate._channel import RECV_SIZE, Sender, receive, receive_now
 from devfsd.kern import trust
 from devfsd.kern.loader import ModuleLoader, _loading_in
 from devfsd.kern.module import ModCmd
@@ -61,6 +68,12 @@ log = logging.getLogger("devfsd.host")
 _PR_SET_PDEATHSIG: Final = 1
 _PR_SET_DUMPABLE: Final = 4
 _PR_SET_NO_NEW_PRIVS: Final = 38
+#: The longest the reader blocks the host's thread waiting for the next
+#: request after answering one (seconds), while the loop is idle.
+SYNC_WAIT: Final = 0.0005
+#: Requests the reader takes that way in a row before it lets trio's loop
+#: turn once all the same.
+SYNC_RUN: Final = 64
 
 
 @final
@@ -118,11 +131,17 @@ class Host:
         self._todo: deque[P.Message] = deque()
         #: The task reading the socket (None: being handed off).
         self._reading: trio.lowlevel.Task | None = None
-        #: The reader while it answers a request itself.
+        #: The reader while it answers a request itself, the request's id,
+        #: and the reader's cancel scope (which a CANCEL of it cancels, once
+        #: it waits).
         self._inline: trio.lowlevel.Task | None = None
+        self._inline_rid = 0
+        self._inline_scope: trio.CancelScope | None = None
 
     async def run(self) -> None:
         """Serve until the daemon closes the socket."""
+        _trioloop.fast_instruments()
+        _trioloop.fast_io_wakeups()
         handoff = _Handoff(self)
         trio.lowlevel.add_instrument(handoff)
         try:
@@ -140,34 +159,54 @@ class Host:
         other, while they answer without waiting (a read of mm's zero). The
         first that waits (a sleep, a lock, a checkpoint) makes ``_Handoff``
         start another reader; this task then finishes its request and ends.
-        No task per request, no loop turn between a request and its reply."""
+        No task per request, no loop turn between a request and its reply,
+        nor, while requests keep coming, between a reply and the next request."""
         me = trio.lowlevel.current_task()
         self._reading = me
         todo = self._todo
-        while True:
-            while todo:
-                m = todo.popleft()
-                if m.kind in _INLINE_KINDS:
-                    self._dispatch(m)
-                    continue
-                self._inline = me
-                try:
-                    await self._handle(m)
-                finally:
-                    if self._inline is me:
-                        self._inline = None
-                if self._reading is not me:  # handed off while it waited
+        sock = self.sock
+        fds = (sock.fileno(),)
+        run = 0
+        with trio.CancelScope() as scope:
+            while True:
+                answered = False
+                while todo:
+                    m = todo.popleft()
+                    if m.kind in _INLINE_KINDS:
+                        self._dispatch(m)
+                        continue
+                    self._inline = me
+                    self._inline_rid = m.rid
+                    self._inline_scope = scope
+                    try:
+                        await self._handle(m)
+                    finally:
+                        if self._inline is me:
+                            self._inline = None
+                    if self._reading is not me:  # handed off while it waited
+                        return
+                    answered = True
+                msgs: list[P.Message] | None = []
+                if answered and run < SYNC_RUN and _trioloop.wait_idle_readable(fds, SYNC_WAIT):
+                    run += 1
+                    msgs = receive_now(sock, self.rx, self._buf)
+                if msgs == []:
+                    run = 0
+                    msgs = await receive(sock, self.rx, self._buf)
+                if msgs is None:
+                    assert self._nursery is not None
+                    self._nursery.cancel_scope.cancel()
                     return
-            msgs = await receive(self.sock, self.rx, self._buf)
-            if msgs is None:
-                assert self._nursery is not None
-                self._nursery.cancel_scope.cancel()
-                return
-            todo.extend(msgs)
+                todo.extend(msgs)
 
     def _hand_off(self) -> None:
-        """The request being answered in the reader waits: start another."""
+        """The request being answered in the reader waits: a CANCEL of it
+        now cancels the reader's scope (the reader ends with the request),
+        and another reader takes the socket."""
+        if self._inline_scope is not None and self._inline is not None:
+            self.tasks[self._inline_rid] = (self._inline_scope, self._inline)
         self._inline = None
+        self._inline_scope = None
         self._reading = None
         assert self._nursery is not None
         self._nursery.start_soon(self._reader)
@@ -195,21 +234,20 @@ class Host:
             raise P.ProtocolError(errno.EBADMSG, f"{P.Kind(kind).name} sent to a host")
 
     async def _handle(self, m: P.Message) -> None:
-        with trio.CancelScope() as cs:
-            self.tasks[m.rid] = (cs, trio.lowlevel.current_task())
-            more: Buffer = b""
-            try:
-                got = await self._do(m)
-                out, more = got if isinstance(got, tuple) else (got, b"")
-            except DevfsdError as exc:
-                out = P.error_reply(m.rid, exc)
-            except Exception:
-                log.exception("request %s failed", P.Kind(m.kind).name)
-                out = P.reply(m.rid, errno.EIO)
-            finally:
-                del self.tasks[m.rid]
-        if cs.cancelled_caught:  # the daemon gave up on it: it ignores this
-            out, more = P.reply(m.rid, errno.EINTR), b""
+        more: Buffer = b""
+        try:
+            got = await self._do(m)
+            out, more = got if isinstance(got, tuple) else (got, b"")
+        except DevfsdError as exc:
+            out = P.error_reply(m.rid, exc)
+        except Exception:
+            log.exception("request %s failed", P.Kind(m.kind).name)
+            out = P.reply(m.rid, errno.EIO)
+        except trio.Cancelled:  # CANCEL (the daemon gave up on it: it ignores this), or the end
+            self.out.send(P.reply(m.rid, errno.EINTR))
+            raise
+        finally:
+            self.tasks.pop(m.rid, None)
         self.out.send(out, more)
 
     def _file(self, fid: int) -> File:

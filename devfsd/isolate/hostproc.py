@@ -14,6 +14,26 @@ the daemon does not look for signals: the host's sleep does, and answers
 already taken). A call cancelled in the daemon (shutdown, unload) sends
 ``CANCEL``.
 
+The waiting call reads its own reply. Most replies come within tens of
+microseconds (mm's zero: ~60 us a round trip); waking the reader task,
+which then wakes the call, costs two more turns of the daemon's loop than
+the reply itself. So a call first waits for the socket in ``select(2)``
+(``_trioloop.wait_idle_readable``) and reads what came itself; it sleeps
+as above only if its own reply has not come. The thread is blocked only
+while trio has nothing else to do (the wait ends as soon as anything trio
+waits for is ready), for at most ``SYNC_WAIT`` per call; a call of a kind
+on a dev whose reply did not come in time (a read that sleeps in its
+driver) keeps its calls of that kind on that dev off the synchronous wait
+for ``SYNC_BACKOFF``, doubling; and waits that did not get their reply,
+all hosts together, stop after ``SYNC_WASTE`` of every ``SYNC_WINDOW``.
+Never for ``LOAD`` and ``MODCMD`` (INIT may take seconds), nor with the
+fast paths off. One reader at a time: callers resume in the order the
+host answered them, so the waiting call finishes at most its own call,
+and only if its reply is the first in what it read that finishes one;
+from the first that finishes another call on, it leaves the messages to
+the reader task (``_deferred``), which hands them out in order, and no
+call reads the socket while the reader has messages to hand out.
+
 Death. The end of the socket, the end of the process or a malformed
 message makes the host dead (``_die``): every call in flight returns
 ``EIO`` at once, every poll it remembered is notified (the poller then
@@ -43,16 +63,18 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
+from devfsd import _trioloop
 from devfsd.cdevsw._switch import Lwp
 from devfsd.cdevsw._wait import WaitChannel
 from devfsd.errors import DeviceError
 from devfsd.isolate import protocol as P
-from devfsd.isolate._channel import RECV_SIZE, Sender, receive
+from devfsd.isolate._channel import RECV_SIZE, Sender, receive_now
 from devfsd.isolate.confine import HostCgroup, HostUser, host_env, popen_args
 
 if TYPE_CHECKING:
@@ -71,6 +93,26 @@ EXIT_GRACE: Final = 2.0
 #: import trio and devfsd) before the heartbeat's limit applies.
 START_TIMEOUT: Final = 60.0
 
+#: The longest one call blocks the daemon's thread waiting for its reply
+#: (seconds; see "The waiting call reads its own reply" above).
+SYNC_WAIT: Final = 0.0005
+#: After a reply that did not come within SYNC_WAIT, calls of its kind on
+#: its dev skip the synchronous wait for this long, doubled for each such
+#: call in a row up to SYNC_BACKOFF_MAX.
+SYNC_BACKOFF: Final = 0.1
+SYNC_BACKOFF_MAX: Final = 1.0
+#: Synchronous waits that ended without their reply, all hosts together,
+#: take at most SYNC_WASTE seconds of every SYNC_WINDOW.
+SYNC_WINDOW: Final = 1.0
+SYNC_WASTE: Final = 0.02
+#: The kinds a call may wait for synchronously (not LOAD or MODCMD: INIT
+#: and FINI may take seconds).
+SYNC_KINDS: Final = frozenset(
+    {P.Kind.OPEN, P.Kind.CLOSE, P.Kind.READ, P.Kind.WRITE, P.Kind.POLL, P.Kind.IOCTL}
+)
+#: Most (kind, dev) pairs a host keeps a backoff for; past it they are forgotten.
+_SYNC_KEYS: Final = 256
+
 
 class HostDied(DeviceError):
     """The host died before answering (``EOWNERDEAD``)."""
@@ -86,7 +128,8 @@ class _Call:
     __slots__ = ("chan", "done", "err", "payload")
 
     def __init__(self) -> None:
-        self.chan = WaitChannel("host")
+        #: Made when the call sleeps (not for a reply it read itself).
+        self.chan: WaitChannel | None = None
         self.done = False
         self.err = 0
         self.payload: bytes | memoryview = b""
@@ -96,7 +139,29 @@ class _Call:
             self.done = True
             self.err = err
             self.payload = payload
-            self.chan.wakeup()
+            if self.chan is not None:
+                self.chan.wakeup()
+
+
+@final
+class _SyncWaste:
+    """Time lost to synchronous waits that did not get their reply, per window."""
+
+    __slots__ = ("spent", "start")
+
+    def __init__(self) -> None:
+        self.start = -math.inf
+        self.spent = 0.0
+
+    def allows(self, now: float) -> bool:
+        if now - self.start >= SYNC_WINDOW:
+            self.start = now
+            self.spent = 0.0
+        return self.spent < SYNC_WASTE
+
+
+#: The daemon's, for all its hosts.
+_waste = _SyncWaste()
 
 
 @final
@@ -126,6 +191,20 @@ class HostProcess:
         self.sock: socket.socket | None = None
         self.out: Sender | None = None
         self.rx = P.Receiver()
+        #: The socket's receive buffer (the reader's, and a call's that reads its own reply).
+        self._buf = bytearray(RECV_SIZE)
+        #: The reader task, and whether it is handing out messages (it
+        #: awaits between two callers it wakes: nobody reads meanwhile).
+        self._reader: trio.lowlevel.Task | None = None
+        self._delivering = False
+        #: Messages a waiting call read and left for the reader, in order:
+        #: they came before anything still in the socket.
+        self._deferred: list[P.Message] = []
+        #: Per (kind, dev) whose last synchronous wait ran out: the time
+        #: before which its calls sleep at once, and how many ran out in a row.
+        self._sync_off: dict[tuple[int, int], tuple[float, int]] = {}
+        #: Replies read by the call that waited for them (for tests and the bench).
+        self.sync_replies = 0
         self.pending: dict[int, _Call] = {}
         self.polls: dict[int, Any] = {}
         self._rids = itertools.count(1)
@@ -261,12 +340,17 @@ class HostProcess:
         rid = next(self._rids)
         c = _Call()
         self.pending[rid] = c
-        self.out.send(P.encode(kind, rid, body))
-        lwp = Lwp(0, 0, 0, fp, dev=dev)
-        intr = functools.partial(self._interrupt, rid) if fp is not None else None
+        out = self.out
+        out.send(P.encode(kind, rid, body))
+        if kind in SYNC_KINDS and _trioloop.PRIVATE is not None and not out.backlog:
+            self._sync_wait(c, rid, (kind, dev or 0))
         try:
-            while not c.done:
-                await c.chan.sleep(lwp, interrupt=intr)
+            if not c.done:
+                lwp = Lwp(0, 0, 0, fp, dev=dev)
+                intr = functools.partial(self._interrupt, rid) if fp is not None else None
+                chan = c.chan = WaitChannel("host")
+                while not c.done:
+                    await chan.sleep(lwp, interrupt=intr)
         except BaseException:
             if not c.done:
                 del self.pending[rid]
@@ -279,37 +363,138 @@ class HostProcess:
     def _interrupt(self, rid: int) -> None:
         self.post(P.encode(P.Kind.INTERRUPT, rid))
 
+    def _sync_wait(self, c: _Call, rid: int, key: tuple[int, int]) -> None:
+        """Wait for ``c``'s reply (request ``rid``) with the thread blocked
+        while the loop is idle, up to ``SYNC_WAIT``, taking what comes
+        meanwhile. Returns with ``c`` done, or not (then the call sleeps)."""
+        if self._delivering or self._deferred:
+            return
+        now = time.monotonic()
+        off = self._sync_off.get(key)
+        if (off is not None and now < off[0]) or not _waste.allows(now):
+            return
+        sock, proc = self.sock, self.proc
+        if sock is None or proc is None or proc.stderr is None or self._pidfd < 0:
+            return
+        fd, err = sock.fileno(), proc.stderr.fileno()
+        # What the host writes on stderr comes before its reply (a driver's
+        # traceback before its EIO), and its death ends the wait.
+        fds = (fd, err, self._pidfd)
+        end = now + SYNC_WAIT
+        timed_out = False
+        while not c.done and not self.dead and not self._deferred:
+            left = end - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            ready = _trioloop.wait_idle_readable(fds, left)
+            if not ready:
+                timed_out = time.monotonic() >= end
+                break
+            if err in ready and self._stderr_chunk(err):  # the end of its stderr: it is exiting
+                break
+            if self._pidfd in ready:  # it has ended: _wait says so, at once
+                break
+            if fd not in ready:
+                continue
+            try:
+                msgs = receive_now(sock, self.rx, self._buf)
+                if msgs is None:  # the end: the reader task sees it too, and says so
+                    break
+                self._take_own(msgs, rid)
+            except P.ProtocolError as exc:
+                self._die(f"protocol error: {exc}", kill=True)
+        if c.done:
+            if not self.dead:
+                self.sync_replies += 1
+            if off is not None:
+                del self._sync_off[key]
+        elif timed_out:
+            # Its reply did not come in time: not this host's fault alone
+            # (the CPU may be busy), but this kind on this dev waits the
+            # trio way for a while, and the time counts as wasted.
+            later = time.monotonic()
+            _waste.spent += later - now
+            n = off[1] + 1 if off is not None else 1
+            if len(self._sync_off) >= _SYNC_KEYS:
+                self._sync_off.clear()
+            self._sync_off[key] = (later + min(SYNC_BACKOFF * 2 ** (n - 1), SYNC_BACKOFF_MAX), n)
+
+    def _take_own(self, msgs: list[P.Message], rid: int) -> None:
+        """Take ``msgs`` (read by the call waiting for request ``rid``) up
+        to the first reply that finishes a call: that one too if it is
+        ``rid``'s; the rest go to the reader, in order.
+
+        Raises:
+            ProtocolError: a message a host must not send.
+        """
+        for i, m in enumerate(msgs):
+            if m.kind == P.Kind.REPLY and m.rid in self.pending:
+                if m.rid == rid:
+                    self._take(m)
+                    i += 1
+                if i < len(msgs):
+                    self._deferred.extend(msgs[i:])
+                    reader = self._reader
+                    if reader is not None and self.sock is not None:
+                        _trioloop.wake_reader(self.sock.fileno(), reader)
+                return
+            self._take(m)
+
     # -- the tasks -----------------------------------------------------------------
 
+    def _take(self, m: P.Message) -> bool:
+        """Hand one message from the host to whom it is for; True if it
+        finished a call.
+
+        Raises:
+            ProtocolError: a message a host must not send.
+        """
+        if m.kind == P.Kind.REPLY:
+            c = self.pending.pop(m.rid, None)
+            if c is not None:
+                err, payload = P.parse_reply(m.body)
+                c.finish(err, payload)
+                return True
+            if m.rid == 0:
+                self._ping_at = math.inf
+                self.up.set()
+        elif m.kind == P.Kind.NOTIFY:
+            h = self.polls.pop(m.rid, None)
+            if h is not None:
+                _notify(h)
+        else:
+            raise P.ProtocolError(errno.EBADMSG, f"host sent {P.Kind(m.kind).name}")
+        return False
+
     async def _read(self) -> None:
-        assert self.sock is not None
+        sock = self.sock
+        assert sock is not None
+        self._reader = trio.lowlevel.current_task()
         try:
-            buf = bytearray(RECV_SIZE)
-            while (msgs := await receive(self.sock, self.rx, buf)) is not None:
-                woke = False
-                for m in msgs:
-                    if woke:
-                        # Callers resume in the order the host answered them
-                        # (trio runs tasks woken together in any order):
-                        # a read woken by a write returns after it, in a
-                        # trace too. Only when one recv brought several.
-                        await trio.lowlevel.cancel_shielded_checkpoint()
-                        woke = False
-                    if m.kind == P.Kind.REPLY:
-                        c = self.pending.pop(m.rid, None)
-                        if c is not None:
-                            err, payload = P.parse_reply(m.body)
-                            c.finish(err, payload)
-                            woke = True
-                        elif m.rid == 0:
-                            self._ping_at = math.inf
-                            self.up.set()
-                    elif m.kind == P.Kind.NOTIFY:
-                        h = self.polls.pop(m.rid, None)
-                        if h is not None:
-                            _notify(h)
-                    else:
-                        raise P.ProtocolError(errno.EBADMSG, f"host sent {P.Kind(m.kind).name}")
+            while True:
+                if not self._deferred:
+                    await trio.lowlevel.wait_readable(sock)
+                if self._deferred:  # left by a waiting call: older than the socket's
+                    msgs, self._deferred = self._deferred, []
+                else:
+                    got = receive_now(sock, self.rx, self._buf)
+                    if got is None:
+                        break
+                    msgs = got
+                self._delivering = True
+                try:
+                    woke = False
+                    for m in msgs:
+                        if woke:
+                            # Callers resume in the order the host answered them
+                            # (trio runs tasks woken together in any order):
+                            # a read woken by a write returns after it, in a
+                            # trace too. Only when one recv brought several.
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                        woke = self._take(m)
+                finally:
+                    self._delivering = False
         except P.ProtocolError as exc:
             self._die(f"protocol error: {exc}", kill=True)
         else:

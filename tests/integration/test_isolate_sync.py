@@ -1,0 +1,199 @@
+"""A call that reads its own reply (``HostProcess._sync_wait``), against a real host.
+
+The daemon's side of a module host (``HostProcess``) runs in the test's
+trio loop and talks to a real host process (``python -m
+devfsd.isolate.host``) that has loaded tests/modules/hostile, whose
+driver makes its own host misbehave: answer slowly, flood the daemon,
+answer another call first, die or send garbage in the middle of a call.
+Every test runs on the fast paths, where a call first waits for its reply
+in ``select(2)``, and on trio's public API, where it never does; the
+answers must be the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+
+from devfsd import _trioloop
+from devfsd.cdevsw import FREAD, Dev, makedev
+from devfsd.errors import DeviceError
+from devfsd.isolate import hostproc
+from devfsd.isolate import protocol as P
+from devfsd.isolate.hostproc import HostProcess, check_reply_json
+from tests.unit.conftest import trio_path  # noqa: F401 - the fixture, both ways
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+pytestmark = [pytest.mark.usefixtures("trio_path")]
+
+HOSTILE = Path(__file__).resolve().parent.parent / "modules" / "hostile"
+#: Bound on every call (a loaded machine).
+WAIT = 20.0
+
+
+class Hosted:
+    """A host with hostile loaded, and calls into it."""
+
+    def __init__(self, host: HostProcess, major: int) -> None:
+        self.host = host
+        self.major = major
+
+    def dev(self, unit: int) -> Dev:
+        return makedev(self.major, unit)
+
+    async def open(self, unit: int) -> int:
+        fid = self.host.new_fid()
+        with trio.fail_after(WAIT):
+            body = P.OPEN.pack(self.dev(unit), FREAD, os.getpid(), 0, 0, fid)
+            await self.host.call(P.Kind.OPEN, body, self.dev(unit))
+        return fid
+
+    async def read(self, unit: int, fid: int, size: int = 64, offset: int = 0) -> bytes:
+        with trio.fail_after(WAIT):
+            return bytes(await self.host.call(P.Kind.READ, P.READ.pack(fid, size, offset), self.dev(unit)))
+
+
+@contextlib.asynccontextmanager
+async def hosted(props: dict[str, Any] | None = None) -> AsyncIterator[Hosted]:
+    host = HostProcess("hostile", None)
+    async with trio.open_nursery() as nursery:
+        await host.start(nursery)
+        try:
+            req = {"spec": str(HOSTILE), "props": props or {}, "modpath": [], "majors": {}, "uid": 0}
+            with trio.fail_after(WAIT):
+                info = check_reply_json(await host.call(P.Kind.LOAD, P.encode_json(req)))
+            yield Hosted(host, dict(info["majors"])["hostile"])
+        finally:
+            host.close()
+            with trio.fail_after(WAIT):
+                await host.reap()
+            nursery.cancel_scope.cancel()
+
+
+def fast_paths() -> bool:
+    """On the fast paths (``trio_path``'s "fast"), else on trio's public API."""
+    return _trioloop.PRIVATE is not None
+
+
+async def test_a_call_reads_its_own_reply() -> None:
+    async with hosted() as h:
+        fid = await h.open(0)
+        for _ in range(200):
+            assert await h.read(0, fid) == b"fast\n"
+        if fast_paths():
+            # Most of them, unless the machine is very busy: one is enough to
+            # prove the path, and every answer above went through it or not.
+            assert h.host.sync_replies > 0
+        else:
+            assert h.host.sync_replies == 0
+
+
+async def test_a_reply_for_another_call_arrives_meanwhile() -> None:
+    async with hosted() as h:
+        sleeper, waker = await h.open(1), await h.open(2)
+        for _ in range(20):
+            got: list[bytes] = []
+            async with trio.open_nursery() as n:
+                n.start_soon(_read_into, h, sleeper, got)
+                await _wait_pending(h.host, 1)
+                # The host answers the sleeper first, while this call waits:
+                # the sleeper's caller resumes first, as the host answered.
+                got.append(await h.read(2, waker))
+            assert got == [b"woken\n", b"waker\n"]
+        assert not h.host.pending
+
+
+async def _read_into(h: Hosted, fid: int, out: list[bytes]) -> None:
+    out.append(await h.read(1, fid))
+
+
+async def _wait_pending(host: HostProcess, n: int) -> None:
+    """Until ``n`` calls are in flight (polled: the host has no event for it)."""
+    with trio.fail_after(WAIT):
+        while len(host.pending) < n:  # noqa: ASYNC110
+            await trio.sleep(0.001)
+
+
+async def test_a_slow_host_gets_the_trio_wait_and_a_backoff() -> None:
+    async with hosted({"slow_ms": 10}) as h:
+        fid = await h.open(3)
+        key = (int(P.Kind.READ), h.dev(3))
+        spent = hostproc._waste.spent
+        start = trio.current_time()
+        assert await h.read(3, fid) == b"slow\n"
+        assert trio.current_time() - start >= 0.01
+        if not fast_paths():
+            assert key not in h.host._sync_off
+            return
+        # It waited SYNC_WAIT at most, then slept the trio way; calls of
+        # this kind on this dev skip the wait for a while.
+        until, strikes = h.host._sync_off[key]
+        assert strikes == 1
+        assert until - time.monotonic() <= hostproc.SYNC_BACKOFF
+        assert 0 < hostproc._waste.spent - spent <= hostproc.SYNC_WAIT + 0.005
+        spent = hostproc._waste.spent
+        assert await h.read(3, fid) == b"slow\n"
+        assert hostproc._waste.spent == spent  # backed off: no wait at all
+        assert h.host._sync_off[key][1] == 1
+        # Other devs of the host are not held back by this one.
+        fast = await h.open(0)
+        before = h.host.sync_replies
+        for _ in range(50):
+            assert await h.read(0, fast) == b"fast\n"
+        assert h.host.sync_replies > before
+
+
+def test_wasted_waits_are_capped_per_window() -> None:
+    w = hostproc._SyncWaste()
+    assert w.allows(100.0)
+    w.spent += hostproc.SYNC_WASTE
+    assert not w.allows(100.0 + hostproc.SYNC_WINDOW / 2)
+    assert w.allows(100.0 + hostproc.SYNC_WINDOW)  # a new window
+    assert w.spent == 0
+
+
+async def test_a_flood_during_a_wait_is_taken_and_the_reply_found() -> None:
+    async with hosted({"flood": 20000}) as h:
+        fid, fast = await h.open(4), await h.open(0)
+        assert await h.read(4, fid) == b"flood\n"
+        assert await h.read(0, fast) == b"fast\n"
+        assert not h.host.dead
+
+
+async def test_host_death_during_a_wait_is_eio_at_once() -> None:
+    async with hosted() as h:
+        fid = await h.open(5)
+        start = trio.current_time()
+        with pytest.raises(DeviceError) as ei:
+            await h.read(5, fid)
+        assert ei.value.errno == errno.EIO
+        assert trio.current_time() - start < 2.0
+        with trio.fail_after(WAIT):
+            await h.host.died.wait()
+
+
+async def test_garbage_during_a_wait_kills_the_host() -> None:
+    async with hosted() as h:
+        fid = await h.open(6)
+        with pytest.raises(DeviceError) as ei:
+            await h.read(6, fid)
+        assert ei.value.errno == errno.EIO
+        assert h.host.dead
+        assert "protocol error" in h.host.why
+
+
+async def test_large_reads_carry_the_drivers_bytes() -> None:
+    async with hosted() as h:
+        fid = await h.open(7)
+        for size, offset in ((1, 0), (4096, 3), (128 * 1024, 12345), (1 << 20, 7)):
+            got = await h.read(7, fid, size, offset)
+            assert got == bytes((offset + i) * 7 % 251 for i in range(size))

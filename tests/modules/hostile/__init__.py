@@ -1,0 +1,111 @@
+"""hostile: a test driver whose host misbehaves towards the daemon (for modload -I).
+
+Its code runs in a module host, where it can reach the host's end of the
+daemon socket (``Host.out``, found through ``gc``) and write what no
+honest host would. Minors, by what a read does:
+
+- 0: answers ``fast\\n`` at once;
+- 1: sleeps until a read of minor 2, then answers ``woken\\n``;
+- 2: wakes minor 1's sleepers, waits until their replies have left, then
+  answers ``waker\\n`` (a reply for another call arrives first);
+- 3: blocks the host's thread for ``slow_ms`` (property, default 5) in
+  ``time.sleep``, then answers ``slow\\n``;
+- 4: sends ``flood`` (property, default 20000) ``NOTIFY`` messages for
+  tokens nobody holds, then answers ``flood\\n``;
+- 5: ends its host (``os._exit(7)``) without answering;
+- 6: sends a message of an unknown kind instead of a reply;
+- 7: answers as many bytes as asked, byte i of the file being
+  ``(offset + i) * 7 % 251``.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import sys
+import time
+
+import trio
+
+from devfsd.cdevsw import Cdevsw, Dev, DeviceError, Lwp, Uio, WaitChannel, devsw_attach, devsw_detach, minor
+from devfsd.isolate import protocol as P
+from devfsd.kern import ModCmd, ModuleClass, ModuleInfo, Props
+
+MODULE = ModuleInfo(name="hostile", cls=ModuleClass.DRIVER)
+
+chan = WaitChannel("hostile")
+#: Set by a sleeper of minor 1 in the step that answers it (its reply is
+#: sent in that step): what a read of minor 2 waits for.
+replied: trio.Event | None = None
+props: dict[str, object] = {}
+
+
+def _host_out() -> object:
+    # The host runs as ``python -m devfsd.isolate.host``: its classes are __main__'s.
+    host_cls = getattr(sys.modules.get("__main__"), "Host", None)
+    for obj in gc.get_objects() if isinstance(host_cls, type) else ():
+        if isinstance(obj, host_cls):  # type: ignore[arg-type]
+            return obj.out
+    raise DeviceError(errno.ENXIO, "not in a module host")
+
+
+def pattern(offset: int, n: int) -> bytes:
+    return bytes((offset + i) * 7 % 251 for i in range(n))
+
+
+async def hostile_read(dev: Dev, uio: Uio, ioflag: int) -> None:
+    global replied
+    m = minor(dev)
+    if m == 0:
+        uio.uiomove(b"fast\n")
+    elif m == 1:
+        await chan.sleep(uio.lwp)
+        if replied is not None:
+            replied.set()
+        uio.uiomove(b"woken\n")  # the host sends this reply in this step
+    elif m == 2:
+        replied = trio.Event()
+        chan.wakeup()
+        with trio.fail_after(5):
+            await replied.wait()
+        uio.uiomove(b"waker\n")
+    elif m == 3:
+        # Blocks the host's thread on purpose: a host that answers late.
+        time.sleep(int(props.get("slow_ms", 5)) / 1000)  # type: ignore[call-overload]  # noqa: ASYNC251
+        uio.uiomove(b"slow\n")
+    elif m == 4:
+        out = _host_out()
+        for token in range(int(props.get("flood", 20000))):  # type: ignore[call-overload]
+            out.send(P.encode(P.Kind.NOTIFY, 1_000_000 + token))  # type: ignore[attr-defined]
+        uio.uiomove(b"flood\n")
+    elif m == 5:
+        os._exit(7)
+    elif m == 6:
+        _host_out().send(P.HEADER.pack(0, 200, 0))  # type: ignore[attr-defined]
+        uio.uiomove(b"never seen\n")
+    else:
+        uio.uiomove(pattern(uio.offset, uio.resid))
+
+
+async def hostile_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
+    if minor(dev) > 7:
+        raise DeviceError(errno.ENXIO)
+
+
+async def hostile_close(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
+    return None
+
+
+cdevsw = Cdevsw(d_open=hostile_open, d_close=hostile_close, d_read=hostile_read)
+
+
+async def modcmd(cmd: ModCmd, p: Props | None) -> None:
+    if cmd == ModCmd.INIT:
+        props.clear()
+        props.update(p or {})
+        devsw_attach("hostile", cdevsw)
+    elif cmd == ModCmd.FINI:
+        devsw_detach(cdevsw)
+    else:
+        raise DeviceError(errno.ENOTTY)
