@@ -54,6 +54,12 @@ the profile's top functions and the CPU split by process and library.
 daemon (``tunwg-bridge -d``, no FUSE request per packet), as a variant
 with that command.
 
+``--veth-gro`` turns GRO on at a's end of the veth, as a NIC has it
+(``rx-gro``, and ``rx-udp-gro-forwarding``, which veth wants before it
+coalesces a local socket's datagrams): a UDP socket with ``UDP_GRO`` on,
+as tunwg's, then receives b's datagrams coalesced; wireguard-go's (no
+``UDP_GRO`` in 0.0.20220316) gets them one by one as before.
+
 ``--variant LABEL:CMD:DIR:CPUS:MINOR:OPTS`` adds another tunwg end,
 measured in the same rounds as path ``tunwg[LABEL]``: its own devfsd,
 given module directory DIR (searched before the tree's, so a changed copy
@@ -132,6 +138,8 @@ PING_INTERVAL: Final = 0.01
 IPERF3_PORT: Final = 5201
 #: tunwg's UDP port in a; variant i takes TUNWG_PORT + i.
 TUNWG_PORT: Final = 51821
+#: a's veth features ``--veth-gro`` turns on (``ethfeatures.py``).
+VETH_GRO: Final = ("rx-gro", "rx-udp-gro-forwarding")
 TUNWG_MTU: Final = 1420  # tunwg's default; the TUN link must not exceed it
 TUNWG_MAJOR_NAME: Final = "tunwg"
 TOOLS: Final = ("wireguard-go", "wg", "ping", "iperf3", "ss", "nsenter")
@@ -651,6 +659,10 @@ def bench(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         wireguard_go_pair(tmpdir) as pair,
         contextlib.ExitStack() as stack,
     ):
+        if args.veth_gro:  # as a NIC: GRO, and UDP GRO for local sockets (veth wants the second too)
+            pair.a.ns.run(
+                [sys.executable, str(BENCH_DIR / "ethfeatures.py"), pair.veth.dev_a, "on", *VETH_GRO]
+            )
         ends = [stack.enter_context(tunwg_end(pair, Path(tmpdir), v)) for v in args.variants]
         say(
             f"namespaces {pair.a.ns.name} and {pair.b.ns.name}; wireguard-go {pair.a.wg.ifname},"
@@ -1089,6 +1101,12 @@ def _parser() -> argparse.ArgumentParser:
         "--in-daemon",
         action="store_true",
         help="also measure tunwg[daemon]: carried in its daemon (tunwg-bridge -d), beside the bridge",
+    )
+    p.add_argument(
+        "--veth-gro",
+        action="store_true",
+        help="GRO on a's end of the veth (rx-gro, rx-udp-gro-forwarding), as on a NIC: UDP GRO sockets"
+        " then receive b's datagrams coalesced",
     )
     p.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
     p.add_argument("--label", default="", help="a word for the JSON file name and record")
