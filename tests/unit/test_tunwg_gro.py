@@ -1,4 +1,4 @@
-"""tunwg's UDP GRO receive: several datagrams of a peer in one ``recvmsg``.
+"""tunwg's UDP GRO receive (several datagrams of a peer in one ``recvmsg``) and GSO send.
 
 In-process (``devfsd.testing.harness.Kernel``), over loopback: the peer is
 a ``wg.Device`` of the test's own with a UDP socket of its own. It sends a
@@ -25,7 +25,20 @@ import trio
 from modules.tunwg.iface import SOL_UDP, UDP_SEGMENT
 from modules.tunwg.wg import Device, Endpoint, SendDatagram, UapiReader
 from modules.tunwg.wg.crypto import generate_private_key, public_key
-from tests.unit.test_tunwg_driver import TIMEOUT, ipv4, kernel, load, read, side, sockdir, uapi_get, uapi_set
+from tests.unit.test_tunwg_driver import (
+    TIMEOUT,
+    batch_pair,
+    frame,
+    ipv4,
+    kernel,
+    load,
+    read,
+    side,
+    sockdir,
+    uapi_get,
+    uapi_set,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -117,3 +130,29 @@ async def test_coalesced_datagrams_are_each_delivered_in_order_and_counted(
         effects = peer.datagram_received(data, them, now=now(), wall_ns=time.time_ns())
         assert [getattr(e, "packet", None) for e in effects] == [reply]
         await b.node.close()
+
+
+async def test_a_batch_write_leaves_in_gso_groups_and_arrives_coalesced_or_one_by_one(
+    kernel: Kernel, sockdir: Path
+) -> None:
+    """A batch node's write of equal packets (and a shorter last) leaves as
+    one ``UDP_SEGMENT`` send and arrives at the other interface as one
+    coalesced receive; with GSO off (as after ``GSO_TRIES`` failures, or
+    on a kernel without it), one datagram per call, and the same packets
+    arrive, in order."""
+    a, b = await batch_pair(kernel, sockdir)
+    pymod = kernel.loader.modules["tunwg"].pymod
+    for gso in (True, False):
+        pymod._get(a.unit, False).gso = gso
+        sent, coalesced = a.stats().sent_segmented, b.stats().received_coalesced
+        ps = [ipv4(a.inner4, b.inner4, i, payload=bytes([i]) * 500) for i in range(8)]
+        ps.append(ipv4(a.inner4, b.inner4, 8, payload=b"short"))
+        assert await a.node.write(frame(*ps)) == sum(len(p) + 2 for p in ps)
+        await wait_for(lambda: b.stats().queued == len(ps), "the packets queued on b")  # noqa: B023
+        assert await read(b.node) == frame(*ps)
+        if gso:
+            assert a.stats().sent_segmented == sent + len(ps)
+            assert b.stats().received_coalesced == coalesced + len(ps)
+        else:
+            assert a.stats().sent_segmented == sent
+            assert b.stats().received_coalesced == coalesced
