@@ -265,12 +265,18 @@ class _SleepClock:
                     continue
                 if now >= s.deadline:
                     s.wake(errno.EWOULDBLOCK)
-                elif (s.intr == 0 and _watch_interrupt(s)) or s.pid <= 0:  # no signals to look for
+                elif (s.intr == 0 and _watch_interrupt(s)) or s.pid <= 0 or not _proc_checks:
                     if s.deadline != math.inf:  # only the deadline is left to check
                         s.check_at = s.deadline
                         heapq.heappush(heap, (s.check_at, next(self.seq), s))
                 elif signal_pending(s.pid):
-                    s.wake(errno.EINTR)
+                    if s.on_intr is None:
+                        s.wake(errno.EINTR)
+                    else:  # passed on once; the answer ends the sleep
+                        s.on_intr()
+                        if s.deadline != math.inf and not s.done:
+                            s.check_at = s.deadline
+                            heapq.heappush(heap, (s.check_at, next(self.seq), s))
                 else:
                     s.interval = min(s.interval * 2, CHECK_MAX)
                     s.check_at = min(now + s.interval, s.deadline)
@@ -603,14 +609,36 @@ def abort_sleepers(maj: int | None = None, err: int = errno.ENXIO) -> int:
     return n
 
 
-def interrupt_sleep(task: trio.lowlevel.Task) -> bool:
-    """End the sleep ``task`` is in with ``EINTR``, as a signal for its caller
-    would (a module host's ``INTERRUPT``); False if it is not asleep."""
+#: Whether sleeps look for their caller's signals in /proc. A module host
+#: turns it off (``no_proc_checks``): the daemon looks for them (its
+#: FUSE_INTERRUPT, else /proc) and passes them on (``interrupt_sleep``).
+_proc_checks = True
+#: Tasks interrupted (``interrupt_sleep``) while not asleep: their next
+#: sleep ends at once, as libfuse calls an INTERRUPT that came first back
+#: when the sleep registers for it.
+_interrupted: set[trio.lowlevel.Task] = set()
+
+
+def no_proc_checks() -> None:
+    """Sleeps look for no signals in /proc from now on (a module host)."""
+    global _proc_checks
+    _proc_checks = False
+
+
+def interrupt_sleep(task: trio.lowlevel.Task) -> None:
+    """End the sleep ``task`` is in with ``EINTR``, as a signal for its
+    caller would (a module host's ``INTERRUPT``); if it is not asleep, its
+    next sleep ends so, until ``forget_interrupt``."""
     s = _asleep.get(task)
     if s is None or s.done:
-        return False
-    s.wake(errno.EINTR)
-    return True
+        _interrupted.add(task)
+    else:
+        s.wake(errno.EINTR)
+
+
+def forget_interrupt(task: trio.lowlevel.Task) -> None:
+    """The call ``task`` made for an interrupted caller is over."""
+    _interrupted.discard(task)
 
 
 def signal_pending(tid: int) -> bool:
@@ -720,11 +748,11 @@ class WaitChannel:
                 the caller that waits, and answer it in the same step (see
                 tunwg's ``Interface.wait_packet``). No other task may wait
                 on ``fd`` meanwhile.
-            interrupt: for ``devfsd.isolate``'s calls into a host, which
-                sleep for the caller with a pid-less ``l``: what the
-                INTERRUPT of the caller's FUSE request does instead of
-                ending the sleep with ``EINTR`` (the host is told; its
-                answer ends the sleep, so nothing it took is lost).
+            interrupt: for ``devfsd.isolate``'s calls into a host: what a
+                signal for the caller (the INTERRUPT of its FUSE request,
+                else one seen in /proc) does instead of ending the sleep
+                with ``EINTR``: the host is told, and its answer ends the
+                sleep, so nothing it took is lost.
 
         Returns:
             True if ``fd`` is readable or closed, False if woken.
@@ -740,6 +768,9 @@ class WaitChannel:
         # Stop the entry point's clock (see call_limited) while asleep.
         entry = _entry.get()
         task = trio.lowlevel.current_task()
+        if _interrupted and task in _interrupted:
+            _interrupted.discard(task)
+            raise DeviceError(errno.EINTR)
         p = _trioloop.PRIVATE
         # trio.current_time(), less two calls.
         now = p.run_context.runner.clock.current_time() if p is not None else trio.current_time()

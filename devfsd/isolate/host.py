@@ -45,7 +45,7 @@ from devfsd import _trioloop
 from devfsd.cdevsw._dev import Dev
 from devfsd.cdevsw._switch import FNONBLOCK, Lwp
 from devfsd.cdevsw._table import devsw
-from devfsd.cdevsw._wait import interrupt_sleep
+from devfsd.cdevsw._wait import forget_interrupt, interrupt_sleep, no_proc_checks
 from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import protocol as P
 from devfsd.isolate._channel import RECV_SIZE, Sender, receive, receive_now
@@ -220,8 +220,7 @@ class Host:
             if req is not None:
                 req[0].cancel()
         elif kind == P.Kind.INTERRUPT:
-            # Not asleep now (not yet, or between sleeps): the caller's
-            # signal is still pending, and the sleep clock's /proc check finds it.
+            # Not asleep now (not yet, or between sleeps): its next sleep ends.
             req = self.tasks.get(m.rid)
             if req is not None:
                 interrupt_sleep(req[1])
@@ -247,7 +246,9 @@ class Host:
             self.out.send(P.reply(m.rid, errno.EINTR))
             raise
         finally:
-            self.tasks.pop(m.rid, None)
+            req = self.tasks.pop(m.rid, None)
+            if req is not None:  # it waited: an INTERRUPT may be left for it
+                forget_interrupt(req[1])
         self.out.send(out, more)
 
     def _file(self, fid: int) -> File:
@@ -411,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.enable(file=sys.stderr, all_threads=True)
     sock = socket.socket(fileno=int(args[0]))
     sock.setblocking(False)
+    no_proc_checks()  # the daemon looks for its callers' signals (INTERRUPT)
     trio.run(Host(sock).run)
     return 0
 

@@ -79,7 +79,6 @@ from devfsd.isolate.confine import HostCgroup, HostUser, host_env, popen_args
 
 if TYPE_CHECKING:
     from devfsd.cdevsw._dev import Dev
-    from devfsd.cdevsw._switch import File
 
 __all__ = ["HostDied", "HostProcess"]
 
@@ -319,13 +318,14 @@ class HostProcess:
             self.out.send(data)
 
     async def call(
-        self, kind: int, body: bytes, dev: Dev | None = None, fp: File | None = None
+        self, kind: int, body: bytes, dev: Dev | None = None, caller: Lwp | None = None
     ) -> bytes | memoryview:
         """Send one request and sleep until its reply.
 
-        ``fp``: the daemon's open file the call is for; the INTERRUPT of
-        the FUSE request it serves (its caller got a signal) is passed on
-        to the host (``INTERRUPT``), whose sleep ends with ``EINTR``.
+        ``caller``: who the call is for. A signal for it (the INTERRUPT of
+        the FUSE request on its open file, else one seen in /proc as for
+        any sleep) is passed on to the host (``INTERRUPT``), whose sleep
+        for it ends with ``EINTR``; the host looks for no signals itself.
 
         Returns:
             The reply's payload.
@@ -346,8 +346,11 @@ class HostProcess:
             self._sync_wait(c, rid, (kind, dev or 0))
         try:
             if not c.done:
-                lwp = Lwp(0, 0, 0, fp, dev=dev)
-                intr = functools.partial(self._interrupt, rid) if fp is not None else None
+                if caller is None:
+                    lwp, intr = Lwp(0, 0, 0, dev=dev), None
+                else:
+                    lwp = Lwp(caller.pid, 0, 0, caller.fp, dev=dev)
+                    intr = functools.partial(self._interrupt, rid)
                 chan = c.chan = WaitChannel("host")
                 while not c.done:
                     await chan.sleep(lwp, interrupt=intr)

@@ -67,7 +67,7 @@ def make_proxy(host: HostProcess) -> Cdevsw:
 
     async def d_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
         fid = host.new_fid()
-        await host.call(P.Kind.OPEN, P.OPEN.pack(dev, flag, l.pid, l.uid, l.gid, fid), dev, l.fp)
+        await host.call(P.Kind.OPEN, P.OPEN.pack(dev, flag, l.pid, l.uid, l.gid, fid), dev, l)
         hf = _HostFile(host, fid)
         if l.fp is not None:
             l.fp.data = hf
@@ -78,18 +78,18 @@ def make_proxy(host: HostProcess) -> Cdevsw:
         hf = fp.data if fp is not None else None
         if isinstance(hf, _HostFile) and hf.host is host:
             hf.closed = True
-            await host.call(P.Kind.CLOSE, P.CLOSE.pack(hf.fid, host.newest_fid), dev)
+            await host.call(P.Kind.CLOSE, P.CLOSE.pack(hf.fid, host.newest_fid), dev, l)
 
     async def d_read(dev: Dev, uio: Uio, ioflag: int) -> None:
         fid = fid_of(uio.lwp)
-        uio.uiomove(await host.call(P.Kind.READ, P.READ.pack(fid, uio.resid, uio.offset), dev, uio.lwp.fp))
+        uio.uiomove(await host.call(P.Kind.READ, P.READ.pack(fid, uio.resid, uio.offset), dev, uio.lwp))
 
     async def d_write(dev: Dev, uio: Uio, ioflag: int) -> None:
         fid = fid_of(uio.lwp)
         off = uio.offset
         data = uio.getbytes()
         try:
-            reply = await host.call(P.Kind.WRITE, P.WRITE.pack(fid, off) + data, dev, uio.lwp.fp)
+            reply = await host.call(P.Kind.WRITE, P.WRITE.pack(fid, off) + data, dev, uio.lwp)
         except BaseException:
             # Nothing was taken (the host's SpecFs answers what its driver
             # took, or an error, never both): as in process, the switch must
@@ -115,7 +115,7 @@ def make_proxy(host: HostProcess) -> Cdevsw:
         hf = fp.data if fp is not None else None
         fid = hf.fid if isinstance(hf, _HostFile) and hf.host is host else 0
         body = P.IOCTL.pack(dev, cmd, flag, l.pid, l.uid, l.gid, fid) + bytes(data)
-        out = await host.call(P.Kind.IOCTL, body, dev, l.fp)
+        out = await host.call(P.Kind.IOCTL, body, dev, l)
         n = min(len(out), len(data))
         data[:n] = out[:n]
 

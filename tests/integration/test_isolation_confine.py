@@ -164,8 +164,9 @@ def test_host_as_nobody_reaches_nothing_of_the_daemons(mnt: DevfsdMount) -> None
 
 
 def test_host_as_nobody_still_sees_its_callers_signals(mnt: DevfsdMount) -> None:
-    """The host's sleeps look for the caller's signals in /proc, as
-    nobody too: a reader asleep in the host dies of SIGINT within a second."""
+    """A host run as nobody still ends a sleep when its caller gets a
+    signal (the daemon passes it on, INTERRUPT): a reader asleep in the
+    host dies of SIGINT within a second."""
     import time
 
     mnt.client().modload("msgq", {"user": "nobody"}, isolated=True)
