@@ -3,12 +3,16 @@
     .venv/bin/python -m tests.mutate                      # every package of the core
     .venv/bin/python -m tests.mutate 'modules.tunwg.wg.*' # some mutants (mutmut name globs)
     .venv/bin/python -m tests.mutate --summary            # the table of the last run only
+    .venv/bin/python -m tests.mutate -j 2 'devfsd.state.*' 'devfsd.cdevsw.*'  # in turn, 2 workers
 
 The packages mutated and the judge (tests/unit) are set in pyproject.toml's
 ``[tool.mutmut]``. mutmut copies the tree to ``mutants/``, makes every
 mutant there, learns which tests reach which function, then runs for each
 mutant only the tests that reach it. The run is niced; it takes about an
 hour for the whole core on one CPU (docs/reliability.md has the figures).
+Each glob is run in turn, in the order given (one mutmut run per glob, so
+that what finished is whole packages when a run must stop early); the
+mutants made and the tests' coverage are kept between runs.
 Surviving mutants: ``mutmut results``, ``mutmut show NAME``.
 
 The table counts, per package, the mutants mutmut judged: killed (a test
@@ -81,15 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tests.mutate", description=__doc__.split("\n\n")[0])
     ap.add_argument("globs", nargs="*", help="mutmut mutant-name globs (default: all of the core)")
     ap.add_argument("--summary", action="store_true", help="print the last run's table only")
+    ap.add_argument("-j", "--max-children", type=int, help="mutmut workers (default: max_children)")
     args = ap.parse_args(argv)
     os.chdir(ROOT)
     if not args.summary:
         tool = Path(sys.executable).with_name("mutmut")
         if not tool.exists():
             subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", ".[mutate]"], check=True)
-        r = subprocess.run(["nice", "-n", "10", str(tool), "run", *args.globs], check=False)
-        if r.returncode:
-            return r.returncode
+        jobs = ["--max-children", str(args.max_children)] if args.max_children else []
+        for globs in [[g] for g in args.globs] or [[]]:
+            r = subprocess.run(["nice", "-n", "10", str(tool), "run", *jobs, *globs], check=False)
+            if r.returncode:
+                return r.returncode
     print(table(tally(ROOT / "mutants")))
     return 0
 
