@@ -63,6 +63,7 @@ class TunwgHost:
         base: a directory for the mount, control socket and daemon log.
         count: interfaces made at load (``count`` property).
         props: more load properties (``mtu``, ``keylog``, ``rekey_after_time``).
+        isolate: tunwg in a module host of its own (``devfsd --isolate``).
     """
 
     def __init__(
@@ -72,13 +73,15 @@ class TunwgHost:
         *,
         count: int = 1,
         props: Mapping[str, str | int | bool] | None = None,
+        isolate: bool = False,
     ) -> None:
         self.ns = ns
         self.prefix = unique_name("tw")
         self.count = count
         self.props: dict[str, str | int | bool] = {"ifname": self.prefix, "count": count, **(props or {})}
         self.mtu = int(self.props.get("mtu", DEFAULT_MTU))
-        self.mount = DevfsdMount(base, args=["--debug"], wrapper=nsenter_argv(ns))
+        isolated = ["--isolate"] if isolate else []
+        self.mount = DevfsdMount(base, args=["--debug", *isolated], wrapper=nsenter_argv(ns))
         self._bridges: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> TunwgHost:

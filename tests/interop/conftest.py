@@ -63,6 +63,7 @@ class MakeTunnel(Protocol):
         tunwg_knows_go_as: str | None = None,
         batch: bool = False,
         mode: str = "bridge",
+        isolate: bool = False,
     ) -> Tunnel: ...
 
 
@@ -79,6 +80,7 @@ def make_tunnel(tmp_path: Path) -> Iterator[MakeTunnel]:
             tunwg_knows_go_as: str | None = None,
             batch: bool = False,
             mode: str = "bridge",
+            isolate: bool = False,
         ) -> Tunnel:
             return stack.enter_context(
                 tunwg_tunnel(
@@ -89,6 +91,7 @@ def make_tunnel(tmp_path: Path) -> Iterator[MakeTunnel]:
                     tunwg_knows_go_as=tunwg_knows_go_as,
                     batch=batch,
                     mode=mode,
+                    isolate=isolate,
                 )
             )
 

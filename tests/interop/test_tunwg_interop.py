@@ -191,6 +191,29 @@ def test_tcp_stream_both_ways_bytes_checked(make_tunnel: MakeTunnel, family: str
     assert "sendto" not in t.host.log_text()  # tunwg lost no datagram on its own side
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_isolated_tunwg_pings_and_carries_tcp_both_ways(make_tunnel: MakeTunnel, mode: str) -> None:
+    """tunwg in a module host of its own (``devfsd --isolate``, issue 14):
+    ping both ways, then 1 MiB each way at once on one TCP connection,
+    hashes checked, through the node (``bridge``) and carried in the
+    daemon (``daemon``), and the counters agree up to dropped datagrams."""
+    tunnel = make_tunnel(isolate=True, mode=mode)
+    t, g = tunnel.t, tunnel.g
+    (row,) = [r for r in t.host.mount.client().modstat()["modules"] if r["name"] == "tunwg"]
+    assert "i" in row["flags"]  # isolated
+    for src, dst in ((t.ns, g.inner4), (g.ns, t.inner4), (t.ns, g.inner6), (g.ns, t.inner6)):
+        r = ping(src, dst, count=3, interval=0.1)
+        assert (r.transmitted, r.received) == (3, 3), (src.name, dst)
+    nbytes = 1 << 20
+    got_g, got_t = _tcp_exchange(g.ns, t.ns, g.inner4, nbytes, 30.0)
+    assert got_g == tcpcheck.digest(tcpcheck.payload(2, nbytes))  # tunwg -> wireguard-go
+    assert got_t == tcpcheck.digest(tcpcheck.payload(1, nbytes))  # wireguard-go -> tunwg
+    tw, go = tunnel.settled()
+    for sent, got, receiver in ((tw.tx, go.rx, g.ns), (go.tx, tw.rx, t.ns)):
+        drops = udp_in_errors(receiver)
+        assert TRANSPORT_OVERHEAD * drops <= sent - got <= FULL_MESSAGE * drops, (sent, got, drops)
+
+
 # -- sessions ---------------------------------------------------------------------------
 
 

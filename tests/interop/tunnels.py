@@ -162,10 +162,12 @@ def tunwg_tunnel(
     tunwg_knows_go_as: str | None = None,
     batch: bool = False,
     mode: str = "bridge",
+    isolate: bool = False,
 ) -> Iterator[Tunnel]:
     """A tunnel (module docstring); ``props`` are tunwg's load properties.
 
     ``batch``: the bridge joins the batch-framed node (minor ``BATCH | 0``).
+    ``isolate``: tunwg runs in a module host of its own (``devfsd --isolate``).
     ``mode``: ``"bridge"`` (packets through the node) or ``"daemon"`` (the
     daemon carries the interface itself, ``tunwg-bridge -d``; see ``MODES``).
 
@@ -187,7 +189,7 @@ def tunwg_tunnel(
             key=kg,
             wg=wgo,
         )
-        host = stack.enter_context(TunwgHost(ns_t, tmp / "tunwg", count=count, props=props))
+        host = stack.enter_context(TunwgHost(ns_t, tmp / "tunwg", count=count, props=props, isolate=isolate))
         t = TunwgEnd(
             ns=ns_t,
             host=host,
