@@ -346,7 +346,11 @@ class Host:
         if timeout is not None:
             self.watchdog = Watchdog(timeout)
             self.watchdog.start()
-        mod = await self._load_module(str(req["spec"]), dict(req.get("props") or {}), int(req.get("uid", 0)))
+        props = dict(req.get("props") or {})
+        try:
+            mod = await self._load_module(str(req["spec"]), props, int(req.get("uid", 0)))
+        except OSError as exc:  # a host run as a user who cannot reach the code (EACCES)
+            raise DeviceError(exc.errno or errno.EIO, str(exc)) from None
         self.module = mod
         return {
             "name": mod.name,

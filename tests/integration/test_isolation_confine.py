@@ -161,6 +161,10 @@ def test_host_as_nobody_reaches_nothing_of_the_daemons(mnt: DevfsdMount) -> None
     # Its nodes work as ever.
     with open(probe_node(mnt), "rb", buffering=0) as f:
         assert f.read(10) == b"EACCES"
+    # A restarted host runs as the same user.
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: ask_ok(mnt) and int(ask(mnt, "pid")) != pid, WAIT, "the restart")
+    assert proc_status(int(ask(mnt, "pid")))["Uid"].split() == [str(NOBODY.pw_uid)] * 4
 
 
 def test_host_as_nobody_still_sees_its_callers_signals(mnt: DevfsdMount) -> None:
@@ -182,6 +186,17 @@ def test_host_as_nobody_still_sees_its_callers_signals(mnt: DevfsdMount) -> None
     finally:
         cat.kill()
         cat.wait()
+
+
+def test_host_user_must_reach_the_code(mnt: DevfsdMount) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="isosec-") as d:  # 0700, root's
+        mod = Path(d) / "mine.py"
+        mod.write_text((MODS / "probe" / "__init__.py").read_text())
+        with pytest.raises(ControlError) as ei:
+            mnt.client().modload(str(mod), {"user": "nobody"}, isolated=True)
+        assert ei.value.errno == errno.EACCES, mnt.log_text()
+        assert mnt.client().modstat()["modules"] == []
+        mnt.client().modload(str(mod), isolated=True)  # root's host reaches it
 
 
 def test_user_is_roots_alone_and_only_isolated(base: Path) -> None:
@@ -310,9 +325,25 @@ def ask_ok(m: DevfsdMount) -> bool:
         return False
 
 
+@pytest.fixture
+def own_cgroup() -> Iterator[Path]:
+    """A memory cgroup directory of this test's for ``--host-cgroup``, so
+    that no other daemon on the machine sweeps what the test's leave."""
+    base = Path(confine._candidates()[0]) / f"isosec-test-{os.getpid()}"
+    base.mkdir()
+    try:
+        yield base
+    finally:
+        for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        base.rmdir()
+
+
 @needs_cgroup
-def test_cgroups_of_a_killed_host_and_a_killed_daemon_are_removed(base: Path) -> None:
-    with DevfsdMount(base, modpath=[MODS], args=["--debug"]) as m:
+def test_cgroups_of_a_killed_host_and_a_killed_daemon_are_removed(base: Path, own_cgroup: Path) -> None:
+    args = ["--debug", "--host-cgroup", str(own_cgroup)]
+    with DevfsdMount(base, modpath=[MODS], args=args) as m:
         m.client().modload("probe", {"memlimit": 100 << 20}, isolated=True)
         line = _cgroup_line(m)
         assert line is not None
@@ -328,8 +359,9 @@ def test_cgroups_of_a_killed_host_and_a_killed_daemon_are_removed(base: Path) ->
         m.proc.wait(WAIT)
         wait_for(lambda: not Path(f"/proc/{new}").exists(), WAIT, "the host to die with the daemon")
         assert mine.exists()
-    with DevfsdMount(base, modpath=[MODS]) as m:  # a new daemon removes them at start
+    with DevfsdMount(base, modpath=[MODS], args=args) as m:  # a new daemon removes them at start
         assert not mine.exists()
+        assert mine.parent == own_cgroup / "devfsd"
         assert f"removed cgroup {mine} of a devfsd that is gone" in m.log_text()
 
 
