@@ -65,7 +65,8 @@ measured in the same rounds as path ``tunwg[LABEL]``: its own devfsd,
 given module directory DIR (searched before the tree's, so a changed copy
 of ``modules/tunwg`` there is what loads) and ``-o OPTS`` (``public_only``:
 devfsd without its fast paths; ``isolate``, not passed on: tunwg loaded
-with ``modload -I``, in a host process of its own), its own bridge, command CMD (split as a
+with ``modload -I``, in a host process of its own, whose CPU time counts
+as a's), its own bridge, command CMD (split as a
 shell would, given NODE IFNAME; default ``tunwg-bridge``), both pinned to
 CPUS with ``taskset`` if given, its node minor MINOR; empty fields keep
 the default.
@@ -445,10 +446,23 @@ def _paths(pair: WgPair, ends: Sequence[TunwgEnd], *, both_ways: bool) -> list[L
                     addr=e.variant.remote if fwd else e.variant.local,
                     kind="tunwg",
                     direction=direction,
-                    pids={"a": e.daemon_pid, "bridge": e.bridge.pid, "b": go["b"]},
+                    pids={"a": e.daemon_pid, "bridge": e.bridge.pid, "b": go["b"], **_host(e)},
                 )
             )
     return links
+
+
+def _host(e: TunwgEnd) -> dict[str, int]:
+    """``{"host": PID}`` of an isolated end's module host (its CPU time is
+    a's too), else nothing."""
+    if "isolate" not in e.variant.options.split(","):
+        return {}
+    kids = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{e.daemon_pid}/task"):
+            with open(f"/proc/{e.daemon_pid}/task/{tid}/children") as f:
+                kids += [int(p) for p in f.read().split()]
+    return {"host": kids[0]} if len(kids) == 1 else {}
 
 
 @contextlib.contextmanager
@@ -478,6 +492,8 @@ def _measure(path: Link, rnd: int, count: int, seconds: float, interval: float =
     wall = time.monotonic() - t0
     drops = udp_in_errors(path.server) - drops0
     busy = cpu.pop("machine")
+    if "host" in cpu:  # an isolated end: a's CPU is its daemon's and its host's
+        cpu["a"] += cpu["host"]
     return Sample(
         path=path.name,
         kind=path.kind,
