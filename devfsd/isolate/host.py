@@ -1,8 +1,9 @@
 """The module host: an isolated module's own process.
 
-``python -m devfsd.isolate.host FD``: the daemon starts it with one end of
-a socket pair as descriptor FD (and nothing else but stdin on /dev/null and
-stderr on a pipe the daemon logs), sends ``LOAD``, and from then on the
+``python -m devfsd.isolate.host FD [SHMFD]``: the daemon starts it with
+one end of a socket pair as descriptor FD and its shared buffer (a sealed
+memfd, ``protocol``'s "Shared memory") as SHMFD (and nothing else but
+stdin on /dev/null and stderr on a pipe the daemon logs), sends ``LOAD``, and from then on the
 host is a small devfsd of one module: its own trio loop, its own device
 switch, module loader, ``SpecFs`` (the entry-point time limit, EIO for a
 driver's bug), sleep clock and stall watchdog. The module runs its usual
@@ -30,6 +31,7 @@ import ctypes
 import errno
 import faulthandler
 import logging
+import mmap
 import os
 import resource
 import signal
@@ -114,8 +116,17 @@ class _Handoff(trio.abc.Instrument):
 class Host:
     """Serves one module's entry points to the daemon on ``sock``."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, shm: int = -1) -> None:
         self.sock = sock
+        #: The daemon's shared buffer (``protocol``, "Shared memory"), if it gave one.
+        self.shm: mmap.mmap | None = None
+        if shm >= 0:
+            try:
+                self.shm = mmap.mmap(shm, P.SHM_SLOTS * P.SHM_SLOT)
+            except (OSError, ValueError) as exc:  # reads answer on the socket
+                log.warning("no shared buffer: %s", exc)
+            finally:
+                os.close(shm)
         self.out = Sender(sock)
         self.rx = P.Receiver()
         self.files: dict[int, File] = {}
@@ -268,7 +279,15 @@ class Host:
         if kind == P.Kind.READ:
             fid, size, off = P.unpack(P.READ, body)
             data = await spec.read(self._file(fid), size, off)
-            return P.reply_head(rid, len(data)), data
+            n = len(data)
+            shm = self.shm
+            if n >= P.SHM_MIN and shm is not None and len(body) >= P.READ.size + P.READ_SLOT.size:
+                (slot,) = P.READ_SLOT.unpack_from(body, P.READ.size)
+                if slot < P.SHM_SLOTS and n <= P.SHM_SLOT:  # the slot it lent
+                    start = slot * P.SHM_SLOT
+                    shm[start : start + n] = data
+                    return P.encode(P.Kind.REPLY_SHM, rid, P.SHM_REPLY.pack(n))
+            return P.reply_head(rid, n), data
         if kind == P.Kind.WRITE:
             fid, off = P.unpack(P.WRITE, body)
             n = await spec.write(self._file(fid), body[P.WRITE.size :], off)
@@ -406,8 +425,8 @@ def _confine() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not args[0].isdigit():
-        print("usage: python -m devfsd.isolate.host FD (started by devfsd)", file=sys.stderr)
+    if len(args) not in (1, 2) or not all(a.isdigit() for a in args):
+        print("usage: python -m devfsd.isolate.host FD [SHMFD] (started by devfsd)", file=sys.stderr)
         return 2
     _confine()
     if os.getppid() == 1:  # the daemon died before prctl: nobody to serve
@@ -417,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=int(args[0]))
     sock.setblocking(False)
     no_proc_checks()  # the daemon looks for its callers' signals (INTERRUPT)
-    trio.run(Host(sock).run)
+    trio.run(Host(sock, int(args[1]) if len(args) > 1 else -1).run)
     return 0
 
 

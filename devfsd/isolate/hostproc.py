@@ -54,10 +54,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import itertools
 import logging
 import math
+import mmap
 import os
 import signal
 import socket
@@ -204,6 +206,13 @@ class HostProcess:
         self._sync_off: dict[tuple[int, int], tuple[float, int]] = {}
         #: Replies read by the call that waited for them (for tests and the bench).
         self.sync_replies = 0
+        #: The shared buffer (``protocol``, "Shared memory"), mapped read-only:
+        #: its free slots, and the slot and size of each read that lent one.
+        self._shm: mmap.mmap | None = None
+        self._free: deque[int] = deque()
+        self._lent: dict[int, tuple[int, int]] = {}
+        #: Reads whose data came through the shared buffer (for tests).
+        self.shm_replies = 0
         self.pending: dict[int, _Call] = {}
         self.polls: dict[int, Any] = {}
         self._rids = itertools.count(1)
@@ -234,6 +243,8 @@ class HostProcess:
         """Start the process; its reader, stderr, sender and heartbeat tasks
         run in ``nursery`` until it dies."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        shm = _shared_buffer()
+        passed = (theirs.fileno(), shm) if shm >= 0 else (theirs.fileno(),)
         try:
             # Started from the trio thread itself, not trio.lowlevel.open_process
             # (which forks in a worker thread): the host's PR_SET_PDEATHSIG fires
@@ -243,8 +254,8 @@ class HostProcess:
             # the environment is host_env's; as ``user`` from its first
             # instruction (confine).
             self.proc = subprocess.Popen(  # type: ignore[call-overload]  # noqa: ASYNC220 - see above
-                [sys.executable, "-P", "-s", "-m", "devfsd.isolate.host", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
+                [sys.executable, "-P", "-s", "-m", "devfsd.isolate.host", *map(str, passed)],
+                pass_fds=passed,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -264,6 +275,8 @@ class HostProcess:
             raise
         finally:
             theirs.close()
+            if shm >= 0:
+                self._map_shared(shm)
         assert self.proc.stderr is not None
         os.set_blocking(self.proc.stderr.fileno(), False)
         mine.setblocking(False)
@@ -277,6 +290,16 @@ class HostProcess:
         nursery.start_soon(self.out.run)
         if self.timeout is not None:
             nursery.start_soon(self._heartbeat, self.timeout)
+
+    def _map_shared(self, fd: int) -> None:
+        """Map the shared buffer read-only and close ``fd`` (the host has its own)."""
+        try:
+            self._shm = mmap.mmap(fd, P.SHM_SLOTS * P.SHM_SLOT, mmap.MAP_SHARED, mmap.PROT_READ)
+            self._free.extend(range(P.SHM_SLOTS))
+        except (OSError, ValueError) as exc:  # reads take the socket
+            log.debug("module %s: no shared buffer: %s", self.name, exc)
+        finally:
+            os.close(fd)
 
     def _limit_memory(self, limit: int) -> None:
         """A cgroup of its own, before it has loaded anything; else it sets
@@ -318,9 +341,12 @@ class HostProcess:
             self.out.send(data)
 
     async def call(
-        self, kind: int, body: bytes, dev: Dev | None = None, caller: Lwp | None = None
+        self, kind: int, body: bytes, dev: Dev | None = None, caller: Lwp | None = None, *, read: int = 0
     ) -> bytes | memoryview:
         """Send one request and sleep until its reply.
+
+        ``read``: for a ``READ``, the bytes it asks; from ``SHM_MIN`` on, it
+        lends a slot of the shared buffer when one is free.
 
         ``caller``: who the call is for. A signal for it (the INTERRUPT of
         the FUSE request on its open file, else one seen in /proc as for
@@ -340,6 +366,10 @@ class HostProcess:
         rid = next(self._rids)
         c = _Call()
         self.pending[rid] = c
+        if P.SHM_MIN <= read <= P.SHM_SLOT and self._free:
+            slot = self._free.popleft()
+            self._lent[rid] = (slot, read)  # until its reply, whatever becomes of the call
+            body += P.READ_SLOT.pack(slot)
         out = self.out
         out.send(P.encode(kind, rid, body))
         if kind in SYNC_KINDS and _trioloop.PRIVATE is not None and not out.backlog:
@@ -432,7 +462,7 @@ class HostProcess:
             ProtocolError: a message a host must not send.
         """
         for i, m in enumerate(msgs):
-            if m.kind == P.Kind.REPLY and m.rid in self.pending:
+            if (m.kind == P.Kind.REPLY or m.kind == P.Kind.REPLY_SHM) and m.rid in self.pending:
                 if m.rid == rid:
                     self._take(m)
                     i += 1
@@ -454,6 +484,8 @@ class HostProcess:
             ProtocolError: a message a host must not send.
         """
         if m.kind == P.Kind.REPLY:
+            if self._lent:
+                self._give_back(m.rid)
             c = self.pending.pop(m.rid, None)
             if c is not None:
                 err, payload = P.parse_reply(m.body)
@@ -462,6 +494,13 @@ class HostProcess:
             if m.rid == 0:
                 self._ping_at = math.inf
                 self.up.set()
+        elif m.kind == P.Kind.REPLY_SHM:
+            data = self._from_slot(m, m.rid in self.pending)  # a bad one fails the call with the host
+            c = self.pending.pop(m.rid, None)
+            if c is not None:
+                self.shm_replies += 1
+                c.finish(0, data)
+                return True
         elif m.kind == P.Kind.NOTIFY:
             h = self.polls.pop(m.rid, None)
             if h is not None:
@@ -469,6 +508,32 @@ class HostProcess:
         else:
             raise P.ProtocolError(errno.EBADMSG, f"host sent {P.Kind(m.kind).name}")
         return False
+
+    def _give_back(self, rid: int) -> tuple[int, int] | None:
+        """The slot request ``rid`` lent, if any, free again (its reply came)."""
+        lent = self._lent.pop(rid, None)
+        if lent is not None:
+            self._free.append(lent[0])
+        return lent
+
+    def _from_slot(self, m: P.Message, copy: bool) -> bytes:
+        """A ``REPLY_SHM``'s data, copied out of the slot its read lent (if
+        ``copy``: its call still waits): what the daemon answers from is its
+        own copy, whatever the host writes there later.
+
+        Raises:
+            ProtocolError: no slot lent for it, or more bytes than the read asked.
+        """
+        (n,) = P.unpack(P.SHM_REPLY, m.body)
+        lent = self._give_back(m.rid)
+        shm = self._shm
+        if lent is None or shm is None:
+            raise P.ProtocolError(errno.EBADMSG, "REPLY_SHM for a read that lent no slot")
+        slot, size = lent
+        if n > size:
+            raise P.ProtocolError(errno.EBADMSG, f"REPLY_SHM of {n} bytes for a read of {size}")
+        start = slot * P.SHM_SLOT
+        return shm[start : start + n] if copy else b""
 
     async def _read(self) -> None:
         sock = self.sock
@@ -652,6 +717,10 @@ class HostProcess:
                 trio.lowlevel.notify_closing(self.sock)
                 self.sock.close()
                 self.sock = None
+            if self._shm is not None:
+                self._free.clear()
+                self._shm.close()
+                self._shm = None
             if self.cgroup is not None:
                 self.oom = self.cgroup.oom_kills() > 0
                 await self._remove_cgroup(self.cgroup)
@@ -679,6 +748,23 @@ class HostProcess:
             oom = f" by the OOM killer (its cgroup's limit: {self.memlimit} bytes)" if self.oom else ""
             return f"killed by signal {-rc} ({sig}){oom}"
         return f"exited with status {rc}"
+
+
+def _shared_buffer() -> int:
+    """A memfd of ``SHM_SLOTS`` slots for a new host, sealed so that it can
+    neither shrink (a mapping's page past the end is SIGBUS) nor grow, nor
+    be sealed further; -1 where there is none (the socket carries all)."""
+    try:
+        fd = os.memfd_create("devfsd-host", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except (AttributeError, OSError):
+        return -1
+    try:
+        os.ftruncate(fd, P.SHM_SLOTS * P.SHM_SLOT)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
 
 
 def _notify(handle: Any) -> None:

@@ -18,6 +18,16 @@ asked to remember becomes ready (``selnotify``). A ``REPLY`` body is an
 ``<i`` errno (0: success) then the payload: for an error, optional UTF-8
 text; for success, what the request kind returns (``reply_*`` below).
 
+Shared memory. The daemon gives each host a buffer of ``SHM_SLOTS`` slots
+of ``SHM_SLOT`` bytes (a sealed memfd both map), so that a large read's
+data does not cross the socket twice. A ``READ`` of ``SHM_MIN`` bytes or
+more may lend one: its body then ends with ``READ_SLOT`` (the slot's
+number), and the host may answer ``REPLY_SHM`` (``SHM_REPLY``: how many
+bytes it wrote at the start of the slot) instead of a ``REPLY`` with the
+data. The slot is the host's until its reply (either kind) comes; the
+daemon copies the bytes out when it takes the reply, and checks the count
+against the read's size.
+
 The host is not trusted: ``Receiver`` refuses unknown kinds and bodies
 past ``MAX_BODY`` with ``ProtocolError`` (the daemon then kills the host),
 and every ``parse_*`` raises ``ProtocolError`` on a body of the wrong size
@@ -87,6 +97,8 @@ class Kind(enum.IntEnum):
     #: Daemon to host, no reply: the caller of request ``id`` has a signal
     #: (its FUSE request was interrupted); a sleep it is in ends with EINTR.
     INTERRUPT = 14
+    #: Host to daemon: a ``READ``'s data is in the slot it lent (``SHM_REPLY``).
+    REPLY_SHM = 15
 
 
 _KINDS: Final = frozenset(int(k) for k in Kind)
@@ -104,6 +116,17 @@ CMD: Final = struct.Struct("<B")
 #: A ``POLL``'s reply: revents, and 1 if the driver kept the poll token
 #: (``selrecord``): only then will a ``NOTIFY`` for it come.
 POLLED: Final = struct.Struct("<ii")
+#: After a ``READ``'s fields: the shared-memory slot it lends for its data.
+READ_SLOT: Final = struct.Struct("<I")
+#: A ``REPLY_SHM``'s body: the bytes of data at the start of the slot.
+SHM_REPLY: Final = struct.Struct("<I")
+#: The slots of a host's shared buffer, and their size: a FUSE read asks
+#: 1 MiB at most.
+SHM_SLOTS: Final = 8
+SHM_SLOT: Final = 1 << 20
+#: Reads asking fewer bytes than this take the socket (a small reply costs
+#: less there than the slot's bookkeeping).
+SHM_MIN: Final = 16 << 10
 
 _O_RDONLY: Final = 0o0
 _O_WRONLY: Final = 0o1

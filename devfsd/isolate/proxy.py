@@ -82,7 +82,8 @@ def make_proxy(host: HostProcess) -> Cdevsw:
 
     async def d_read(dev: Dev, uio: Uio, ioflag: int) -> None:
         fid = fid_of(uio.lwp)
-        uio.uiomove(await host.call(P.Kind.READ, P.READ.pack(fid, uio.resid, uio.offset), dev, uio.lwp))
+        n = uio.resid
+        uio.uiomove(await host.call(P.Kind.READ, P.READ.pack(fid, n, uio.offset), dev, uio.lwp, read=n))
 
     async def d_write(dev: Dev, uio: Uio, ioflag: int) -> None:
         fid = fid_of(uio.lwp)

@@ -59,7 +59,8 @@ class Hosted:
 
     async def read(self, unit: int, fid: int, size: int = 64, offset: int = 0) -> bytes:
         with trio.fail_after(WAIT):
-            return bytes(await self.host.call(P.Kind.READ, P.READ.pack(fid, size, offset), self.dev(unit)))
+            body = P.READ.pack(fid, size, offset)
+            return bytes(await self.host.call(P.Kind.READ, body, self.dev(unit), read=size))
 
 
 @contextlib.asynccontextmanager
@@ -181,19 +182,64 @@ async def test_host_death_during_a_wait_is_eio_at_once() -> None:
             await h.host.died.wait()
 
 
+async def assert_read_kills_the_host(h: Hosted, unit: int, size: int, why: str) -> None:
+    """A read of ``unit`` fails EIO, and its host is dead for ``why``."""
+    fid = await h.open(unit)
+    with pytest.raises(DeviceError) as ei:
+        await h.read(unit, fid, size)
+    assert ei.value.errno == errno.EIO
+    assert h.host.dead
+    assert why in h.host.why
+
+
 async def test_garbage_during_a_wait_kills_the_host() -> None:
     async with hosted() as h:
-        fid = await h.open(6)
-        with pytest.raises(DeviceError) as ei:
-            await h.read(6, fid)
-        assert ei.value.errno == errno.EIO
-        assert h.host.dead
-        assert "protocol error" in h.host.why
+        await assert_read_kills_the_host(h, 6, 64, "protocol error")
 
 
 async def test_large_reads_carry_the_drivers_bytes() -> None:
     async with hosted() as h:
         fid = await h.open(7)
-        for size, offset in ((1, 0), (4096, 3), (128 * 1024, 12345), (1 << 20, 7)):
+        for size, offset in ((1, 0), (4096, 3), (P.SHM_MIN, 5), (128 * 1024, 12345), (1 << 20, 7)):
+            before = h.host.shm_replies
             got = await h.read(7, fid, size, offset)
             assert got == bytes((offset + i) * 7 % 251 for i in range(size))
+            # From SHM_MIN on, through the shared buffer; under it, the socket.
+            assert h.host.shm_replies - before == (size >= P.SHM_MIN)
+        assert len(h.host._free) == P.SHM_SLOTS  # every slot back
+
+
+async def test_concurrent_large_reads_each_get_their_own_bytes() -> None:
+    # More readers than slots: some take the socket; none gets another's data.
+    async with hosted() as h:
+        fids = [await h.open(7) for _ in range(2 * P.SHM_SLOTS)]
+        got: dict[int, bytes] = {}
+
+        async def one(i: int, fid: int) -> None:
+            for k in range(5):
+                off = 1000 * i + k
+                data = await h.read(7, fid, 64 * 1024, off)
+                assert data == bytes((off + j) * 7 % 251 for j in range(64 * 1024))
+                got[i] = data
+
+        async with trio.open_nursery() as n:
+            for i, fid in enumerate(fids):
+                n.start_soon(one, i, fid)
+        assert len(got) == len(fids)
+        assert len(h.host._free) == P.SHM_SLOTS
+
+
+@pytest.mark.parametrize("size", [100, P.SHM_MIN])
+async def test_a_shared_buffer_reply_that_lent_no_slot_or_too_much_kills_the_host(size: int) -> None:
+    async with hosted() as h:
+        await assert_read_kills_the_host(h, 8, size, "REPLY_SHM")
+
+
+async def test_the_shared_buffer_can_neither_shrink_nor_grow() -> None:
+    async with hosted() as h:
+        fid = await h.open(9)
+        if os.geteuid() != 0:
+            pytest.skip("/proc/self/map_files needs root")
+        assert await h.read(9, fid) == b"0:EPERM 67108864:EPERM\n"
+        assert not h.host.dead
+        assert await h.read(7, await h.open(7), 128 * 1024) == bytes(i * 7 % 251 for i in range(128 * 1024))

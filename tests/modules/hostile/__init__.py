@@ -15,7 +15,11 @@ honest host would. Minors, by what a read does:
 - 5: ends its host (``os._exit(7)``) without answering;
 - 6: sends a message of an unknown kind instead of a reply;
 - 7: answers as many bytes as asked, byte i of the file being
-  ``(offset + i) * 7 % 251``.
+  ``(offset + i) * 7 % 251`` (through the shared buffer from ``SHM_MIN``);
+- 8: claims its data is in the shared buffer: for a read that lent no
+  slot (under ``SHM_MIN``), or more bytes than the read asked;
+- 9: tries to shrink, then grow, the shared buffer, and answers what
+  each attempt gave (``0:EPERM 67108864:EPERM``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import gc
 import os
 import sys
 import time
+from typing import Any
 
 import trio
 
@@ -41,13 +46,39 @@ replied: trio.Event | None = None
 props: dict[str, object] = {}
 
 
-def _host_out() -> object:
+def _host() -> Any:
     # The host runs as ``python -m devfsd.isolate.host``: its classes are __main__'s.
     host_cls = getattr(sys.modules.get("__main__"), "Host", None)
-    for obj in gc.get_objects() if isinstance(host_cls, type) else ():
-        if isinstance(obj, host_cls):  # type: ignore[arg-type]
-            return obj.out
+    if isinstance(host_cls, type):
+        for obj in gc.get_objects():
+            if isinstance(obj, host_cls):
+                return obj
     raise DeviceError(errno.ENXIO, "not in a module host")
+
+
+def _host_out() -> Any:
+    return _host().out
+
+
+def _shrink_shared() -> bytes:
+    """Try to shrink, then grow, the shared buffer (through its mapping in
+    /proc/self/map_files, which root may open); what each attempt gave."""
+    out = []
+    for line in open("/proc/self/maps"):  # noqa: SIM115 - a test module
+        if "devfsd-host" in line:
+            span = line.split()[0]
+            fd = os.open(f"/proc/self/map_files/{span}", os.O_RDWR)
+            try:
+                for size in (0, 64 << 20):
+                    try:
+                        os.ftruncate(fd, size)
+                        out.append(f"{size}:ok")
+                    except OSError as exc:
+                        out.append(f"{size}:{errno.errorcode[exc.errno or 0]}")
+            finally:
+                os.close(fd)
+            break
+    return (" ".join(out) or "no shared buffer").encode() + b"\n"
 
 
 def pattern(offset: int, n: int) -> bytes:
@@ -77,19 +108,26 @@ async def hostile_read(dev: Dev, uio: Uio, ioflag: int) -> None:
     elif m == 4:
         out = _host_out()
         for token in range(int(props.get("flood", 20000))):  # type: ignore[call-overload]
-            out.send(P.encode(P.Kind.NOTIFY, 1_000_000 + token))  # type: ignore[attr-defined]
+            out.send(P.encode(P.Kind.NOTIFY, 1_000_000 + token))
         uio.uiomove(b"flood\n")
     elif m == 5:
         os._exit(7)
     elif m == 6:
-        _host_out().send(P.HEADER.pack(0, 200, 0))  # type: ignore[attr-defined]
+        _host_out().send(P.HEADER.pack(0, 200, 0))
+        uio.uiomove(b"never seen\n")
+    elif m == 7:
+        uio.uiomove(pattern(uio.offset, uio.resid))
+    elif m == 8:  # data "in the slot" of a read that lent none, or more than it asked
+        host = _host()
+        n = 1 << 20 if uio.resid >= P.SHM_MIN else 1
+        host.out.send(P.encode(P.Kind.REPLY_SHM, host._inline_rid, P.SHM_REPLY.pack(n)))
         uio.uiomove(b"never seen\n")
     else:
-        uio.uiomove(pattern(uio.offset, uio.resid))
+        uio.uiomove(_shrink_shared())
 
 
 async def hostile_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
-    if minor(dev) > 7:
+    if minor(dev) > 9:
         raise DeviceError(errno.ENXIO)
 
 
