@@ -106,8 +106,15 @@ def _name(tun_fd: int) -> str:
 
 
 def _netns(tun_fd: int) -> int:
-    """A new descriptor of the network namespace the TUN ``tun_fd`` is in now."""
-    return fcntl.ioctl(tun_fd, TUNGETDEVNETNS)
+    """A new descriptor of the network namespace the TUN ``tun_fd`` is in now
+    (the daemon's on a kernel older than 5.2, without ``TUNGETDEVNETNS``:
+    there the TUN is followed only where it was made)."""
+    try:
+        return fcntl.ioctl(tun_fd, TUNGETDEVNETNS)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTTY, errno.EINVAL):
+            raise
+    return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
 
 async def follow_mtu(ifp: Interface, tun_fd: int) -> None:
