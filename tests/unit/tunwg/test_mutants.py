@@ -26,7 +26,7 @@ from modules.tunwg.wg.cookie import CookieChecker, CookieGenerator, cookie_sourc
 from modules.tunwg.wg.crypto import public_key
 from modules.tunwg.wg.keypair import Keypair
 from modules.tunwg.wg.keys import clamp
-from modules.tunwg.wg.messages import CookieReply, Transport, parse, transport_receiver
+from modules.tunwg.wg.messages import CookieReply, Initiation, Response, Transport, parse, transport_receiver
 from modules.tunwg.wg.replay import ReplayFilter
 from modules.tunwg.wg.uapi import CLOSED, GetRequest
 from tests.unit.tunwg.test_device import (
@@ -44,6 +44,7 @@ from tests.unit.tunwg.test_device import (
     handshake_ns,
     ipv4,
     make_pair,
+    peer_line,
     peer_of,
 )
 from tests.unit.tunwg.test_uapi import feed
@@ -82,6 +83,56 @@ def test_transport_record_refuses_a_message_over_65535_bytes() -> None:
     assert len(largest.pack()) == MAX_MESSAGE_SIZE
     with pytest.raises(ValueError, match=r"^encrypted_packet must be 16\.\.65519 bytes$"):
         Transport(receiver=1, counter=2, encrypted_packet=bytes(MAX_MESSAGE_SIZE - 15))
+
+
+_GOOD_FIELDS: dict[type, dict[str, object]] = {
+    Initiation: {
+        "sender": 1,
+        "ephemeral": bytes(32),
+        "encrypted_static": bytes(48),
+        "encrypted_timestamp": bytes(28),
+        "mac1": bytes(16),
+        "mac2": bytes(16),
+    },
+    Response: {
+        "sender": 1,
+        "receiver": 2,
+        "ephemeral": bytes(32),
+        "encrypted_nothing": bytes(16),
+        "mac1": bytes(16),
+        "mac2": bytes(16),
+    },
+    CookieReply: {"receiver": 1, "nonce": bytes(24), "encrypted_cookie": bytes(32)},
+}
+
+
+@pytest.mark.parametrize(("record", "field"), [(r, f) for r, fields in _GOOD_FIELDS.items() for f in fields])
+def test_every_field_of_a_handshake_record_is_checked_and_named(record: type, field: str) -> None:
+    good = _GOOD_FIELDS[record]
+    record(**good)  # the good values are accepted
+    value = good[field]
+    if isinstance(value, int):
+        bad: list[object] = [-1, 2**32]
+        text = rf"^{field} must be a u32$"
+        record(**{**good, field: 2**32 - 1})
+    else:
+        assert isinstance(value, bytes)
+        bad = [value[:-1], value + b"\x00"]
+        text = rf"^{field} must be {len(value)} bytes, not {len(value) - 1}$"
+    for i, v in enumerate(bad):
+        with pytest.raises(ValueError, match=text if i == 0 else rf"^{field} must be"):
+            record(**{**good, field: v})
+
+
+def test_every_field_of_a_transport_record_is_checked_and_named() -> None:
+    Transport(receiver=2**32 - 1, counter=2**64 - 1, encrypted_packet=bytes(16))
+    for receiver in (-1, 2**32):
+        with pytest.raises(ValueError, match=r"^receiver must be a u32$"):
+            Transport(receiver=receiver, counter=0, encrypted_packet=bytes(16))
+    with pytest.raises(ValueError, match=r"^counter must be a u64$"):
+        Transport(receiver=0, counter=-1, encrypted_packet=bytes(16))
+    with pytest.raises(ValueError, match=r"^encrypted_packet must be 16\.\.65519 bytes$"):
+        Transport(receiver=0, counter=0, encrypted_packet=bytes(15))
 
 
 @pytest.mark.parametrize(("port", "tail"), [(0, b"\x00\x00"), (1, b"\x01\x00"), (0xFFFF, b"\xff\xff")])
@@ -469,3 +520,38 @@ def test_a_responder_forgets_an_unconfirmed_session_a_newer_handshake_replaces()
     assert [d.t for d in net.wire if d.kind == "init"][-1] > 26.0
     net.blocked.clear()
     assert not _late_one_arrives(net, b, late_k2, a)
+
+
+def test_a_live_mtu_change_pads_to_the_new_mtu_for_old_and_new_peers() -> None:
+    # 1299 bytes pad to 1312 under the default MTU (1420), to 1300 under MTU 1300
+    net, a, b = established()
+    a.device.set_mtu(1300)
+    n = len(net.wire)
+    net.write(a, _v4_packet(1299))
+    assert [len(d.data) for d in net.wire[n:]] == [1300 + 32]
+    assert b.delivered[-1] == _v4_packet(1299)
+    # a peer made after the change pads to it too
+    net.configure(a, f"public_key={B_PK.hex()}\nremove=true\n")
+    net.configure(a, peer_line(B_PK, endpoint=f"127.0.0.1:{PORT_B}", allowed=("10.0.0.0/24",)))
+    net.run_until(1.0)  # past B's 20 ms flood limit on initiations
+    n = len(net.wire)
+    net.write(a, _v4_packet(1299))
+    assert [(d.kind, len(d.data)) for d in net.wire[n:]] == [("init", 148), ("resp", 92), ("data", 1300 + 32)]
+
+
+def test_the_new_handshake_timer_starts_the_count_to_give_up_over() -> None:
+    # B goes silent. A's data at 12 s gets no answer: a new handshake at ~27 s, retried
+    # every 5 s. A's data at 30 s gets none either: at ~45 s the new-handshake timer fires
+    # again, amid the retries, and (SendHandshakeInitiation(false)) zeroes their count:
+    # 1 + 3 + 19 initiations in all, where counting on from the first would give up after 20.
+    net, a, _b = established()
+    net.run_until(11.0)  # B's passive keepalive (at 10 s) reached A
+    net.blocked.add(PORT_B)
+    net.clock.now = 12.0
+    net.write(a, PING_AB)
+    net.run_until(30.0)
+    net.write(a, PING_AB)
+    net.run_until(300.0)
+    inits = [d.t for d in net.wire if d.kind == "init" and d.t > 1.0]
+    assert 27.0 <= inits[0] < 27.334
+    assert len(inits) == 23
