@@ -39,6 +39,9 @@ def devfs(devfsd_mount: MountFactory) -> DevfsdMount:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "deadline(seconds): a trio test's own time limit (tests/deadline.py)")
+    config.addinivalue_line(
+        "markers", "in_process_only: reads a driver's Python objects; not run with the driver isolated"
+    )
 
 
 @pytest.hookimpl(tryfirst=True)

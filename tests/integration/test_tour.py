@@ -1,7 +1,9 @@
 """The README's tour, command by command, with the real tools on a real mount.
 
 Mounts come from the ``devfsd_mount`` fixture of devfsd's pytest plugin and
-commands run through its ``devfsd_run`` (``devfs`` is a plain mount).
+commands run through its ``devfsd_run`` (``devfs`` is a plain mount). The
+tests of crandom and mm run both ways: in process, and with every module
+isolated (the plugin's ``devfsd_isolated``; modstat's FLAG then has ``i``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
+#: In process, and every module in a host of its own (``devfsd --isolate``).
+both_ways = pytest.mark.parametrize("devfsd_isolated", [False, True], ids=["in-process", "isolated"])
+
 
 def sh(m: DevfsdMount, cmd: str) -> subprocess.CompletedProcess[bytes]:
     env = {**m.env, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
@@ -37,7 +42,8 @@ def ok(r: subprocess.CompletedProcess[bytes]) -> bytes:
     return r.stdout
 
 
-def test_tour(devfsd_mount: MountFactory, devfsd_run: RunFn) -> None:
+@both_ways
+def test_tour(devfsd_mount: MountFactory, devfsd_run: RunFn, devfsd_isolated: bool) -> None:
     devfs = devfsd_mount(args=["--debug"])
     d = devfs.path
 
@@ -57,7 +63,8 @@ def test_tour(devfsd_mount: MountFactory, devfsd_run: RunFn) -> None:
     out = ok(sh(devfs, "modstat crandom")).decode()
     lines = out.splitlines()
     assert lines[0] == "NAME             CLASS    SOURCE   FLAG  REFS    SIZE REQUIRES "
-    assert re.fullmatch(r"crandom          driver   filesys  -        0 +\d+ -", lines[1]), lines[1]
+    flag = "i" if devfsd_isolated else "-"
+    assert re.fullmatch(rf"crandom          driver   filesys  {flag}        0 +\d+ -", lines[1]), lines[1]
     # dd reads exactly one permutation per read(2).
     assert len(ok(sh(devfs, f"dd if={d}/crandom bs=5 count=3 status=none"))) == 15
     assert ok(sh(devfs, "modunload crandom")) == b""
@@ -98,22 +105,25 @@ def test_tool_errors(devfs: DevfsdMount) -> None:
     )
 
 
-def test_mknod_list_and_autoload_on_open(devfs: DevfsdMount) -> None:
+@both_ways
+def test_mknod_list_and_autoload_on_open(devfs: DevfsdMount, devfsd_isolated: bool) -> None:
     lines = ok(sh(devfs, "devfs-mknod -l")).decode().splitlines()
     assert "crandom character major 420" in lines and "mm character major 2" in lines
     # The node can be made before the driver is loaded; opening it autoloads.
     ok(sh(devfs, f"devfs-mknod {devfs.path}/zero c mm 12"))
     assert ok(sh(devfs, f"head -c 4 {devfs.path}/zero")) == b"\0\0\0\0"
     rows = ok(sh(devfs, "modstat mm")).decode().splitlines()[1:]
-    assert [r.split()[:4] for r in rows] == [["mm", "driver", "filesys", "a"]]
+    assert [r.split()[:4] for r in rows] == [["mm", "driver", "filesys", "ai" if devfsd_isolated else "a"]]
 
 
-def test_autoloaded_module_goes_after_a_quiet_period(tmp_path: Path) -> None:
-    with DevfsdMount(tmp_path, args=["--autotime", "0.5"]) as m:
+@pytest.mark.parametrize("isolate", [[], ["--isolate"]], ids=["in-process", "isolated"])
+def test_autoloaded_module_goes_after_a_quiet_period(tmp_path: Path, isolate: list[str]) -> None:
+    with DevfsdMount(tmp_path, args=["--autotime", "0.5", *isolate]) as m:
         ok(sh(m, f"devfs-mknod {m.path}/null c mm 2"))
         with open(m.path / "null", "wb", buffering=0) as f:
             f.write(b"x")
-            assert [r.split()[3] for r in ok(sh(m, "modstat mm")).decode().splitlines()[1:]] == ["a"]
+            flags = "ai" if isolate else "a"
+            assert [r.split()[3] for r in ok(sh(m, "modstat mm")).decode().splitlines()[1:]] == [flags]
             # Open: not quiet, whatever the time.
             time.sleep(1.0)  # a quiet period passes while the node is open
             assert "mm" in m.client().status()["modules"]
@@ -124,6 +134,7 @@ def test_autoloaded_module_goes_after_a_quiet_period(tmp_path: Path) -> None:
         assert "crandom" in m.client().status()["modules"]
 
 
+@both_ways
 def test_oneshot_property_reaches_init(devfs: DevfsdMount) -> None:
     ok(sh(devfs, "modload -b oneshot=true crandom"))
     ok(sh(devfs, f"devfs-mknod {devfs.path}/c c crandom 0 && echo -n abc > {devfs.path}/c"))
@@ -131,6 +142,7 @@ def test_oneshot_property_reaches_init(devfs: DevfsdMount) -> None:
     assert sorted(out) == sorted(b"abc")
 
 
+@both_ways
 def test_cat_file_into_node_stores_it_whole(devfs: DevfsdMount, tmp_path: Path) -> None:
     ok(sh(devfs, "modload crandom"))
     ok(sh(devfs, f"devfs-mknod {devfs.path}/c c crandom 0"))
@@ -141,6 +153,7 @@ def test_cat_file_into_node_stores_it_whole(devfs: DevfsdMount, tmp_path: Path) 
     assert len(out) == len(data) and sorted(out) == sorted(data)
 
 
+@both_ways
 def test_modules_and_nodes_from_the_fixture(devfsd_mount: MountFactory, devfsd_run: RunFn) -> None:
     m = devfsd_mount(modules=["crandom"], nodes={"c0": ("crandom", 0)})
     r = devfsd_run('echo -n abc > "$DEV/c0" && head -c 3 "$DEV/c0" && modstat crandom', m)

@@ -10,6 +10,12 @@ UAPI requests are spoken byte for byte on the real Unix socket.
 
 Bounded and without fixed sleeps: blocking calls run under
 ``trio.fail_after``; states are polled against a deadline (``wait_for``).
+
+Every test that uses the ``kernel`` fixture runs twice: with tunwg in
+process, and isolated, in a module host of its own (``Kernel(isolate=True)``,
+devfsd.isolate). Tests marked ``in_process_only`` read tunwg's own Python
+objects (its counters, its interface state), which stay in the host when
+it is isolated; they run in process only.
 """
 
 from __future__ import annotations
@@ -240,10 +246,22 @@ async def established(k: Kernel, sockdir: Path, **props: str | int | bool) -> tu
     return a, b
 
 
+#: Tests that read tunwg's Python objects (``Side.stats``, its state).
+in_process_only = pytest.mark.in_process_only
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``kernel``: in process and isolated, or in process only (``in_process_only``)."""
+    if "kernel" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("in_process_only") is not None
+        metafunc.parametrize("kernel", ["in-process"] if only else ["in-process", "isolated"], indirect=True)
+
+
 @pytest.fixture
-async def kernel() -> AsyncIterator[Kernel]:
-    """A harness kernel; files a failed test left open are closed, so tunwg unloads."""
-    async with Kernel.running() as k:
+async def kernel(request: pytest.FixtureRequest) -> AsyncIterator[Kernel]:
+    """A harness kernel, tunwg in process or in a host of its own; files a
+    failed test left open are closed, so tunwg unloads."""
+    async with Kernel.running(isolate=request.param == "isolated") as k:
         try:
             yield k
         finally:
@@ -267,6 +285,7 @@ async def test_count_makes_interfaces_and_sockets_at_load(kernel: Kernel, sockdi
         assert await uapi(sockdir / f"{prefix}{n}.sock", b"get=1\n\n") == OK_REPLY
 
 
+@in_process_only
 async def test_wg_set_comes_before_the_first_open(kernel: Kernel, sockdir: Path) -> None:
     a, b = await configure_pair(kernel, sockdir, await load(kernel, sockdir, count=2))
     assert not a.stats().is_open
@@ -340,6 +359,7 @@ async def test_non_root_open_is_eperm(kernel: Kernel, sockdir: Path) -> None:
     assert errno_of(ei) == errno.EPERM
 
 
+@in_process_only
 async def test_close_brings_the_interface_down_and_keeps_its_configuration(
     kernel: Kernel, sockdir: Path
 ) -> None:
@@ -459,6 +479,7 @@ async def test_write_of_a_non_ip_packet_is_eafnosupport(kernel: Kernel, sockdir:
     await f.close()
 
 
+@in_process_only
 async def test_unrouted_packet_is_dropped_and_counted(kernel: Kernel, sockdir: Path) -> None:
     a, _b = await open_pair(kernel, sockdir)
     p = ipv4(a.inner4, "198.51.100.99")  # no peer's allowed-ips cover it
@@ -481,6 +502,7 @@ async def test_packets_cross_both_ways(kernel: Kernel, sockdir: Path, family: in
         assert await read(dst.node) == p  # whole, padding trimmed
 
 
+@in_process_only
 async def test_each_read_is_one_packet_cut_to_the_buffer(kernel: Kernel, sockdir: Path) -> None:
     a, b = await established(kernel, sockdir)
     p1, p2, p3 = (ipv4(a.inner4, b.inner4, i, payload=bytes([i]) * 100) for i in (1, 2, 3))
@@ -518,6 +540,7 @@ async def test_read_sleeps_until_a_packet_arrives(kernel: Kernel, sockdir: Path)
     assert got == [p]
 
 
+@in_process_only
 async def test_a_sleeping_reader_receives_from_the_socket_itself(kernel: Kernel, sockdir: Path) -> None:
     # Interface.wait_packet: the reader's task waits on the UDP socket, and
     # the receive loop stands aside, so the packet is answered in one step.
@@ -537,6 +560,7 @@ async def test_a_sleeping_reader_receives_from_the_socket_itself(kernel: Kernel,
     assert not iface._reader_waiting
 
 
+@in_process_only
 async def test_packets_still_arrive_after_the_reader_stops_reading(kernel: Kernel, sockdir: Path) -> None:
     # A program that read once and then only writes: the receive loop takes
     # the socket back (STAND_ASIDE), so the peer's packets are still taken
@@ -593,6 +617,7 @@ async def test_poll_is_readable_when_a_packet_waits_and_always_writable(
     assert await b.node.poll(POLL_ALL) == POLL_WRITE
 
 
+@in_process_only
 async def test_queue_holds_256_packets_and_counts_the_drops(kernel: Kernel, sockdir: Path) -> None:
     a, b = await established(kernel, sockdir)
     total, chunk = QUEUE_MAX + 44, 25
@@ -638,6 +663,7 @@ def packets(a: Side, b: Side, n: int, size: int = 100) -> list[bytes]:
     return [ipv4(a.inner4, b.inner4, i, payload=bytes([i]) * size) for i in range(1, n + 1)]
 
 
+@in_process_only
 async def test_batch_write_sends_each_packet_and_a_read_returns_them_framed(
     kernel: Kernel, sockdir: Path
 ) -> None:
@@ -649,6 +675,7 @@ async def test_batch_write_sends_each_packet_and_a_read_returns_them_framed(
     assert b.stats().queued == 0
 
 
+@in_process_only
 async def test_batch_read_returns_the_whole_packets_that_fit(kernel: Kernel, sockdir: Path) -> None:
     a, b = await batch_pair(kernel, sockdir)
     p1, p2, p3 = packets(a, b, 3)
@@ -658,6 +685,7 @@ async def test_batch_read_returns_the_whole_packets_that_fit(kernel: Kernel, soc
     assert await read(b.node) == frame(p3)
 
 
+@in_process_only
 async def test_batch_read_cuts_a_first_packet_that_does_not_fit(kernel: Kernel, sockdir: Path) -> None:
     a, b = await batch_pair(kernel, sockdir)
     p1, p2 = packets(a, b, 2)
@@ -667,6 +695,7 @@ async def test_batch_read_cuts_a_first_packet_that_does_not_fit(kernel: Kernel, 
     assert await read(b.node) == frame(p2)
 
 
+@in_process_only
 async def test_batch_read_of_two_bytes_is_einval(kernel: Kernel, sockdir: Path) -> None:
     a, b = await batch_pair(kernel, sockdir)
     await a.node.write(frame(*packets(a, b, 1)))
@@ -677,6 +706,7 @@ async def test_batch_read_of_two_bytes_is_einval(kernel: Kernel, sockdir: Path) 
     assert b.stats().queued == 1  # nothing taken
 
 
+@in_process_only
 @pytest.mark.parametrize(
     ("tail", "code"),
     [
@@ -718,6 +748,7 @@ async def test_batch_node_and_plain_node_are_one_interface(kernel: Kernel, sockd
     await (await kernel.open("tunwg", 0)).close()
 
 
+@in_process_only
 async def test_batch_node_queue_holds_more_than_256_packets(kernel: Kernel, sockdir: Path) -> None:
     a, b = await batch_pair(kernel, sockdir)
     total, chunk = QUEUE_MAX + 44, 25
@@ -960,6 +991,7 @@ async def test_no_keylog_property_no_file(kernel: Kernel, sockdir: Path, tmp_pat
     assert names(tmp_path) == []
 
 
+@in_process_only
 async def test_a_datagram_the_socket_refuses_is_not_counted_as_sent(kernel: Kernel, sockdir: Path) -> None:
     """wireguard-go adds to tx_bytes only what its bind accepted."""
     prefix = await load(kernel, sockdir)
