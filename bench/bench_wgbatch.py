@@ -65,6 +65,18 @@ def _sent(effects: list[Effect]) -> list[bytes]:
     return [e.data for e in effects if isinstance(e, SendDatagram)]
 
 
+def _configure(dev: Device, key: bytes, port: int, peer_key: bytes, peer_port: int, peer_inner: int) -> None:
+    """``dev`` on ``port``, its peer at 127.0.0.1:``peer_port`` with 198.51.100.``peer_inner``."""
+    dev.uapi_set(
+        _request(  # type: ignore[arg-type]
+            f"private_key={key.hex()}\nlisten_port={port}\npublic_key={public_key(peer_key).hex()}\n"
+            f"endpoint=127.0.0.1:{peer_port}\nallowed_ip=198.51.100.{peer_inner}/32\n"
+        ),
+        now=0.0,
+        wall_ns=time.time_ns(),
+    )
+
+
 def _pair(port_a: int, port_b: int) -> tuple[Device, Device]:
     """Two devices peered (a: 198.51.100.1, b: .2), a session established."""
     sk = [generate_private_key(os.urandom) for _ in range(2)]
@@ -72,14 +84,7 @@ def _pair(port_a: int, port_b: int) -> tuple[Device, Device]:
     ports = (port_a, port_b)
     for i, d in enumerate(devs):
         j = 1 - i
-        d.uapi_set(
-            _request(  # type: ignore[arg-type]
-                f"private_key={sk[i].hex()}\nlisten_port={ports[i]}\npublic_key={public_key(sk[j]).hex()}\n"
-                f"endpoint=127.0.0.1:{ports[j]}\nallowed_ip=198.51.100.{j + 1}/32\n"
-            ),
-            now=0.0,
-            wall_ns=time.time_ns(),
-        )
+        _configure(d, sk[i], ports[i], sk[j], ports[j], j + 1)
         d.up(now=0.0)
     eps = [Endpoint(host="127.0.0.1", port=p) for p in ports]
     (init,) = _sent(devs[0].packet_from_tun(_ipv4(84), now=0.0, wall_ns=time.time_ns()))
@@ -148,27 +153,13 @@ async def _edge() -> None:
         ifp = Interface(0, "bwgbatch0", "/nonexistent", mtu=MTU)
         peer = Device(rng=os.urandom, bind=lambda _: peer_port, mtu=MTU)
         sk = [generate_private_key(os.urandom) for _ in range(2)]
-        ifp.device.uapi_set(
-            _request(  # type: ignore[arg-type]
-                f"private_key={sk[0].hex()}\nlisten_port=0\npublic_key={public_key(sk[1]).hex()}\n"
-                f"endpoint=127.0.0.1:{peer_port}\nallowed_ip=198.51.100.1/32\n"
-            ),
-            now=trio.current_time(),
-            wall_ns=time.time_ns(),
-        )
+        _configure(ifp.device, sk[0], 0, sk[1], peer_port, 1)
         ifp.up()
         ifp.queue_max = N + 10
         sock = ifp._sock
         assert sock is not None
         port = sock.getsockname()[1]
-        peer.uapi_set(
-            _request(  # type: ignore[arg-type]
-                f"private_key={sk[1].hex()}\nlisten_port={peer_port}\npublic_key={public_key(sk[0]).hex()}\n"
-                f"endpoint=127.0.0.1:{port}\nallowed_ip=198.51.100.2/32\n"
-            ),
-            now=0.0,
-            wall_ns=time.time_ns(),
-        )
+        _configure(peer, sk[1], peer_port, sk[0], port, 2)
         peer.up(now=0.0)
         dst = ("127.0.0.1", port)
         them = Endpoint(host="127.0.0.1", port=port)
