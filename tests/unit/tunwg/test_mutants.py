@@ -21,6 +21,7 @@ from modules.tunwg.wg.constants import (
     MAX_MESSAGE_SIZE,
     MESSAGE_KEEPALIVE_SIZE,
     REKEY_AFTER_MESSAGES,
+    REKEY_TIMEOUT,
 )
 from modules.tunwg.wg.cookie import CookieChecker, CookieGenerator, cookie_source
 from modules.tunwg.wg.crypto import public_key
@@ -555,3 +556,33 @@ def test_the_new_handshake_timer_starts_the_count_to_give_up_over() -> None:
     inits = [d.t for d in net.wire if d.kind == "init" and d.t > 1.0]
     assert 27.0 <= inits[0] < 27.334
     assert len(inits) == 23
+
+
+def test_a_response_carries_mac2_with_the_cookie_its_sender_holds() -> None:
+    # B is under load: A's initiation gets a cookie, A's retry carries mac2 and gets through.
+    net, a, b = make_pair(b_kw={"under_load_threshold": 0})
+    net.write(a, PING_AB)
+    net.run_until(REKEY_TIMEOUT + 0.334)
+    assert b.delivered == [PING_AB]
+    # B restarts and initiates: A's response must carry mac2 made with B's cookie, or B,
+    # still under load, would answer it with another cookie reply and never get a session.
+    net.run_until(6.0)
+    b.device.down()
+    b.device.up(now=net.now)
+    n = len(net.wire)
+    net.write(b, PONG_BA)
+    assert net.kinds(n) == [(PORT_B, "init"), (PORT_A, "resp"), (PORT_B, "data")]
+    assert a.delivered == [PONG_BA]
+
+
+def test_a_responders_persistent_keepalive_counts_from_its_response() -> None:
+    net, a, b = make_pair(a_kw={"rekey_after_time": 10.0})
+    net.write(a, PING_AB)
+    net.configure(b, f"public_key={A_PK.hex()}\npersistent_keepalive_interval=25\n")  # a keepalive at once
+    net.run_until(11.0)
+    n = len(net.wire)
+    net.write(a, PING_AB)  # A rekeys: B's response is an authenticated packet B sends
+    assert net.kinds(n) == [(PORT_A, "data"), (PORT_A, "init"), (PORT_B, "resp"), (PORT_A, "keepalive")]
+    n = len(net.wire)
+    net.run_until(40.0)
+    assert [(d.t, d.kind) for d in net.wire[n:] if d.src == PORT_B] == [(36.0, "keepalive")]
