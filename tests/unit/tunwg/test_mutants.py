@@ -14,7 +14,7 @@ import signal
 
 import pytest
 
-from modules.tunwg.wg import Device, Effect, SendDatagram, SetRequest
+from modules.tunwg.wg import DeliverPacket, Device, Effect, SendDatagram, SetRequest
 from modules.tunwg.wg.allowedips import packet_source
 from modules.tunwg.wg.constants import (
     MAX_CONTENT_SIZE,
@@ -586,3 +586,93 @@ def test_a_responders_persistent_keepalive_counts_from_its_response() -> None:
     n = len(net.wire)
     net.run_until(40.0)
     assert [(d.t, d.kind) for d in net.wire[n:] if d.src == PORT_B] == [(36.0, "keepalive")]
+
+
+# --- Receive: trimming and cryptokey routing of every packet of a batch -----------------------
+
+
+def _v6_packet(src: bytes, dst: bytes, payload_len: int) -> bytes:
+    return (
+        bytes.fromhex("60000000")
+        + payload_len.to_bytes(2, "big")
+        + b"\x3b\x40"
+        + src
+        + dst
+        + bytes(payload_len)
+    )
+
+
+@pytest.mark.parametrize("size", [20, 255, 256, 257, 1024, 1296, 1420])
+def test_ipv4_packets_of_every_length_arrive_whole_and_trimmed(size: int) -> None:
+    # 1296 and 1420 are multiples of 16 (no padding); the total-length field's both bytes count
+    net, a, b = established()
+    net.write(a, _v4_packet(size))
+    assert b.delivered[-1] == _v4_packet(size)
+    assert b.device.stats.dropped_inner == 0
+
+
+@pytest.mark.parametrize("payload", [0, 255, 256, 257, 1024, 1256, 1380])
+def test_ipv6_packets_of_every_length_arrive_whole_and_trimmed(payload: int) -> None:
+    net, a, b = established()
+    src, dst = ipaddress.ip_address("fd00::1").packed, ipaddress.ip_address("fd00::2").packed
+    net.write(a, _v6_packet(src, dst, payload))
+    assert b.delivered[-1] == _v6_packet(src, dst, payload)
+    assert b.device.stats.dropped_inner == 0
+
+
+def test_every_packet_of_a_batch_has_its_inner_source_checked() -> None:
+    # A's allowed IPs on B are 10.0.0.1/32 and fd00::1/128: whatever other source A's
+    # packets claim (any address, before or after allowed ones in the same batch) is dropped.
+    net, a, b = make_pair()
+    net.configure(a, f"public_key={B_PK.hex()}\nallowed_ip=0.0.0.0/0\nallowed_ip=::/0\n")
+    net.write(a, PING_AB)
+    claims = ["0.0.0.0", "88.88.88.88", "10.0.0.2", "10.0.0.1", "255.255.255.255", "10.0.0.0", "10.0.0.1"]
+    packets = [ipv4(s, "10.0.0.2") for s in claims]
+    v6 = [ipaddress.ip_address(s).packed for s in ("::", "fd00::1", "fd00::2", "5858:5858::")]
+    packets += [_v6_packet(s, ipaddress.ip_address("fd00::2").packed, 8) for s in v6]
+    datagrams = [
+        d.data for d in _datagrams(a.device.packets_from_tun(packets, now=net.now, wall_ns=net.clock.wall_ns))
+    ]
+    assert len(datagrams) == len(packets)
+    effects = b.device.datagrams_received(datagrams, a.endpoint, now=net.now, wall_ns=net.clock.wall_ns)
+    allowed = [p for p in packets if p[12:16] == bytes([10, 0, 0, 1]) or p[8:24] == v6[1]]
+    assert [e.packet for e in effects if isinstance(e, DeliverPacket)] == allowed
+    assert b.device.stats.dropped_inner == len(packets) - len(allowed) == 8
+
+
+def test_packets_a_responder_staged_go_out_when_the_initiators_first_message_confirms() -> None:
+    # B writes first, but its initiation is lost; then A's handshake makes B the responder.
+    # A's first data message confirms the session: B sends what it staged at once, to A.
+    net, a, b = make_pair()
+    assert [e.data[0] for e in _datagrams(b.device.packet_from_tun(PONG_BA, now=0.0, wall_ns=WALL0))] == [1]
+    net.write(a, PING_AB)
+    assert net.kinds() == [(PORT_A, "init"), (PORT_B, "resp"), (PORT_A, "data"), (PORT_B, "data")]
+    assert (b.delivered, a.delivered) == ([PING_AB], [PONG_BA])
+
+
+def test_sending_rekeys_only_past_rekey_after_time_counted_from_the_session() -> None:
+    net, a, _b = make_pair()
+    net.run_until(100.0)
+    net.write(a, PING_AB)  # the session starts at 100 s
+    for t in (106.0, 220.0):  # 6 s old (not 106); exactly 120 s old (not past it)
+        net.run_until(t)
+        n = len(net.wire)
+        net.write(a, PING_AB)
+        assert net.kinds(n) == [(PORT_A, "data")], t
+    net.run_until(220.001)
+    n = len(net.wire)
+    net.write(a, PING_AB)
+    assert net.kinds(n)[:3] == [(PORT_A, "data"), (PORT_A, "init"), (PORT_B, "resp")]
+
+
+def test_sending_rekeys_only_past_rekey_after_messages() -> None:
+    net, a, _b = established()
+    net.run_until(10.0)
+    current = a.device.peers[B_PK].current
+    assert current is not None
+    current.send_counter = REKEY_AFTER_MESSAGES - 1  # this many sent: the next is the 2**60th
+    n = len(net.wire)
+    net.write(a, PING_AB)
+    assert net.kinds(n) == [(PORT_A, "data")]
+    net.write(a, PING_AB)  # past 2**60: a new handshake
+    assert net.kinds(n)[1:4] == [(PORT_A, "data"), (PORT_A, "init"), (PORT_B, "resp")]
