@@ -19,17 +19,19 @@ from typing import TYPE_CHECKING, Any
 import pyfuse3
 import pytest
 
-from devfsd.cdevsw import makedev
+from devfsd.cdevsw import Cdevsw, Lwp, Uio, WaitChannel, devsw, makedev
 from devfsd.control import CONTROL_XATTR
 from devfsd.errors import DeviceError
 from devfsd.fs import DevFs
 from devfsd.limits import Limits
 from devfsd.nodes import RENAME_NOREPLACE, ROOT_INODE
+from devfsd.state import StateStore
 from devfsd.testing.harness import Kernel
 from modules.mm.mm import DEV_FULL, DEV_NULL, DEV_ZERO
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 R = ROOT_INODE
 MM = 2  # mm's major
@@ -216,7 +218,9 @@ async def test_every_change_is_handed_to_on_change_and_a_failed_write_undoes_it(
             await fs.setattr(a.st_ino, attr, Fields(update_uid=True), None, ROOT)  # type: ignore[arg-type]
         assert (await fs.getattr(a.st_ino, ROOT)).st_uid == 0  # type: ignore[arg-type]
         errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-        assert len(errors) == 1 and "disk full" in errors[0].getMessage()  # once per stretch
+        assert len(errors) == 1  # once per stretch
+        undone = "; the call is undone, and the calls after it until writes succeed"
+        assert errors[0].getMessage() == f"{DeviceError(errno.ENOSPC, 'state: disk full')}{undone}"
         failing[0] = errno.EROFS  # another errno: logged again
         with pytest.raises(pyfuse3.FUSEError) as ei:
             await mknod(fs, b"z")
@@ -480,3 +484,171 @@ async def test_resolve_walks_the_tree_without_fuse() -> None:
             with pytest.raises(DeviceError) as ei:
                 fs.resolve("/dev", path)
             assert ei.value.errno == e, path
+
+
+class Recorder:
+    """A driver that shows what devfsd handed it: its callers, each read's
+    offset, its polls' handles, its last close."""
+
+    def __init__(self) -> None:
+        self.callers: list[tuple[int | None, int, int]] = []
+        self.closes = 0
+        self.chan = WaitChannel("recorder")
+        self.refuse = False
+
+    async def d_open(self, dev: int, flag: int, mode: int, l: Lwp) -> None:
+        if self.refuse:
+            raise DeviceError(errno.EBUSY)
+        self.callers.append((l.pid, l.uid, l.gid))
+
+    async def d_close(self, dev: int, flag: int, mode: int, l: Lwp) -> None:
+        self.closes += 1
+
+    async def d_read(self, dev: int, uio: Uio, ioflag: int) -> None:
+        if uio.offset == 99:
+            raise DeviceError(errno.EAGAIN)
+        uio.uiomove(str(uio.offset).encode())
+
+    async def d_write(self, dev: int, uio: Uio, ioflag: int) -> None:
+        if uio.offset == 99:
+            raise DeviceError(errno.EFBIG)
+        uio.uiomove(bytearray(uio.offset))
+
+    async def d_poll(self, dev: int, events: int, l: Lwp) -> int:
+        self.chan.selrecord(l)
+        return 0
+
+
+@asynccontextmanager
+async def recorder() -> AsyncIterator[tuple[DevFs, Recorder, int]]:
+    """A DevFs with the Recorder attached and one node of it (its inode)."""
+    async with devfs() as (fs, _):
+        r = Recorder()
+        maj = devsw.attach(
+            "recorder",
+            Cdevsw(d_open=r.d_open, d_close=r.d_close, d_read=r.d_read, d_write=r.d_write, d_poll=r.d_poll),
+        )
+        a = await fs.mknod(R, b"rec", stat.S_IFCHR | 0o666, makedev(maj, 0), ROOT)  # type: ignore[arg-type]
+        yield fs, r, a.st_ino
+
+
+async def test_the_driver_sees_the_caller_the_offset_and_the_last_close() -> None:
+    async with recorder() as (fs, r, ino):
+        f = await fs.open(ino, os.O_RDWR, USER)  # type: ignore[arg-type]
+        assert r.callers == [(USER.pid, USER.uid, USER.gid)]
+        assert bytes(await fs.read(f.fh, 7, 10)) == b"7"  # pread(2) at 7
+        assert await fs.write(f.fh, 5, b"x" * 10) == 5  # pwrite(2) at 5
+        for call, e in ((fs.read(f.fh, 99, 1), errno.EAGAIN), (fs.write(f.fh, 99, b"x"), errno.EFBIG)):
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await call
+            assert fuse_errno(ei) == e
+        await fs.release(f.fh)
+        assert r.closes == 1
+
+
+async def test_a_poll_s_handle_reaches_the_driver() -> None:
+    class Handle:
+        notified = 0
+
+        def notify(self) -> None:
+            self.notified += 1
+
+    async with recorder() as (fs, r, ino):
+        f = await fs.open(ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
+        h = Handle()
+        assert await fs.poll(ino, f.fh, h, USER) == 0  # type: ignore[arg-type]
+        r.chan.wakeup()
+        assert h.notified == 1
+        await fs.release(f.fh)
+
+
+async def test_file_handles_stay_distinct_and_each_open_holds_the_node() -> None:
+    async with recorder() as (fs, r, ino):
+        f1 = await fs.open(ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
+        d = await fs.opendir(R, ROOT)  # type: ignore[arg-type]
+        f2 = await fs.open(ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
+        assert len({f1.fh, d, f2.fh}) == 3
+        await fs.unlink(R, b"rec", ROOT)  # type: ignore[arg-type]
+        await fs.forget([(ino, 1)])
+        await fs.release(f1.fh)
+        assert (await fs.getattr(ino, ROOT)).st_nlink == 0  # type: ignore[arg-type]  # f2 holds it
+        assert bytes(await fs.read(f2.fh, 3, 1)) == b"3"
+        await fs.release(f2.fh)
+        assert r.closes == 1
+        with pytest.raises(pyfuse3.FUSEError):
+            await fs.getattr(ino, ROOT)  # type: ignore[arg-type]
+
+
+async def test_a_failed_open_does_not_unbalance_the_open_count() -> None:
+    async with recorder() as (fs, r, ino):
+        r.refuse = True
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.open(ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.EBUSY
+        r.refuse = False
+        f = await fs.open(ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
+        await fs.unlink(R, b"rec", ROOT)  # type: ignore[arg-type]
+        await fs.forget([(ino, 1)])
+        assert (await fs.getattr(ino, ROOT)).st_nlink == 0  # type: ignore[arg-type]  # still open
+        await fs.release(f.fh)
+
+
+async def test_errnos_out_of_range_become_eio() -> None:
+    for e, want in ((0, errno.EIO), (511, 511), (512, errno.EIO)):
+        async with devfs() as (fs, _):
+
+            def on_change(journal: object, e: int = e) -> None:
+                raise DeviceError(e, "x")
+
+            fs.on_change = on_change
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await mknod(fs, b"n")
+            assert fuse_errno(ei) == want
+
+
+async def test_no_control_socket_no_control_attribute() -> None:
+    async with Kernel.running() as k:
+        fs = DevFs(k.spec)
+        assert await fs.listxattr(R, ROOT) == []  # type: ignore[arg-type]
+
+
+async def test_changes_reach_the_state_store(tmp_path: Path) -> None:
+    async with devfs() as (fs, clock):
+        store = StateStore(str(tmp_path))
+        fs.on_change = store.apply
+        d = await fs.mkdir(R, b"d", 0o755, ROOT)  # type: ignore[arg-type]
+        a = await mknod(fs, b"a")
+        attr = pyfuse3.EntryAttributes()
+        attr.st_mode = 0o600
+        await fs.setattr(a.st_ino, attr, Fields(update_mode=True), None, ROOT)  # type: ignore[arg-type]
+        await fs.rmdir(R, b"d", ROOT)  # type: ignore[arg-type]
+        assert (await fs.getattr(R, ROOT)).st_mtime_ns == clock.now  # type: ignore[arg-type]
+        store.close()
+        store = StateStore(str(tmp_path))
+        t = store.load_tree(clock())
+        assert t.lookup(R, b"a").mode == stat.S_IFCHR | 0o600
+        assert [n for n, _ in t.entries(R)] == [b"a"] and d.st_ino not in t.nodes
+        assert t.root.mtime_ns == clock.now - 1
+        store.close()
+
+
+async def test_statfs_rounds_down_to_whole_blocks() -> None:
+    async with devfs() as (fs, _):
+        t = fs.table
+        t.limits = Limits(nr_inodes=0, size=4096 * 10000 + 100, reserve=10)
+        s = await fs.statfs(ROOT)  # type: ignore[arg-type]
+        assert (s.f_blocks, s.f_bfree) == (10000, (4096 * 10000 + 100 - t.bytes_used) // 4096)
+        assert s.f_bavail == ((4096 * 10000 + 100) * 90 // 100 - t.bytes_used) // 4096
+        assert all(type(v) is int for v in (s.f_blocks, s.f_bfree, s.f_bavail))
+
+
+async def test_resolve_s_refusals_say_why() -> None:
+    async with devfs() as (fs, _):
+        await fs.symlink(R, b"s", b"x", ROOT)  # type: ignore[arg-type]
+        for path, text in (
+            ("/devx/a", "/devx/a is not on /dev"),
+            ("/dev/s", "symbolic links are not followed here"),
+        ):
+            with pytest.raises(DeviceError) as ei:
+                fs.resolve("/dev", path)
+            assert str(ei.value) == str(DeviceError(ei.value.errno, text))

@@ -5,18 +5,41 @@ without them."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
+import select
 import shutil
+import signal
 import sqlite3
 import stat
 import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
+import trio
+import trio.testing
 
+from devfsd.cdevsw import (
+    FREAD,
+    IO,
+    IO_NDELAY,
+    IOCPARM_LEN,
+    MAXDEVSW,
+    UIO_READ,
+    Lwp,
+    Uio,
+    WaitChannel,
+    makedev,
+)
+from devfsd.cdevsw._switch import noclose, noopen, nowrite, nullpoll
+from devfsd.cdevsw._table import DevswTable
+from devfsd.cdevsw._wait import signal_pending, sleepers
+from devfsd.errors import DeviceError
 from devfsd.nodes import NAME_MAX, ROOT_INODE, SYMLINK_MAX
 from devfsd.state import _SCHEMA_V0, DB_NAME, LOCK_NAME, StateError, StateStore, check_tree, default_state_dir
 
@@ -347,3 +370,183 @@ def test_an_invalid_inode_number_is_named() -> None:
     with pytest.raises(StateError) as ei:
         check_tree([root, (0, CHR, 0, 0, 0, 0, 0, 0, b"")], [])
     assert str(ei.value) == f"{DB_NAME}: inode 0: invalid inode number{TAIL}"
+
+
+# -- cdevsw -----------------------------------------------------------------------
+
+
+def test_io_is_netbsd_s_void_command() -> None:
+    assert IO(ord("t"), 1) == 0x20007401  # _IO('t', 1): IOC_VOID, no parameter
+    assert IOCPARM_LEN(IO(ord("t"), 1)) == 0
+
+
+async def test_the_no_entry_points_are_enodev_and_nullpoll_is_nothing_ready() -> None:
+    l = Lwp(os.getpid(), 0, 0)
+    for call in (
+        noopen(makedev(1, 0), FREAD, 0, l),
+        noclose(makedev(1, 0), FREAD, 0, l),
+        nowrite(makedev(1, 0), Uio.for_write(b"x", l), 0),
+    ):
+        with pytest.raises(DeviceError) as ei:
+            await call
+        assert ei.value.errno == errno.ENODEV
+    assert await nullpoll(makedev(1, 0), select.POLLIN, l) == 0
+
+
+def test_a_remembered_major_is_not_given_to_another_driver() -> None:
+    from devfsd.cdevsw import Cdevsw, nullopen
+
+    t = DevswTable(reserved={}, dynamic_base=100)
+    t.restore({"old": 100, "older": 101, "clash": 101})  # a major named twice: the first name keeps it
+    assert t.attach("new", Cdevsw(d_open=nullopen)) == 102
+    assert t.attach("old", Cdevsw(d_open=nullopen)) == 100
+    assert t.getmajor("clash") is None
+    assert t.getname(101) == "older"  # an open of 101 autoloads "older"
+    t.restore({"old": 300})  # a name already known keeps its major
+    assert t.getmajor("old") == 100
+    assert t.entries() == [("old", 100, True), ("older", 101, False), ("new", 102, True)]
+
+
+def test_no_free_major_is_enomem() -> None:
+    from devfsd.cdevsw import Cdevsw, nullopen
+
+    t = DevswTable(reserved={}, dynamic_base=MAXDEVSW - 2)
+    t.attach("a", Cdevsw(d_open=nullopen))
+    t.attach("b", Cdevsw(d_open=nullopen))
+    with pytest.raises(DeviceError) as ei:
+        t.attach("c", Cdevsw(d_open=nullopen))
+    assert (ei.value.errno, str(ei.value)) == (errno.ENOMEM, str(DeviceError(errno.ENOMEM, "no free major")))
+
+
+def test_uio_for_read_is_the_caller_s_blocking_read() -> None:
+    l = Lwp(os.getpid(), 0, 0)
+    u = Uio.for_read(10, l)
+    assert (u.rw, u.resid, u.offset, u.lwp, u.nonblock) == (UIO_READ, 10, 0, l, False)
+    assert Uio.for_read(10, l, 5, IO_NDELAY).nonblock
+
+
+class Handle:
+    def __init__(self) -> None:
+        self.notified = 0
+
+    def notify(self) -> None:
+        self.notified += 1
+
+
+async def test_a_poll_recorded_on_two_channels_is_notified_by_the_first_only() -> None:
+    """selrecord takes the poll's handle: a second channel of the same poll
+    records nothing, and its wakeup notifies nobody (and does not fail)."""
+    h = Handle()
+    l = Lwp(os.getpid(), 0, 0, poll_handle=h)
+    rd, wr = WaitChannel("rd"), WaitChannel("wr")
+    rd.selrecord(l)
+    wr.selrecord(l)
+    wr.wakeup()
+    assert h.notified == 0
+    rd.wakeup()
+    assert h.notified == 1
+
+
+async def test_wakeup_one_with_a_sleeper_notifies_the_polls_too() -> None:
+    chan = WaitChannel("one")
+    h = Handle()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as n:
+            n.start_soon(chan.sleep, Lwp(os.getpid(), 0, 0))
+            await trio.testing.wait_all_tasks_blocked()
+            chan.selrecord(Lwp(os.getpid(), 0, 0, poll_handle=h))
+            chan.wakeup_one()
+    assert h.notified == 1
+
+
+async def test_a_cancelled_timed_sleep_is_forgotten_by_the_clock() -> None:
+    """A sleep with a timeout that its caller cancels must not be woken
+    later by the sleep clock (its task has gone on): the run goes on and
+    the next sleep times out normally."""
+    chan = WaitChannel("t")
+    l = Lwp(os.getpid(), 0, 0)
+    with trio.fail_after(5):
+        with trio.move_on_after(0.05):
+            await chan.sleep(l, 0.2)
+        assert sleepers() == 0
+        await trio.sleep(0.4)  # past the cancelled sleep's timeout and checks
+        with pytest.raises(DeviceError) as ei:
+            await chan.sleep(l, 0.1)
+        assert ei.value.errno == errno.EWOULDBLOCK
+
+
+# -- signal_pending: what /proc says of a caller -----------------------------------
+
+_STOPPED_CHILD = """
+import os, signal, sys
+if sys.argv[1] == "block":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def _state(pid: int) -> bytes:
+    with open(f"/proc/{pid}/status", "rb") as f:
+        return next(line for line in f if line.startswith(b"State:"))
+
+
+def _wait_state(pid: int, letter: bytes) -> None:
+    deadline = time.monotonic() + 5
+    while letter not in _state(pid):
+        assert time.monotonic() < deadline, _state(pid)
+        time.sleep(0.01)
+
+
+@contextmanager
+def stopped_child(how: str) -> Iterator[int]:
+    p = subprocess.Popen([sys.executable, "-c", _STOPPED_CHILD, how])
+    try:
+        _wait_state(p.pid, b"T (stopped)")
+        yield p.pid
+    finally:
+        p.kill()
+        p.wait(5)
+
+
+def test_signal_pending_reads_the_caller_s_signals() -> None:
+    assert not signal_pending(0) and not signal_pending(-1)  # no caller (in-process calls)
+    with stopped_child("plain") as pid:
+        assert not signal_pending(pid)  # stopped, nothing pending
+        os.kill(pid, signal.SIGUSR1)  # to the process: ShdPnd
+        assert signal_pending(pid)
+    with stopped_child("block") as pid:
+        os.kill(pid, signal.SIGUSR1)  # pending, but blocked: it will not be taken now
+        assert not signal_pending(pid)
+        os.kill(pid, signal.SIGINT)  # and one it will take
+        assert signal_pending(pid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "tgkill"):
+        pytest.skip("no tgkill in the C library")
+    with stopped_child("plain") as pid:
+        assert libc.tgkill(pid, pid, signal.SIGUSR1) == 0  # to the thread: SigPnd
+        assert signal_pending(pid)
+
+
+def test_signal_pending_of_a_dead_caller() -> None:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    _wait_state(p.pid, b"Z (zombie)")
+    assert signal_pending(p.pid)  # dying: gone as far as its read is concerned
+    p.wait(5)
+    assert signal_pending(p.pid)  # gone
+
+
+def test_a_loading_mark_that_is_not_text_is_refused(tmp_path: Path) -> None:
+    StateStore(str(tmp_path)).close()
+    raw(tmp_path, "INSERT INTO loading VALUES ('s', x'6e')")
+    assert refusal(tmp_path) == f"{DB_NAME}: invalid loading mark 's'{TAIL}"
+
+
+def test_a_row_sqlite_cannot_read_is_refused_as_unreadable(tmp_path: Path) -> None:
+    StateStore(str(tmp_path)).close()
+    raw(tmp_path, "INSERT INTO majors VALUES (CAST(x'ff' AS TEXT), 300)")  # not UTF-8
+    store = StateStore(str(tmp_path))
+    with pytest.raises(StateError) as ei:
+        store.majors()
+    assert ei.value.errno == errno.EINVAL
+    assert str(ei.value).startswith(f"{DB_NAME}: unreadable (")
+    store.close()
