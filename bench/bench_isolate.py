@@ -12,13 +12,18 @@ page-aligned buffer (throughput). Rounds are interleaved, the order
 alternating, and each round gives a ratio: in-process time per call over
 isolated time per call (1.0: isolation costs nothing; issue 14's targets
 are 0.5 at 1 byte and 0.8 at 128 KiB). Prints the median ratio with its
-range and the per-call times. A benchmark, not a test; both mounts are
-removed however it ends.
+range and the per-call times, and where the CPU time of a call goes: the
+time on CPU per call of the daemon, the module host (isolated only) and
+this reader, from ``/proc/PID/schedstat`` (load-independent where the wall
+time is not: on a shared machine the wall time counts other programs'
+turns too). A benchmark, not a test; both mounts are removed however it
+ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import mmap
 import os
 import statistics
@@ -41,6 +46,15 @@ def _children(pid: int) -> list[int]:
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
+
+
+def _cpu_ns(pid: int) -> int:
+    """Nanoseconds ``pid`` has run (all its threads), from ``/proc/PID/schedstat``."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                 assert iso.proc is not None
                 for child in _children(iso.proc.pid):
                     _pin(child, cpus)
+            assert inproc.proc is not None and iso.proc is not None
+            procs = {
+                "in process": {"daemon": inproc.proc.pid},
+                "isolated": {"daemon": iso.proc.pid, "host": _children(iso.proc.pid)[0]},
+            }
+            for who in procs.values():
+                who["reader"] = os.getpid()
             fds = {"in process": os.open(zero_in, os.O_RDONLY), "isolated": os.open(node, os.O_RDONLY)}
             buf = mmap.mmap(-1, 128 * KIB)
             for fd in fds.values():  # warm-up
@@ -79,16 +100,27 @@ def main(argv: list[str] | None = None) -> int:
                 _run_large(fd, buf, 100)
             ratios: dict[str, list[float]] = {"1 B": [], "128 KiB": []}
             per_call: dict[tuple[str, str], list[float]] = {}
+            #: (test, variant, process) -> CPU seconds per call, per round.
+            cpu: dict[tuple[str, str, str], list[float]] = {}
+
+            def on_cpu(test: str, name: str, calls: int, before: dict[str, int]) -> None:
+                for who, pid in procs[name].items():
+                    cpu.setdefault((test, name, who), []).append((_cpu_ns(pid) - before[who]) / calls / 1e9)
+
             for rnd in range(rounds):
                 order = list(fds) if rnd % 2 == 0 else list(reversed(fds))
                 t: dict[tuple[str, str], float] = {}
                 for name in order:
+                    before = {who: _cpu_ns(pid) for who, pid in procs[name].items()}
                     n, secs = _run_small(fds[name], small_calls)
                     assert n == small_calls
                     t[("1 B", name)] = secs / small_calls
+                    on_cpu("1 B", name, small_calls, before)
+                    before = {who: _cpu_ns(pid) for who, pid in procs[name].items()}
                     n, secs = _run_large(fds[name], buf, large_calls)
                     assert n == large_calls * 128 * KIB
                     t[("128 KiB", name)] = secs / large_calls
+                    on_cpu("128 KiB", name, large_calls, before)
                 for test in ratios:
                     ratios[test].append(t[(test, "in process")] / t[(test, "isolated")])
                 for k, v in t.items():
@@ -105,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         b = statistics.median(per_call[(test, "isolated")]) * 1e6
         r = statistics.median(rs)
         print(f"{test:<8} {a:>10.1f}us {b:>10.1f}us {r:>6.2f}  {min(rs):.2f}-{max(rs):.2f}")
+    print("CPU time per call (medians): daemon + host + reader = total")
+    for test in ratios:
+        for name in fds:
+            parts = {who: statistics.median(cpu[(test, name, who)]) * 1e6 for who in procs[name]}
+            shown = " + ".join(f"{who} {us:.1f}" for who, us in parts.items())
+            print(f"{test:<8} {name:<11} {shown} = {sum(parts.values()):.1f}us")
     return 0
 
 

@@ -426,7 +426,7 @@ def wait_idle_readable(fds: tuple[int, ...], timeout: float) -> list[int]:
         return []
     left = min(timeout, runner.deadlines.next_deadline() - runner.clock.current_time())
     ep = io._epoll.fileno()
-    if left <= 0 or ep >= _FD_SETSIZE or not all(0 <= fd < _FD_SETSIZE for fd in fds):
+    if left <= 0 or ep >= _FD_SETSIZE or max(fds) >= _FD_SETSIZE or min(fds) < 0:
         return []
     ready, _, _ = select.select((*fds, ep), (), (), left)
     if ep in ready:
