@@ -676,3 +676,10 @@ def test_sending_rekeys_only_past_rekey_after_messages() -> None:
     assert net.kinds(n) == [(PORT_A, "data")]
     net.write(a, PING_AB)  # past 2**60: a new handshake
     assert net.kinds(n)[1:4] == [(PORT_A, "data"), (PORT_A, "init"), (PORT_B, "resp")]
+
+
+def test_every_packet_of_a_batch_written_while_down_is_counted() -> None:
+    net, a, _b = make_pair()
+    a.device.down()
+    assert a.device.packets_from_tun([PING_AB] * 3, now=net.now, wall_ns=net.clock.wall_ns) == []
+    assert a.device.stats.dropped_down == 3
