@@ -683,3 +683,13 @@ def test_every_packet_of_a_batch_written_while_down_is_counted() -> None:
     a.device.down()
     assert a.device.packets_from_tun([PING_AB] * 3, now=net.now, wall_ns=net.clock.wall_ns) == []
     assert a.device.stats.dropped_down == 3
+
+
+def test_every_packet_of_a_written_batch_is_routed_whatever_its_destination() -> None:
+    net, a, b = established()
+    net.configure(a, f"public_key={B_PK.hex()}\nallowed_ip=0.0.0.0/0\n")
+    net.configure(b, f"public_key={A_PK.hex()}\nallowed_ip=0.0.0.0/0\n")
+    packets = [ipv4("10.0.0.1", d) for d in ("88.88.88.88", "0.0.0.0", "88.88.88.88", "10.0.0.2")]
+    net.carry(a, a.device.packets_from_tun(packets, now=net.now, wall_ns=net.clock.wall_ns))
+    assert b.delivered[1:] == packets
+    assert a.device.stats.dropped_no_route == 0
