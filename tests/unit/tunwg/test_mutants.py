@@ -14,7 +14,7 @@ import signal
 
 import pytest
 
-from modules.tunwg.wg import DeliverPacket, Device, Effect, SendDatagram, SetRequest
+from modules.tunwg.wg import DeliverPacket, Device, Effect, SendDatagram, SetRequest, UapiError
 from modules.tunwg.wg.allowedips import packet_source
 from modules.tunwg.wg.constants import (
     MAX_CONTENT_SIZE,
@@ -32,6 +32,7 @@ from modules.tunwg.wg.replay import ReplayFilter
 from modules.tunwg.wg.uapi import CLOSED, GetRequest
 from tests.unit.tunwg.test_device import (
     A_PK,
+    A_SK,
     B_PK,
     PING_AB,
     PONG_BA,
@@ -693,3 +694,29 @@ def test_every_packet_of_a_written_batch_is_routed_whatever_its_destination() ->
     net.carry(a, a.device.packets_from_tun(packets, now=net.now, wall_ns=net.clock.wall_ns))
     assert b.delivered[1:] == packets
     assert a.device.stats.dropped_no_route == 0
+
+
+def test_packets_staged_while_unbound_go_out_first_once_a_port_is_bound() -> None:
+    def bind(port: int) -> int:
+        if port == 1:
+            raise UapiError(errno.EADDRINUSE, "port 1 is taken")
+        return port or PORT_A
+
+    net, _a, b = make_pair()
+    a = Node("A", Device(rng=random.Random(100).randbytes, bind=bind), PORT_A)
+    net.nodes[PORT_A] = a
+    net.configure(
+        a,
+        f"private_key={A_SK.hex()}\nlisten_port={PORT_A}\n"
+        + peer_line(B_PK, endpoint=f"127.0.0.1:{PORT_B}", allowed=("10.0.0.2/32",)),
+    )
+    net.carry(a, a.device.up(now=net.now))
+    net.write(a, PING_AB)
+    with pytest.raises(UapiError):
+        net.configure(a, "listen_port=1\n")  # A is unbound now: what it is given waits, staged
+    first, second = (ipv4("10.0.0.1", "10.0.0.2", bytes([i]) * 40) for i in (1, 2))
+    net.write(a, first)
+    assert b.delivered == [PING_AB]
+    net.configure(a, f"listen_port={PORT_A}\n")
+    net.write(a, second)
+    assert b.delivered == [PING_AB, first, second]
