@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pyfuse3
 import pytest
 
+from devfsd import _fuseintr
 from devfsd.cdevsw import Cdevsw, Lwp, Uio, WaitChannel, devsw, makedev
 from devfsd.control import CONTROL_XATTR
 from devfsd.errors import DeviceError
@@ -75,11 +76,15 @@ class Clock:
 @asynccontextmanager
 async def devfs() -> AsyncIterator[tuple[DevFs, Clock]]:
     """A DevFs over the harness kernel, mm loaded, with a clock that ticks per call."""
-    async with Kernel.running() as k:
-        await k.modload("mm")
-        clock = Clock()
-        fs = DevFs(k.spec, "/run/devfsd.sock", clock=clock)
-        yield fs, clock
+    kept = _fuseintr.file_of  # DevFs hooks itself in there, as the daemon's does
+    try:
+        async with Kernel.running() as k:
+            await k.modload("mm")
+            clock = Clock()
+            fs = DevFs(k.spec, "/run/devfsd.sock", clock=clock)
+            yield fs, clock
+    finally:
+        _fuseintr.file_of = kept
 
 
 def fuse_errno(exc: pytest.ExceptionInfo[pyfuse3.FUSEError]) -> int:
@@ -607,8 +612,8 @@ async def test_errnos_out_of_range_become_eio() -> None:
 
 
 async def test_no_control_socket_no_control_attribute() -> None:
-    async with Kernel.running() as k:
-        fs = DevFs(k.spec)
+    async with devfs() as (fs, _):
+        fs.control = DevFs(fs.spec).control
         assert await fs.listxattr(R, ROOT) == []  # type: ignore[arg-type]
 
 
