@@ -260,8 +260,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 async def kernel(request: pytest.FixtureRequest) -> AsyncIterator[Kernel]:
     """A harness kernel, tunwg in process or in a host of its own; files a
-    failed test left open are closed, so tunwg unloads."""
-    async with Kernel.running(isolate=request.param == "isolated") as k:
+    failed test left open are closed, so tunwg unloads. Modules that import
+    this fixture (test_tunwg_carrier, test_tunwg_gro) are not parametrized
+    by this module's ``pytest_generate_tests``: they get it in process."""
+    isolated = getattr(request, "param", "in-process") == "isolated"
+    async with Kernel.running(isolate=isolated) as k:
         try:
             yield k
         finally:
