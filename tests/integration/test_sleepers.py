@@ -29,6 +29,7 @@ import pytest
 from devfsd import _trioloop
 from devfsd.cdevsw import makedev
 from devfsd.testing.mount import DevfsdMount, wait_for
+from tests.deadline import deadline
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -43,7 +44,7 @@ PER_UNIT = 50
 #: Bound on each wait (all asleep, all woken).
 WAIT = 60.0
 #: A call made while they all sleep must answer within this.
-PROMPT = 2.0
+PROMPT = 5.0
 #: CPU seconds per second the daemon and its hosts may use with every
 #: sleeper asleep (0.005 measured; 0.3 when a host polled /proc for them).
 IDLE_CPU = 0.05
@@ -105,13 +106,16 @@ def test_thousands_of_sleepers_each_get_one_message(mnt: DevfsdMount) -> None:
         wait_for(lambda: c.status()["sleepers"] == SLEEPERS, WAIT, f"{SLEEPERS} readers asleep", 0.05)
         # Meanwhile the daemon and the driver answer at once.
         t0 = time.monotonic()
-        os.mkdir(mnt.path / "still-serving")
-        os.write(fds[units], b"other")
-        assert os.read(fds[units], 64) == b"other"
+        with deadline(PROMPT, "a mkdir(2), write(2) and read(2) while they sleep"):
+            os.mkdir(mnt.path / "still-serving")
+            os.write(fds[units], b"other")
+            assert os.read(fds[units], 64) == b"other"
         assert time.monotonic() - t0 < PROMPT
         assert mnt.proc is not None
-        watched = c.status()["sleepers_interruptible"]
-        assert watched == (SLEEPERS if _trioloop.PRIVATE is not None else 0)
+        # Each sleep is watched from its 50th millisecond (the clock's first
+        # look): on a loaded machine the last ones may not be yet.
+        watched = SLEEPERS if _trioloop.PRIVATE is not None else 0
+        wait_for(lambda: c.status()["sleepers_interruptible"] == watched, WAIT, f"{watched} sleeps watched")
         bound = IDLE_CPU if watched else IDLE_CPU_POLLED
         cpu0, t0 = cpu_seconds(mnt.proc.pid), time.monotonic()
         time.sleep(1.0)  # the span measured, not a wait for a state
@@ -119,13 +123,14 @@ def test_thousands_of_sleepers_each_get_one_message(mnt: DevfsdMount) -> None:
         assert idle < bound, f"{idle:.3f} CPU s/s with every reader asleep"
         assert c.status()["sleepers"] == SLEEPERS  # nobody woke
         sent = set()
-        for i in range(SLEEPERS):
-            msg = b"m%d" % i
-            sent.add(msg)
-            os.write(fds[i % units], msg)
-        deadline = time.monotonic() + WAIT
+        with deadline(WAIT, f"{SLEEPERS} write(2)s, one per sleeper"):
+            for i in range(SLEEPERS):
+                msg = b"m%d" % i
+                sent.add(msg)
+                os.write(fds[i % units], msg)
+        until = time.monotonic() + WAIT
         for t in threads:
-            t.join(max(deadline - time.monotonic(), 0.01))
+            t.join(max(until - time.monotonic(), 0.01))
         assert not any(t.is_alive() for t in threads), "readers still asleep after every message"
         assert not [g for g in got if isinstance(g, OSError)]
         assert len(got) == SLEEPERS and set(got) == sent  # each exactly one, none twice
