@@ -86,8 +86,8 @@ def test_thousands_of_sleepers_each_get_one_message(mnt: DevfsdMount) -> None:
         p = mnt.path / f"q{u}"
         os.mknod(p, stat.S_IFCHR | 0o666, makedev(maj, u))
         paths.append(p)
-    fds = [os.open(p, os.O_RDWR) for p in paths]
-    mine = [os.open(paths[i % units], os.O_RDONLY) for i in range(SLEEPERS)]
+    fds: list[int] = []
+    mine: list[int] = []
     got: list[bytes | OSError] = []
 
     def sleeper(fd: int) -> None:
@@ -99,6 +99,9 @@ def test_thousands_of_sleepers_each_get_one_message(mnt: DevfsdMount) -> None:
     old = threading.stack_size(256 * 1024)
     threads = []
     try:
+        with deadline(WAIT, f"{len(paths) + SLEEPERS} open(2)s"):
+            fds.extend(os.open(p, os.O_RDWR) for p in paths)
+            mine.extend(os.open(paths[i % units], os.O_RDONLY) for i in range(SLEEPERS))
         for i in range(SLEEPERS):
             t = threading.Thread(target=sleeper, args=(mine[i],), daemon=True)
             t.start()
