@@ -57,6 +57,19 @@ def _cpu_ns(pid: int) -> int:
     return total
 
 
+def print_ratios(
+    what: str, ratios: dict[str, list[float]], per_call: dict[tuple[str, str], list[float]]
+) -> None:
+    """The table: per row, median seconds per call in process and isolated
+    (``per_call[(row, "in process" | "isolated")]``), and the ratio's median and range."""
+    print(f"{what:<8} {'in process':>12} {'isolated':>12} {'ratio':>6}  range")
+    for row, rs in ratios.items():
+        a = statistics.median(per_call[(row, "in process")]) * 1e6
+        b = statistics.median(per_call[(row, "isolated")]) * 1e6
+        r = statistics.median(rs)
+        print(f"{row:<8} {a:>10.1f}us {b:>10.1f}us {r:>6.2f}  {min(rs):.2f}-{max(rs):.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
@@ -131,12 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             iso.stop()
             inproc.stop()
     print(f"{rounds} rounds, pinned to {args.pin}; ratio = in-process time / isolated time per call")
-    print(f"{'test':<8} {'in process':>12} {'isolated':>12} {'ratio':>6}  range")
-    for test, rs in ratios.items():
-        a = statistics.median(per_call[(test, "in process")]) * 1e6
-        b = statistics.median(per_call[(test, "isolated")]) * 1e6
-        r = statistics.median(rs)
-        print(f"{test:<8} {a:>10.1f}us {b:>10.1f}us {r:>6.2f}  {min(rs):.2f}-{max(rs):.2f}")
+    print_ratios("test", ratios, per_call)
     print("CPU time per call (medians): daemon + host + reader = total")
     for test in ratios:
         for name in fds:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import mmap
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from typing import Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree, for bench.*
 
-from bench.bench_isolate import _children
+from bench.bench_isolate import _children, print_ratios
 from bench.bench_read import _pin
 from devfsd.testing.mount import DevfsdMount
 from modules.crandom.crandom import MAX_READ
@@ -117,12 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             for m in mounts.values():
                 m.stop()
     print(f"{rounds} rounds, pinned to {args.pin}; ratio = in-process time / isolated time per read")
-    print(f"{'read':<8} {'in process':>12} {'isolated':>12} {'ratio':>6}  range")
-    for label, rs in ratios.items():
-        a = statistics.median(per_read[(label, "in process")]) * 1e6
-        b = statistics.median(per_read[(label, "isolated")]) * 1e6
-        r = statistics.median(rs)
-        print(f"{label:<8} {a:>10.1f}us {b:>10.1f}us {r:>6.2f}  {min(rs):.2f}-{max(rs):.2f}")
+    print_ratios("read", ratios, per_read)
     return 0
 
 
