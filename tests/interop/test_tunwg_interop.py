@@ -169,6 +169,20 @@ def _tcp_exchange(
     return out.decode().strip(), cli.stdout.strip()
 
 
+def _tcp_both_ways_and_counters(tunnel: Tunnel, addr: str, nbytes: int) -> None:
+    """``nbytes`` each way at once on one TCP connection to wireguard-go's end
+    at ``addr``, hashes checked; then each side's tx against the other's rx,
+    which differ only by datagrams the receiving kernel dropped (UDP InErrors)."""
+    t, g = tunnel.t, tunnel.g
+    got_g, got_t = _tcp_exchange(g.ns, t.ns, addr, nbytes, 30.0)
+    assert got_g == tcpcheck.digest(tcpcheck.payload(2, nbytes))  # tunwg -> wireguard-go
+    assert got_t == tcpcheck.digest(tcpcheck.payload(1, nbytes))  # wireguard-go -> tunwg
+    tw, go = tunnel.settled()
+    for sent, got, receiver in ((tw.tx, go.rx, g.ns), (go.tx, tw.rx, t.ns)):
+        drops = udp_in_errors(receiver)
+        assert TRANSPORT_OVERHEAD * drops <= sent - got <= FULL_MESSAGE * drops, (sent, got, drops)
+
+
 @pytest.mark.parametrize("how", ["packet", "batch", "daemon"])
 @pytest.mark.parametrize("family", ["inner4", "inner6"])
 def test_tcp_stream_both_ways_bytes_checked(make_tunnel: MakeTunnel, family: str, how: str) -> None:
@@ -180,14 +194,7 @@ def test_tcp_stream_both_ways_bytes_checked(make_tunnel: MakeTunnel, family: str
     bare transport message and a full one)."""
     tunnel = make_tunnel(batch=how == "batch", mode="daemon" if how == "daemon" else "bridge")
     t, g = tunnel.t, tunnel.g
-    nbytes = 4 << 20
-    got_g, got_t = _tcp_exchange(g.ns, t.ns, getattr(g, family), nbytes, 30.0)
-    assert got_g == tcpcheck.digest(tcpcheck.payload(2, nbytes))  # tunwg -> wireguard-go
-    assert got_t == tcpcheck.digest(tcpcheck.payload(1, nbytes))  # wireguard-go -> tunwg
-    tw, go = tunnel.settled()
-    for sent, got, receiver in ((tw.tx, go.rx, g.ns), (go.tx, tw.rx, t.ns)):
-        drops = udp_in_errors(receiver)
-        assert TRANSPORT_OVERHEAD * drops <= sent - got <= FULL_MESSAGE * drops, (sent, got, drops)
+    _tcp_both_ways_and_counters(tunnel, getattr(g, family), 4 << 20)
     assert "sendto" not in t.host.log_text()  # tunwg lost no datagram on its own side
 
 
@@ -204,14 +211,7 @@ def test_isolated_tunwg_pings_and_carries_tcp_both_ways(make_tunnel: MakeTunnel,
     for src, dst in ((t.ns, g.inner4), (g.ns, t.inner4), (t.ns, g.inner6), (g.ns, t.inner6)):
         r = ping(src, dst, count=3, interval=0.1)
         assert (r.transmitted, r.received) == (3, 3), (src.name, dst)
-    nbytes = 1 << 20
-    got_g, got_t = _tcp_exchange(g.ns, t.ns, g.inner4, nbytes, 30.0)
-    assert got_g == tcpcheck.digest(tcpcheck.payload(2, nbytes))  # tunwg -> wireguard-go
-    assert got_t == tcpcheck.digest(tcpcheck.payload(1, nbytes))  # wireguard-go -> tunwg
-    tw, go = tunnel.settled()
-    for sent, got, receiver in ((tw.tx, go.rx, g.ns), (go.tx, tw.rx, t.ns)):
-        drops = udp_in_errors(receiver)
-        assert TRANSPORT_OVERHEAD * drops <= sent - got <= FULL_MESSAGE * drops, (sent, got, drops)
+    _tcp_both_ways_and_counters(tunnel, g.inner4, 1 << 20)
 
 
 # -- sessions ---------------------------------------------------------------------------

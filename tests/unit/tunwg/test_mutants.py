@@ -156,15 +156,20 @@ def test_cookie_secret_is_fresh_for_120s_after_it_was_made_not_after_zero() -> N
     assert not checker.check_mac2(retry, source, now=1120.001)
 
 
-def test_rekey_after_messages_is_past_2_to_the_60_and_time_counts_from_creation() -> None:
-    a = Keypair(
+def _initiator_keypair(created: float) -> Keypair:
+    """An initiator's keypair made at ``created`` (keys and indices do not matter here)."""
+    return Keypair(
         send_key=bytes(32),
         receive_key=bytes(32),
         local_index=1,
         remote_index=2,
         is_initiator=True,
-        created=1000.0,
+        created=created,
     )
+
+
+def test_rekey_after_messages_is_past_2_to_the_60_and_time_counts_from_creation() -> None:
+    a = _initiator_keypair(created=1000.0)
     a.send_counter = REKEY_AFTER_MESSAGES
     assert not a.needs_rekey_sending(1001.0)  # wireguard-go: sendNonce > RekeyAfterMessages
     a.send_counter = REKEY_AFTER_MESSAGES + 1
@@ -175,14 +180,7 @@ def test_rekey_after_messages_is_past_2_to_the_60_and_time_counts_from_creation(
 
 
 def test_last_minute_rekey_counts_from_creation_not_from_zero() -> None:
-    a = Keypair(
-        send_key=bytes(32),
-        receive_key=bytes(32),
-        local_index=1,
-        remote_index=2,
-        is_initiator=True,
-        created=1000.0,
-    )
+    a = _initiator_keypair(created=1000.0)
     assert not a.needs_rekey_receiving(1001.0)
     assert not a.needs_rekey_receiving(1165.0)
     assert a.needs_rekey_receiving(1165.1)
