@@ -19,7 +19,7 @@ Per peer, as wireguard-go keeps it:
 - ``handshake`` (one ``Handshake``) and the keypair slots ``previous``,
   ``current``, ``next``: an initiator's new session becomes current at
   once; a responder's waits in ``next`` until the first transport message
-  on it authenticates (``receive_transport`` promotes it: "handshake
+  on it authenticates (``receive_transports`` promotes it: "handshake
   complete"). Only ``current`` sends; every keypair in the index table
   receives until it is 180 s old.
 - ``staged``: up to 128 packets waiting for a usable keypair (oldest
@@ -33,7 +33,7 @@ Per peer, as wireguard-go keeps it:
   plaintext + 32 and accepted handshakes as 148 or 92), and
   ``last_handshake_ns`` (wall clock at handshake completion, 0 = never).
 
-Hot paths: ``send_packet`` and ``receive_transport`` run once per packet;
+Hot paths: ``send_packets`` and ``receive_transports`` run once per batch;
 they call ``Keypair.encrypt``/``decrypt`` directly, build no record but the
 effect, and format no log text. The rest runs per handshake or timer.
 
@@ -250,20 +250,14 @@ class Peer:
 
     # --- Send path (wireguard-go send.go) -------------------------------------------
 
-    def send_packet(self, packet: bytes, now: float, wall_ns: int) -> list[Effect]:
-        """Send one IP packet the node was given, or stage it and start a handshake.
+    def send_packets(self, packets: Sequence[bytes], now: float, wall_ns: int, out: list[Effect]) -> None:
+        """Send the IP packets the node was given, in order, appending to ``out``;
+        each is sent, or staged with a handshake started.
 
         The fast path: nothing staged, a current keypair that may still send,
         an endpoint and a bound port. Anything else stages the packet and runs
         ``send_staged``, as wireguard-go's ``StagePackets`` + ``SendStagedPackets``.
-        Caller must have routed ``packet`` to this peer (allowed IPs).
-        """
-        out: list[Effect] = []
-        self.send_packets((packet,), now, wall_ns, out)
-        return out
-
-    def send_packets(self, packets: Sequence[bytes], now: float, wall_ns: int, out: list[Effect]) -> None:
-        """``send_packet`` for each of ``packets``, in order, appending to ``out``.
+        Caller must have routed each packet to this peer (allowed IPs).
 
         The effects, counters and timers come out exactly as from the calls
         one by one; what a run of packets on the fast path shares is done
@@ -519,22 +513,6 @@ class Peer:
 
     # --- Receive path (wireguard-go receive.go RoutineSequentialReceiver) --------------
 
-    def receive_transport(
-        self, keypair: Keypair, data: bytes, source: Endpoint, now: float, wall_ns: int
-    ) -> list[Effect]:
-        """Open a transport message addressed to one of this peer's keypairs.
-
-        Order as wireguard-go: authenticate and check replay (``decrypt``);
-        promote a responder's next keypair (handshake complete, flush
-        staged); count; roam; maybe rekey at the last minute; timers; then,
-        unless it is a keepalive, check the IP header, trim the padding and
-        check the inner source against allowed IPs before delivering.
-        Caller must have found ``keypair`` by the message's receiver index.
-        """
-        out: list[Effect] = []
-        self.receive_transports(keypair, (data,), source, now, wall_ns, out)
-        return out
-
     def receive_transports(
         self,
         keypair: Keypair,
@@ -544,9 +522,17 @@ class Peer:
         wall_ns: int,
         out: list[Effect],
     ) -> None:
-        """``receive_transport`` for each of ``datagrams`` (all from ``source``), in
-        order, appending to ``out``; the same effects, counters and timers as
-        the calls one by one. An inner source address allowed for one packet
+        """Open transport messages (all from ``source``) addressed to one of this
+        peer's keypairs, in order, appending to ``out``.
+
+        Order per message as wireguard-go: authenticate and check replay
+        (``decrypt``); promote a responder's next keypair (handshake
+        complete, flush staged); count; roam; maybe rekey at the last
+        minute; timers; then, unless it is a keepalive, check the IP header,
+        trim the padding and check the inner source against allowed IPs
+        before delivering. Caller must have found ``keypair`` by the
+        message's receiver index. The same effects, counters and timers as
+        one message at a time. An inner source address allowed for one packet
         is not looked up again for the next (the table does not change in
         between)."""
         allowed_src = b""
