@@ -138,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--host-restarts",
-        type=int,
+        type=_count,
         default=5,
         metavar="N",
         help="an isolated module whose host dies N+1 times in a row stays down (modload -I)",
@@ -192,6 +192,13 @@ def _bytes(text: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"{text}: not a number of bytes >= 0")
     return v
+
+
+def _count(text: str) -> int:
+    """A whole number, 0 or more (argparse type)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text}: not a whole number >= 0")
+    return int(text)
 
 
 def _seconds(text: str) -> float:
