@@ -29,6 +29,7 @@ from modules.tunwg.wg.keypair import Keypair
 from modules.tunwg.wg.keys import clamp
 from modules.tunwg.wg.messages import CookieReply, Initiation, Response, Transport, parse, transport_receiver
 from modules.tunwg.wg.replay import ReplayFilter
+from modules.tunwg.wg.timers import GIVE_UP_AFTER_ATTEMPTS
 from modules.tunwg.wg.uapi import CLOSED, GetRequest
 from tests.unit.tunwg.test_device import (
     A_PK,
@@ -718,3 +719,46 @@ def test_packets_staged_while_unbound_go_out_first_once_a_port_is_bound() -> Non
     net.configure(a, f"listen_port={PORT_A}\n")
     net.write(a, second)
     assert b.delivered == [PING_AB, first, second]
+
+
+def test_a_refused_initiation_frees_the_index_it_reserved() -> None:
+    # A low-order peer key: every initiation is refused after its index was
+    # drawn; the index goes back, so refusals every 5 s leave no entry behind.
+    net = Net()
+    a = net.add("A", PORT_A, seed=1)
+    net.carry(a, a.device.up(now=0.0))
+    net.configure(
+        a,
+        f"private_key={A_SK.hex()}\nlisten_port={PORT_A}\n"
+        + peer_line(bytes(32), endpoint=f"127.0.0.1:{PORT_B}", allowed=("10.0.9.0/24",)),
+    )
+    peer = a.device.peers[bytes(32)]
+    for t in (0.0, 6.0, 12.0):
+        net.run_until(t)
+        net.write(a, ipv4("10.0.0.1", "10.0.9.1"))
+        assert peer.timers.handshake_attempts == 0  # an initiation was begun (and refused)
+    assert net.wire == []
+    assert a.device._indices == {}
+
+
+def test_rekeying_on_send_starts_the_count_to_give_up_over() -> None:
+    # A session past rekey_after_time whose peer went silent: the new-handshake
+    # timer's initiation has been retried 19 times (the next expiry gives up)
+    # when a packet is sent on the old session. Its rekey is a new initiation,
+    # not a retry: the count starts over and the retries go on.
+    net, a, _b = make_pair(a_kw={"rekey_after_time": 1.0})
+    net.write(a, PING_AB)
+    net.blocked.update((PORT_A, PORT_B))
+    start = len(net.wire)
+    timers = a.device.peers[B_PK].timers
+    while timers.handshake_attempts < GIVE_UP_AFTER_ATTEMPTS - 1:
+        deadline = a.device.next_deadline()
+        assert deadline is not None and deadline < 150.0
+        net.run_until(deadline)
+    assert [k for _, k in net.kinds(start)].count("init") == GIVE_UP_AFTER_ATTEMPTS  # 1 + 19 retries
+    n = len(net.wire)
+    net.write(a, PING_AB)  # the session is < 180 s old: sent on it, and a rekey (rate-limited)
+    assert net.kinds(n) == [(PORT_A, "data")]
+    net.run_until(net.now + REKEY_TIMEOUT + 0.334)
+    assert net.kinds(n) == [(PORT_A, "data"), (PORT_A, "init")]
+    assert timers.handshake_attempts == 1
