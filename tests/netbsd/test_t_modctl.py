@@ -28,9 +28,11 @@ K_HELPER = str(MODS / "k_helper")
 K_HELPER2 = str(MODS / "k_helper2")
 
 
-@pytest.fixture(scope="module")
-def mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevfsdMount]:
-    with DevfsdMount(tmp_path_factory.mktemp("t_modctl"), modpath=[MODS]) as m:
+@pytest.fixture(scope="module", params=["in-process", "isolated"])
+def mnt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevfsdMount]:
+    """k_helper in process, or in a host of its own (``--isolate``): every test here runs both ways."""
+    isolate = ["--isolate"] if request.param == "isolated" else []
+    with DevfsdMount(tmp_path_factory.mktemp("t_modctl"), modpath=[MODS], args=isolate) as m:
         yield m
 
 
@@ -120,10 +122,18 @@ def test_cmd_load_props_xml(mnt: DevfsdMount) -> None:
 def test_cmd_load_recurse(mnt: DevfsdMount) -> None:
     """t_modctl.c:393-417: k_helper's INIT loads k_helper2 (``prop_recurse``,
     module_load(9)): prop_int_load = 0, k_helper2 present; both unload, in
-    that order (k_helper does not hold k_helper2)."""
+    that order (k_helper does not hold k_helper2). Isolated, k_helper2
+    loads inside k_helper's host (devfsd-module(9) ISOLATION): its node
+    works, it is no module of modstat's, and it goes with k_helper."""
     assert load(mnt, K_HELPER, {"prop_recurse": K_HELPER2}) == 0
     assert k_helper_report(mnt)["prop_int_load"] == "0"
     assert report(mnt, "k_helper2")["vendor.k_helper2.present"] == "1"
+    (row,) = mnt.client().modstat("k_helper")["modules"]
+    if "i" in row["flags"]:
+        assert mnt.client().modstat("k_helper2")["modules"] == []
+        assert unload(mnt, "k_helper") == 0
+        assert report(mnt, "k_helper2") == {}
+        return
     assert unload(mnt, "k_helper") == 0
     assert unload(mnt, "k_helper2") == 0
 

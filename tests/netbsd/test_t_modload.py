@@ -28,9 +28,11 @@ pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 K_HELPER = str(MODS / "k_helper")
 
 
-@pytest.fixture(scope="module")
-def mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevfsdMount]:
-    with DevfsdMount(tmp_path_factory.mktemp("t_modload"), modpath=[MODS]) as m:
+@pytest.fixture(scope="module", params=["in-process", "isolated"])
+def mnt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevfsdMount]:
+    """k_helper in process, or in a host of its own (``--isolate``): every test here runs both ways."""
+    isolate = ["--isolate"] if request.param == "isolated" else []
+    with DevfsdMount(tmp_path_factory.mktemp("t_modload"), modpath=[MODS], args=isolate) as m:
         yield m
 
 

@@ -40,9 +40,16 @@ RATIO = 20.0
 FLOOR = 0.05
 
 
+@pytest.fixture(params=["in-process", "isolated"])
+def isolate(request: pytest.FixtureRequest) -> list[str]:
+    """msgq and faulty in process, or each in a host of its own (``--isolate``)."""
+    return ["--isolate"] if request.param == "isolated" else []
+
+
 @pytest.fixture
-def mnt(tmp_path: Path) -> Iterator[DevfsdMount]:
-    with DevfsdMount(tmp_path, modpath=[MODS]) as m:
+def mnt(tmp_path: Path, isolate: list[str]) -> Iterator[DevfsdMount]:
+    """A mount, in process and isolated: the tests on it run both ways."""
+    with DevfsdMount(tmp_path, modpath=[MODS], args=isolate) as m:
         yield m
 
 
@@ -99,11 +106,17 @@ class Ops:
         c.modunload("faulty")
         c.modload("faulty")
 
-    def measure(self, n: int) -> dict[str, float]:
-        return {name: median_time(getattr(self, name), n) for name in ("mknod", "stat", "rw", "modload")}
+    def measure(self, n: int, modloads: int) -> dict[str, float]:
+        """Medians of ``n`` of each, but ``modloads`` modload cycles."""
+        times = {name: median_time(getattr(self, name), n) for name in ("mknod", "stat", "rw")}
+        return times | {"modload": median_time(self.modload, modloads)}
 
 
-def test_1000_sleepers_others_keep_normal_speed(mnt: DevfsdMount, figures: dict[str, Any]) -> None:
+def test_1000_sleepers_others_keep_normal_speed(
+    mnt: DevfsdMount, figures: dict[str, Any], isolate: list[str]
+) -> None:
+    """Isolated, each modload starts a host (a new Python): 5 of them, not 50."""
+    modloads = 5 if isolate else 50
     c = mnt.client()
     c.modload("msgq")
     c.modload("faulty")
@@ -114,7 +127,7 @@ def test_1000_sleepers_others_keep_normal_speed(mnt: DevfsdMount, figures: dict[
         p = mnt.path / f"q{u}"
         os.mknod(p, stat.S_IFCHR | 0o666, makedev(qmaj, u))
         qs.append(p)
-    before = Ops(mnt, "before").measure(50)
+    before = Ops(mnt, "before").measure(50, modloads)
     rss0, fds0 = daemon_usage(mnt)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -129,7 +142,7 @@ def test_1000_sleepers_others_keep_normal_speed(mnt: DevfsdMount, figures: dict[
             )
         wait_for(lambda: c.status()["sleepers"] >= SLEEPERS, 120, f"{SLEEPERS} sleepers", 0.1)
         figures["spawn_and_block_1000_s"] = round(time.monotonic() - t0, 2)
-        during = Ops(mnt, "during").measure(50)
+        during = Ops(mnt, "during").measure(50, modloads)
         figures["rss_kb_with_1000_sleepers"], figures["fds_with_1000_sleepers"] = daemon_usage(mnt)
         assert c.status()["sleepers"] == SLEEPERS  # nobody woke or died
         # Release them: one message per sleeper; each gets exactly one.
@@ -167,7 +180,14 @@ def test_1000_sleepers_others_keep_normal_speed(mnt: DevfsdMount, figures: dict[
     assert fds1 <= fds0
 
 
-def test_10000_nodes_in_one_directory(mnt: DevfsdMount, figures: dict[str, Any]) -> None:
+def test_10000_nodes_in_one_directory(tmp_path: Path, figures: dict[str, Any]) -> None:
+    """In process only: the nodes are the daemon's (mknod, readdir, lookup,
+    stat); faulty is loaded for its major and never called."""
+    with DevfsdMount(tmp_path, modpath=[MODS]) as mnt:
+        nodes_in_one_directory(mnt, figures)
+
+
+def nodes_in_one_directory(mnt: DevfsdMount, figures: dict[str, Any]) -> None:
     mnt.client().modload("faulty")
     maj = major_of(mnt, "faulty")
     small, big = mnt.path / "small", mnt.path / "big"
@@ -236,8 +256,11 @@ print(ok, bad)
 
 
 def test_100_load_unload_cycles_under_readers(
-    mnt: DevfsdMount, tmp_path: Path, figures: dict[str, Any]
+    mnt: DevfsdMount, tmp_path: Path, figures: dict[str, Any], isolate: list[str]
 ) -> None:
+    """100 cycles in process; isolated, each load starts a host (a new
+    Python), so 20."""
+    cycles = 20 if isolate else 100
     c = mnt.client()
     c.modload("faulty")
     maj = major_of(mnt, "faulty")
@@ -256,14 +279,14 @@ def test_100_load_unload_cycles_under_readers(
     try:
         wait_for(lambda: c.status()["open_files"] >= len(readers), 30, "readers hammering")
         t0 = time.monotonic()
-        for _ in range(100):
+        for _ in range(cycles):
             c.modunload("faulty")
             try:
                 c.modload("faulty")
             except ControlError as exc:  # a reader's open autoloaded it first
                 if exc.errno != errno.EEXIST:
                     raise
-        figures["cycles_100_s"] = round(time.monotonic() - t0, 2)
+        figures[f"cycles_{cycles}_s"] = round(time.monotonic() - t0, 2)
         stop.touch()
         counts = []
         for r in readers:
