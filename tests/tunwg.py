@@ -80,6 +80,7 @@ class TunwgHost:
         self.count = count
         self.props: dict[str, str | int | bool] = {"ifname": self.prefix, "count": count, **(props or {})}
         self.mtu = int(self.props.get("mtu", DEFAULT_MTU))
+        self.isolate = isolate
         isolated = ["--isolate"] if isolate else []
         self.mount = DevfsdMount(base, args=["--debug", *isolated], wrapper=nsenter_argv(ns))
         self._bridges: list[subprocess.Popen[bytes]] = []
@@ -94,7 +95,11 @@ class TunwgHost:
         """Start the daemon and load tunwg; its interfaces and UAPI sockets exist on return."""
         try:
             self.mount.start()
-            self.mount.client().modload("tunwg", self.props)
+            client = self.mount.client()
+            client.modload("tunwg", self.props)
+            (row,) = client.modstat("tunwg")["modules"]
+            if ("i" in row["flags"]) != self.isolate:  # modstat FLAG i: loaded isolated
+                raise RuntimeError(f"tunwg loaded with flags {row['flags']!r}, isolate={self.isolate}")
         except BaseException:
             self.stop()
             raise

@@ -46,10 +46,17 @@ def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=["in-process", "isolated"])
+def isolated(request: pytest.FixtureRequest) -> bool:
+    """tunwg in the daemon, or in a module host of its own (``devfsd
+    --isolate``, issue 14): each test that makes a tunnel runs both ways."""
+    return bool(request.param == "isolated")
+
+
 @pytest.fixture
-def tunnel(tmp_path: Path, mode: str) -> Iterator[Tunnel]:
-    """A tunwg - wireguard-go tunnel with the default options, in each ``mode``."""
-    with tunwg_tunnel(tmp_path, mode=mode) as t:
+def tunnel(tmp_path: Path, mode: str, isolated: bool) -> Iterator[Tunnel]:
+    """A tunwg - wireguard-go tunnel with the default options, in each ``mode``, in process and isolated."""
+    with tunwg_tunnel(tmp_path, mode=mode, isolate=isolated) as t:
         yield t
 
 
@@ -63,13 +70,15 @@ class MakeTunnel(Protocol):
         tunwg_knows_go_as: str | None = None,
         batch: bool = False,
         mode: str = "bridge",
-        isolate: bool = False,
+        isolate: bool | None = None,
     ) -> Tunnel: ...
 
 
 @pytest.fixture
-def make_tunnel(tmp_path: Path) -> Iterator[MakeTunnel]:
-    """``make_tunnel(**options)``: a tunnel with ``tunwg_tunnel``'s options, torn down after the test."""
+def make_tunnel(tmp_path: Path, isolated: bool) -> Iterator[MakeTunnel]:
+    """``make_tunnel(**options)``: a tunnel with ``tunwg_tunnel``'s options, torn
+    down after the test; tunwg isolated as the ``isolated`` fixture says
+    unless ``isolate`` is given."""
     with contextlib.ExitStack() as stack:
 
         def make(
@@ -80,7 +89,7 @@ def make_tunnel(tmp_path: Path) -> Iterator[MakeTunnel]:
             tunwg_knows_go_as: str | None = None,
             batch: bool = False,
             mode: str = "bridge",
-            isolate: bool = False,
+            isolate: bool | None = None,
         ) -> Tunnel:
             return stack.enter_context(
                 tunwg_tunnel(
@@ -91,7 +100,7 @@ def make_tunnel(tmp_path: Path) -> Iterator[MakeTunnel]:
                     tunwg_knows_go_as=tunwg_knows_go_as,
                     batch=batch,
                     mode=mode,
-                    isolate=isolate,
+                    isolate=isolated if isolate is None else isolate,
                 )
             )
 
