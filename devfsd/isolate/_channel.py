@@ -118,6 +118,9 @@ def receive_now(sock: socket.socket, rx: Receiver, buf: bytearray) -> list[Messa
         raise
     if not n:
         return None
+    m = rx.whole(buf, n)
+    if m is not None:
+        return [m]
     with memoryview(buf) as view:
         rx.feed(view[:n])
     out = []

@@ -93,6 +93,8 @@ class _PollToken:
         self.host.out.send(P.encode(P.Kind.NOTIFY, self.token))
 
 
+_READ: Final = int(P.Kind.READ)
+
 #: Kinds the reader handles at once, without a task (no reply, or PING's).
 _INLINE_KINDS: Final = frozenset(
     {P.Kind.PING, P.Kind.CANCEL, P.Kind.INTERRUPT, P.Kind.RELEASE, P.Kind.REPLY, P.Kind.NOTIFY}
@@ -246,8 +248,12 @@ class Host:
     async def _handle(self, m: P.Message) -> None:
         more: Buffer = b""
         try:
-            got = await self._do(m)
-            out, more = got if isinstance(got, tuple) else (got, b"")
+            spec = self.spec
+            if m.kind == _READ and spec is not None:  # _do's, inline: the usual request
+                fp, size, off = self._read_args(m.body)
+                out, more = self._read_reply(m, await spec.read(fp, size, off))
+            else:
+                out = await self._do(m)
         except DevfsdError as exc:
             out = P.error_reply(m.rid, exc)
         except Exception:
@@ -262,33 +268,49 @@ class Host:
                 forget_interrupt(req[1])
         self.out.send(out, more)
 
+    def _read_args(self, body: bytes) -> tuple[File, int, int]:
+        """A ``READ``'s file, size and offset.
+
+        Raises:
+            ProtocolError: a short body; DeviceError: ``EBADF``, no such file.
+        """
+        fid, size, off = P.READ.unpack_from(body) if len(body) >= P.READ.size else P.unpack(P.READ, body)
+        fp = self.files.get(fid)
+        if fp is None:
+            raise DeviceError(errno.EBADF)
+        return fp, size, off
+
+    def _read_reply(self, m: P.Message, data: Buffer) -> tuple[bytes, Buffer]:
+        """A ``READ``'s reply: in the slot it lent (``REPLY_SHM``), or the
+        header then the data (joined when small: one buffer to send)."""
+        n = len(data)
+        if n < P.SHM_MIN:
+            return P.reply_head(m.rid, n) + data, b""
+        body = m.body
+        shm = self.shm
+        if shm is not None and len(body) >= P.READ.size + P.READ_SLOT.size:
+            (slot,) = P.READ_SLOT.unpack_from(body, P.READ.size)
+            if slot < P.SHM_SLOTS and n <= P.SHM_SLOT:  # the slot it lent
+                start = slot * P.SHM_SLOT
+                shm[start : start + n] = data
+                return P.encode(P.Kind.REPLY_SHM, m.rid, P.SHM_REPLY.pack(n)), b""
+        return P.reply_head(m.rid, n), data
+
     def _file(self, fid: int) -> File:
         fp = self.files.get(fid)
         if fp is None:
             raise DeviceError(errno.EBADF)
         return fp
 
-    async def _do(self, m: P.Message) -> bytes | tuple[bytes, Buffer]:
-        """The reply to ``m``: whole, or its start and a payload to send after it."""
+    async def _do(self, m: P.Message) -> bytes:
+        """The reply to ``m`` (not a ``READ``: ``_handle`` answers those)."""
         kind, rid, body = m.kind, m.rid, m.body
         if kind == P.Kind.LOAD:
             return P.reply(rid, 0, P.encode_json(await self._load(P.decode_json(body))))
         spec = self.spec
         if spec is None:
             raise DeviceError(errno.ENXIO, "no module loaded")
-        if kind == P.Kind.READ:
-            fid, size, off = P.unpack(P.READ, body)
-            data = await spec.read(self._file(fid), size, off)
-            n = len(data)
-            shm = self.shm
-            if n >= P.SHM_MIN and shm is not None and len(body) >= P.READ.size + P.READ_SLOT.size:
-                (slot,) = P.READ_SLOT.unpack_from(body, P.READ.size)
-                if slot < P.SHM_SLOTS and n <= P.SHM_SLOT:  # the slot it lent
-                    start = slot * P.SHM_SLOT
-                    shm[start : start + n] = data
-                    return P.encode(P.Kind.REPLY_SHM, rid, P.SHM_REPLY.pack(n))
-            return P.reply_head(rid, n), data
-        if kind == P.Kind.WRITE:
+        if kind == P.Kind.WRITE:  # READ: _handle
             fid, off = P.unpack(P.WRITE, body)
             n = await spec.write(self._file(fid), body[P.WRITE.size :], off)
             return P.reply(rid, 0, P.COUNT.pack(n))

@@ -111,6 +111,7 @@ SYNC_WASTE: Final = 0.02
 SYNC_KINDS: Final = frozenset(
     {P.Kind.OPEN, P.Kind.CLOSE, P.Kind.READ, P.Kind.WRITE, P.Kind.POLL, P.Kind.IOCTL}
 )
+_REPLY: Final = int(P.Kind.REPLY)
 #: Most (kind, dev) pairs a host keeps a backoff for; past it they are forgotten.
 _SYNC_KEYS: Final = 256
 
@@ -204,6 +205,9 @@ class HostProcess:
         #: Per (kind, dev) whose last synchronous wait ran out: the time
         #: before which its calls sleep at once, and how many ran out in a row.
         self._sync_off: dict[tuple[int, int], tuple[float, int]] = {}
+        #: What a call waits for in ``_sync_wait`` (the socket, stderr, the
+        #: pidfd), while they are open (from ``start`` to ``reap``).
+        self._sync_fds: tuple[int, int, int] | None = None
         #: Replies read by the call that waited for them (for tests and the bench).
         self.sync_replies = 0
         #: The shared buffer (``protocol``, "Shared memory"), mapped read-only:
@@ -281,6 +285,7 @@ class HostProcess:
         os.set_blocking(self.proc.stderr.fileno(), False)
         mine.setblocking(False)
         self.sock = mine
+        self._sync_fds = (mine.fileno(), self.proc.stderr.fileno(), self._pidfd)
         self.out = Sender(mine)
         self.started_at = trio.current_time()
         log.debug("module %s: host %d started", self.name, self.pid)
@@ -373,7 +378,7 @@ class HostProcess:
         out = self.out
         out.send(P.encode(kind, rid, body))
         if kind in SYNC_KINDS and _trioloop.PRIVATE is not None and not out.backlog:
-            self._sync_wait(c, rid, (kind, dev or 0))
+            self._sync_wait(c, rid, kind, dev)
         try:
             if not c.done:
                 if caller is None:
@@ -396,47 +401,56 @@ class HostProcess:
     def _interrupt(self, rid: int) -> None:
         self.post(P.encode(P.Kind.INTERRUPT, rid))
 
-    def _sync_wait(self, c: _Call, rid: int, key: tuple[int, int]) -> None:
-        """Wait for ``c``'s reply (request ``rid``) with the thread blocked
-        while the loop is idle, up to ``SYNC_WAIT``, taking what comes
-        meanwhile. Returns with ``c`` done, or not (then the call sleeps)."""
-        if self._delivering or self._deferred:
-            return
-        now = time.monotonic()
-        off = self._sync_off.get(key)
-        if (off is not None and now < off[0]) or not _waste.allows(now):
-            return
-        sock, proc = self.sock, self.proc
-        if sock is None or proc is None or proc.stderr is None or self._pidfd < 0:
-            return
-        fd, err = sock.fileno(), proc.stderr.fileno()
+    def _sync_wait(self, c: _Call, rid: int, kind: int, dev: Dev | None) -> None:
+        """Wait for ``c``'s reply (request ``rid`` of ``kind`` on ``dev``)
+        with the thread blocked while the loop is idle, up to ``SYNC_WAIT``,
+        taking what comes meanwhile. Returns with ``c`` done, or not (then
+        the call sleeps)."""
         # What the host writes on stderr comes before its reply (a driver's
         # traceback before its EIO), and its death ends the wait.
-        fds = (fd, err, self._pidfd)
+        fds = self._sync_fds
+        if self._delivering or self._deferred or fds is None:
+            return
+        now = time.monotonic()
+        key = (kind, dev or 0)
+        off = self._sync_off.get(key) if self._sync_off else None
+        if (off is not None and now < off[0]) or not _waste.allows(now):
+            return
+        sock = self.sock
+        assert sock is not None  # until reap, as _sync_fds
+        fd, err, pidfd = fds
         end = now + SYNC_WAIT
+        left = SYNC_WAIT
         timed_out = False
-        while not c.done and not self.dead and not self._deferred:
-            left = end - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
+        while True:
             ready = _trioloop.wait_idle_readable(fds, left)
             if not ready:
                 timed_out = time.monotonic() >= end
                 break
             if err in ready and self._stderr_chunk(err):  # the end of its stderr: it is exiting
                 break
-            if self._pidfd in ready:  # it has ended: _wait says so, at once
+            if pidfd in ready:  # it has ended: _wait says so, at once
                 break
-            if fd not in ready:
-                continue
-            try:
-                msgs = receive_now(sock, self.rx, self._buf)
-                if msgs is None:  # the end: the reader task sees it too, and says so
-                    break
-                self._take_own(msgs, rid)
-            except P.ProtocolError as exc:
-                self._die(f"protocol error: {exc}", kill=True)
+            if fd in ready:
+                try:
+                    msgs = receive_now(sock, self.rx, self._buf)
+                    if msgs is None:  # the end: the reader task sees it too, and says so
+                        break
+                    m = msgs[0] if len(msgs) == 1 else None
+                    if m is not None and m.rid == rid and m.kind == _REPLY and not self._lent:
+                        # _take_own's usual case: its own reply, alone
+                        del self.pending[rid]
+                        c.finish(*P.parse_reply(m.body))
+                        break
+                    self._take_own(msgs, rid)
+                except P.ProtocolError as exc:
+                    self._die(f"protocol error: {exc}", kill=True)
+            if c.done or self.dead or self._deferred:
+                break
+            left = end - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
         if c.done:
             if not self.dead:
                 self.sync_replies += 1
@@ -698,6 +712,7 @@ class HostProcess:
         proc = self.proc
         if proc is None:
             return None
+        self._sync_fds = None
         with trio.CancelScope(shield=True):
             with trio.move_on_after(EXIT_GRACE):
                 await self._ended()

@@ -102,6 +102,12 @@ class Kind(enum.IntEnum):
 
 
 _KINDS: Final = frozenset(int(k) for k in Kind)
+_REPLY: Final = int(Kind.REPLY)
+#: A successful ``REPLY``'s header and errno, packed at once (``reply_head``).
+_REPLY_HEAD: Final = struct.Struct("<IBIi")
+#: Messages up to this size are copied out of a receive buffer by slicing
+#: it (two copies, but no view to make and release).
+_SMALL: Final = 4096
 
 OPEN: Final = struct.Struct("<QiiIII")
 FID: Final = struct.Struct("<I")
@@ -251,7 +257,7 @@ def reply_head(rid: int, size: int) -> bytes:
     n = ERRNO.size + size
     if n > MAX_BODY:
         raise ProtocolError(errno.EMSGSIZE, f"message body of {n} bytes exceeds {MAX_BODY}")
-    return HEADER.pack(n, Kind.REPLY, rid) + ERRNO.pack(0)
+    return _REPLY_HEAD.pack(n, _REPLY, rid, 0)
 
 
 def error_reply(rid: int, exc: DevfsdError) -> bytes:
@@ -324,6 +330,22 @@ class Receiver:
         elif self._pos:
             del self._buf[: self._pos]
             self._pos = 0
+
+    def whole(self, data: bytearray, n: int) -> Message | None:
+        """``data[:n]`` as one message, when it is exactly one whole message
+        of a known kind and nothing is held from before (the usual case: a
+        request, or its reply, alone in one ``recv``); else ``None``, and
+        ``data`` is to be fed as usual. Takes nothing from ``data`` (it is
+        read, not kept): one copy of the body, no view, no parse loop."""
+        if n < HEADER.size or self._view is not None or self._buf:
+            return None
+        size, kind, rid = HEADER.unpack_from(data)
+        if size + HEADER.size != n or kind not in _KINDS:
+            return None
+        if n <= _SMALL:
+            return Message(kind, rid, bytes(data[HEADER.size : n]))
+        with memoryview(data) as view:  # one copy, not two
+            return Message(kind, rid, bytes(view[HEADER.size : n]))
 
     @property
     def pending(self) -> int:

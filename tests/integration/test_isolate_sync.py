@@ -243,3 +243,20 @@ async def test_the_shared_buffer_can_neither_shrink_nor_grow() -> None:
         assert await h.read(9, fid) == b"0:EPERM 67108864:EPERM\n"
         assert not h.host.dead
         assert await h.read(7, await h.open(7), 128 * 1024) == bytes(i * 7 % 251 for i in range(128 * 1024))
+
+
+async def test_a_read_of_an_unknown_file_or_with_a_short_body_fails_and_the_host_goes_on() -> None:
+    # The host answers READ on its own path (Host._handle): a file id it
+    # does not hold is EBADF, a body too short for READ's fields EBADMSG,
+    # and neither harms the host.
+    async with hosted() as h:
+        fid = await h.open(0)
+        for body, err in (
+            (P.READ.pack(fid + 100, 64, 0), errno.EBADF),
+            (P.READ.pack(fid, 64, 0)[:-1], errno.EBADMSG),
+        ):
+            with pytest.raises(DeviceError) as ei, trio.fail_after(WAIT):
+                await h.host.call(P.Kind.READ, body, h.dev(0), read=64)
+            assert ei.value.errno == err
+        assert await h.read(0, fid) == b"fast\n"
+        assert not h.host.dead

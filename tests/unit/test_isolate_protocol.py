@@ -65,6 +65,36 @@ def test_receiver_keeps_a_partial_message_when_its_buffer_is_reused(cuts: list[i
     assert rx.pending == 0
 
 
+@pytest.mark.parametrize("size", [3, 5000])
+def test_whole_takes_one_whole_message_alone_and_nothing_else(size: int) -> None:
+    """``Receiver.whole``: a buffer that holds exactly one message of a known
+    kind, with nothing held from before, is that message (the body a copy:
+    the buffer is reused); anything else is left to ``feed``, which then
+    parses it, or refuses it, as before."""
+    one = P.reply_head(7, size) + b"z" * size
+    buf = bytearray(8192)
+    buf[: len(one)] = one
+    rx = P.Receiver()
+    m = rx.whole(buf, len(one))
+    assert m is not None and (m.kind, m.rid, m.body) == (P.Kind.REPLY, 7, one[P.HEADER.size :])
+    buf[:] = bytes(len(buf))
+    assert m.body == one[P.HEADER.size :] and rx.pending == 0
+    two = one + P.encode(P.Kind.NOTIFY, 3)
+    buf[: len(two)] = two
+    assert rx.whole(buf, len(one) - 1) is None  # a part
+    assert rx.whole(buf, len(two)) is None  # two
+    rx.feed(two[:5])
+    assert rx.next_message() is None
+    buf[: len(one)] = one
+    assert rx.whole(buf, len(one)) is None  # something is held: it comes first
+    bad = P.HEADER.pack(0, 99, 1)
+    assert P.Receiver().whole(bytearray(bad), len(bad)) is None  # an unknown kind is feed's to refuse
+    rx = P.Receiver()
+    rx.feed(bad)
+    with pytest.raises(P.ProtocolError):
+        rx.next_message()
+
+
 def test_reply_head_then_payload_is_a_reply() -> None:
     data = bytes(range(256)) * 3
     assert P.reply_head(5, len(data)) + data == P.reply(5, 0, data)
