@@ -197,6 +197,8 @@ class Supervisor:
             except OSError as exc:  # the host could not even start
                 err = DeviceError(exc.errno or errno.EIO, f"cannot start a host: {exc}")
             finally:
+                if not host.dead:  # stopped (unloaded, or undone after a refused FINI): let it exit now
+                    host.close()
                 rc = await host.reap()
             if self.stopping:
                 return
