@@ -42,3 +42,10 @@ def trio_path(request: pytest.FixtureRequest) -> Iterator[str]:
         yield "public"
     finally:
         _trioloop.choose()
+
+
+@pytest.fixture(params=["in-process", "isolated"])
+def isolated(request: pytest.FixtureRequest) -> bool:
+    """Runs the test twice: with its driver in process, and isolated, in a
+    module host of its own (``Kernel(isolate=True)``, devfsd.isolate)."""
+    return bool(request.param == "isolated")

@@ -1,4 +1,7 @@
-"""crandom in-process: strings, permutations, errors, properties, module life.
+"""crandom through the harness: strings, permutations, errors, properties, module life.
+
+Every test that loads crandom runs twice (the ``isolated`` fixture):
+crandom in process, and in a module host of its own (issue 14).
 
 The uniformity tests are statistical: they fail when a chi-square test over
 all orders (or all positions) gives p < 1e-6, so a correct permutation fails
@@ -85,9 +88,9 @@ def errno_of(ei: pytest.ExceptionInfo[DeviceError]) -> int:
 
 
 @asynccontextmanager
-async def crandom_kernel(props: Props | None = None) -> AsyncIterator[Kernel]:
-    """A harness kernel with crandom loaded with ``props``."""
-    async with Kernel.running() as k:
+async def crandom_kernel(props: Props | None = None, isolate: bool = False) -> AsyncIterator[Kernel]:
+    """A harness kernel with crandom loaded with ``props``; with ``isolate``, in a module host of its own."""
+    async with Kernel.running(isolate=isolate) as k:
         await k.modload("crandom", props)
         yield k
 
@@ -177,14 +180,14 @@ def test_chacha20_generator_refuses_a_short_key() -> None:
 # -- the driver: reads and writes --------------------------------------------------
 
 
-async def test_attach_takes_rperms_major_420() -> None:
-    async with crandom_kernel():
+async def test_attach_takes_rperms_major_420(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated):
         assert devsw.getmajor("crandom") == 420
         assert devsw.lookup(420) is not None
 
 
-async def test_read_is_a_permutation_of_the_string() -> None:
-    async with crandom_kernel() as k:
+async def test_read_is_a_permutation_of_the_string(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         assert await f.write(b"Hello NetBSD!") == 13
         for _ in range(20):  # rperm's test.c
@@ -193,8 +196,8 @@ async def test_read_is_a_permutation_of_the_string() -> None:
         await f.close()
 
 
-async def test_reads_are_uniform_over_all_24_orders() -> None:
-    async with crandom_kernel() as k:
+async def test_reads_are_uniform_over_all_24_orders(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"abcd")
         samples = [await f.read(4) for _ in range(4800)]
@@ -202,10 +205,10 @@ async def test_reads_are_uniform_over_all_24_orders() -> None:
     assert chi2_p_orders(samples, b"abcd") >= P_FAIL
 
 
-async def test_long_reads_are_uniform_over_positions() -> None:
+async def test_long_reads_are_uniform_over_positions(isolated: bool) -> None:
     # 64 bytes > PLAIN_MAX: the fast path, with a fresh key per read.
     n = 64
-    async with crandom_kernel() as k:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(bytes(range(n)))
         samples = [await f.read(n) for _ in range(n * 40)]
@@ -215,7 +218,8 @@ async def test_long_reads_are_uniform_over_positions() -> None:
 
 async def test_long_strings_permute_in_a_worker_thread() -> None:
     # From THREAD_MIN bytes on, the permutation runs off the trio thread on
-    # a snapshot, so other requests go on meanwhile.
+    # a snapshot, so other requests go on meanwhile. In process only: it
+    # spies on crandom's objects, which an isolated crandom keeps in its host.
     import sys
     import threading
 
@@ -244,8 +248,8 @@ async def test_long_strings_permute_in_a_worker_thread() -> None:
     assert threads == [True, False]
 
 
-async def test_first_write_replaces_later_writes_append() -> None:
-    async with crandom_kernel() as k:
+async def test_first_write_replaces_later_writes_append(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"old string")
         await f.close()
@@ -257,10 +261,10 @@ async def test_first_write_replaces_later_writes_append() -> None:
         await f.close()
 
 
-async def test_append_after_a_long_read() -> None:
+async def test_append_after_a_long_read(isolated: bool) -> None:
     # The fast path must not leave the stored bytearray exported (resizing
     # it would raise BufferError, an EIO to the writer).
-    async with crandom_kernel() as k:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(bytes(range(PLAIN_MAX + 10)))
         assert len(await f.read(4096)) == PLAIN_MAX + 10
@@ -269,8 +273,8 @@ async def test_append_after_a_long_read() -> None:
         await f.close()
 
 
-async def test_appends_go_to_the_string_the_minor_holds() -> None:
-    async with crandom_kernel() as k:
+async def test_appends_go_to_the_string_the_minor_holds(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         a = await k.open("crandom", 0)
         b = await k.open("crandom", 0)
         await a.write(b"ab")
@@ -281,8 +285,8 @@ async def test_appends_go_to_the_string_the_minor_holds() -> None:
         await b.close()
 
 
-async def test_string_outlives_the_last_close() -> None:
-    async with crandom_kernel() as k:
+async def test_string_outlives_the_last_close(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"hello\n")
         await f.close()
@@ -292,8 +296,8 @@ async def test_string_outlives_the_last_close() -> None:
         await f.close()
 
 
-async def test_each_minor_keeps_its_own_string() -> None:
-    async with crandom_kernel() as k:
+async def test_each_minor_keeps_its_own_string(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f0 = await k.open("crandom", 0)
         f1 = await k.open("crandom", 1)
         f7 = await k.open("crandom", 7)
@@ -310,8 +314,8 @@ async def test_each_minor_keeps_its_own_string() -> None:
             await f.close()
 
 
-async def test_read_without_a_string_is_einval() -> None:
-    async with crandom_kernel() as k:
+async def test_read_without_a_string_is_einval(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         with pytest.raises(DeviceError) as ei:
             await f.read(100)
@@ -319,8 +323,8 @@ async def test_read_without_a_string_is_einval() -> None:
         await f.close()
 
 
-async def test_read_shorter_than_the_string_is_einval() -> None:
-    async with crandom_kernel() as k:
+async def test_read_shorter_than_the_string_is_einval(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"hello")
         with pytest.raises(DeviceError) as ei:
@@ -330,16 +334,16 @@ async def test_read_shorter_than_the_string_is_einval() -> None:
         await f.close()
 
 
-async def test_reads_never_reach_end_of_file() -> None:
-    async with crandom_kernel() as k:
+async def test_reads_never_reach_end_of_file(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"xy")
         assert all([len(await f.read(131072)) == 2 for _ in range(50)])
         await f.close()
 
 
-async def test_first_zero_byte_write_clears_the_string() -> None:
-    async with crandom_kernel() as k:
+async def test_first_zero_byte_write_clears_the_string(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"hello")
         await f.close()
@@ -353,8 +357,8 @@ async def test_first_zero_byte_write_clears_the_string() -> None:
         await f.close()
 
 
-async def test_later_zero_byte_write_changes_nothing() -> None:
-    async with crandom_kernel() as k:
+async def test_later_zero_byte_write_changes_nothing(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"abc")
         assert await f.write(b"") == 0
@@ -362,8 +366,8 @@ async def test_later_zero_byte_write_changes_nothing() -> None:
         await f.close()
 
 
-async def test_past_maxlen_is_efbig_and_changes_nothing() -> None:
-    async with crandom_kernel({"maxlen": 4}) as k:
+async def test_past_maxlen_is_efbig_and_changes_nothing(isolated: bool) -> None:
+    async with crandom_kernel({"maxlen": 4}, isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"abcd")
         await f.close()
@@ -382,8 +386,8 @@ async def test_past_maxlen_is_efbig_and_changes_nothing() -> None:
         await f.close()
 
 
-async def test_default_maxlen_is_the_largest_whole_read() -> None:
-    async with crandom_kernel() as k:
+async def test_default_maxlen_is_the_largest_whole_read(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         data = os.urandom(DEFAULT_MAXLEN)
         assert await f.write(data[:600_000]) == 600_000
@@ -401,8 +405,8 @@ async def test_default_maxlen_is_the_largest_whole_read() -> None:
 # -- oneshot -------------------------------------------------------------------------
 
 
-async def test_oneshot_gives_eof_after_one_permutation_per_open() -> None:
-    async with crandom_kernel({"oneshot": True}) as k:
+async def test_oneshot_gives_eof_after_one_permutation_per_open(isolated: bool) -> None:
+    async with crandom_kernel({"oneshot": True}, isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"hello")
         assert sorted(await f.read(100)) == sorted(b"hello")
@@ -415,8 +419,8 @@ async def test_oneshot_gives_eof_after_one_permutation_per_open() -> None:
         await g.close()
 
 
-async def test_oneshot_failed_read_does_not_count() -> None:
-    async with crandom_kernel({"oneshot": True}) as k:
+async def test_oneshot_failed_read_does_not_count(isolated: bool) -> None:
+    async with crandom_kernel({"oneshot": True}, isolated) as k:
         f = await k.open("crandom", 0)
         with pytest.raises(DeviceError) as ei:
             await f.read(100)
@@ -430,8 +434,8 @@ async def test_oneshot_failed_read_does_not_count() -> None:
         await f.close()
 
 
-async def test_oneshot_false_never_ends() -> None:
-    async with crandom_kernel({"oneshot": False}) as k:
+async def test_oneshot_false_never_ends(isolated: bool) -> None:
+    async with crandom_kernel({"oneshot": False}, isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"abc")
         assert len(await f.read(3)) == 3
@@ -454,8 +458,8 @@ async def test_oneshot_false_never_ends() -> None:
         {"oneshot": 1},
     ],
 )
-async def test_bad_properties_fail_init_with_einval(props: Props) -> None:
-    async with Kernel.running() as k:
+async def test_bad_properties_fail_init_with_einval(props: Props, isolated: bool) -> None:
+    async with Kernel.running(isolate=isolated) as k:
         with pytest.raises(DeviceError) as ei:
             await k.modload("crandom", props)
         assert errno_of(ei) == errno.EINVAL
@@ -463,8 +467,8 @@ async def test_bad_properties_fail_init_with_einval(props: Props) -> None:
         assert devsw.lookup(420) is None
 
 
-async def test_unknown_properties_are_ignored() -> None:
-    async with crandom_kernel({"colour": "blue", "maxlen": 1}) as k:
+async def test_unknown_properties_are_ignored(isolated: bool) -> None:
+    async with crandom_kernel({"colour": "blue", "maxlen": 1}, isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"a")
         with pytest.raises(DeviceError) as ei:
@@ -476,8 +480,8 @@ async def test_unknown_properties_are_ignored() -> None:
 # -- the module ------------------------------------------------------------------------
 
 
-async def test_unload_while_open_is_ebusy() -> None:
-    async with crandom_kernel() as k:
+async def test_unload_while_open_is_ebusy(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"kept")
         with pytest.raises(DeviceError) as ei:
@@ -490,8 +494,8 @@ async def test_unload_while_open_is_ebusy() -> None:
         assert devsw.lookup(420) is None
 
 
-async def test_unload_is_ebusy_until_every_devs_last_close() -> None:
-    async with crandom_kernel() as k:
+async def test_unload_is_ebusy_until_every_devs_last_close(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         a = await k.open("crandom", 0)
         b = await k.open("crandom", 0)
         c = await k.open("crandom", 3)
@@ -503,8 +507,8 @@ async def test_unload_is_ebusy_until_every_devs_last_close() -> None:
         await k.modunload("crandom")
 
 
-async def test_unload_and_reload_drops_the_strings() -> None:
-    async with crandom_kernel() as k:
+async def test_unload_and_reload_drops_the_strings(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         await f.write(b"forgotten")
         await f.close()
@@ -517,15 +521,15 @@ async def test_unload_and_reload_drops_the_strings() -> None:
         await f.close()
 
 
-async def test_load_twice_is_eexist() -> None:
-    async with crandom_kernel() as k:
+async def test_load_twice_is_eexist(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         with pytest.raises(DeviceError) as ei:
             await k.modload("crandom")
         assert errno_of(ei) == errno.EEXIST
 
 
-async def test_autounload_is_vetoed_while_a_string_is_stored() -> None:
-    async with crandom_kernel() as k:
+async def test_autounload_is_vetoed_while_a_string_is_stored(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         mod = k.loader.modules["crandom"]
         await mod.modcmd(ModCmd.AUTOUNLOAD, None)  # nothing stored: allowed
         f = await k.open("crandom", 5)
@@ -540,22 +544,22 @@ async def test_autounload_is_vetoed_while_a_string_is_stored() -> None:
         await mod.modcmd(ModCmd.AUTOUNLOAD, None)
 
 
-async def test_stat_is_enotty() -> None:
-    async with crandom_kernel() as k:
+async def test_stat_is_enotty(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         with pytest.raises(DeviceError) as ei:
             await k.loader.modules["crandom"].modcmd(ModCmd.STAT, None)
         assert errno_of(ei) == errno.ENOTTY
 
 
-async def test_poll_is_always_ready() -> None:
-    async with crandom_kernel() as k:
+async def test_poll_is_always_ready(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         f = await k.open("crandom", 0)
         assert await f.poll() == _POLL_ALL
         await f.close()
 
 
-async def test_ioctl_is_enodev() -> None:
-    async with crandom_kernel() as k:
+async def test_ioctl_is_enodev(isolated: bool) -> None:
+    async with crandom_kernel(isolate=isolated) as k:
         with pytest.raises(DeviceError) as ei:
             await k.ioctl("crandom", 0, 0x2000_7400)
         assert errno_of(ei) == errno.ENODEV
