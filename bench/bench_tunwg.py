@@ -67,8 +67,9 @@ of ``modules/tunwg`` there is what loads) and ``-o OPTS`` (``public_only``:
 devfsd without its fast paths; ``isolate``, not passed on: tunwg loaded
 with ``modload -I``, in a host process of its own, whose CPU time counts
 as a's), its own bridge, command CMD (split as a
-shell would, given NODE IFNAME; default ``tunwg-bridge``), both pinned to
-CPUS with ``taskset`` if given, its node minor MINOR; empty fields keep
+shell would, given NODE IFNAME; default ``tunwg-bridge``), both (and an
+isolated end's host) pinned to CPUS with ``taskset`` if given, its node
+minor MINOR; empty fields keep
 the default.
 Variant i uses UDP port 51821 + i and addresses 198.51.100.(3 + 2i) and
 (4 + 2i). That is how a change is measured against the unchanged tunwg and
@@ -305,7 +306,10 @@ def tunwg_end(pair: WgPair, tmp: Path, v: Variant, *, shim: Sequence[str] = ()) 
             a.ns.run(["ip", "addr", "add", local, "peer", f"{remote}/32", "dev", tun])
             a.ns.link_up(tun)
             if v.cpus:
-                for pid in (mount.proc.pid, bridge.pid):
+                # An isolated end's host too: it inherits the daemon's CPUs
+                # only when started, and it was started (modload) before.
+                host = _host_pid(mount.proc.pid) if isolated else None
+                for pid in (mount.proc.pid, bridge.pid, *([host] if host else [])):
                     subprocess.run(
                         ["taskset", "-a", "-p", "-c", v.cpus, str(pid)],
                         capture_output=True,
@@ -457,12 +461,18 @@ def _host(e: TunwgEnd) -> dict[str, int]:
     a's too), else nothing."""
     if "isolate" not in e.variant.options.split(","):
         return {}
+    host = _host_pid(e.daemon_pid)
+    return {"host": host} if host else {}
+
+
+def _host_pid(daemon_pid: int) -> int | None:
+    """The daemon's one child (its module host), if it has exactly one."""
     kids = []
     with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{e.daemon_pid}/task"):
-            with open(f"/proc/{e.daemon_pid}/task/{tid}/children") as f:
+        for tid in os.listdir(f"/proc/{daemon_pid}/task"):
+            with open(f"/proc/{daemon_pid}/task/{tid}/children") as f:
                 kids += [int(p) for p in f.read().split()]
-    return {"host": kids[0]} if len(kids) == 1 else {}
+    return kids[0] if len(kids) == 1 else None
 
 
 @contextlib.contextmanager
