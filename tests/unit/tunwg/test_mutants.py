@@ -725,7 +725,8 @@ def test_a_refused_initiation_frees_the_index_it_reserved() -> None:
     # A low-order peer key: every initiation is refused after its index was
     # drawn; the index goes back, so refusals every 5 s leave no entry behind.
     net = Net()
-    a = net.add("A", PORT_A, seed=1)
+    log: list[str] = []
+    a = net.add("A", PORT_A, seed=1, log=log.append)
     net.carry(a, a.device.up(now=0.0))
     net.configure(
         a,
@@ -733,12 +734,14 @@ def test_a_refused_initiation_frees_the_index_it_reserved() -> None:
         + peer_line(bytes(32), endpoint=f"127.0.0.1:{PORT_B}", allowed=("10.0.9.0/24",)),
     )
     peer = a.device.peers[bytes(32)]
+    del log[:]
     for t in (0.0, 6.0, 12.0):
         net.run_until(t)
         net.write(a, ipv4("10.0.0.1", "10.0.9.1"))
         assert peer.timers.handshake_attempts == 0  # an initiation was begun (and refused)
     assert net.wire == []
     assert a.device._indices == {}
+    assert log == [f"{peer} - initiation: peer public key is low-order"] * 3
 
 
 def test_rekeying_on_send_starts_the_count_to_give_up_over() -> None:
@@ -762,3 +765,37 @@ def test_rekeying_on_send_starts_the_count_to_give_up_over() -> None:
     net.run_until(net.now + REKEY_TIMEOUT + 0.334)
     assert net.kinds(n) == [(PORT_A, "data"), (PORT_A, "init")]
     assert timers.handshake_attempts == 1
+
+
+def test_the_debug_log_has_a_line_per_event_naming_its_peer() -> None:
+    # wireguard-go's debug events, one line each, "peer(short key) - " first
+    # when a peer is concerned: what a user reads to see why a tunnel is down.
+    a_log: list[str] = []
+    b_log: list[str] = []
+    net, a, b = make_pair(a_kw={"log": a_log.append}, b_kw={"log": b_log.append})
+    pa, pb = (str(node.device.peers[pk]) for node, pk in ((b, A_PK), (a, B_PK)))
+    net.write(a, PING_AB)
+    net.write(a, ipv4("10.0.0.9", "10.0.0.2"))  # a source B does not allow A
+    net.inject(b, Transport(receiver=12345, counter=0, encrypted_packet=bytes(16)).pack(), a.endpoint)
+    net.blocked.update((PORT_A, PORT_B))
+    net.write(b, PONG_BA)  # no answer: a new handshake, retried, given up; the keys wiped
+    net.run_until(700.0)
+    net.configure(b, f"public_key={A_PK.hex()}\nremove=true\n")
+    assert pa.startswith("peer(") and pa != pb
+    lost = [
+        "retrying handshake because we stopped hearing back",
+        "handshake did not complete after 20 attempts, giving up",
+        "removing all keys, since we haven't received a new one",
+    ]
+    assert b_log == [
+        "private key changed",
+        f"{pa} - created",
+        f"{pa} - received handshake initiation",
+        f"{pa} - packet with a malformed IP header or a disallowed source address",
+        "transport message for an unknown index",
+        *(f"{pa} - {line}" for line in lost),
+        f"{pa} - removed",
+    ]
+    assert a_log == ["private key changed", f"{pb} - created", f"{pb} - received handshake response"] + [
+        f"{pb} - {line}" for line in lost
+    ]
