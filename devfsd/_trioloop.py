@@ -146,7 +146,7 @@ _RUNNER_PRIVATE: Final = (
     "is_guest",
     "runq",
 )
-_DEADLINES_PRIVATE: Final = ("next_deadline",)
+_DEADLINES_PRIVATE: Final = ("next_deadline", "_heap")
 
 
 @final
@@ -424,7 +424,10 @@ def wait_idle_readable(fds: tuple[int, ...], timeout: float) -> list[int]:
     io = runner.io_manager
     if not isinstance(io, p.epoll):
         return []
-    left = min(timeout, runner.deadlines.next_deadline() - runner.clock.current_time())
+    deadlines = runner.deadlines
+    left = timeout
+    if deadlines._heap:  # none at all (a module host, mostly): no clock to read either
+        left = min(timeout, deadlines.next_deadline() - runner.clock.current_time())
     ep = io._epoll.fileno()
     if left <= 0 or ep >= _FD_SETSIZE or max(fds) >= _FD_SETSIZE or min(fds) < 0:
         return []

@@ -94,6 +94,9 @@ class _PollToken:
 
 
 _READ: Final = int(P.Kind.READ)
+_READ_ARGS: Final = P.READ
+_READ_SIZE: Final = P.READ.size
+_REPLY: Final = int(P.Kind.REPLY)
 
 #: Kinds the reader handles at once, without a task (no reply, or PING's).
 _INLINE_KINDS: Final = frozenset(
@@ -250,8 +253,19 @@ class Host:
         try:
             spec = self.spec
             if m.kind == _READ and spec is not None:  # _do's, inline: the usual request
-                fp, size, off = self._read_args(m.body)
-                out, more = self._read_reply(m, await spec.read(fp, size, off))
+                body = m.body
+                fid, size, off = (
+                    P.unpack(P.READ, body) if len(body) < _READ_SIZE else _READ_ARGS.unpack_from(body)
+                )
+                fp = self.files.get(fid)
+                if fp is None:
+                    raise DeviceError(errno.EBADF)
+                data = await spec.read(fp, size, off)
+                n = len(data)
+                if n < P.SHM_MIN:  # reply_head's, joined to the data: one buffer to send
+                    out = P.REPLY_HEAD.pack(P.ERRNO.size + n, _REPLY, m.rid, 0) + data
+                else:
+                    out, more = self._read_reply(m, data)
             else:
                 out = await self._do(m)
         except DevfsdError as exc:
@@ -268,24 +282,10 @@ class Host:
                 forget_interrupt(req[1])
         self.out.send(out, more)
 
-    def _read_args(self, body: bytes) -> tuple[File, int, int]:
-        """A ``READ``'s file, size and offset.
-
-        Raises:
-            ProtocolError: a short body; DeviceError: ``EBADF``, no such file.
-        """
-        fid, size, off = P.READ.unpack_from(body) if len(body) >= P.READ.size else P.unpack(P.READ, body)
-        fp = self.files.get(fid)
-        if fp is None:
-            raise DeviceError(errno.EBADF)
-        return fp, size, off
-
     def _read_reply(self, m: P.Message, data: Buffer) -> tuple[bytes, Buffer]:
-        """A ``READ``'s reply: in the slot it lent (``REPLY_SHM``), or the
-        header then the data (joined when small: one buffer to send)."""
+        """A large ``READ``'s reply: in the slot it lent (``REPLY_SHM``),
+        or the header then the data."""
         n = len(data)
-        if n < P.SHM_MIN:
-            return P.reply_head(m.rid, n) + data, b""
         body = m.body
         shm = self.shm
         if shm is not None and len(body) >= P.READ.size + P.READ_SLOT.size:

@@ -24,7 +24,7 @@ the last close; a file opened since has a larger id).
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Final, final
 
 from devfsd.cdevsw._switch import Cdevsw
 from devfsd.errors import DeviceError
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from devfsd.isolate.hostproc import HostProcess
 
 __all__ = ["make_proxy"]
+
+_READ: Final = int(P.Kind.READ)
+_READ_ARGS: Final = P.READ
 
 
 @final
@@ -81,9 +84,13 @@ def make_proxy(host: HostProcess) -> Cdevsw:
             await host.call(P.Kind.CLOSE, P.CLOSE.pack(hf.fid, host.newest_fid), dev, l)
 
     async def d_read(dev: Dev, uio: Uio, ioflag: int) -> None:
-        fid = fid_of(uio.lwp)
+        l = uio.lwp
+        fp = l.fp  # fid_of(l), inline: every read(2) comes here
+        hf = fp.data if fp is not None else None
+        if hf.__class__ is not _HostFile or hf.host is not host:
+            raise DeviceError(errno.ENXIO)
         n = uio.resid
-        uio.uiomove(await host.call(P.Kind.READ, P.READ.pack(fid, n, uio.offset), dev, uio.lwp, read=n))
+        uio.uiomove(await host.call(_READ, _READ_ARGS.pack(hf.fid, n, uio.offset), dev, l, read=n))
 
     async def d_write(dev: Dev, uio: Uio, ioflag: int) -> None:
         fid = fid_of(uio.lwp)

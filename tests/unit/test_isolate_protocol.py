@@ -77,6 +77,7 @@ def test_whole_takes_one_whole_message_alone_and_nothing_else(size: int) -> None
     rx = P.Receiver()
     m = rx.whole(buf, len(one))
     assert m is not None and (m.kind, m.rid, m.body) == (P.Kind.REPLY, 7, one[P.HEADER.size :])
+    assert type(m) is P.Message
     buf[:] = bytes(len(buf))
     assert m.body == one[P.HEADER.size :] and rx.pending == 0
     two = one + P.encode(P.Kind.NOTIFY, 3)
