@@ -479,6 +479,7 @@ async def test_a_cancelled_timed_sleep_is_forgotten_by_the_clock() -> None:
 
 _STOPPED_CHILD = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # not ignored, whoever started the test
 if sys.argv[1] == "block":
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 os.kill(os.getpid(), signal.SIGSTOP)
