@@ -550,7 +550,11 @@ def main(argv: list[str] | None = None) -> int:
         return _startup_failed(ready, f"{PROG}: {args.state or default_state_dir(mountpoint)}: {exc}\n")
     d.logs, d.notifier, d.modules_conf = logs, notifier, conf
     try:
-        d.start()
+        try:
+            d.start()
+        except BaseException:
+            d.state.close()  # its WAL folded back: a failed start leaves the state as it found it
+            raise
     except OSError as exc:
         err = exc.errno or errno.EIO
         arg = exc.filename if isinstance(exc.filename, str) else args.mountpoint

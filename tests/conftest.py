@@ -7,17 +7,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 import threading
+import urllib.parse
 from typing import TYPE_CHECKING
 
 import pytest
 import trio
 from hypothesis import settings
 
+from devfsd.state import DEFAULT_STATE_ROOT
 from tests.deadline import TRIO_TEST_DEADLINE
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from devfsd.testing.mount import DevfsdMount
     from devfsd.testing.plugin import MountFactory
@@ -79,3 +82,21 @@ def _within(fn: Callable[..., Awaitable[object]], seconds: float) -> Callable[..
         pytest.fail(f"trio test still running after {seconds} s (tests/deadline.py)")
 
     return bounded
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_state_left_in_var_lib(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fail the run if a test's daemon kept its state in /var/lib/devfsd.
+
+    A daemon started without ``--state`` keeps it in
+    ``/var/lib/devfsd/<its mountpoint, escaped>``, which outlives the test;
+    every test gives its daemons a state under its own temporary directory.
+    Only this run's mountpoints (under its base temporary directory) count,
+    so runs side by side do not blame each other.
+    """
+    prefix = urllib.parse.quote(str(tmp_path_factory.getbasetemp()) + "/", safe="")
+    yield
+    with contextlib.suppress(FileNotFoundError):
+        left = sorted(n for n in os.listdir(DEFAULT_STATE_ROOT) if n.startswith(prefix))
+        if left:
+            pytest.fail(f"tests left state in {DEFAULT_STATE_ROOT}: {left}")

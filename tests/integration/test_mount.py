@@ -448,7 +448,19 @@ def test_detaches_when_ready(tmp_path: Path) -> None:
     mp = tmp_path / "dev"
     mp.mkdir()
     ctl = str(tmp_path / "c.sock")
-    r = run(["devfsd", "--control", ctl, "--log", str(tmp_path / "log"), str(mp)], timeout=30)
+    r = run(
+        [
+            "devfsd",
+            "--control",
+            ctl,
+            "--state",
+            str(tmp_path / "state"),
+            "--log",
+            str(tmp_path / "log"),
+            str(mp),
+        ],
+        timeout=30,
+    )
     try:
         assert r.returncode == 0 and r.stdout == b"" and r.stderr == b""
         assert is_mounted(mp)
@@ -468,10 +480,13 @@ def test_start_errors(tmp_path: Path) -> None:
         assert r.returncode == 1
         assert r.stderr.decode() == f"devfsd: {m.path}: Device or resource busy\n"
         (tmp_path / "dev2").mkdir()
-        r = run(["devfsd", "--control", m.control, str(tmp_path / "dev2")])
+        state = tmp_path / "state2"
+        r = run(["devfsd", "--control", m.control, "--state", str(state), str(tmp_path / "dev2")])
         assert r.returncode == 1
         assert r.stderr.decode().startswith(f"devfsd: {m.control}: Address already in use: pid ")
         assert not is_mounted(tmp_path / "dev2")
+        # The failed start closed its state: no write-ahead log left behind.
+        assert sorted(p.name for p in state.iterdir()) == ["devfsd.sqlite", "lock"]
 
 
 def test_control_group_members_may_use_the_socket() -> None:
