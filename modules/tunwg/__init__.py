@@ -13,7 +13,9 @@ must stay below 16 bytes), ``sockdir`` (str), ``mtu`` (int, 576..65535,
 default 1420; a live interface's can change, ``SIOCSIFMTU`` in tun.py),
 ``keylog`` (str: a file that gets each session's keys in the format
 tshark's ``wg.keylog_file`` reads), ``rekey_after_time`` (int seconds,
-1..120, default 120: for tests only, as NetBSD's ``net.wg.rekey_after_time`` debug sysctl; see ``wg.Device``).
+1..120, default 120: for tests only, as NetBSD's ``net.wg.rekey_after_time`` debug sysctl; see ``wg.Device``),
+``offload`` (int 0 or 1, default 1: a carried interface's TUN gets TCP
+segmentation and coalescing offloads, carrier.py).
 
 ``statistics(unit)`` returns an interface's counters (``InterfaceStats``),
 for tests and debugging.
@@ -64,6 +66,7 @@ class _State:
         self.keylog = keylog
         self.rekey_after_time = rekey_after_time
         self.units: dict[int, Interface] = {}
+        self.offload = True
 
     def get(self, unit: int, create: bool) -> Interface:
         ifp = self.units.get(unit)
@@ -85,6 +88,7 @@ class _State:
             )
         except ValueError as exc:
             raise DeviceError(errno.EINVAL, str(exc)) from None
+        ifp.offload = self.offload
         try:
             ifp.start(self.module)
         except OSError as exc:
@@ -143,6 +147,9 @@ async def modcmd(cmd: ModCmd, props: Props | None) -> None:
         mtu = _prop(p, "mtu", int, 1420)
         keylog_path = _prop(p, "keylog", str, "")
         rekey_after_time = _prop(p, "rekey_after_time", int, int(REKEY_AFTER_TIME))
+        offload = _prop(p, "offload", int, 1)
+        if offload not in (0, 1):
+            raise DeviceError(errno.EINVAL, "offload must be 0 or 1")
         assert isinstance(count, int) and isinstance(mtu, int) and isinstance(rekey_after_time, int)
         assert isinstance(ifname, str) and isinstance(sockdir, str) and isinstance(keylog_path, str)
         if not 0 <= count <= MAX_UNITS or not MTU_MIN <= mtu <= MTU_MAX or not sockdir.startswith("/"):
@@ -158,6 +165,7 @@ async def modcmd(cmd: ModCmd, props: Props | None) -> None:
             except OSError as exc:
                 raise DeviceError(exc.errno or errno.EIO) from None
         state = _State(module, ifname, sockdir, mtu, keylog, rekey_after_time)
+        state.offload = offload == 1
         try:
             for unit in range(count):
                 state.make(unit)

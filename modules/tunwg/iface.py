@@ -209,6 +209,8 @@ class Interface:
         self.module: LoadedModule | None = None
         #: The in-daemon carrying on a Linux TUN, if any (carrier.py).
         self.carrier: Carrier | None = None
+        #: A carrying asks its TUN for offloads (the ``offload`` load property).
+        self.offload = True
 
     def _debug(self, text: str) -> None:
         log.debug("%s: %s", self.name, text)
@@ -608,13 +610,18 @@ class Interface:
     # -- timers -------------------------------------------------------------------------
 
     def _poke(self) -> None:
-        """Bring the timer task's wake-up forward if the device's next deadline moved earlier.
+        """Effects applied: the packets a carrier holds go to its TUN (coalesced,
+        carrier.py), and the timer task's wake-up is brought forward if the
+        device's next deadline moved earlier.
 
         Moves the sleeping timer task's cancel-scope deadline rather than
         waking it: a packet arms a timer (new handshake, keepalive) nearly
         every time, and a woken task per packet could run before the reader
         the packet is for (measured: RTT 2-5 % lower without).
         """
+        carrier = self.carrier
+        if carrier is not None and carrier.pending:
+            carrier.flush()
         d = self.device.next_deadline()
         cs = self._timer_scope
         if d is not None and d < cs.deadline:
@@ -630,6 +637,9 @@ class Interface:
             now = trio.current_time()
             if now >= cs.deadline:
                 self._apply(self.device.tick(now=now, wall_ns=time.time_ns()))
+                carrier = self.carrier
+                if carrier is not None and carrier.pending:
+                    carrier.flush()
 
     # -- UAPI --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ import pytest
 
 from devfsd.errors import DevfsdError
 from modules.tunwg.carrier import CARRY, TUNWGIOCCARRY
+from tests.interop.test_tunwg_interop import _tcp_both_ways_and_counters
 from tests.netns import INNER_NET4, INNER_NET6, ping, wait_until
 from tests.tunwg import STOP_TIMEOUT
 
@@ -114,3 +116,30 @@ def test_not_a_tun_interface_is_einval(make_tunnel: MakeTunnel) -> None:
     finally:
         os.close(fd)
     _nothing_left_and_carried_again(tunnel)
+
+
+@pytest.mark.parametrize("offload", [1, 0], ids=["offload", "no-offload"])
+@pytest.mark.parametrize("family", ["inner4", "inner6"])
+def test_tcp_both_ways_with_and_without_offloads(make_tunnel: MakeTunnel, family: str, offload: int) -> None:
+    """4 MiB each way at once on one TCP connection, hashes checked, with the
+    TUN's offloads (the default) and without (``offload=0``); with them, the
+    stream really crossed the TUN as super-segments read and coalesced
+    segments written (the counters the daemon logs when the carrying ends)."""
+    tunnel = make_tunnel(mode="daemon", props={"offload": offload})
+    t, g = tunnel.t, tunnel.g
+    _tcp_both_ways_and_counters(tunnel, getattr(g, family), 4 << 20)
+    proc = t.host.bridges[-1]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(STOP_TIMEOUT) == 0
+    ended = re.compile(
+        rf"carrying on {t.tun} ended: done \(offloads (on|off): "
+        r"(\d+) super-segments read, \d+ segments; (\d+) coalesced writes, \d+ segments\)"
+    )
+    wait_until(lambda: ended.search(t.host.log_text()) is not None, STOP_TIMEOUT, "the carrying's end logged")
+    m = ended.search(t.host.log_text())
+    assert m is not None
+    if offload:
+        assert m[1] == "on" and int(m[2]) > 0 and int(m[3]) > 0, m[0]
+    else:
+        assert m.groups() == ("off", "0", "0")
+    assert "Traceback" not in t.host.log_text()

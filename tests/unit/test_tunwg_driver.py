@@ -356,7 +356,14 @@ async def test_minor_past_the_last_unit_is_enxio(kernel: Kernel, sockdir: Path) 
 
 @pytest.mark.parametrize(
     "props",
-    [{"count": 257}, {"count": -1}, {"mtu": 575}, {"rekey_after_time": 0}, {"rekey_after_time": 121}],
+    [
+        {"count": 257},
+        {"count": -1},
+        {"mtu": 575},
+        {"rekey_after_time": 0},
+        {"rekey_after_time": 121},
+        {"offload": 2},
+    ],
 )
 async def test_bad_properties_refused(kernel: Kernel, sockdir: Path, props: dict[str, int]) -> None:
     with pytest.raises(DeviceError) as ei:
