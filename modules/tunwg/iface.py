@@ -39,7 +39,10 @@ one ``recvmsg`` several datagrams of one sender, one size but the last,
 coalesced, with a ``UDP_GRO`` control message giving that size; they are
 cut apart and go to the device in one call (``Device.datagrams_received``),
 each decrypted, checked and counted as if it had come alone, with the
-packet info of the coalesced whole (the same destination address).
+packet info of the coalesced whole (the same destination address). So do
+the datagrams of consecutive receives of one wake-up from one source
+(address and packet info), coalesced or not: a sender without GSO still
+gets its datagrams to the device in batches.
 """
 
 from __future__ import annotations
@@ -505,8 +508,11 @@ class Interface:
         return ep
 
     def _drain(self, sock: socket.socket) -> None:
-        """Take what ``sock`` has (up to ``RECV_BATCH`` receives) to the device."""
-        dev = self.device
+        """Take what ``sock`` has (up to ``RECV_BATCH`` receives) to the device:
+        the datagrams of consecutive receives from one source, coalesced or
+        not, in one call (``Device.datagrams_received``)."""
+        run: list[bytes] = []
+        run_source: Endpoint | None = None
         for _ in range(RECV_BATCH):
             try:
                 data, anc, _, addr = sock.recvmsg(65536, CMSG_ROOM)
@@ -515,7 +521,6 @@ class Interface:
             except OSError as exc:  # e.g. ICMP port unreachable reported here
                 log.debug("%s: recvmsg: %s", self.name, exc)
                 break
-            now, wall_ns = trio.current_time(), time.time_ns()
             info = b""
             segment = 0
             for level, kind, value in anc:
@@ -525,13 +530,23 @@ class Interface:
                 else:
                     info = value
             source = self._endpoint(addr, info)
+            if source is not run_source:
+                if run_source is not None:
+                    self._received(run, run_source)
+                run, run_source = [], source
             if 0 < segment < len(data):
                 datagrams = [data[i : i + segment] for i in range(0, len(data), segment)]
                 self.received_coalesced += len(datagrams)
-                self._apply(dev.datagrams_received(datagrams, source, now=now, wall_ns=wall_ns))
+                run += datagrams
             else:
-                self._apply(dev.datagram_received(data, source, now=now, wall_ns=wall_ns))
+                run.append(data)
+        if run_source is not None:
+            self._received(run, run_source)
         self._poke()
+
+    def _received(self, datagrams: list[bytes], source: Endpoint) -> None:
+        now, wall_ns = trio.current_time(), time.time_ns()
+        self._apply(self.device.datagrams_received(datagrams, source, now=now, wall_ns=wall_ns))
 
     async def _recv_loop(self) -> None:
         while True:
