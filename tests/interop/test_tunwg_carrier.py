@@ -14,6 +14,8 @@ import errno
 import os
 import re
 import signal
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,12 +23,14 @@ import pytest
 from devfsd.errors import DevfsdError
 from modules.tunwg.carrier import CARRY, TUNWGIOCCARRY
 from tests.interop.test_tunwg_interop import _tcp_both_ways_and_counters
-from tests.netns import INNER_NET4, INNER_NET6, ping, wait_until
+from tests.netns import INNER_NET4, INNER_NET6, NetNs, ping, unique_name, wait_until
 from tests.tunwg import STOP_TIMEOUT
 
 if TYPE_CHECKING:
     from tests.interop.conftest import MakeTunnel
     from tests.interop.tunnels import Tunnel
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.slow, pytest.mark.fuse]
 
@@ -143,3 +147,38 @@ def test_tcp_both_ways_with_and_without_offloads(make_tunnel: MakeTunnel, family
     else:
         assert m.groups() == ("off", "0", "0")
     assert "Traceback" not in t.host.log_text()
+
+
+#: Run inside a network namespace: ``open_tun`` asking for the offloads,
+#: with the kernel made to refuse one request (argv[2]) by a stand-in for
+#: ``fcntl.ioctl``; prints whether the TUN has them, and its flags.
+_OPEN_TUN = """
+import errno, fcntl, os, sys
+from modules.tunwg import carrier
+real = fcntl.ioctl
+def ioctl(fd, req, arg=0, *rest):
+    refuse = sys.argv[2]
+    if refuse == "offload" and req == carrier.TUNSETOFFLOAD:
+        raise OSError(errno.EINVAL, "refused")
+    vnet = req == carrier.TUNSETIFF and carrier._IFREQ_FLAGS.unpack(arg)[1] & carrier.IFF_VNET_HDR
+    if refuse == "vnet_hdr" and vnet:
+        raise OSError(errno.EINVAL, "refused")
+    return real(fd, req, arg, *rest)
+carrier.fcntl.ioctl = ioctl
+fd, offload = carrier.open_tun(sys.argv[1], 1400, True)
+_, flags = carrier._IFREQ_FLAGS.unpack(real(fd, carrier.TUNGETIFF, bytes(carrier._IFREQ_FLAGS.size)))
+print(offload, bool(flags & carrier.IFF_VNET_HDR), open(f"/sys/class/net/{sys.argv[1]}/mtu").read().strip())
+"""
+
+
+@pytest.mark.parametrize("refuse", ["nothing", "offload", "vnet_hdr"])
+def test_a_kernel_refusing_offloads_gets_a_tun_without(capable: None, refuse: str) -> None:
+    """``open_tun`` falls back to a TUN without ``IFF_VNET_HDR`` when the
+    kernel refuses ``TUNSETOFFLOAD`` or ``IFF_VNET_HDR`` (tests/interop's TCP
+    test with ``offload=0`` carries a stream on such a TUN)."""
+    with NetNs("two") as ns:
+        tun = unique_name("to")
+        code = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n{_OPEN_TUN}"
+        r = ns.run([sys.executable, "-c", code, tun, refuse])
+        on = "True" if refuse == "nothing" else "False"
+        assert r.stdout.split() == [on, on, "1400"], r.stderr
