@@ -147,6 +147,18 @@ def test_split_gives_the_segments_the_sender_would_have_sent(v6: bool, last: int
     assert all(tcp_ok(p) for p in got)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+@pytest.mark.parametrize("mss", [999, 1000], ids=["odd-mss", "even-mss"])
+def test_split_any_count_and_segment_size(n: int, mss: int) -> None:
+    """Few segments and odd sizes take another way to the checksums than many even ones."""
+    for last in {mss, mss - 1, 1}:
+        for v6 in (False, True):
+            pkts = stream(n, mss, v6=v6, last=last if n > 1 else None)
+            iph = 40 if v6 else 20
+            got = split(superseg(pkts), NEEDS_CSUM, GSO_TCPV6 if v6 else GSO_TCPV4, mss, iph, 16)
+            assert got == pkts
+
+
 def test_split_cwr_on_the_first_segment_only_and_ids_wrap() -> None:
     pkts = stream(3, flags=ACK | CWR)
     sup = bytearray(superseg(pkts))
