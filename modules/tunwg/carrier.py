@@ -17,10 +17,11 @@ is an interface of the kernel:
   into the device, and the datagrams the batch makes for one endpoint,
   all of one size but the last, in one ``sendmsg`` with ``UDP_SEGMENT``
   (UDP GSO: the kernel cuts them apart);
-- peer to TUN: each packet the device delivers is written to the TUN
-  descriptor (``deliver``), in place of the node's read queue; with
-  offloads, the packets of one wake-up of the interface are held and
-  written when it is done (``flush``), a TCP flow's segments coalesced;
+- peer to TUN: the packets the device delivers in one wake-up of the
+  interface are held (``deliver``, in place of the node's read queue) and
+  written to the TUN descriptor when it is done (``flush``; with offloads a
+  TCP flow's segments coalesced); what that writing makes the host's stack
+  queue on the TUN (a reply, an ACK) is then read and sent in the same step;
 - offloads (the ``offload`` load property, on by default): the TUN is
   opened with ``IFF_VNET_HDR`` and ``TUNSETOFFLOAD`` (``TUN_F_CSUM |
   TUN_F_TSO4 | TUN_F_TSO6``), so one read may be a TCP super-segment of up
@@ -170,8 +171,10 @@ class Carrier:
         self.ifp, self.fd, self.ifname, self.mtu = ifp, fd, ifname, mtu
         #: The TUN has the offloads: a ``VNET_HDR`` before every packet both ways.
         self.offload = offload
-        #: Packets for the TUN held until ``flush`` (offloads only).
+        #: Packets for the TUN held until ``flush``.
         self.pending: list[bytes] = []
+        #: ``_take`` is handing packets to the interface (no ``_take`` from ``flush`` then).
+        self._taking = False
         #: Reads of TCP super-segments, and writes of coalesced segments.
         self.tso_reads = 0
         self.tso_segments = 0
@@ -227,31 +230,44 @@ class Carrier:
         )
 
     def deliver(self, packet: bytes) -> None:
-        """The device's decrypted ``packet``, written to the TUN (with offloads:
-        held for ``flush``, which the interface calls when its wake-up is done)."""
-        if self.offload:
-            self.pending.append(packet)
-            return
-        try:
-            os.write(self.fd, packet)
-        except OSError:  # full (EAGAIN) or going: the read side ends the carrying
-            self.dropped_out += 1
+        """The device's decrypted ``packet``, for the TUN: held until ``flush``,
+        which the interface calls when the wake-up that decrypted it is done."""
+        self.pending.append(packet)
 
     def flush(self) -> None:
-        """Write the held packets, a TCP flow's segments coalesced (offload.py)."""
+        """Write the held packets (with offloads, a TCP flow's segments
+        coalesced: offload.py); then take in what the TUN has at once.
+
+        Writing a packet to the TUN runs the host's stack on it in this
+        call: an echo request's reply, a TCP segment's ACK, the data an ACK
+        lets the sender send, are queued on the TUN before the write
+        returns. Reading them here sends them on in this same step, rather
+        than after a pass of trio's loop that wakes the TUN's task.
+        """
         packets, self.pending = self.pending, []
-        if not packets or self.fd < 0:
+        fd = self.fd
+        if not packets or fd < 0:
             return
-        fd, writev = self.fd, os.writev
-        for bufs in coalesce(packets) if len(packets) > 1 else ([NO_VNET_HDR, packets[0]],):
-            try:
-                writev(fd, bufs)
-            except OSError:  # as in deliver
-                self.dropped_out += len(bufs) - 2 if len(bufs) > 2 else 1
-            else:
-                if len(bufs) > 2:
-                    self.coalesced_writes += 1
-                    self.coalesced_segments += len(bufs) - 2
+        if self.offload:
+            writev = os.writev
+            for bufs in coalesce(packets) if len(packets) > 1 else ([NO_VNET_HDR, packets[0]],):
+                try:
+                    writev(fd, bufs)
+                except OSError:  # full (EAGAIN) or going: the read side ends the carrying
+                    self.dropped_out += len(bufs) - 2 if len(bufs) > 2 else 1
+                else:
+                    if len(bufs) > 2:
+                        self.coalesced_writes += 1
+                        self.coalesced_segments += len(bufs) - 2
+        else:
+            write = os.write
+            for p in packets:
+                try:
+                    write(fd, p)
+                except OSError:  # as above
+                    self.dropped_out += 1
+        if not self._taking:
+            self._take()
 
     async def _run(self) -> None:
         try:
@@ -263,53 +279,64 @@ class Carrier:
                 self.stop()
 
     async def _pump(self) -> None:
+        wait = trio.lowlevel.wait_readable
+        while self.fd >= 0:
+            await wait(self.fd)
+            self._take()
+
+    def _take(self) -> None:
+        """Read what the TUN has (up to ``TUN_BATCH`` reads) and hand it to the
+        interface as one batch; an error on the TUN ends the carrying."""
         fd, ifp = self.fd, self.ifp
-        read, wait = os.read, trio.lowlevel.wait_readable
-        offload, unpack, hsize = self.offload, VNET_HDR.unpack_from, VNET_HDR.size
-        while True:
-            await wait(fd)
-            mtu = ifp.mtu  # live: SIOCSIFMTU may change it
-            packets: list[bytes] = []
-            error = 0
-            for _ in range(TUN_BATCH):
-                try:
-                    p = read(fd, _READ_MAX)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    error = exc.errno or errno.EIO
-                    break
-                if offload:
-                    if len(p) <= hsize:
+        if fd < 0:
+            return
+        read, unpack, hsize = os.read, VNET_HDR.unpack_from, VNET_HDR.size
+        offload = self.offload
+        mtu = ifp.mtu  # live: SIOCSIFMTU may change it
+        packets: list[bytes] = []
+        error = 0
+        for _ in range(TUN_BATCH):
+            try:
+                p = read(fd, _READ_MAX)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                error = exc.errno or errno.EIO
+                break
+            if offload:
+                if len(p) <= hsize:
+                    self.dropped_in += 1
+                    continue
+                flags, gso, _, size, start, offset = unpack(p)
+                p = p[hsize:]
+                if flags or gso:
+                    try:
+                        parts = split(p, flags, gso, size, start, offset)
+                    except ValueError as exc:
+                        log.debug("%s: a TUN read dropped: %s", ifp.name, exc)
                         self.dropped_in += 1
                         continue
-                    flags, gso, _, size, start, offset = unpack(p)
-                    p = p[hsize:]
-                    if flags or gso:
-                        try:
-                            parts = split(p, flags, gso, size, start, offset)
-                        except ValueError as exc:
-                            log.debug("%s: a TUN read dropped: %s", ifp.name, exc)
+                    if gso:
+                        self.tso_reads += 1
+                        self.tso_segments += len(parts)
+                    for q in parts:
+                        if len(q) <= mtu and q[0] >> 4 in (4, 6):
+                            packets.append(q)
+                        else:
                             self.dropped_in += 1
-                            continue
-                        if gso:
-                            self.tso_reads += 1
-                            self.tso_segments += len(parts)
-                        for q in parts:
-                            if len(q) <= mtu and q[0] >> 4 in (4, 6):
-                                packets.append(q)
-                            else:
-                                self.dropped_in += 1
-                        continue
-                if 0 < len(p) <= mtu and p[0] >> 4 in (4, 6):
-                    packets.append(p)
-                else:
-                    self.dropped_in += 1
-            if packets:
+                    continue
+            if 0 < len(p) <= mtu and p[0] >> 4 in (4, 6):
+                packets.append(p)
+            else:
+                self.dropped_in += 1
+        if packets:
+            self._taking = True
+            try:
                 ifp.write_packets(packets)
-            if error:
-                self.stop(0 if error in _GONE else error)
-                return
+            finally:
+                self._taking = False
+        if error:
+            self.stop(0 if error in _GONE else error)
 
 
 async def carry(ifp: Interface, data: bytearray, l: Lwp) -> None:
