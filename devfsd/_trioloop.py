@@ -108,6 +108,7 @@ __all__ = [
     "choose",
     "fast_instruments",
     "fast_io_wakeups",
+    "idle_but_wakeups",
     "lean_fuse_loop",
     "move_deadline",
     "register_reader",
@@ -139,6 +140,7 @@ _EPOLL_PRIVATE: Final = (
 _RUNNER_PRIVATE: Final = (
     "instruments",
     "io_manager",
+    "entry_queue",
     "deadlines",
     "clock",
     "_locals",
@@ -147,6 +149,7 @@ _RUNNER_PRIVATE: Final = (
     "runq",
 )
 _DEADLINES_PRIVATE: Final = ("next_deadline", "_heap")
+_ENTRY_QUEUE_PRIVATE: Final = ("queue", "idempotent_queue", "wakeup")
 
 
 @final
@@ -156,12 +159,14 @@ class Private:
     __slots__ = ("dict_instruments", "epoll", "instruments", "lean_epoll", "run_context")
 
     def __init__(self) -> None:
+        from trio._core._entry_queue import EntryQueue
         from trio._core._instrumentation import Instruments
         from trio._core._io_epoll import EpollIOManager
         from trio._core._run import GLOBAL_RUN_CONTEXT, Deadlines, Runner, Task
 
         for cls, names in (
             (Deadlines, _DEADLINES_PRIVATE),
+            (EntryQueue, _ENTRY_QUEUE_PRIVATE),
             (Task, _TASK_PRIVATE),
             (trio.CancelScope, _SCOPE_PRIVATE),
             (EpollIOManager, _EPOLL_PRIVATE),
@@ -435,6 +440,34 @@ def wait_idle_readable(fds: tuple[int, ...], timeout: float) -> list[int]:
     if ep in ready:
         ready.remove(ep)
     return ready
+
+
+def idle_but_wakeups(timeout: float) -> bool:
+    """True if the thread may block for ``timeout`` seconds in a system
+    call trio cannot end (a module host's blocking ``recv``, bounded by
+    ``SO_RCVTIMEO``): trio has nothing else to do, no deadline comes
+    before ``timeout``, nothing waits in ``run_sync_soon``'s queue, and no
+    task waits for a descriptor but trio's own wakeup one. Only a thread's
+    ``run_sync_soon`` (a worker thread's end) or a signal could need the
+    loop meanwhile, and those then wait at most ``timeout``. False with the
+    fast paths off, in a guest run, or on another I/O manager. Call from a
+    task's step, between awaits (as ``wait_idle_readable``).
+    """
+    p = PRIVATE
+    if p is None:
+        return False
+    runner = p.run_context.runner
+    if runner.runq or runner.is_guest:
+        return False
+    io = runner.io_manager
+    queue = runner.entry_queue
+    if not isinstance(io, p.epoll) or queue.queue or queue.idempotent_queue:
+        return False
+    registered = io._registered
+    if len(registered) > 1 or (registered and queue.wakeup.wakeup_sock.fileno() not in registered):
+        return False
+    deadlines = runner.deadlines
+    return not deadlines._heap or deadlines.next_deadline() - runner.clock.current_time() > timeout
 
 
 def wake_reader(fd: int, task: trio.lowlevel.Task) -> bool:

@@ -3,6 +3,10 @@
 Touches the world (a non-blocking ``AF_UNIX`` stream socket); used by both
 the daemon (``supervisor``) and the host (``host``).
 
+Every call on the socket but one passes ``MSG_DONTWAIT``: a host's socket
+is a blocking one, whose reader may wait for its next request in a
+blocking ``recv`` (``host.py``); the daemon's is non-blocking anyway.
+
 ``Sender.send`` never awaits: a reply, a ``RELEASE`` from a finaliser or a
 poll notification from ``WaitChannel.wakeup`` (all synchronous) can send.
 Whatever the socket does not take at once waits in a backlog, in order,
@@ -13,14 +17,13 @@ while there is a backlog every later message queues behind it.
 from __future__ import annotations
 
 import errno
+import socket
 from collections import deque
 from typing import TYPE_CHECKING, Final, final
 
 import trio
 
 if TYPE_CHECKING:
-    import socket
-
     from devfsd.cdevsw._uio import Buffer
     from devfsd.isolate.protocol import Message, Receiver
 
@@ -28,6 +31,7 @@ __all__ = ["RECV_SIZE", "Sender", "receive", "receive_now"]
 
 #: Bytes asked of the socket at a time: a 128 KiB read's reply in one go.
 RECV_SIZE: Final = 256 * 1024
+_DONTWAIT: Final = socket.MSG_DONTWAIT
 
 
 @final
@@ -60,7 +64,7 @@ class Sender:
                 self._backlog.append(memoryview(bytes(more)))
             return
         try:
-            n = self.sock.sendmsg((data, more)) if more else self.sock.send(data)
+            n = self.sock.sendmsg((data, more), (), _DONTWAIT) if more else self.sock.send(data, _DONTWAIT)
         except BlockingIOError:
             n = 0
         except OSError:
@@ -85,7 +89,7 @@ class Sender:
                 await trio.lowlevel.wait_writable(self.sock)
                 head = self._backlog[0]
                 try:
-                    n = self.sock.send(head)
+                    n = self.sock.send(head, _DONTWAIT)
                 except BlockingIOError:
                     continue
                 except OSError:
@@ -98,18 +102,21 @@ class Sender:
                     self._backlog.popleft()
 
 
-def receive_now(sock: socket.socket, rx: Receiver, buf: bytearray) -> list[Message] | None:
+def receive_now(
+    sock: socket.socket, rx: Receiver, buf: bytearray, flags: int = socket.MSG_DONTWAIT
+) -> list[Message] | None:
     """The whole messages the data on ``sock`` completes, without waiting
     (none if there is no data yet); ``None`` at the end of the stream (the
     peer closed or died). ``buf`` is scratch space (``RECV_SIZE`` bytes,
     reused): a fresh ``recv(RECV_SIZE)`` would have malloc map and unmap
     256 KiB for every message, which cost more than the rest of a round trip.
+    ``flags`` 0 on a blocking socket: wait, up to its ``SO_RCVTIMEO``.
 
     Raises:
         ProtocolError: the peer sent something malformed.
     """
     try:
-        n = sock.recv_into(buf)
+        n = sock.recv_into(buf, 0, flags)
     except BlockingIOError:
         return []
     except OSError as exc:

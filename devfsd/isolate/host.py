@@ -18,7 +18,12 @@ enters one). Having answered, the reader waits for the next request in
 ``select(2)`` while the loop is idle, up to ``SYNC_WAIT``
 (``_trioloop.wait_idle_readable``): a daemon reading a node in a loop
 sends it within tens of microseconds, and the host's loop does not turn
-between two requests.
+between two requests. When trio waits for no descriptor but its own
+wakeup one (``_trioloop.idle_but_wakeups``: mm, crandom), it waits in
+the socket's own blocking ``recv`` instead, which ``SO_RCVTIMEO`` ends
+after ``SYNC_WAIT``: one system call where ``select`` then ``recv`` are
+two, and a cheaper wake-up; a worker thread's end or a signal then waits
+for the loop at most ``SYNC_WAIT``.
 ``PING`` is answered by the loop itself, at once: the daemon's heartbeat
 proves the loop is not stuck. The host exits when the socket ends (the
 daemon unloaded the module, or died: ``PR_SET_PDEATHSIG`` kills a host
@@ -36,6 +41,7 @@ import os
 import resource
 import signal
 import socket
+import struct
 import sys
 import weakref
 from collections import deque
@@ -134,6 +140,10 @@ class Host:
                 os.close(shm)
         self.out = Sender(sock)
         self.rx = P.Receiver()
+        #: The socket is blocking, with ``SO_RCVTIMEO`` at ``SYNC_WAIT``: the
+        #: reader may wait for its next request in ``recv`` itself (every
+        #: other call on it passes ``MSG_DONTWAIT``, ``_channel``).
+        self._timed_recv = _timed_recv(sock)
         self.files: dict[int, File] = {}
         #: Each request being answered: its cancel scope and task.
         self.tasks: dict[int, tuple[trio.CancelScope, trio.lowlevel.Task]] = {}
@@ -203,9 +213,13 @@ class Host:
                         return
                     answered = True
                 msgs: list[P.Message] | None = []
-                if answered and run < SYNC_RUN and _trioloop.wait_idle_readable(fds, SYNC_WAIT):
-                    run += 1
-                    msgs = receive_now(sock, self.rx, self._buf)
+                if answered and run < SYNC_RUN:
+                    if self._timed_recv and _trioloop.idle_but_wakeups(SYNC_WAIT):
+                        run += 1  # one system call, where select then recv are two
+                        msgs = receive_now(sock, self.rx, self._buf, 0)  # SO_RCVTIMEO: SYNC_WAIT
+                    elif _trioloop.wait_idle_readable(fds, SYNC_WAIT):
+                        run += 1
+                        msgs = receive_now(sock, self.rx, self._buf)
                 if msgs == []:
                     run = 0
                     msgs = await receive(sock, self.rx, self._buf)
@@ -428,6 +442,19 @@ class Host:
             self.module = None
         else:
             await mod.modcmd(cmd, None)
+
+
+def _timed_recv(sock: socket.socket) -> bool:
+    """Make ``sock`` blocking, its ``recv`` timing out after ``SYNC_WAIT``;
+    False (and left non-blocking) where the timeout cannot be set."""
+    usec = round(SYNC_WAIT * 1e6)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, usec))
+    except OSError as exc:
+        log.debug("no SO_RCVTIMEO: %s", exc)
+        return False
+    sock.setblocking(True)
+    return True
 
 
 def _confine() -> None:

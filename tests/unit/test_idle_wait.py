@@ -8,7 +8,7 @@ import time
 import pytest
 import trio
 
-from devfsd._trioloop import wait_idle_readable
+from devfsd._trioloop import idle_but_wakeups, wait_idle_readable
 from tests.unit.conftest import needs_fast_paths
 from tests.unit.sockets import socket_pair
 
@@ -80,3 +80,50 @@ async def test_public_only_never_blocks() -> None:
         start = time.monotonic()
         assert wait_idle_readable((a.fileno(),), 5.0) == []
         assert time.monotonic() - start < 1.0
+
+
+# -- idle_but_wakeups: a module host's blocking recv (SO_RCVTIMEO) -------------------
+
+
+@needs_fast_paths
+async def test_idle_but_wakeups_when_trio_waits_for_nothing_else() -> None:
+    assert idle_but_wakeups(0.0005)
+
+
+@needs_fast_paths
+async def test_idle_but_wakeups_not_while_a_task_is_runnable_or_queued() -> None:
+    async with trio.open_nursery() as n:
+        n.start_soon(trio.sleep, 0)  # in the run queue until this step ends
+        assert not idle_but_wakeups(0.0005)
+    token = trio.lowlevel.current_trio_token()
+    token.run_sync_soon(lambda: None)  # a thread's run_sync_soon, waiting its turn
+    assert not idle_but_wakeups(0.0005)
+    await trio.sleep(0.01)
+    assert idle_but_wakeups(0.0005)
+
+
+@needs_fast_paths
+async def test_idle_but_wakeups_not_while_a_task_waits_for_a_descriptor() -> None:
+    # A blocking recv would not see it become ready: select must.
+    with socket_pair() as (c, _d):
+        async with trio.open_nursery() as n:
+            n.start_soon(trio.lowlevel.wait_readable, c)
+            await trio.sleep(0.01)  # the task is in trio's epoll record of c
+            assert not idle_but_wakeups(0.0005)
+            n.cancel_scope.cancel()
+    assert idle_but_wakeups(0.0005)
+
+
+@needs_fast_paths
+async def test_idle_but_wakeups_not_when_a_deadline_comes_first() -> None:
+    async with trio.open_nursery() as n:
+        n.start_soon(trio.sleep, 5.0)
+        await trio.sleep(0.001)  # the sleeper's deadline is registered
+        assert not idle_but_wakeups(10.0)
+        assert idle_but_wakeups(0.0005)
+        n.cancel_scope.cancel()
+
+
+@pytest.mark.usefixtures("public_only")
+async def test_idle_but_wakeups_never_with_the_fast_paths_off() -> None:
+    assert not idle_but_wakeups(0.0005)
