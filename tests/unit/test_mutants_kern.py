@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -485,3 +487,160 @@ def test_a_requirement_list_of_anything_but_names_is_einval(required: object) ->
         parse_required(required)
     assert ei.value.errno == errno.EINVAL
     assert str(ei.value) == "required must be a string or a sequence of names"
+
+
+@pytest.mark.parametrize("privileged", [("a", 1), ("a", ""), [None]])
+def test_privileged_names_anything_but_property_names_is_einval(privileged: object) -> None:
+    with pytest.raises(DeviceError) as ei:
+        ModuleInfo(name="m", privileged=privileged)  # type: ignore[arg-type]
+    assert ei.value.errno == errno.EINVAL
+    assert str(ei.value) == "privileged: property names, as strings"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "async def modcmd(cmd, props):\n    return None\n",  # no MODULE
+        "from devfsd.kern import ModuleInfo\nMODULE = ModuleInfo(name='half')\n",  # no modcmd
+        "from devfsd.kern import ModuleInfo\nMODULE = ModuleInfo(name='half')\nmodcmd = 1\n",
+    ],
+)
+async def test_a_module_without_module_or_modcmd_is_enoexec(tmp_path: Path, source: str) -> None:
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "__init__.py").write_text(source)
+    async with Kernel.running([tmp_path]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("half")
+        assert ei.value.errno == errno.ENOEXEC
+        assert loaded(k) == []
+
+
+_FRESH = """\
+import sys, trio
+from devfsd.testing.harness import Kernel
+
+async def main():
+    async with Kernel.running([sys.argv[1]]) as k:
+        await k.modload("quiet")
+        import devfsd_modules.quiet as q  # the loaded module, by its import name
+        assert q is k.loader.modules["quiet"].pymod
+        print("ok")
+
+trio.run(main)
+"""
+
+
+def test_a_loaded_module_is_importable_by_its_name_in_a_fresh_process(tmp_path: Path) -> None:
+    # A fresh interpreter: the devfsd_modules package is made by the first load.
+    recorder(tmp_path, "quiet")
+    r = subprocess.run(
+        [sys.executable, "-c", _FRESH, str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr[-2000:]
+
+
+# -- loading: names, files, submodules, module_load ----------------------------------------
+
+
+async def test_a_module_is_imported_by_its_name_and_all_of_it_purged_at_unload(tmp_path: Path) -> None:
+    recorder(tmp_path, "quiet")
+    (tmp_path / "quiet" / "sub.py").write_text("X = 1\n")
+    with (tmp_path / "quiet" / "__init__.py").open("a") as f:
+        f.write("from . import sub\n")
+    (tmp_path / "solo.py").write_text(
+        "from devfsd.kern import ModuleInfo\nMODULE = ModuleInfo(name='solo')\n"
+        "async def modcmd(cmd, props):\n    return None\n"
+    )
+    async with Kernel.running([tmp_path]) as k:
+        await k.modload("quiet")
+        await k.modload("solo")  # a single file, found by name
+        assert sys.modules["devfsd_modules.quiet"] is k.loader.modules["quiet"].pymod
+        assert sys.modules["devfsd_modules.quiet.sub"].X == 1
+        assert sys.modules["devfsd_modules.solo"] is k.loader.modules["solo"].pymod
+        await k.modunload("quiet")
+        assert not [m for m in sys.modules if m.startswith("devfsd_modules.quiet")]
+
+
+async def test_an_untrusted_submodule_refuses_the_load_and_leaves_nothing(tmp_path: Path) -> None:
+    recorder(tmp_path, "quiet")
+    (tmp_path / "quiet" / "sub.py").write_text("X = 1\n")
+    (tmp_path / "quiet" / "sub.py").chmod(0o666)
+    with (tmp_path / "quiet" / "__init__.py").open("a") as f:
+        f.write("from . import sub\n")
+    async with Kernel.running([tmp_path]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("quiet")
+        assert ei.value.errno == errno.EPERM
+        assert "writable by others" in str(ei.value)
+        assert not [m for m in sys.modules if m.startswith("devfsd_modules.quiet")]
+
+
+async def test_a_module_whose_import_raises_is_enoexec(tmp_path: Path) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "__init__.py").write_text("1 / 0\n")
+    async with Kernel.running([tmp_path]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("broken")
+        assert ei.value.errno == errno.ENOEXEC
+
+
+_LOADS = """\
+import os
+from devfsd.kern import ModCmd, ModuleInfo, module_load
+
+MODULE = ModuleInfo(name={name!r})
+
+
+async def modcmd(cmd, props):
+    if cmd == ModCmd.INIT:
+        await module_load({spec}, {props!r})
+    return None
+"""
+
+
+async def test_module_load_from_init_is_roots_load_and_a_load_under_way_is_edeadlk(tmp_path: Path) -> None:
+    (tmp_path / "priv").mkdir()
+    (tmp_path / "priv" / "__init__.py").write_text(
+        "from devfsd.kern import ModuleInfo\nMODULE = ModuleInfo(name='priv', privileged=('secret',))\n"
+        "async def modcmd(cmd, props):\n    return None\n"
+    )
+    for name, spec, props in [
+        ("loader", "'priv'", {"secret": "s"}),  # a privileged property: INIT loads as root does
+        ("selfish", "os.path.dirname(__file__)", None),  # itself, by path, while it loads
+    ]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(_LOADS.format(name=name, spec=spec, props=props))
+    async with Kernel.running([tmp_path]) as k:
+        await k.modload("loader")
+        assert k.loader.modules["priv"].props == {"secret": "s"}
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("selfish")
+        assert ei.value.errno == errno.EDEADLK
+        assert sorted(loaded(k)) == ["loader", "priv"]
+
+
+def declaring(d: Path, dirname: str, name: str) -> Path:
+    """A module in ``d/dirname`` that declares itself ``name``."""
+    (d / dirname).mkdir()
+    (d / dirname / "__init__.py").write_text(
+        f"from devfsd.kern import ModuleInfo\nMODULE = ModuleInfo(name={name!r})\n"
+        "async def modcmd(cmd, props):\n    return None\n"
+    )
+    return d / dirname
+
+
+async def test_a_module_declaring_another_name_is_enoent_by_name_that_name_by_path(tmp_path: Path) -> None:
+    alias = declaring(tmp_path, "alias", "other")
+    async with Kernel.running([tmp_path]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("alias")  # by name: the name asked for is not its name
+        assert ei.value.errno == errno.ENOENT
+        assert "devfsd_modules.alias" not in sys.modules
+        await k.modload(str(alias))  # by path: loaded under the name it declares
+        assert loaded(k) == ["other"]
+        assert sys.modules["devfsd_modules.other"] is k.loader.modules["other"].pymod
+        assert "devfsd_modules.alias" not in sys.modules
+        with pytest.raises(DeviceError) as ei:
+            await k.modload(str(alias))  # that name is loaded
+        assert ei.value.errno == errno.EEXIST
+        assert "devfsd_modules.alias" not in sys.modules
