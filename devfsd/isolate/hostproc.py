@@ -214,9 +214,12 @@ class HostProcess:
         self._sync_fds: tuple[int, int, int] | None = None
         #: Replies read by the call that waited for them (for tests and the bench).
         self.sync_replies = 0
-        #: The shared buffer (``protocol``, "Shared memory"), mapped read-only:
-        #: its free slots, and the slot and size of each read that lent one.
-        self._shm: mmap.mmap | None = None
+        #: The shared buffer (``protocol``, "Shared memory"), mapped read-only
+        #: a slot per mapping (and a mapping's reference count with nothing
+        #: but this list holding it): its free slots, and the slot and size
+        #: of each read that lent one.
+        self._slots: list[mmap.mmap] = []
+        self._slot_refs = 0
         self._free: deque[int] = deque()
         self._lent: dict[int, tuple[int, int]] = {}
         #: Reads whose data came through the shared buffer (for tests).
@@ -301,14 +304,43 @@ class HostProcess:
             nursery.start_soon(self._heartbeat, self.timeout)
 
     def _map_shared(self, fd: int) -> None:
-        """Map the shared buffer read-only and close ``fd`` (the host has its own)."""
+        """Map the shared buffer read-only, a mapping per slot, and close
+        ``fd`` (the host has its own)."""
         try:
-            self._shm = mmap.mmap(fd, P.SHM_SLOTS * P.SHM_SLOT, mmap.MAP_SHARED, mmap.PROT_READ)
+            self._slots = [
+                mmap.mmap(fd, P.SHM_SLOT, mmap.MAP_SHARED, mmap.PROT_READ, offset=i * P.SHM_SLOT)
+                for i in range(P.SHM_SLOTS)
+            ]
+            self._slot_refs = sys.getrefcount(self._slots[0])
             self._free.extend(range(P.SHM_SLOTS))
         except (OSError, ValueError) as exc:  # reads take the socket
+            self._close_slots()
             log.debug("module %s: no shared buffer: %s", self.name, exc)
         finally:
             os.close(fd)
+
+    def _lendable(self) -> int:
+        """A free slot that no view of an earlier read's data still holds
+        (taken off ``_free``), or -1. A read's data is a view of its slot
+        (``_from_slot``) until FUSE has been answered and everything that
+        held it is gone; only then may the host write there again. A view
+        holds its slot's mapping, so the mapping's reference count says
+        whether one is left (``sys.getrefcount``, as when it was made)."""
+        free, slots = self._free, self._slots
+        for _ in range(len(free)):
+            slot = free.popleft()
+            if sys.getrefcount(slots[slot]) <= self._slot_refs:
+                return slot
+            free.append(slot)
+        return -1
+
+    def _close_slots(self) -> None:
+        """Unmap the slots; one a view still holds is unmapped with the last view."""
+        slots, self._slots = self._slots, []
+        self._free.clear()
+        for m in slots:
+            with contextlib.suppress(BufferError):
+                m.close()
 
     def _limit_memory(self, limit: int) -> None:
         """A cgroup of its own, before it has loaded anything; else it sets
@@ -375,8 +407,7 @@ class HostProcess:
         rid = next(self._rids)
         c = _Call()
         self.pending[rid] = c
-        if P.SHM_MIN <= read <= P.SHM_SLOT and self._free:
-            slot = self._free.popleft()
+        if P.SHM_MIN <= read <= P.SHM_SLOT and self._free and (slot := self._lendable()) >= 0:
             self._lent[rid] = (slot, read)  # until its reply, whatever becomes of the call
             body += P.READ_SLOT.pack(slot)
         out = self.out
@@ -541,24 +572,25 @@ class HostProcess:
             self._free.append(lent[0])
         return lent
 
-    def _from_slot(self, m: P.Message, copy: bool) -> bytes:
-        """A ``REPLY_SHM``'s data, copied out of the slot its read lent (if
-        ``copy``: its call still waits): what the daemon answers from is its
-        own copy, whatever the host writes there later.
+    def _from_slot(self, m: P.Message, want: bool) -> bytes | memoryview:
+        """A ``REPLY_SHM``'s data (if ``want``: its call still waits): a
+        view of the slot its read lent, not a copy. FUSE is answered from
+        the slot itself; ``_lendable`` lends it again only once no view of
+        it is left. The host can write there meanwhile only by breaking
+        the protocol, and then changes its own node's data, as it could
+        by answering other bytes.
 
         Raises:
             ProtocolError: no slot lent for it, or more bytes than the read asked.
         """
         (n,) = P.unpack(P.SHM_REPLY, m.body)
         lent = self._give_back(m.rid)
-        shm = self._shm
-        if lent is None or shm is None:
+        if lent is None or not self._slots:
             raise P.ProtocolError(errno.EBADMSG, "REPLY_SHM for a read that lent no slot")
         slot, size = lent
         if n > size:
             raise P.ProtocolError(errno.EBADMSG, f"REPLY_SHM of {n} bytes for a read of {size}")
-        start = slot * P.SHM_SLOT
-        return shm[start : start + n] if copy else b""
+        return memoryview(self._slots[slot])[:n] if want else b""
 
     async def _read(self) -> None:
         sock = self.sock
@@ -743,10 +775,7 @@ class HostProcess:
                 trio.lowlevel.notify_closing(self.sock)
                 self.sock.close()
                 self.sock = None
-            if self._shm is not None:
-                self._free.clear()
-                self._shm.close()
-                self._shm = None
+            self._close_slots()
             if self.cgroup is not None:
                 self.oom = self.cgroup.oom_kills() > 0
                 await self._remove_cgroup(self.cgroup)

@@ -25,8 +25,8 @@ more may lend one: its body then ends with ``READ_SLOT`` (the slot's
 number), and the host may answer ``REPLY_SHM`` (``SHM_REPLY``: how many
 bytes it wrote at the start of the slot) instead of a ``REPLY`` with the
 data. The slot is the host's until its reply (either kind) comes; the
-daemon copies the bytes out when it takes the reply, and checks the count
-against the read's size.
+daemon checks the count against the read's size, answers from the slot,
+and lends it again once nothing holds that data.
 
 The host is not trusted: ``Receiver`` refuses unknown kinds and bodies
 past ``MAX_BODY`` with ``ProtocolError`` (the daemon then kills the host),

@@ -260,3 +260,31 @@ async def test_a_read_of_an_unknown_file_or_with_a_short_body_fails_and_the_host
             assert ei.value.errno == err
         assert await h.read(0, fid) == b"fast\n"
         assert not h.host.dead
+
+
+async def test_a_slot_is_not_lent_again_while_a_view_of_its_data_lives() -> None:
+    # A large read's data is a view of its slot (FUSE is answered from it):
+    # however many large reads follow, none is given that slot while the
+    # view lives, so its bytes stay the driver's; once it is gone, the slot
+    # is lent again.
+    async with hosted() as h:
+        fid = await h.open(7)
+        size = 64 * 1024
+        with trio.fail_after(WAIT):
+            held = await h.host.call(P.Kind.READ, P.READ.pack(fid, size, 1), h.dev(7), read=size)
+        assert h.host.shm_replies == 1
+        want = bytes((1 + i) * 7 % 251 for i in range(size))
+        assert held == want
+        for k in range(3 * P.SHM_SLOTS):
+            assert await h.read(7, fid, size, 100 + k) == bytes((100 + k + i) * 7 % 251 for i in range(size))
+        assert h.host.shm_replies == 1 + 3 * P.SHM_SLOTS  # the other slots took them all
+        assert held == want
+
+        def lendable() -> set[int]:
+            got = {h.host._lendable() for _ in range(P.SHM_SLOTS)} - {-1}
+            h.host._free.extend(got)
+            return got
+
+        assert len(lendable()) == P.SHM_SLOTS - 1
+        del held
+        assert len(lendable()) == P.SHM_SLOTS
