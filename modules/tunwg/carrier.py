@@ -65,7 +65,7 @@ from devfsd.cdevsw import IOW, DeviceError
 from devfsd.kern import kthread_create
 
 from .follow import follow_mtu
-from .offload import NO_VNET_HDR, VNET_HDR, coalesce, split
+from .offload import NO_VNET_HDR, VNET_HDR, coalesce, numpy, split
 
 if TYPE_CHECKING:
     from devfsd.cdevsw import Lwp, Uio
@@ -357,6 +357,8 @@ async def carry(ifp: Interface, data: bytearray, l: Lwp) -> None:
         raise DeviceError(errno.ENXIO)
     if ifp.carrier is not None:
         raise DeviceError(errno.EBUSY)
+    if ifp.offload:
+        numpy()  # loaded now, not at the first super-segment
     try:  # no await from the checks to start(): nothing can race them
         ifname = name.decode()
         fd, offload = open_tun(ifname, mtu, ifp.offload)

@@ -41,7 +41,7 @@ in Python.
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "GSO_NONE",
@@ -165,6 +165,15 @@ def split(
     return out
 
 
+def numpy() -> Any:
+    """numpy, imported on first use: only a carrying with offloads loads it
+    (``carry`` calls this before it opens the TUN, so the import does not
+    stall the first stream's packets)."""
+    import numpy as np
+
+    return np
+
+
 def _chunk_sums(pkt: bytes, start: int, size: int) -> list[int]:
     """The sums of the 16-bit words of ``pkt[start:]`` cut every ``size`` bytes,
     one per piece (a last odd byte padded with a zero), not folded.
@@ -179,8 +188,7 @@ def _chunk_sums(pkt: bytes, start: int, size: int) -> list[int]:
         return [0]
     count = -(-n // size)
     if count > 2 and not size & 1:
-        import numpy as np  # only a TSO reader pays for loading it
-
+        np = numpy()
         words = np.zeros(count * size, np.uint8)
         words[:n] = np.frombuffer(pkt, np.uint8, n, start)
         sums: list[int] = words.view(">u2").reshape(count, size // 2).sum(axis=1, dtype=np.uint64).tolist()
