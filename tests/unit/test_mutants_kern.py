@@ -9,6 +9,7 @@ for each test, as tests/netbsd does.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import subprocess
 import sys
@@ -194,6 +195,16 @@ async def test_a_modules_threads_know_their_module_and_are_named_after_it(tmp_pa
         kthread_create(later, module=mod)
         await _until(lambda: ran, "thread given module= ran")
         assert ran == [mod]
+
+        # A callable without a __name__ (a partial) is a "thread".
+        names: list[str] = []
+
+        async def named(out: list[str]) -> None:
+            out.append(trio.lowlevel.current_task().name)
+
+        kthread_create(functools.partial(named, names), module=mod)
+        await _until(lambda: names, "partial ran")
+        assert names == ["threaded:thread"]
         await k.modunload("threaded")
 
 
@@ -644,3 +655,47 @@ async def test_a_module_declaring_another_name_is_enoent_by_name_that_name_by_pa
             await k.modload(str(alias))  # that name is loaded
         assert ei.value.errno == errno.EEXIST
         assert "devfsd_modules.alias" not in sys.modules
+
+
+async def test_only_the_privileged_properties_given_are_roots_alone(tmp_path: Path) -> None:
+    (tmp_path / "priv").mkdir()
+    (tmp_path / "priv" / "__init__.py").write_text(
+        "from devfsd.kern import ModuleInfo\nMODULE = ModuleInfo(name='priv', privileged=('secret',))\n"
+        "async def modcmd(cmd, props):\n    return None\n"
+    )
+    async with Kernel.running([tmp_path]) as k:
+        await k.loader.load("priv", {"plain": 1}, uid=1000)  # no privileged one given: fine
+        await k.modunload("priv")
+        with pytest.raises(DeviceError) as ei:
+            await k.loader.load("priv", {"plain": 1, "secret": "s"}, uid=1000)
+        assert ei.value.errno == errno.EPERM
+        assert str(ei.value) == "property secret of priv is root's alone"
+        with pytest.raises(DeviceError) as ei:
+            await k.loader.load(str(tmp_path / "priv"), uid=1000)
+        assert ei.value.errno == errno.EPERM
+        assert str(ei.value) == "loading a module by path is root's alone"
+        await k.loader.load("priv", {"secret": "s"}, uid=0)
+        assert loaded(k) == ["priv"]
+
+
+async def test_which_loads_go_to_a_host_of_their_own(tmp_path: Path) -> None:
+    recorder(tmp_path, "quiet")
+    recorder(tmp_path, "held")
+    async with Kernel.running([tmp_path]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.loader.load("quiet", {"user": "nobody"})  # a host's user, in process
+        assert ei.value.errno == errno.EINVAL
+        assert str(ei.value) == "property user: only with an isolated load (-I)"
+        k.loader.isolated_names = {"quiet"}
+        await k.loader.load("quiet", {"p": 1}, autoload=True, uid=0)  # named: isolated
+        await k.loader.load("held")  # not named: in process
+        quiet, held = k.loader.modules["quiet"], k.loader.modules["held"]
+        assert quiet.host is not None and held.host is None
+        assert (quiet.autoload, quiet.props) == (True, {"p": 1})
+        await k.modunload("held")
+        k.loader.isolate_all = True
+        await k.loader.load("held", isolated=False)  # told: in process
+        assert k.loader.modules["held"].host is None
+        await k.modunload("held")
+        await k.loader.load("held")  # every module isolated
+        assert k.loader.modules["held"].host is not None
