@@ -23,7 +23,7 @@ import trio
 from devfsd.cdevsw._wait import sleepers
 from devfsd.errors import DeviceError
 from devfsd.kern import ModCmd, ModuleInfo, current_module, kthread_create
-from devfsd.kern.loader import LoadedModule, ModStat
+from devfsd.kern.loader import LoadedModule, ModStat, ModuleLoader
 from devfsd.kern.modpath import entry_point_code
 from devfsd.kern.module import parse_required
 from devfsd.kern.props import PropError, parse_bool, parse_int, parse_param
@@ -699,3 +699,60 @@ async def test_which_loads_go_to_a_host_of_their_own(tmp_path: Path) -> None:
         await k.modunload("held")
         await k.loader.load("held")  # every module isolated
         assert k.loader.modules["held"].host is not None
+
+
+async def test_module_code_runs_as_its_own_file_without_devfsds_future_imports(tmp_path: Path) -> None:
+    recorder(tmp_path, "quiet")
+    with (tmp_path / "quiet" / "__init__.py").open("a") as f:
+        f.write("def typed(x: int) -> None:\n    pass\nANNOTATION = typed.__annotations__['x']\n")
+    async with Kernel.running([tmp_path]) as k:
+        await k.modload("quiet")
+        pymod = k.loader.modules["quiet"].pymod
+        assert pymod.__file__ == str(k.loader.modules["quiet"].path)  # the real path of __init__.py
+        assert pymod.ANNOTATION is int  # not the string "int" of `from __future__ import annotations`
+
+
+async def test_a_submodule_that_is_a_symbolic_link_is_not_found(tmp_path: Path) -> None:
+    recorder(tmp_path, "quiet")
+    (tmp_path / "real.py").write_text("X = 1\n")
+    (tmp_path / "quiet" / "sub.py").symlink_to(tmp_path / "real.py")
+    with (tmp_path / "quiet" / "__init__.py").open("a") as f:
+        f.write("from . import sub\n")
+    async with Kernel.running([tmp_path]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("quiet")
+        assert ei.value.errno == errno.ENOEXEC  # ImportError: no such submodule
+
+
+@pytest.mark.parametrize("spec", ["a\0b", "/tmp/a\0b", "a/\0"])
+def test_a_module_spec_with_nul_is_einval(spec: str) -> None:
+    with pytest.raises(DeviceError) as ei:
+        ModuleLoader().locate(spec)
+    assert ei.value.errno == errno.EINVAL
+    assert str(ei.value) == "module name or path contains NUL"
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_unloading_a_package_closes_its_directories_and_no_others(tmp_path: Path) -> None:
+    for name in ("quiet", "held"):
+        recorder(tmp_path, name)
+        (tmp_path / name / "sub.py").write_text("X = 1\n")
+        (tmp_path / name / "deep").mkdir()
+        (tmp_path / name / "deep" / "__init__.py").write_text("from . import leaf\n")
+        (tmp_path / name / "deep" / "leaf.py").write_text("Y = 2\n")
+        with (tmp_path / name / "__init__.py").open("a") as f:
+            f.write("from . import deep\n\ndef late():\n    from . import sub\n    return sub.X\n")
+    async with Kernel.running([tmp_path]) as k:
+        before = _fds()
+        await k.modload("quiet")
+        await k.modload("held")
+        assert str(sys.modules["devfsd_modules.held.deep.leaf"].__file__).endswith("/held/deep/leaf.py")
+        await k.modunload("quiet")
+        # held's directories are still open: its submodules still import.
+        assert k.loader.modules["held"].pymod.late() == 1
+        assert str(sys.modules["devfsd_modules.held.sub"].__file__).endswith("/held/sub.py")
+        await k.modunload("held")
+        assert _fds() == before
