@@ -1,6 +1,6 @@
 """Isolated against in-process: reading mm's zero through ``modload -I``.
 
-``python bench/bench_isolate.py [--quick] [--rounds N] [--pin C|none]``
+``python bench/bench_isolate.py [--quick] [--rounds N] [--pin C|none] [--before TREE]``
 
 Starts two devfsd side by side in one run, one with ``mm`` loaded in
 process and one with ``mm`` loaded isolated (``modload -I``: every read
@@ -18,6 +18,14 @@ this reader, from ``/proc/PID/schedstat`` (load-independent where the wall
 time is not: on a shared machine the wall time counts other programs'
 turns too). A benchmark, not a test; both mounts are removed however it
 ends.
+
+``--before TREE`` runs a third daemon, also with ``mm`` isolated, on the
+code of TREE (a source tree, e.g. ``git archive COMMIT | tar -x -C
+TREE``: the daemon and its host import devfsd from it through
+``PYTHONPATH``), in the same rounds against the same in-process daemon,
+so that one run compares the code before a change and after it under the
+same load (rows ``isolated, before``; its ratio is in-process time over
+its time, as the others).
 """
 
 from __future__ import annotations
@@ -30,12 +38,15 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree, for bench.*
 
 from bench.bench_read import _mm_zero, _pin, _run_large, _run_small
 from devfsd.testing.mount import DevfsdMount
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 KIB: Final = 1024
 
@@ -57,6 +68,22 @@ def _cpu_ns(pid: int) -> int:
     return total
 
 
+@contextlib.contextmanager
+def _pythonpath(tree: str | None) -> Iterator[None]:
+    """``PYTHONPATH`` set to ``tree`` (a daemon started meanwhile, and its
+    hosts, import devfsd from it), if not ``None``."""
+    old = os.environ.get("PYTHONPATH")
+    if tree is not None:
+        os.environ["PYTHONPATH"] = str(Path(tree).resolve())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
 def print_ratios(
     what: str, ratios: dict[str, list[float]], per_call: dict[tuple[str, str], list[float]]
 ) -> None:
@@ -75,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--pin", default="0", help="CPU to pin to, or none")
+    p.add_argument("--before", metavar="TREE", help="also an isolated mm on the code of TREE")
     args = p.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 7)
     small_calls = 3_000 if args.quick else 20_000
@@ -82,36 +110,40 @@ def main(argv: list[str] | None = None) -> int:
     cpus = None if args.pin == "none" else {int(args.pin)}
     with tempfile.TemporaryDirectory(prefix="devfsd-bench-iso-") as tmp:
         inproc = DevfsdMount(Path(tmp) / "inproc", args=["--entry-timeout", "10"])
-        iso = DevfsdMount(Path(tmp) / "iso", args=["--entry-timeout", "10"])
+        isos = {"isolated": DevfsdMount(Path(tmp) / "iso", args=["--entry-timeout", "10"])}
+        if args.before:
+            isos["isolated, before"] = DevfsdMount(Path(tmp) / "before", args=["--entry-timeout", "10"])
         try:
             inproc.start()
-            iso.start()
+            for name, m in isos.items():
+                with _pythonpath(args.before if name == "isolated, before" else None):
+                    m.start()
             if cpus is not None:
                 os.sched_setaffinity(0, cpus)
-                for m in (inproc, iso):
+                for m in (inproc, *isos.values()):
                     assert m.proc is not None
                     _pin(m.proc.pid, cpus)
-            zero_in = _mm_zero(inproc)
-            iso.client().modload("mm", isolated=True)
-            node = iso.path / "zero"
-            os.mknod(node, 0o20666, os.makedev(2, 12))
-            if cpus is not None:
-                assert iso.proc is not None
-                for child in _children(iso.proc.pid):
-                    _pin(child, cpus)
-            assert inproc.proc is not None and iso.proc is not None
-            procs = {
-                "in process": {"daemon": inproc.proc.pid},
-                "isolated": {"daemon": iso.proc.pid, "host": _children(iso.proc.pid)[0]},
-            }
+            assert inproc.proc is not None
+            procs: dict[str, dict[str, int]] = {"in process": {"daemon": inproc.proc.pid}}
+            fds = {"in process": os.open(_mm_zero(inproc), os.O_RDONLY)}
+            for name, m in isos.items():
+                m.client().modload("mm", isolated=True)
+                node = m.path / "zero"
+                os.mknod(node, 0o20666, os.makedev(2, 12))
+                assert m.proc is not None
+                if cpus is not None:
+                    for child in _children(m.proc.pid):
+                        _pin(child, cpus)
+                procs[name] = {"daemon": m.proc.pid, "host": _children(m.proc.pid)[0]}
+                fds[name] = os.open(node, os.O_RDONLY)
             for who in procs.values():
                 who["reader"] = os.getpid()
-            fds = {"in process": os.open(zero_in, os.O_RDONLY), "isolated": os.open(node, os.O_RDONLY)}
             buf = mmap.mmap(-1, 128 * KIB)
             for fd in fds.values():  # warm-up
                 _run_small(fd, 500)
                 _run_large(fd, buf, 100)
             ratios: dict[str, list[float]] = {"1 B": [], "128 KiB": []}
+            ratios_before: dict[str, list[float]] = {"1 B": [], "128 KiB": []}
             per_call: dict[tuple[str, str], list[float]] = {}
             #: (test, variant, process) -> CPU seconds per call, per round.
             cpu: dict[tuple[str, str, str], list[float]] = {}
@@ -136,15 +168,26 @@ def main(argv: list[str] | None = None) -> int:
                     on_cpu("128 KiB", name, large_calls, before)
                 for test in ratios:
                     ratios[test].append(t[(test, "in process")] / t[(test, "isolated")])
+                    if args.before:
+                        ratios_before[test].append(t[(test, "in process")] / t[(test, "isolated, before")])
                 for k, v in t.items():
                     per_call.setdefault(k, []).append(v)
             for fd in fds.values():
                 os.close(fd)
         finally:
-            iso.stop()
+            for m in isos.values():
+                m.stop()
             inproc.stop()
     print(f"{rounds} rounds, pinned to {args.pin}; ratio = in-process time / isolated time per call")
     print_ratios("test", ratios, per_call)
+    if args.before:
+        print(f"the code of {args.before}, isolated, in the same rounds:")
+        renamed = {
+            (row, "isolated" if v == "isolated, before" else v): x
+            for (row, v), x in per_call.items()
+            if v != "isolated"
+        }
+        print_ratios("before", ratios_before, renamed)
     print("CPU time per call (medians): daemon + host + reader = total")
     for test in ratios:
         for name in fds:
