@@ -24,7 +24,8 @@ while trio has nothing else to do (the wait ends as soon as anything trio
 waits for is ready), for at most ``SYNC_WAIT`` per call; a call of a kind
 on a dev whose reply did not come in time (a read that sleeps in its
 driver) keeps its calls of that kind on that dev off the synchronous wait
-for ``SYNC_BACKOFF``, doubling; and waits that did not get their reply,
+for ``SYNC_BACKOFF``, doubling (lifted when the reply comes within
+``SYNC_LATE`` after all: a busy CPU, not a driver asleep); and waits that did not get their reply,
 all hosts together, stop after ``SYNC_WASTE`` of every ``SYNC_WINDOW``.
 Never for ``LOAD`` and ``MODCMD`` (INIT may take seconds), nor with the
 fast paths off. One reader at a time: callers resume in the order the
@@ -102,6 +103,11 @@ SYNC_WAIT: Final = 0.0005
 #: call in a row up to SYNC_BACKOFF_MAX.
 SYNC_BACKOFF: Final = 0.1
 SYNC_BACKOFF_MAX: Final = 1.0
+#: ... unless the reply comes within SYNC_LATE of the wait's start after
+#: all: then the CPU was busy with other programs, the driver did not
+#: sleep, and the backoff is lifted (on a loaded machine the wait runs out
+#: now and then, and each backoff sent a thousand fast calls the slow way).
+SYNC_LATE: Final = 0.005
 #: Synchronous waits that ended without their reply, all hosts together,
 #: take at most SYNC_WASTE seconds of every SYNC_WINDOW.
 SYNC_WINDOW: Final = 1.0
@@ -413,8 +419,9 @@ class HostProcess:
         out = self.out
         n = len(body)
         out.send(P.HEADER.pack(n, kind, rid) + body if n <= P.MAX_BODY else P.encode(kind, rid, body))
+        late = 0.0
         if kind in SYNC_KINDS and _trioloop.PRIVATE is not None and not out._backlog:  # (out.backlog)
-            self._sync_wait(c, rid, kind, dev)
+            late = self._sync_wait(c, rid, kind, dev)
         try:
             if not c.done:
                 if caller is None:
@@ -430,6 +437,10 @@ class HostProcess:
                 del self.pending[rid]
                 self.post(P.encode(P.Kind.CANCEL, rid))
             raise
+        if late and time.monotonic() - late < SYNC_LATE:
+            # Its reply missed the wait but came soon after: a busy CPU (other
+            # programs' turns), not a driver asleep: no backoff for it.
+            self._sync_off.pop((kind, dev or 0), None)
         if c.err:
             raise P.reply_error(c.err, c.payload)
         return c.payload
@@ -437,21 +448,22 @@ class HostProcess:
     def _interrupt(self, rid: int) -> None:
         self.post(P.encode(P.Kind.INTERRUPT, rid))
 
-    def _sync_wait(self, c: _Call, rid: int, kind: int, dev: Dev | None) -> None:
+    def _sync_wait(self, c: _Call, rid: int, kind: int, dev: Dev | None) -> float:
         """Wait for ``c``'s reply (request ``rid`` of ``kind`` on ``dev``)
         with the thread blocked while the loop is idle, up to ``SYNC_WAIT``,
         taking what comes meanwhile. Returns with ``c`` done, or not (then
-        the call sleeps)."""
+        the call sleeps); the time the wait began if it ran out (and set a
+        backoff), else 0."""
         # What the host writes on stderr comes before its reply (a driver's
         # traceback before its EIO), and its death ends the wait.
         fds = self._sync_fds
         if self._delivering or self._deferred or fds is None:
-            return
+            return 0.0
         now = time.monotonic()
         key = (kind, dev or 0)
         off = self._sync_off.get(key) if self._sync_off else None
         if (off is not None and now < off[0]) or not _waste.allows(now):
-            return
+            return 0.0
         sock = self.sock
         assert sock is not None  # until reap, as _sync_fds
         fd, err, pidfd = fds
@@ -508,6 +520,8 @@ class HostProcess:
             if len(self._sync_off) >= _SYNC_KEYS:
                 self._sync_off.clear()
             self._sync_off[key] = (later + min(SYNC_BACKOFF * 2 ** (n - 1), SYNC_BACKOFF_MAX), n)
+            return now
+        return 0.0
 
     def _take_own(self, msgs: list[P.Message], rid: int) -> None:
         """Take ``msgs`` (read by the call waiting for request ``rid``) up

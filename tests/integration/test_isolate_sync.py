@@ -288,3 +288,20 @@ async def test_a_slot_is_not_lent_again_while_a_view_of_its_data_lives() -> None
         assert len(lendable()) == P.SHM_SLOTS - 1
         del held
         assert len(lendable()) == P.SHM_SLOTS
+
+
+async def test_a_reply_that_misses_the_wait_by_little_leaves_no_backoff() -> None:
+    # The driver takes 1 ms (past SYNC_WAIT, well within SYNC_LATE): the
+    # wait runs out, but the reply comes soon after, as when other programs
+    # hold the CPU; the next call waits again (no backoff), as it would not
+    # after a driver that sleeps (test_a_slow_host_gets_the_trio_wait_and_a_backoff).
+    async with hosted({"slow_ms": 1}) as h:
+        fid = await h.open(3)
+        key = (int(P.Kind.READ), h.dev(3))
+        soon = 0
+        for _ in range(20):
+            start = time.monotonic()
+            assert await h.read(3, fid) == b"slow\n"
+            if time.monotonic() - start < hostproc.SYNC_LATE / 2 and key not in h.host._sync_off:
+                soon += 1
+        assert soon > 0
