@@ -24,8 +24,8 @@ from devfsd.cdevsw._wait import sleepers
 from devfsd.errors import DeviceError
 from devfsd.kern import ModCmd, ModuleInfo, current_module, kthread_create
 from devfsd.kern.loader import LoadedModule, ModStat, ModuleLoader
-from devfsd.kern.modpath import entry_point_code
-from devfsd.kern.module import parse_required
+from devfsd.kern.modpath import builtin_modules, entry_point_code
+from devfsd.kern.module import parse_required, validate_module_name
 from devfsd.kern.props import PropError, parse_bool, parse_int, parse_param
 from devfsd.testing.harness import Kernel, OpenFile
 
@@ -131,8 +131,7 @@ async def test_autotime_zero_never_autounloads_and_a_short_one_does(
     tmp_path: Path, autotime: float, unloaded: bool
 ) -> None:
     recorder(tmp_path, "quiet")
-    async with Kernel.running([tmp_path], autotime=0.0) as k:
-        k.loader.autotime = autotime
+    async with Kernel.running([tmp_path], autotime=autotime) as k:
         await k.loader.load("quiet", autoload=True)
         age(k, "quiet", seconds=1000.0)
         await k.loader._autounload_pass()
@@ -756,3 +755,33 @@ async def test_unloading_a_package_closes_its_directories_and_no_others(tmp_path
         assert str(sys.modules["devfsd_modules.held.sub"].__file__).endswith("/held/sub.py")
         await k.modunload("held")
         assert _fds() == before
+
+
+@pytest.mark.parametrize(
+    ("name", "err", "text"),
+    [
+        (b"x", errno.EINVAL, "module name must be a string"),
+        ("", errno.ENOENT, os.strerror(errno.ENOENT)),
+        ("m" * 31, 0, ""),
+        ("m" * 32, errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG)),
+        ("a/b", errno.EINVAL, "invalid module name 'a/b'"),
+        ("a\0b", errno.EINVAL, "invalid module name 'a\\x00b'"),
+        (".a", errno.EINVAL, "invalid module name '.a'"),
+        ("a b", errno.EINVAL, "invalid module name 'a b'"),
+    ],
+)
+def test_module_names_as_kern_module_c_takes_them(name: object, err: int, text: str) -> None:
+    if not err:
+        assert validate_module_name(name) == name
+        return
+    with pytest.raises(DeviceError) as ei:
+        validate_module_name(name)
+    assert (ei.value.errno, str(ei.value)) == (err, text)
+
+
+def test_the_built_in_drivers_follow_the_module_path_unless_left_out(tmp_path: Path) -> None:
+    builtin = builtin_modules()
+    assert builtin is not None
+    assert ModuleLoader([tmp_path]).modpath == [tmp_path, builtin]
+    assert ModuleLoader([builtin, tmp_path]).modpath == [builtin, tmp_path]  # not twice
+    assert ModuleLoader([tmp_path], include_project_modules=False).modpath == [tmp_path]
