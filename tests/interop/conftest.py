@@ -42,7 +42,7 @@ def no_leaks(capable: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(params=MODES)
 def mode(request: pytest.FixtureRequest) -> str:
-    """How tunwg's interface is joined to its TUN (``tunnels.MODES``): each test twice."""
+    """How tunwg's interface is joined to its TUN (``tunnels.MODES``): each test in each mode."""
     return str(request.param)
 
 
