@@ -20,11 +20,14 @@ from modules.tunwg.wg.constants import (
     MAX_CONTENT_SIZE,
     MAX_MESSAGE_SIZE,
     MESSAGE_KEEPALIVE_SIZE,
+    REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_TIME,
     REKEY_AFTER_MESSAGES,
     REKEY_TIMEOUT,
 )
 from modules.tunwg.wg.cookie import CookieChecker, CookieGenerator, cookie_source
 from modules.tunwg.wg.crypto import public_key
+from modules.tunwg.wg.device import _LoadMeter
 from modules.tunwg.wg.keypair import Keypair
 from modules.tunwg.wg.keys import clamp
 from modules.tunwg.wg.messages import CookieReply, Initiation, Response, Transport, parse, transport_receiver
@@ -35,6 +38,7 @@ from tests.unit.tunwg.test_device import (
     A_PK,
     A_SK,
     B_PK,
+    B_SK,
     PING_AB,
     PONG_BA,
     PORT_A,
@@ -695,7 +699,9 @@ def test_every_packet_of_a_written_batch_is_routed_whatever_its_destination() ->
     assert a.device.stats.dropped_no_route == 0
 
 
-def test_packets_staged_while_unbound_go_out_first_once_a_port_is_bound() -> None:
+def _pair_whose_a_cannot_bind_port_1() -> tuple[Net, Node, Node]:
+    """A pair with a session, A's bind refusing port 1 (so ``listen_port=1`` leaves A unbound)."""
+
     def bind(port: int) -> int:
         if port == 1:
             raise UapiError(errno.EADDRINUSE, "port 1 is taken")
@@ -711,6 +717,11 @@ def test_packets_staged_while_unbound_go_out_first_once_a_port_is_bound() -> Non
     )
     net.carry(a, a.device.up(now=net.now))
     net.write(a, PING_AB)
+    return net, a, b
+
+
+def test_packets_staged_while_unbound_go_out_first_once_a_port_is_bound() -> None:
+    net, a, b = _pair_whose_a_cannot_bind_port_1()
     with pytest.raises(UapiError):
         net.configure(a, "listen_port=1\n")  # A is unbound now: what it is given waits, staged
     first, second = (ipv4("10.0.0.1", "10.0.0.2", bytes([i]) * 40) for i in (1, 2))
@@ -744,11 +755,10 @@ def test_a_refused_initiation_frees_the_index_it_reserved() -> None:
     assert log == [f"{peer} - initiation: peer public key is low-order"] * 3
 
 
-def test_rekeying_on_send_starts_the_count_to_give_up_over() -> None:
-    # A session past rekey_after_time whose peer went silent: the new-handshake
-    # timer's initiation has been retried 19 times (the next expiry gives up)
-    # when a packet is sent on the old session. Its rekey is a new initiation,
-    # not a retry: the count starts over and the retries go on.
+def _near_give_up() -> tuple[Net, Node, int]:
+    """A session past rekey_after_time whose peer went silent: the new-handshake
+    timer's initiation has been retried 19 times, so the next expiry gives up.
+    Returns the net, A and the length of the wire then."""
     net, a, _b = make_pair(a_kw={"rekey_after_time": 1.0})
     net.write(a, PING_AB)
     net.blocked.update((PORT_A, PORT_B))
@@ -759,12 +769,43 @@ def test_rekeying_on_send_starts_the_count_to_give_up_over() -> None:
         assert deadline is not None and deadline < 150.0
         net.run_until(deadline)
     assert [k for _, k in net.kinds(start)].count("init") == GIVE_UP_AFTER_ATTEMPTS  # 1 + 19 retries
-    n = len(net.wire)
-    net.write(a, PING_AB)  # the session is < 180 s old: sent on it, and a rekey (rate-limited)
-    assert net.kinds(n) == [(PORT_A, "data")]
+    return net, a, len(net.wire)
+
+
+def _retries_go_on(net: Net, a: Node, n: int, sent: str) -> None:
+    """What was sent at ``n`` rekeyed (rate-limited) without a retry: the count started over."""
+    assert net.kinds(n) == [(PORT_A, sent)]
     net.run_until(net.now + REKEY_TIMEOUT + 0.334)
-    assert net.kinds(n) == [(PORT_A, "data"), (PORT_A, "init")]
-    assert timers.handshake_attempts == 1
+    assert net.kinds(n) == [(PORT_A, sent), (PORT_A, "init")]
+    assert a.device.peers[B_PK].timers.handshake_attempts == 1
+
+
+def test_rekeying_on_send_starts_the_count_to_give_up_over() -> None:
+    # A packet sent on the old session (< 180 s old) rekeys: a new initiation,
+    # not a retry, so the retries go on past the 20th initiation.
+    net, a, n = _near_give_up()
+    net.write(a, PING_AB)
+    _retries_go_on(net, a, n, "data")
+
+
+def test_rekeying_on_a_keepalive_starts_the_count_to_give_up_over() -> None:
+    # The same through the staged path: turning persistent keepalive on sends
+    # a keepalive at once on the old session, which rekeys.
+    net, a, n = _near_give_up()
+    net.configure(a, f"public_key={B_PK.hex()}\npersistent_keepalive_interval=25\n")
+    _retries_go_on(net, a, n, "keepalive")
+
+
+def test_a_packet_after_a_give_up_starts_twenty_initiations_over() -> None:
+    net, a, _b = make_pair()
+    net.blocked.add(PORT_B)
+    net.write(a, PING_AB)
+    net.run_until(150.0)
+    assert net.kinds().count((PORT_A, "init")) == GIVE_UP_AFTER_ATTEMPTS  # given up
+    n = len(net.wire)
+    net.write(a, PING_AB)  # no session: staged, and a new initiation (not a retry)
+    net.run_until(300.0)
+    assert net.kinds(n) == [(PORT_A, "init")] * GIVE_UP_AFTER_ATTEMPTS
 
 
 def test_the_debug_log_has_a_line_per_event_naming_its_peer() -> None:
@@ -799,3 +840,78 @@ def test_the_debug_log_has_a_line_per_event_naming_its_peer() -> None:
     assert a_log == ["private key changed", f"{pb} - created", f"{pb} - received handshake response"] + [
         f"{pb} - {line}" for line in lost
     ]
+
+
+def test_staged_packets_that_exhaust_the_session_wait_for_the_next() -> None:
+    # Two packets staged while unbound, one message left on the session: once
+    # bound, the next write sends the first on the old session, the rest
+    # after the rekey.
+    net, a, b = _pair_whose_a_cannot_bind_port_1()
+    net.run_until(6.0)
+    current = a.device.peers[B_PK].current
+    assert current is not None
+    current.send_counter = REJECT_AFTER_MESSAGES - 1
+    with pytest.raises(UapiError):
+        net.configure(a, "listen_port=1\n")
+    first, second, third = (ipv4("10.0.0.1", "10.0.0.2", bytes([i]) * 40) for i in (1, 2, 3))
+    net.write(a, first)
+    net.write(a, second)
+    net.configure(a, f"listen_port={PORT_A}\n")
+    n = len(net.wire)
+    net.write(a, third)
+    old, rekey = [(PORT_A, "data")], [(PORT_A, "init"), (PORT_B, "resp")]
+    assert net.kinds(n) == old + rekey + [(PORT_A, "data")] * 2
+    assert b.delivered == [PING_AB, first, second, third]
+
+
+@pytest.mark.parametrize("exhausted", ["messages", "time"])
+def test_an_unbound_peer_with_a_spent_session_starts_a_handshake_at_once(exhausted: str) -> None:
+    # As wireguard-go's SendStagedPackets: a session at REJECT_AFTER_MESSAGES
+    # or exactly REJECT_AFTER_TIME old is not used; the initiation is tried
+    # even with no port to send it from (counted), and retried from there.
+    net, a, _b = _pair_whose_a_cannot_bind_port_1()
+    current = a.device.peers[B_PK].current
+    assert current is not None
+    if exhausted == "messages":
+        net.run_until(6.0)
+        current.send_counter = REJECT_AFTER_MESSAGES
+    else:
+        net.run_until(current.created + REJECT_AFTER_TIME)
+    with pytest.raises(UapiError):
+        net.configure(a, "listen_port=1\n")
+    net.write(a, ipv4("10.0.0.1", "10.0.0.2"))
+    assert a.device.stats.dropped_no_endpoint == 1
+
+
+def test_setting_an_endpoint_sends_what_was_staged_for_want_of_one() -> None:
+    # Packets to a peer with no endpoint wait, staged (the initiation had
+    # nowhere to go); the UAPI set that gives it one, 5 s later (before the
+    # first retry), ends with wireguard-go's post-config flush: a handshake.
+    net, a, b = make_pair(b_knows_a_endpoint=False)
+    n = len(net.wire)
+    net.write(b, PONG_BA)
+    assert b.device.stats.dropped_no_endpoint == 1
+    net.run_until(REKEY_TIMEOUT)
+    assert net.kinds(n) == [] and b.device.stats.dropped_no_endpoint == 1
+    net.configure(b, f"public_key={A_PK.hex()}\nendpoint=127.0.0.1:{PORT_A}\n")
+    assert net.kinds(n) == [(PORT_B, "init"), (PORT_A, "resp"), (PORT_B, "data")]
+    assert a.delivered == [PONG_BA]
+
+
+def test_a_peer_added_before_the_private_key_gets_a_session() -> None:
+    net = Net()
+    a = net.add("A", PORT_A, seed=100)
+    b = net.add("B", PORT_B, seed=200)
+    for node in (a, b):
+        net.carry(node, node.device.up(now=0.0))
+    net.configure(a, peer_line(B_PK, endpoint=f"127.0.0.1:{PORT_B}", allowed=("10.0.0.2/32",)))
+    net.configure(a, f"private_key={A_SK.hex()}\nlisten_port={PORT_A}\n")
+    net.configure(b, f"private_key={B_SK.hex()}\nlisten_port={PORT_B}\n")
+    net.configure(b, peer_line(A_PK, endpoint=None, allowed=("10.0.0.1/32",)))
+    net.write(a, PING_AB)
+    assert b.delivered == [PING_AB]
+
+
+def test_under_load_counts_the_last_threshold_plus_one_handshake_messages_only() -> None:
+    meter = _LoadMeter(1)  # under load: 2 messages within a second
+    assert [meter.note(t) for t in (0.0, 2.0, 2.5)] == [False, False, True]
