@@ -33,7 +33,7 @@ from modules.tunwg.wg.keys import clamp
 from modules.tunwg.wg.messages import CookieReply, Initiation, Response, Transport, parse, transport_receiver
 from modules.tunwg.wg.replay import ReplayFilter
 from modules.tunwg.wg.timers import GIVE_UP_AFTER_ATTEMPTS
-from modules.tunwg.wg.uapi import CLOSED, GetRequest
+from modules.tunwg.wg.uapi import CLOSED, GetRequest, _parse_uint
 from tests.unit.tunwg.test_device import (
     A_PK,
     A_SK,
@@ -915,3 +915,10 @@ def test_a_peer_added_before_the_private_key_gets_a_session() -> None:
 def test_under_load_counts_the_last_threshold_plus_one_handshake_messages_only() -> None:
     meter = _LoadMeter(1)  # under load: 2 messages within a second
     assert [meter.note(t) for t in (0.0, 2.0, 2.5)] == [False, False, True]
+
+
+def test_uapi_numbers_take_any_count_of_leading_zeros_as_go_parseuint() -> None:
+    assert _parse_uint("0" * 30 + "51820", 16) == 51820
+    assert _parse_uint("0" * 30, 16) == 0
+    with pytest.raises(UapiError):
+        _parse_uint("0" * 30 + "65536", 16)
