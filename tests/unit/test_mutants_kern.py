@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
+from devfsd.cdevsw import devsw
 from devfsd.cdevsw._wait import sleepers
 from devfsd.errors import DeviceError
 from devfsd.kern import ModCmd, ModuleInfo, current_module, kthread_create
 from devfsd.kern.loader import LoadedModule, ModStat, ModuleLoader
 from devfsd.kern.modpath import builtin_modules, entry_point_code
 from devfsd.kern.module import parse_required, validate_module_name
-from devfsd.kern.props import PropError, parse_bool, parse_int, parse_param
+from devfsd.kern.props import PropError, check_props, parse_bool, parse_int, parse_param
 from devfsd.testing.harness import Kernel, OpenFile
 
 if TYPE_CHECKING:
@@ -785,3 +786,77 @@ def test_the_built_in_drivers_follow_the_module_path_unless_left_out(tmp_path: P
     assert ModuleLoader([tmp_path]).modpath == [tmp_path, builtin]
     assert ModuleLoader([builtin, tmp_path]).modpath == [builtin, tmp_path]  # not twice
     assert ModuleLoader([tmp_path], include_project_modules=False).modpath == [tmp_path]
+
+
+@pytest.mark.parametrize(
+    ("props", "err", "text"),
+    [
+        (5, errno.EINVAL, "properties must be a dictionary"),
+        ([("a", 1)], errno.EINVAL, "properties must be a dictionary"),
+        ({1: 2}, errno.EINVAL, "property names must be strings"),
+        ({"k" * 129: 1}, errno.EINVAL, "property name longer than 128 bytes"),
+        ({"k": 1.5}, errno.EINVAL, "property k: value must be a string, int64 or bool"),
+        ({"k": 2**63}, errno.EINVAL, "property k: value must be a string, int64 or bool"),
+        ({"k": "v" * 4096}, errno.ENOMEM, "properties larger than 4096 bytes"),
+    ],
+)
+def test_properties_refused_say_why(props: object, err: int, text: str) -> None:
+    with pytest.raises(DeviceError) as ei:
+        check_props(props)
+    assert (ei.value.errno, str(ei.value)) == (err, text)
+
+
+def test_properties_of_exactly_4096_bytes_are_taken() -> None:
+    props = {"k": "v" * 4087}  # {"k": "vvv..."}: 4096 bytes as JSON
+    assert check_props(props) == props
+
+
+def test_locate_by_name_path_or_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "solo.py").write_text("")
+    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / "bare").mkdir()
+    loader = ModuleLoader([tmp_path], include_project_modules=False)
+    real = tmp_path.resolve()
+    assert loader.locate("solo") == ("solo", real / "solo.py", None)
+    assert loader.locate(str(tmp_path / "solo.py")) == ("solo", tmp_path / "solo.py", None)
+    for spec, err, text in [
+        (str(tmp_path / "bare"), errno.ENOENT, f"{tmp_path / 'bare'}: no __init__.py"),
+        (str(tmp_path / "notes.txt"), errno.ENOENT, os.strerror(errno.ENOENT)),
+        ("/" + "a" * 4095, errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG)),
+    ]:
+        with pytest.raises(DeviceError) as ei:
+            loader.locate(spec)
+        assert (ei.value.errno, str(ei.value)) == (err, text)
+    site = tmp_path / "site"
+    monkeypatch.syspath_prepend(str(site))
+    site.mkdir()
+    (site / "devfsd_one.py").write_text("")
+    _entry_points(site, "devfsd_one", "[devfsd.modules]\none = devfsd_one\n")
+    assert loader.locate("one") == ("one", site / "devfsd_one.py", None)
+
+
+async def test_requirements_are_counted_and_a_load_owns_only_what_it_attached(tmp_path: Path) -> None:
+    for name in ("needs1", "needs2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(
+            f"from devfsd.kern import ModuleInfo\nMODULE = ModuleInfo(name={name!r}, required=('msgq',))\n"
+            "async def modcmd(cmd, props):\n    return None\n"
+        )
+    recorder(tmp_path, "quiet")
+    async with Kernel.running([tmp_path, MODS]) as k:
+        await k.modload("needs1")
+        await k.modload("needs2")
+        assert {s.name: s.refs for s in k.loader.stat()}["msgq"] == 2
+        await k.modunload("needs1")
+        with pytest.raises(DeviceError) as ei:
+            await k.modunload("msgq")  # needs2 still requires it
+        assert ei.value.errno == errno.EBUSY
+        # quiet attaches its own cdevsw only; unloading it leaves msgq's.
+        await k.modload("quiet")
+        assert k.loader.modules["quiet"].majors == [devsw.getmajor("quiet")]
+        await k.modunload("quiet")
+        f = await k.open("msgq", 0)
+        await f.write(b"x")
+        assert await f.read(10) == b"x"
+        await f.close()
+        await k.modunload("needs2")
