@@ -209,11 +209,11 @@ def test_trace_lines_come_in_return_order_with_return_times(mnt: DevfsdMount) ->
 
 
 READER = """\
-import os, signal, sys
+import os, signal, sys, time
 hits = []
 def handler(*a):
     hits.append(1)
-    print("handled", flush=True)
+    print("handled", time.monotonic(), flush=True)
 signal.signal(signal.SIGUSR1, handler)
 fd = os.open(sys.argv[1], os.O_RDONLY)
 print("ready", flush=True)
@@ -230,12 +230,17 @@ def blocked_and_watched(m: DevfsdMount, interruptible: int) -> Callable[[], bool
     return cond
 
 
-def assert_handled(r: subprocess.Popen[str], times: int) -> None:
-    """The reader's handler ran ``times`` more times (its lines, each bounded)."""
+def assert_handled(r: subprocess.Popen[str], times: int) -> list[float]:
+    """The reader's handler ran ``times`` more times (its lines, each bounded);
+    when each ran (``time.monotonic()``, the same clock in every process)."""
     assert r.stdout is not None
+    when = []
     for n in range(times):
         assert select.select([r.stdout], [], [], BOUND)[0], f"signal {n + 1} not handled"
-        assert r.stdout.readline() == "handled\n"
+        word, at = r.stdout.readline().split()
+        assert word == "handled"
+        when.append(float(at))
+    return when
 
 
 def assert_read_goes_on(
@@ -277,8 +282,24 @@ def test_each_of_two_signals_runs_the_handler_and_the_read_goes_on(
 @pytest.mark.skipif(PUBLIC_RUN, reason="needs the FUSE_INTERRUPT path, off with DEVFSD_PUBLIC_ONLY")
 def test_two_signals_a_fifth_of_a_second_apart_run_the_handler_twice(mnt: DevfsdMount) -> None:
     """As on a pipe: the first signal ends the read at once (FUSE_INTERRUPT), so
-    the second, 0.2 s later, is not merged into the first while still pending."""
+    the second, 0.2 s later, is not merged into the first while still pending.
+
+    On a loaded machine the reader may not even be scheduled within 0.2 s, and
+    then the two signals merge before devfsd has any say (they would on a pipe
+    too): a try in which the first handler ran only after the second signal
+    was sent proves nothing either way and is made again, up to ``TRIES``."""
     p = node(mnt, "msgq", "msgq", "q")
+    for _ in range(TRIES):
+        if _two_signals(mnt, p):
+            return
+    pytest.fail(f"in {TRIES} tries the reader never ran its handler within 0.2 s of a signal")
+
+
+TRIES = 5
+
+
+def _two_signals(mnt: DevfsdMount, p: Path) -> bool:
+    """One try: False if the first signal was not handled before the second was sent."""
     r = subprocess.Popen([sys.executable, "-c", READER, str(p)], stdout=subprocess.PIPE, text=True)
     try:
         assert r.stdout is not None and r.stdout.readline() == "ready\n"
@@ -286,9 +307,14 @@ def test_two_signals_a_fifth_of_a_second_apart_run_the_handler_twice(mnt: Devfsd
         time.sleep(2.0)  # an old sleeper: its /proc checks would have backed off to CHECK_MAX
         r.send_signal(signal.SIGUSR1)
         time.sleep(0.2)  # the scenario: the second signal 0.2 s after the first
+        second = time.monotonic()
         r.send_signal(signal.SIGUSR1)
-        assert_handled(r, 2)
+        (first_ran,) = assert_handled(r, 1)
+        if first_ran > second:
+            return False  # delivered late: the signals may have merged in the kernel
+        assert_handled(r, 1)
         assert_read_goes_on(mnt, r, p, blocked_and_watched(mnt, 1))
+        return True
     finally:
         r.kill()
         r.communicate()
