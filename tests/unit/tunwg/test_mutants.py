@@ -53,6 +53,7 @@ from tests.unit.tunwg.test_device import (
     make_pair,
     peer_line,
     peer_of,
+    set_request,
 )
 from tests.unit.tunwg.test_uapi import feed
 
@@ -922,3 +923,34 @@ def test_uapi_numbers_take_any_count_of_leading_zeros_as_go_parseuint() -> None:
     assert _parse_uint("0" * 30, 16) == 0
     with pytest.raises(UapiError):
         _parse_uint("0" * 30 + "65536", 16)
+
+
+def test_a_port_that_fails_to_bind_stays_the_port_reported_and_up_logs_why() -> None:
+    # As wireguard-go: the port set is kept (and reported) though its bind
+    # failed; up() tries it again and logs the failure.
+    def bind(port: int) -> int:
+        if port == 1:
+            raise UapiError(errno.EADDRINUSE, "port 1 is taken")
+        return port
+
+    log: list[str] = []
+    device = Device(rng=random.Random(1).randbytes, bind=bind, log=log.append)
+    with pytest.raises(UapiError):
+        device.uapi_set(set_request("listen_port=1\n"), now=0.0, wall_ns=WALL0)
+    assert device.snapshot().listen_port == 1
+    assert not device.bound
+    device.up(now=0.0)
+    assert device.snapshot().listen_port == 1
+    assert log == ["unable to bind port 1: port 1 is taken"]
+
+
+def test_a_device_takes_65536_peers_and_refuses_one_more() -> None:
+    # wireguard-go's MaxPeers; no private key, so no DH per peer (under a second).
+    device = Device(rng=random.Random(1).randbytes, bind=lambda port: port or PORT_A)
+    keys = [(i + 1).to_bytes(32, "little") for i in range(1 << 16)]
+    device.uapi_set(set_request("".join(f"public_key={k.hex()}\n" for k in keys)), now=0.0, wall_ns=WALL0)
+    assert len(device.peers) == 1 << 16
+    with pytest.raises(UapiError) as refused:
+        device.uapi_set(set_request(f"public_key={bytes([7] * 32).hex()}\n"), now=0.0, wall_ns=WALL0)
+    assert refused.value.errno == errno.EINVAL
+    assert len(device.peers) == 1 << 16
