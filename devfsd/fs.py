@@ -64,6 +64,18 @@ def _err(exc: DeviceError) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(e if e.__class__ is int and 0 < e < 512 else errno.EIO)
 
 
+def _err_mountwide(exc: DeviceError) -> pyfuse3.FUSEError:
+    """``_err`` for OPEN and POLL, where the kernel takes ``ENOSYS`` for
+    "this file system has no such operation" and stops sending it for the
+    whole mount: every later open(2) of any node would skip its driver
+    (and get no file), every poll(2) would say ready. A driver's
+    ``ENOSYS`` there (in process or from a hostile host) becomes
+    ``ENODEV``, so it costs its own node only."""
+    if exc.errno == errno.ENOSYS:
+        return pyfuse3.FUSEError(errno.ENODEV)
+    return _err(exc)
+
+
 def _fault(exc: BaseException, what: str) -> pyfuse3.FUSEError:
     """What a handler's stray exception becomes (``devfsd.contain``): pyfuse3
     ends its loop, and the daemon, on anything but ``FUSEError``."""
@@ -435,7 +447,7 @@ class DevFs(pyfuse3.Operations):
         except DeviceError as exc:
             node.nopen -= 1
             self.table.maybe_free(node)
-            raise _err(exc) from None
+            raise _err_mountwide(exc) from None
         fh = self._next_fh
         self._next_fh += 1
         self.files[fh] = (fp, node)
@@ -470,7 +482,7 @@ class DevFs(pyfuse3.Operations):
         try:
             return await self.spec.poll(entry[0], poll_handle=poll_handle)
         except DeviceError as exc:
-            raise _err(exc) from None
+            raise _err_mountwide(exc) from None
 
     async def flush(self, fh: int) -> None:
         return None

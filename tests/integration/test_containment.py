@@ -6,6 +6,13 @@ and in ``d_read``, the caller sees the errno (``EIO``, ``ENOEXEC`` for an
 import, the driver's own for a ``DeviceError``), another driver's node
 (msgq) keeps working, and the daemon is still the same live process. Its
 own SIGINT still ends it cleanly (``test_sigint_still_stops_the_daemon``).
+
+Every test on the shared daemon runs both ways: with the drivers in
+process, and isolated (``devfsd --isolate``: each in a module host, where
+the host contains the fault and answers the errno). A driver's ``ENOSYS``
+from ``d_open`` or ``d_poll`` must not reach FUSE as such: the kernel would
+take it for "no such operation" and stop sending OPEN or POLL for the
+whole mount (``assert_serving`` sees that on the bystander's node).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ KINDS = {
     "RecursionError": errno.EIO,
     "BadErrno": errno.EIO,
     "DeviceError-EPERM": errno.EPERM,
+    "DeviceError-ENOSYS": errno.ENOSYS,
     "Cancelled": errno.EIO,
 }
 
@@ -75,23 +83,32 @@ class Daemon:
         assert self.m.proc is not None and self.m.proc.poll() is None, self.m.log_text()[-3000:]
         assert self.m.proc.pid == self.pid
         with open(self.q, "r+b", buffering=0) as f:
+            # Its poll still reaches msgq: nothing queued is not ready.
+            p = select.poll()
+            p.register(f, select.POLLIN)
+            assert p.poll(0) == []
             f.write(b"still")
+            assert p.poll(0) == [(f.fileno(), select.POLLIN)]
             assert f.read(10) == b"still"
         self.m.client().ping()
         assert is_mounted(self.m.path)
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+@pytest.fixture(scope="module", params=["in-process", "isolated"])
+def daemon(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Daemon]:
     base = tmp_path_factory.mktemp("contain")
     mods = base / "mods"
     shutil.copytree(MODS / "raiser", mods / "raiser")
-    with DevfsdMount(base, modpath=[mods, MODS]) as m:
+    isolate = ["--isolate"] if request.param == "isolated" else []
+    with DevfsdMount(base, modpath=[mods, MODS], args=isolate) as m:
         d = Daemon(m)
         before = daemon_usage(m)
         yield d
-        after = daemon_usage(m)
         # Every fault above, and no descriptor kept (RSS only reported).
+        # An isolated module's host is reaped just after its modunload
+        # returns (its socket, pidfd, stderr pipe and shared buffer close then).
+        wait_for(lambda: daemon_usage(m)[1] <= before[1] + 1, 10, "the last host's descriptors closed")
+        after = daemon_usage(m)
         print(f"\ncontainment: daemon (VmRSS kB, fds) before {before}, after {after}")
         assert after[1] <= before[1] + 1
 
@@ -163,6 +180,7 @@ def test_d_read(daemon: Daemon, kind: str) -> None:
 ENTRIES = [
     ("d_open", "SystemExit", errno.EIO),
     ("d_open", "ret:1", errno.EIO),
+    ("d_open", "DeviceError-ENOSYS", errno.ENODEV),  # not FUSE's "no OPEN" for the mount
     ("d_write", "KeyboardInterrupt", errno.EIO),
     ("d_write", "resid:-5", errno.EIO),
     ("d_read", 'ret:"text"', errno.EIO),
@@ -194,7 +212,9 @@ def test_other_entry_points(daemon: Daemon, entry: str, value: str, want: int | 
         daemon.m.client().modunload("raiser")
 
 
-@pytest.mark.parametrize("value", ["ret:-1", "ret:4294967296", "ret:true", 'ret:"x"', "SystemExit"])
+@pytest.mark.parametrize(
+    "value", ["ret:-1", "ret:4294967296", "ret:true", 'ret:"x"', "SystemExit", "DeviceError-ENOSYS"]
+)
 def test_d_poll(daemon: Daemon, value: str) -> None:
     assert load_errno(daemon, {"d_poll": value}) is None
     try:
@@ -221,10 +241,11 @@ def test_thread(daemon: Daemon, kind: str) -> None:
         daemon.m.client().modunload("raiser")
 
 
+@pytest.mark.parametrize("isolate", [[], ["--isolate"]], ids=["in-process", "isolated"])
 @pytest.mark.parametrize("kind", ["SystemExit", "KeyboardInterrupt", 'ret:"no"'])
-def test_fini(tmp_path: Path, kind: str) -> None:
+def test_fini(tmp_path: Path, kind: str, isolate: list[str]) -> None:
     """FINI's fault keeps the module (its errno is EIO); shutdown still ends cleanly."""
-    with DevfsdMount(tmp_path, modpath=[MODS]) as m:
+    with DevfsdMount(tmp_path, modpath=[MODS], args=isolate) as m:
         d = Daemon(m)
         assert load_errno(d, {"fini": kind}) is None
         with pytest.raises(ControlError) as ei:

@@ -55,6 +55,8 @@ FAULTS: dict[str, tuple[Any, int | None]] = {
     "RecursionError": (RecursionError, None),
     "BadErrno": (BadErrno, None),
     "DeviceError-EPERM": (lambda: DeviceError(errno.EPERM), errno.EPERM),
+    # FUSE's "no such operation" for OPEN and POLL: ENODEV from d_open (fs._err_mountwide).
+    "DeviceError-ENOSYS": (lambda: DeviceError(errno.ENOSYS), errno.ENOSYS),
     "Cancelled": (None, None),  # a genuine trio.Cancelled, kept and raised later
 }
 
