@@ -4,6 +4,7 @@ Mounts come from the ``devfsd_mount`` fixture of devfsd's pytest plugin and
 commands run through its ``devfsd_run`` (``devfs`` is a plain mount). The
 tests of crandom and mm run both ways: in process, and with every module
 isolated (the plugin's ``devfsd_isolated``; modstat's FLAG then has ``i``).
+``test_a_driver_crashes_tour`` is the README's second tour, "a driver crashes".
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,11 +23,11 @@ import pytest
 from devfsd.testing.mount import DevfsdMount, wait_for
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from devfsd.testing.plugin import MountFactory, RunFn
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
+
+MODS = Path(__file__).resolve().parent.parent / "modules"
 
 #: In process, and every module in a host of its own (``devfsd --isolate``).
 both_ways = pytest.mark.parametrize("devfsd_isolated", [False, True], ids=["in-process", "isolated"])
@@ -163,3 +165,28 @@ def test_modules_and_nodes_from_the_fixture(devfsd_mount: MountFactory, devfsd_r
     r = devfsd_run(["cat", str(m.path / "nosuch")], m, timeout=10)
     assert (r.returncode, r.stdout) == (1, b"")
     assert b"No such file or directory" in r.stderr
+
+
+def test_a_driver_crashes_tour(tmp_path: Path) -> None:
+    """The README's "a driver crashes" tour: crashy isolated segfaults
+    under a write; mm goes on; crashy is back; the log and modstat say so."""
+    with DevfsdMount(tmp_path, modpath=[MODS]) as m:
+        d = m.path
+        assert ok(sh(m, "modload -I crashy; modload mm")) == b""
+        assert ok(sh(m, f"devfs-mknod {d}/crashy c crashy 0; devfs-mknod {d}/zero c mm 12")) == b""
+        r = sh(m, f"echo segv > {d}/crashy")
+        assert r.returncode != 0
+        assert b"I/O error" in r.stderr or b"Input/output error" in r.stderr, r.stderr
+        assert ok(sh(m, f"head -c 4 {d}/zero | od -An -c")) == b"  \\0  \\0  \\0  \\0\n"
+        # Restarted within a moment (until then, ENXIO: the README says so).
+        wait_for(lambda: sh(m, f"head -c 3 {d}/crashy").stdout == b"ok\n", 20, "crashy's restart")
+        log = ok(sh(m, f"grep -A3 'killed by' {m.log}")).decode()
+        assert re.search(
+            r" ERROR devfsd\.isolate: module crashy: host \d+ killed by signal 11 \(SIGSEGV\)"
+            r" \((closed its socket|exited)\); its last output:\n",
+            log,
+        ), log
+        assert "Fatal Python error: Segmentation fault" in m.log_text()
+        lines = ok(sh(m, "modstat crashy")).decode().splitlines()
+        assert lines[0] == "NAME             CLASS    SOURCE   FLAG  REFS    SIZE REQUIRES "
+        assert re.fullmatch(r"crashy           driver   filesys  i        0 +\d+ -", lines[1]), lines[1]
