@@ -197,7 +197,13 @@ def test_host_death_costs_only_its_module(mnt: DevfsdMount, how: str, said: str)
     sleeper_node = node(mnt, "crashy", 1)
     q = node(mnt, "msgq", 0)
     old = open(mnt.path / "cmd", "rb", buffering=0)  # noqa: SIM115 - closed below
+    # A poller the driver remembered (epoll_ctl polls once: nothing queued,
+    # selrecord): the host's death must wake it, and it then sees POLLERR.
+    pfd = os.open(sleeper_node, os.O_RDONLY | os.O_NONBLOCK)
+    ep = select.epoll()
     try:
+        ep.register(pfd, select.EPOLLIN)
+        assert ep.poll(0) == []
         assert old.read(10) == b"ok\n"
         with open(sleeper_node, "rb", buffering=0) as s:
             t, out = call_in_thread(lambda: s.read(10))
@@ -211,6 +217,8 @@ def test_host_death_costs_only_its_module(mnt: DevfsdMount, how: str, said: str)
             assert not t.is_alive()
             assert time.monotonic() - start < 5
         assert isinstance(out[0], OSError) and out[0].errno == errno.EIO
+        events = ep.poll(WAIT)
+        assert events and events[0][0] == pfd and events[0][1] & select.EPOLLERR, events
         # Another driver goes on.
         with open(q, "r+b", buffering=0) as f:
             f.write(b"still")
@@ -228,6 +236,8 @@ def test_host_death_costs_only_its_module(mnt: DevfsdMount, how: str, said: str)
         assert flags(mnt, "crashy") == "i"
     finally:
         old.close()
+        ep.close()
+        os.close(pfd)
 
 
 def _reads_ok(p: Path) -> bool:
@@ -236,6 +246,44 @@ def _reads_ok(p: Path) -> bool:
             return f.read(10) == b"ok\n"
     except OSError:
         return False
+
+
+def hosts_of(m: DevfsdMount) -> list[int]:
+    """The pids of the daemon's module hosts."""
+    assert m.proc is not None
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == m.proc.pid and b"devfsd.isolate.host" in cmd:
+            out.append(int(pid))
+    return out
+
+
+def test_a_restart_runs_init_with_the_same_properties(mnt: DevfsdMount) -> None:
+    mnt.client().modload("crandom", {"maxlen": 64}, isolated=True)
+    p = node(mnt, "crandom", 0)
+    (pid,) = hosts_of(mnt)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: hosts_of(mnt) not in ([], [pid]), WAIT, "a new host")
+
+    def writes(data: bytes) -> bool:
+        try:
+            with open(p, "wb", buffering=0) as f:
+                return f.write(data) == len(data)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO until the new host's INIT is done
+                raise
+            return False
+
+    wait_for(lambda: writes(b"x" * 64), WAIT, "the restart")
+    with open(p, "wb", buffering=0) as f:
+        assert errno_of(lambda: f.write(b"x" * 65)) == errno.EFBIG  # maxlen again
 
 
 def test_restart_limit_keeps_it_down_until_modload(mnt: DevfsdMount) -> None:
@@ -247,7 +295,12 @@ def test_restart_limit_keeps_it_down_until_modload(mnt: DevfsdMount) -> None:
         crash("sigkill", mnt)
         wait_for(lambda: not _reads_ok(mnt.path / "cmd"), WAIT, "the death")
     wait_for(lambda: flags(mnt, "crashy") == "id", WAIT, "modstat to show it down")
-    assert "module crashy: 3 deaths in a row: stays down" in mnt.log_text()
+    log = mnt.log_text()
+    assert "module crashy: 3 deaths in a row: stays down" in log
+    # The backoff: 0.1 s before the first restart, doubling for each death in a row.
+    for delay, n in (("0.1", 1), ("0.2", 2)):
+        assert f"module crashy: restarting in {delay} s (death {n} in a row)" in log
+    assert "(death 3 in a row)" not in log
     assert errno_of(lambda: os.open(mnt.path / "cmd", os.O_RDONLY)) == errno.ENXIO
     c.modload("crashy", isolated=True)
     assert _reads_ok(mnt.path / "cmd")
@@ -322,6 +375,18 @@ def test_daemon_option_isolates_every_module(tmp_path: Path) -> None:
         assert (flags(m, "mm"), flags(m, "msgq")) == ("i", "i")
         with open(node(m, "mm", 12, "zero"), "rb", buffering=0) as f:
             assert f.read(3) == b"\0\0\0"
+
+
+def test_modules_conf_minus_i_loads_isolated(tmp_path: Path) -> None:
+    conf = tmp_path / "modules.conf"
+    conf.write_text("msgq -I\nmm\n")
+    os.chmod(conf, 0o644)
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--modules-conf", str(conf)]) as m:
+        assert (flags(m, "msgq"), flags(m, "mm")) == ("i", "-")
+        q = node(m, "msgq", 0)
+        with open(q, "r+b", buffering=0) as f:
+            f.write(b"conf")
+            assert f.read(10) == b"conf"
 
 
 def test_isolation_is_remembered(tmp_path: Path) -> None:

@@ -294,6 +294,34 @@ def test_open_without_driver_is_enxio(mnt: DevfsdMount) -> None:
     assert ei.value.errno == errno.ENXIO
 
 
+def test_d_close_on_the_last_close_only(mnt: DevfsdMount) -> None:
+    # msgq's d_close forgets its dev, and its FINI refuses (EBUSY) while it
+    # remembers one: so unloading says whether d_close has run.
+    q = msgq_node(mnt)
+    c = mnt.client()
+
+    def unload_errno() -> int | None:
+        try:
+            c.modunload("msgq")
+        except ControlError as exc:
+            return exc.errno
+        return None
+
+    a, b = os.open(q, os.O_RDWR), os.open(q, os.O_RDWR)
+    d = os.dup(b)
+    try:
+        os.close(a)
+        assert unload_errno() == errno.EBUSY  # b is open
+        os.close(b)
+        assert unload_errno() == errno.EBUSY  # its file is, through d
+        os.write(d, b"kept")
+        assert os.read(d, 10) == b"kept"
+    finally:
+        os.close(d)
+    # The last close reaches d_close (its RELEASE may come a moment after close(2)).
+    wait_for(lambda: unload_errno() is None, 10, "msgq to unload after the last close")
+
+
 def test_unload_while_open_enxio(mnt: DevfsdMount) -> None:
     c = mnt.client()
     c.modload("faulty")

@@ -121,6 +121,14 @@ def test_modconf_means_what_modload_means(options: list[str]) -> None:
     assert entry.props == parse_args([*options, "crandom"]).props
 
 
+def test_modconf_minus_i_asks_for_an_isolated_load() -> None:
+    assert modconf.parse("msgq -I\ncrandom -I -i maxlen=4k\nmm\n") == [
+        Entry(1, "msgq", {}, isolated=True),
+        Entry(2, "crandom", {"maxlen": 4096}, isolated=True),
+        Entry(3, "mm", {}),
+    ]
+
+
 def test_modconf_read(tmp_path: Path) -> None:
     assert modconf.read(str(os.devnull)) == (os.devnull, [])
     f = tmp_path / "m.conf"
