@@ -39,8 +39,9 @@ Death. The end of the socket, the end of the process or a malformed
 message makes the host dead (``_die``): every call in flight returns
 ``EIO`` at once, every poll it remembered is notified (the poller then
 sees ``POLLERR`` from the switch), and ``died`` is set. ``reap`` then
-makes sure the process is gone and collects its status and the last lines
-it wrote (faulthandler's traceback, for a crash in C).
+makes sure the process is gone, kills its process group (what its driver
+started), and collects its status and the last lines it wrote
+(faulthandler's traceback, for a crash in C).
 
 Heartbeat. With ``timeout`` set, once the host has answered its first
 ``PING`` (within ``START_TIMEOUT``), a ``PING`` goes every ``timeout / 4``; its
@@ -775,6 +776,11 @@ class HostProcess:
                 await self._ended()
             self.kill()
             await self._ended()
+            # Its group (it leads a session of its own): the processes its
+            # driver started go with it, before the restart's INIT; while
+            # it is not yet reaped, no other group can have its pid.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()  # it has ended: this only collects the status
             if proc.stderr is not None:  # the rest: faulthandler's traceback
                 self._stderr_chunk(proc.stderr.fileno())

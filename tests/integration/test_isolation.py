@@ -9,6 +9,7 @@ restart limit). tests/modules/crashy does the dying.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -284,6 +285,28 @@ def test_a_restart_runs_init_with_the_same_properties(mnt: DevfsdMount) -> None:
     wait_for(lambda: writes(b"x" * 64), WAIT, "the restart")
     with open(p, "wb", buffering=0) as f:
         assert errno_of(lambda: f.write(b"x" * 65)) == errno.EFBIG  # maxlen again
+
+
+@pytest.mark.parametrize("how", ["sigkill", "unload"])
+def test_the_hosts_children_end_with_it(mnt: DevfsdMount, how: str) -> None:
+    # A driver that started a process (crashy's "child": sleep 600): when
+    # its host dies or its module unloads, the process goes too.
+    c = mnt.client()
+    c.modload("crashy", isolated=True)
+    node(mnt, "crashy", 0, "cmd")
+    with open(mnt.path / "cmd", "wb", buffering=0) as f:
+        f.write(b"child")
+    child = host_pid(node(mnt, "crashy", 3, "child"))
+    assert child > 0 and Path(f"/proc/{child}").exists()
+    try:
+        if how == "sigkill":
+            crash("sigkill", mnt)
+        else:
+            c.modunload("crashy")
+        wait_for(lambda: not Path(f"/proc/{child}").exists(), WAIT, "the host's child to go")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)  # (a failed test leaves no sleep 600)
 
 
 def test_restart_limit_keeps_it_down_until_modload(mnt: DevfsdMount) -> None:

@@ -3,9 +3,11 @@
 Minor 0: a read returns ``ok\\n`` and a write of a command does it:
 ``segv`` (a NULL read through ctypes), ``abort``, ``exit`` (``os._exit(3)``),
 ``kill`` (SIGKILL to itself), ``stop`` (SIGSTOP to itself: a host that no
-longer answers), ``hog`` (allocate 1 GiB), ``spin`` (a Python loop the stall watchdog ends), anything
+longer answers), ``hog`` (allocate 1 GiB), ``spin`` (a Python loop the stall watchdog ends),
+``child`` (start ``sleep 600``, a child process), anything
 else is taken and ignored. Minor 1: reads sleep until a write to minor 1
-queues a message (as msgq). Minor 2: a read returns the process id.
+queues a message (as msgq). Minor 2: a read returns the process id;
+minor 3, the last child's.
 Load property ``initcrash`` (bool): INIT segfaults.
 """
 
@@ -15,6 +17,7 @@ import ctypes
 import errno
 import os
 import signal
+import subprocess
 import time
 from collections import deque
 
@@ -41,6 +44,7 @@ MODULE = ModuleInfo(name="crashy", cls=ModuleClass.DRIVER)
 queue: deque[bytes] = deque()
 chan = WaitChannel("crashy")
 hog: list[bytearray] = []
+children: list[subprocess.Popen[bytes]] = []
 
 
 def segv() -> None:
@@ -60,6 +64,8 @@ def do(cmd: bytes) -> None:
         os.kill(os.getpid(), signal.SIGSTOP)
     elif cmd == b"hog":
         hog.append(bytearray(1 << 30))
+    elif cmd == b"child":
+        children.append(subprocess.Popen(["sleep", "600"]))
     elif cmd == b"spin":
         end = time.monotonic() + 60
         while time.monotonic() < end:
@@ -76,8 +82,10 @@ async def crashy_read(dev: Dev, uio: Uio, ioflag: int) -> None:
                 raise DeviceError(errno.EAGAIN)
             await chan.sleep(uio.lwp)
         uio.uiomove(queue.popleft())
-    else:
+    elif m == 2:
         uio.uiomove(f"{os.getpid()}\n".encode())
+    else:
+        uio.uiomove(f"{children[-1].pid if children else 0}\n".encode())
 
 
 async def crashy_write(dev: Dev, uio: Uio, ioflag: int) -> None:
@@ -99,7 +107,7 @@ async def crashy_poll(dev: Dev, events: int, l: Lwp) -> int:
 
 
 async def crashy_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
-    if minor(dev) > 2:
+    if minor(dev) > 3:
         raise DeviceError(errno.ENXIO)
 
 
