@@ -98,6 +98,7 @@ JUDGES: dict[str, tuple[str, ...]] = {
         "tests/unit/test_trioloop.py",
         "tests/unit/test_loader.py",
         "tests/unit/test_mutants_core.py",
+        "tests/unit/test_mutants_cdevsw.py",
     ),
     # Every in-process driver test does its I/O through SpecFs: these test
     # the I/O path itself (open/close counts, detach, wrong returns, limits,
