@@ -289,7 +289,7 @@ class ModuleLoader:
             try:
                 task_status.started()
                 while True:
-                    await trio.sleep(max(0.5, min(self.autotime or 5.0, 5.0) / 2))
+                    await trio.sleep(autounload_interval(self.autotime))
                     await self._autounload_pass()
             finally:
                 _root_nursery = None
@@ -648,11 +648,15 @@ class ModuleLoader:
             for _, m in sorted(self.modules.items())
         ]
 
-    def module_of_major(self, maj: int) -> LoadedModule | None:
-        for mod in self.modules.values():
-            if maj in mod.majors:
-                return mod
-        return None
+
+def autounload_interval(autotime: float) -> float:
+    """Seconds between the loader's autounload checks for ``autotime``.
+
+    Half of it, between 0.5 and 2.5 s: a module goes between ``autotime``
+    and ``autotime`` plus this after its last use. With autotime 0 (never
+    autounload) the loader wakes every 2.5 s all the same, to find nothing.
+    """
+    return max(0.5, min(autotime or 5.0, 5.0) / 2)
 
 
 def _code_size(p: Path) -> int:

@@ -29,15 +29,19 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP: Final = "devfsd.modules"
 
 
-def builtin_modules() -> Path | None:
+def builtin_modules(package: Path | None = None) -> Path | None:
     """The directory of the built-in drivers, if there is one.
 
     An installed devfsd carries them as ``devfsd/modules`` (the wheel maps
     the source tree's top-level ``modules/`` there); run from a source tree
     (an editable install, ``PYTHONPATH``), they are ``modules/`` beside
     ``devfsd/``, recognised by the ``pyproject.toml`` next to them.
+
+    Args:
+        package: the ``devfsd`` package directory to look from (default:
+            this one's).
     """
-    pkg = Path(__file__).resolve().parent.parent
+    pkg = Path(__file__).resolve().parent.parent if package is None else package
     if (pkg / "modules").is_dir():
         return pkg / "modules"
     tree = pkg.parent

@@ -23,7 +23,7 @@ def bind_unix_listener(
     """A listening ``AF_UNIX`` stream socket at ``path`` with permissions ``mode``.
 
     Args:
-        path: the socket's path; its directory is made (0755) if missing.
+        path: the socket's path; its directories are made (0755) if missing.
         mode: the socket's permission bits.
         gid: if given, the socket's group (owner stays root).
         backlog: ``listen(2)``'s backlog.
@@ -33,7 +33,13 @@ def bind_unix_listener(
             ``EEXIST`` if ``path`` is something other than a socket, or the
             errno of the failing call.
     """
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    # Every directory made is 0755, whatever the umask (makedirs's mode
+    # would be the last one's only).
+    old = os.umask(0o022)
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    finally:
+        os.umask(old)
     try:
         st = os.lstat(path)
     except FileNotFoundError:

@@ -8,11 +8,15 @@ for each test, as tests/netbsd does.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
+import socket
+import stat
 import subprocess
 import sys
+import threading
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,15 +27,20 @@ import trio
 from devfsd.cdevsw import devsw
 from devfsd.cdevsw._wait import sleepers
 from devfsd.errors import DeviceError
-from devfsd.kern import ModCmd, ModuleInfo, current_module, kthread_create
-from devfsd.kern.loader import LoadedModule, ModStat, ModuleLoader
+from devfsd.kern import ModCmd, ModuleInfo, current_module, kthread_create, module_load, run_in_thread, trust
+from devfsd.kern.loader import LoadedModule, ModStat, ModuleLoader, autounload_interval
+from devfsd.kern.memory import release_free_memory
 from devfsd.kern.modpath import builtin_modules, entry_point_code
 from devfsd.kern.module import parse_required, validate_module_name
 from devfsd.kern.props import PropError, check_props, parse_bool, parse_int, parse_param
+from devfsd.kern.sockets import bind_unix_listener
+from devfsd.kern.trust import Untrusted, check_code
 from devfsd.testing.harness import Kernel, OpenFile
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
+
+    from trio.testing import MockClock
 
 MODS = Path(__file__).resolve().parent.parent / "modules"
 
@@ -860,3 +869,358 @@ async def test_requirements_are_counted_and_a_load_owns_only_what_it_attached(tm
         assert await f.read(10) == b"x"
         await f.close()
         await k.modunload("needs2")
+
+
+# -- the autounload check's interval --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("autotime", "interval"),
+    [(0.0, 2.5), (0.5, 0.5), (1.0, 0.5), (2.0, 1.0), (4.0, 2.0), (5.0, 2.5), (6.0, 2.5), (100.0, 2.5)],
+)
+def test_the_autounload_check_runs_every_half_autotime_from_half_a_second_to_2_5(
+    autotime: float, interval: float
+) -> None:
+    assert autounload_interval(autotime) == interval
+
+
+@pytest.mark.parametrize(("autotime", "interval"), [(1.0, 0.5), (10.0, 2.5)])
+async def test_the_loader_checks_for_quiet_modules_at_that_interval(
+    tmp_path: Path, autojump_clock: MockClock, autotime: float, interval: float
+) -> None:
+    recorder(tmp_path, "first")
+    recorder(tmp_path, "second")
+    async with Kernel.running([tmp_path], autotime=autotime) as k:
+        await k.loader.load("first", autoload=True)
+        await k.loader.load("second", autoload=True)
+        age(k, "second", seconds=-1e6)  # young until the first has gone
+        age(k, "first", seconds=1e6)
+        await _until(lambda: "first" not in k.loader.modules, "first autounloaded")
+        t1 = trio.current_time()  # just after a check (polling every 0.01 s)
+        age(k, "second", seconds=2e6)
+        await _until(lambda: "second" not in k.loader.modules, "second autounloaded")
+        assert trio.current_time() - t1 == pytest.approx(interval, abs=0.015)
+
+
+# -- an isolated module that died too often ---------------------------------------------
+
+
+async def test_an_isolated_module_down_is_restarted_by_modload_not_by_autoload(tmp_path: Path) -> None:
+    recorder(tmp_path, "quiet")
+    async with Kernel.running([tmp_path]) as k:
+        k.loader.host_restarts = 0  # the first death leaves it down
+        await k.loader.load("quiet", isolated=True, autoload=True)
+        assert [(s.name, s.flags) for s in k.loader.stat()] == [("quiet", "ai")]
+        sup = k.loader.modules["quiet"].host
+        sup.host.kill()
+        await _until(lambda: sup.down, "the module down")
+        assert [(s.name, s.flags) for s in k.loader.stat()] == [("quiet", "aid")]
+        with pytest.raises(DeviceError) as ei:
+            await k.loader.load("quiet", isolated=True, autoload=True)  # an open: left down
+        assert ei.value.errno == errno.EEXIST
+        assert k.loader.modules["quiet"].host is sup
+        await k.loader.load("quiet", isolated=True)  # modload: started afresh
+        again = k.loader.modules["quiet"].host
+        assert again is not sup and not again.down
+        assert [(s.name, s.flags) for s in k.loader.stat()] == [("quiet", "i")]
+        f = await k.open("quiet", 0)  # its driver served again
+        await f.close()
+
+
+# -- requirements and declared names ----------------------------------------------------
+
+_SEER = """\
+from devfsd.kern import ModCmd, ModuleInfo
+
+MODULE = ModuleInfo(name="seer")
+got = []
+
+
+async def modcmd(cmd, props):
+    if cmd == ModCmd.INIT:
+        got.append(props)
+    return None
+"""
+
+
+def requiring(d: Path, name: str, *required: str) -> None:
+    (d / name).mkdir()
+    (d / name / "__init__.py").write_text(
+        f"from devfsd.kern import ModuleInfo\nMODULE = ModuleInfo(name={name!r}, required={required!r})\n"
+        "async def modcmd(cmd, props):\n    return None\n"
+    )
+
+
+async def test_a_requirement_gets_no_properties_and_a_too_long_one_says_so(tmp_path: Path) -> None:
+    (tmp_path / "seer").mkdir()
+    (tmp_path / "seer" / "__init__.py").write_text(_SEER)
+    requiring(tmp_path, "needy", "seer")
+    requiring(tmp_path, "greedy", "r" * 31)
+    async with Kernel.running([tmp_path]) as k:
+        await k.modload("needy", {"p": 1})
+        assert k.loader.modules["seer"].pymod.got == [{}]  # a dict, not None; not needy's
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("greedy")
+        too_long = f"required module name {'r' * 31!r} too long"
+        assert (ei.value.errno, str(ei.value)) == (errno.EINVAL, too_long)
+
+
+async def test_a_file_or_package_loaded_by_path_under_its_declared_name_is_whole(tmp_path: Path) -> None:
+    (tmp_path / "solo.py").write_text(
+        "from devfsd.kern import ModuleInfo\nMODULE = ModuleInfo(name='single')\n"
+        "async def modcmd(cmd, props):\n    return None\n"
+    )
+    pkg = declaring(tmp_path, "alias", "other")
+    (pkg / "sub.py").write_text("X = 1\n")
+    with (pkg / "__init__.py").open("a") as f:
+        f.write("from . import sub\n")
+    async with Kernel.running([tmp_path]) as k:
+        await k.modload(str(tmp_path / "solo.py"))
+        await k.modload(str(pkg))
+        assert sorted(loaded(k)) == ["other", "single"]
+        assert k.loader.modules["other"].pymod.sub.X == 1
+        assert sys.modules["devfsd_modules.other.sub"].X == 1
+
+
+# -- the built-in drivers' directory ----------------------------------------------------
+
+
+def test_the_built_in_drivers_of_an_installed_devfsd_or_a_source_tree(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "devfsd" / "modules").mkdir(parents=True)
+    (site / "pyproject.toml").write_text("")
+    (site / "modules").mkdir()
+    # Installed: devfsd/modules, whatever is beside the package.
+    assert builtin_modules(site / "devfsd") == site / "devfsd" / "modules"
+    tree = tmp_path / "tree"
+    (tree / "devfsd").mkdir(parents=True)
+    assert builtin_modules(tree / "devfsd") is None
+    (tree / "modules").mkdir()
+    assert builtin_modules(tree / "devfsd") is None  # no pyproject.toml: not a source tree
+    (tree / "pyproject.toml").write_text("")
+    assert builtin_modules(tree / "devfsd") == tree / "modules"
+    (tree / "modules").rmdir()
+    assert builtin_modules(tree / "devfsd") is None  # a source tree without drivers
+
+
+# -- bind_unix_listener: the control and UAPI sockets ------------------------------------
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def _serves(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        try:
+            c.connect(path)
+        except OSError:
+            return False
+        return True
+
+
+@pytest.mark.parametrize(
+    ("mode", "gid", "mask"), [(None, None, 0), (0o660, 4321, 0o022), (0o666, 0, 0o077), (0o660, None, 0o022)]
+)
+def test_a_listener_has_its_mode_and_group_at_once_whatever_the_umask(
+    tmp_path: Path, mode: int | None, gid: int | None, mask: int
+) -> None:
+    path = str(tmp_path / "run" / "devfsd" / "sock")
+    with umask(mask):
+        sock = bind_unix_listener(path, gid=gid) if mode is None else bind_unix_listener(path, mode, gid=gid)
+        assert _umask() == mask  # the process's umask given back
+    with sock:
+        st = os.stat(path)
+        assert stat.S_ISSOCK(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == (0o600 if mode is None else mode)
+        assert (st.st_uid, st.st_gid) == (0, os.getgid() if gid is None else gid)
+        for d in (tmp_path / "run", tmp_path / "run" / "devfsd"):  # made, 0755
+            assert stat.S_IMODE(d.stat().st_mode) == 0o755
+        assert _serves(path)
+        # Its directory there already: fine.
+        with bind_unix_listener(str(tmp_path / "run" / "devfsd" / "other")):
+            pass
+
+
+def test_a_listener_at_a_relative_path_is_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with bind_unix_listener("sock"):
+        assert os.listdir(tmp_path) == ["sock"]
+        assert _serves(str(tmp_path / "sock"))
+
+
+@pytest.mark.parametrize(("backlog", "queued"), [(None, 129), (2, 3)])
+def test_a_listener_queues_its_backlog(tmp_path: Path, backlog: int | None, queued: int) -> None:
+    path = str(tmp_path / "sock")
+    with bind_unix_listener(path) if backlog is None else bind_unix_listener(path, backlog=backlog):
+        clients: list[socket.socket] = []
+        try:
+            while True:  # Linux queues one more than the backlog
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                clients.append(c)
+                c.setblocking(False)
+                try:
+                    c.connect(path)
+                except BlockingIOError:
+                    break
+            assert len(clients) - 1 == queued
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_a_stale_socket_is_replaced_and_a_live_one_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()  # its file stays, nobody serves it
+    before = _fds()
+    live = bind_unix_listener(path)
+    with live:
+        assert _fds() == before + 1  # the probe closed
+        assert _serves(path)
+        with pytest.raises(OSError) as ei:
+            bind_unix_listener(path)
+        assert (ei.value.errno, ei.value.strerror, ei.value.filename) == (
+            errno.EADDRINUSE,
+            os.strerror(errno.EADDRINUSE),
+            path,
+        )
+        assert _fds() == before + 1
+        assert _serves(path)  # the live one untouched
+
+
+@pytest.mark.parametrize("kind", ["file", "directory", "symlink"])
+def test_something_other_than_a_socket_is_eexist_and_left_alone(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "sock"
+    live = str(tmp_path / "live")
+    with bind_unix_listener(live):
+        if kind == "file":
+            path.write_text("keep")
+        elif kind == "directory":
+            path.mkdir()
+        else:
+            path.symlink_to(live)  # not followed, even to a live socket
+        with pytest.raises(FileExistsError) as ei:
+            bind_unix_listener(str(path))
+        assert (ei.value.errno, ei.value.strerror, ei.value.filename) == (
+            errno.EEXIST,
+            os.strerror(errno.EEXIST),
+            str(path),
+        )
+        assert os.path.lexists(path)
+        assert kind != "file" or path.read_text() == "keep"
+
+
+def test_a_listener_that_cannot_bind_leaves_no_descriptor_and_the_umask_as_it_was(tmp_path: Path) -> None:
+    before = _fds()
+    with umask(0o022):
+        with pytest.raises(OSError, match="too long"):
+            bind_unix_listener(str(tmp_path / ("s" * 120)))
+        assert _umask() == 0o022
+    assert _fds() == before
+
+
+# -- module_load, check_code, run_in_thread and the rest of kern's API ---------------------
+
+
+async def test_module_load_is_a_plain_load_with_checked_properties_from_a_modcmd(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "seer").mkdir()
+    (tmp_path / "seer" / "__init__.py").write_text(_SEER)
+    for name, props in [("loader", {"p": 1}), ("badprops", {1: 2})]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(_LOADS.format(name=name, spec="'seer'", props=props))
+    with pytest.raises(RuntimeError, match=r"^module_load\(\) outside a modcmd run by a load$"):
+        await module_load("seer")
+    async with Kernel.running([tmp_path]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.modload("badprops")
+        assert (ei.value.errno, str(ei.value)) == (errno.EINVAL, "property names must be strings")
+        assert loaded(k) == []
+        await k.modload("loader")
+        # Not autoloaded, held by nobody, with the properties given.
+        assert [(s.name, s.flags, s.refs) for s in k.loader.stat()] == [("loader", "-", 0), ("seer", "-", 0)]
+        assert k.loader.modules["seer"].pymod.got == [{"p": 1}]
+        await k.modunload("seer")
+
+
+def test_check_code_says_why_code_is_refused_and_keeps_nothing(tmp_path: Path) -> None:
+    recorder(tmp_path, "quiet")
+    (tmp_path / "quiet" / "sub.py").write_text("X = 1\n")
+    (tmp_path / "solo.py").write_text("X = 1\n")
+    (tmp_path / "open.py").write_text("X = 1\n")
+    (tmp_path / "open.py").chmod(0o666)
+    before, mods = _fds(), set(sys.modules)
+    check_code(str(tmp_path / "quiet"), package=True)
+    check_code(str(tmp_path / "solo.py"), package=False)
+    assert _fds() == before  # the package's directory not held
+    assert set(sys.modules) == mods
+    with pytest.raises(Untrusted) as ei:
+        check_code(str(tmp_path / "open.py"), package=False)
+    assert (ei.value.errno, str(ei.value)) == (
+        errno.EPERM,
+        f"{tmp_path / 'open.py'}: mode 0666, writable by others",
+    )
+    with pytest.raises(DeviceError) as ej:
+        check_code(str(tmp_path / "solo.py"), package=True)
+    assert (ej.value.errno, str(ej.value)) == (errno.ENOENT, f"{tmp_path / 'solo.py'}: not a directory")
+    assert _fds() == before
+
+
+def _source(pymod: types.ModuleType) -> str:
+    """The source its loader gives (PEP 302 ``get_source``)."""
+    text: str = getattr(pymod.__loader__, "get_source")(pymod.__name__)  # noqa: B009
+    return text
+
+
+async def test_a_modules_source_is_there_for_tracebacks_even_in_another_encoding(tmp_path: Path) -> None:
+    recorder(tmp_path, "quiet")
+    text = (tmp_path / "quiet" / "__init__.py").read_text() + "NAME = 'caf\u00e9'\n"
+    (tmp_path / "quiet" / "__init__.py").write_text(text)
+    (tmp_path / "latin.py").write_bytes(
+        b"# -*- coding: latin-1 -*-\nfrom devfsd.kern import ModuleInfo\nMODULE = ModuleInfo(name='latin')\n"
+        b"NAME = 'caf\xe9'\nasync def modcmd(cmd, props):\n    return None\n"
+    )
+    async with Kernel.running([tmp_path]) as k:
+        await k.modload("quiet")
+        await k.modload("latin")
+        quiet, latin = k.loader.modules["quiet"].pymod, k.loader.modules["latin"].pymod
+        assert _source(quiet) == text
+        assert latin.NAME == "caf\u00e9"
+        # Never an exception: undecodable bytes are replaced.
+        assert "NAME = 'caf\ufffd'\n" in _source(latin)
+
+
+def test_release_free_memory_returns_the_heaps_free_pages_on_glibc() -> None:
+    assert release_free_memory() is True
+
+
+async def test_run_in_thread_runs_a_function_elsewhere_with_its_arguments() -> None:
+    def where(a: int, b: str) -> tuple[int, str, int]:
+        return a, b, threading.get_ident()
+
+    a, b, ident = await run_in_thread(where, 1, "x")
+    assert (a, b) == (1, "x")
+    assert ident != threading.get_ident()
+
+
+def test_a_host_trusts_the_daemons_user_in_place_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trust, "_daemon_uid", None)
+    assert trust.trusted_uids() == {0, trust.devfsd_owner(), os.geteuid()}
+    trust.trust_daemon_user(4321)
+    assert trust.trusted_uids() == {0, trust.devfsd_owner(), 4321}
