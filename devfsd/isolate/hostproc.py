@@ -90,6 +90,15 @@ log = logging.getLogger("devfsd.isolate")
 
 #: Lines of the host's stderr kept for the report of its death.
 TAIL_LINES: Final = 40
+#: What the daemon takes of a host's stderr (the host is not trusted: a
+#: host that writes without end must not fill the daemon's log or take its
+#: CPU time from other nodes): bytes read a second (past them the pipe
+#: fills and the host's writes wait), lines logged a second (past them
+#: counted, then summed up in one line; the last TAIL_LINES are kept for
+#: the report of a death all the same), and the longest line (cut there).
+STDERR_RATE: Final = 256 << 10
+STDERR_LINES: Final = 200
+STDERR_LINE_MAX: Final = 4096
 #: Seconds a host that closed its socket gets to exit before SIGKILL.
 EXIT_GRACE: Final = 2.0
 #: Seconds a new host gets to answer its first PING (start the interpreter,
@@ -244,6 +253,16 @@ class HostProcess:
         self.died = trio.Event()
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._errbuf = b""
+        #: The current second of its stderr (``_stderr_chunk``): its start,
+        #: bytes read and lines it may still log in it, lines not logged,
+        #: and whether reading waits for the next second (``STDERR_RATE``).
+        self._err_since = -math.inf
+        self._err_read = 0
+        self._err_lines = STDERR_LINES
+        self._err_dropped = 0
+        self._err_paused = False
+        #: Bytes read of its stderr in all (for tests).
+        self.err_bytes = 0
         self._waiting = False
         self._exited = trio.Event()
         self._ping_at = math.inf
@@ -468,11 +487,13 @@ class HostProcess:
         sock = self.sock
         assert sock is not None  # until reap, as _sync_fds
         fd, err, pidfd = fds
+        # Its stderr, unless that waits for the next second (_stderr).
+        waited: tuple[int, ...] = (fd, pidfd) if self._err_paused else fds
         end = now + SYNC_WAIT
         left = SYNC_WAIT
         timed_out = False
         while True:
-            ready = _trioloop.wait_idle_readable(fds, left)
+            ready = _trioloop.wait_idle_readable(waited, left)
             if not ready:
                 timed_out = time.monotonic() >= end
                 break
@@ -644,26 +665,72 @@ class HostProcess:
         assert self.proc is not None and self.proc.stderr is not None
         fd = self.proc.stderr.fileno()
         while not self._stderr_chunk(fd):
-            await trio.lowlevel.wait_readable(fd)
+            if self._err_paused:  # this second's bytes are read: the next one
+                await trio.sleep(max(0.0, self._err_since + 1.0 - time.monotonic()))
+            else:
+                await trio.lowlevel.wait_readable(fd)
 
-    def _stderr_chunk(self, fd: int, budget: int = 1 << 20) -> bool:
+    def _stderr_chunk(self, fd: int, budget: int = 1 << 20, *, paced: bool = True) -> bool:
         """Log what the host has written (up to ``budget`` bytes: a child
-        of the host could write for ever); True at the end of its stderr."""
+        of the host could write for ever; ``paced``: up to what is left of
+        this second's ``STDERR_RATE``, else ``_err_paused``); True at the
+        end of its stderr."""
+        now = time.monotonic()
+        if now - self._err_since >= 1.0:
+            self._err_summary()
+            self._err_since = now
+            self._err_read = 0
+            self._err_lines = STDERR_LINES
+            self._err_paused = False
         while budget > 0:
+            if paced and self._err_read >= STDERR_RATE:
+                self._err_paused = True
+                return False
             try:
                 chunk = os.read(fd, 65536)
             except BlockingIOError:
                 return False
             if not chunk:
                 if self._errbuf:
-                    self._log_line(self._errbuf)
+                    self._err_log([self._errbuf])
                     self._errbuf = b""
+                self._err_summary()
                 return True
             budget -= len(chunk)
-            *lines, self._errbuf = (self._errbuf + chunk).split(b"\n")
-            for raw in lines:
-                self._log_line(raw)
+            self._err_read += len(chunk)
+            self.err_bytes += len(chunk)
+            *lines, rest = (self._errbuf + chunk).split(b"\n")
+            while len(rest) > STDERR_LINE_MAX:  # no end of line: cut, not kept growing
+                lines.append(rest[:STDERR_LINE_MAX])
+                rest = rest[STDERR_LINE_MAX:]
+            self._errbuf = rest
+            self._err_log(lines)
         return False
+
+    def _err_log(self, lines: list[bytes]) -> None:
+        """Log ``lines`` of the host's stderr, up to this second's
+        ``STDERR_LINES``; count the rest, keeping its last in ``tail``."""
+        n = min(len(lines), self._err_lines)
+        for raw in lines[:n]:
+            self._log_line(raw)
+        self._err_lines -= n
+        if n < len(lines):
+            self._err_dropped += len(lines) - n
+            for raw in lines[max(n, len(lines) - TAIL_LINES) :]:
+                line = raw.decode(errors="replace").rstrip()
+                if line:
+                    self.tail.append(line)
+
+    def _err_summary(self) -> None:
+        if self._err_dropped:
+            log.warning(
+                "module %s[%d]: %d lines of its output not logged (more than %d a second)",
+                self.name,
+                self.pid,
+                self._err_dropped,
+                STDERR_LINES,
+            )
+            self._err_dropped = 0
 
     def _log_line(self, raw: bytes) -> None:
         line = raw.decode(errors="replace").rstrip()
@@ -783,7 +850,7 @@ class HostProcess:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()  # it has ended: this only collects the status
             if proc.stderr is not None:  # the rest: faulthandler's traceback
-                self._stderr_chunk(proc.stderr.fileno())
+                self._stderr_chunk(proc.stderr.fileno(), paced=False)
             for fd in (self._pidfd, proc.stderr.fileno() if proc.stderr else -1):
                 if fd >= 0:
                     trio.lowlevel.notify_closing(fd)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import time
 from pathlib import Path
@@ -316,3 +317,39 @@ async def test_a_reply_that_misses_the_wait_by_little_leaves_no_backoff() -> Non
                 if ran_out and time.monotonic() - start < hostproc.SYNC_LATE / 2:
                     assert key not in h.host._sync_off
                     break
+
+
+async def test_a_stderr_flood_is_paced_and_summed_up(caplog: pytest.LogCaptureFixture) -> None:
+    # A host that writes lines without end (minor 10): the daemon reads at
+    # most STDERR_RATE a second of them and logs at most STDERR_LINES a
+    # second, summing up the rest in one line; its calls answer meanwhile.
+    caplog.set_level(logging.INFO, logger="devfsd.isolate")
+    async with hosted() as h:
+        start = time.monotonic()
+        assert await h.read(10, await h.open(10)) == b"chatter\n"
+        fast = await h.open(0)
+        with trio.fail_after(WAIT):
+            while "lines of its output not logged" not in caplog.text:
+                assert await h.read(0, fast) == b"fast\n"
+                await trio.sleep(0.01)
+        # Seconds counted from the host's first output, before ``start``:
+        # the time since spans at most elapsed + 2 of them.
+        seconds = time.monotonic() - start + 2
+        logged = [r for r in caplog.records if f"hostile[{h.host.pid}]: chatter" in r.getMessage()]
+        assert 0 < len(logged) <= hostproc.STDERR_LINES * seconds
+        assert h.host.err_bytes <= (hostproc.STDERR_RATE + 65536) * seconds
+        assert h.host.tail[-1].startswith("chatter ")
+        assert not h.host.dead
+
+
+async def test_a_line_without_end_is_cut_not_kept_growing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="devfsd.isolate")
+    async with hosted() as h:
+        assert await h.read(11, await h.open(11)) == b"babble\n"
+        with trio.fail_after(WAIT):
+            while h.host.err_bytes < 2 * hostproc.STDERR_LINE_MAX:  # noqa: ASYNC110 - no event for it
+                await trio.sleep(0.01)
+        assert len(h.host._errbuf) <= hostproc.STDERR_LINE_MAX
+        cut = [r.getMessage() for r in caplog.records if f"hostile[{h.host.pid}]: yyy" in r.getMessage()]
+        assert cut and all(m.endswith("y" * hostproc.STDERR_LINE_MAX) for m in cut)
+        assert all(len(m) < hostproc.STDERR_LINE_MAX + 100 for m in cut)

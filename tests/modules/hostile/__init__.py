@@ -19,15 +19,20 @@ honest host would. Minors, by what a read does:
 - 8: claims its data is in the shared buffer: for a read that lent no
   slot (under ``SHM_MIN``), or more bytes than the read asked;
 - 9: tries to shrink, then grow, the shared buffer, and answers what
-  each attempt gave (``0:EPERM 67108864:EPERM``).
+  each attempt gave (``0:EPERM 67108864:EPERM``);
+- 10: starts a thread that writes lines to stderr (``chatter N``) without
+  end, then answers ``chatter\\n``;
+- 11: the same with no end of line at all, then answers ``babble\\n``.
 """
 
 from __future__ import annotations
 
 import errno
 import gc
+import itertools
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -81,6 +86,16 @@ def _shrink_shared() -> bytes:
     return (" ".join(out) or "no shared buffer").encode() + b"\n"
 
 
+def _chatter() -> None:
+    for n in itertools.count():
+        os.write(2, b"".join(b"chatter %d\n" % (100 * n + i) for i in range(100)))
+
+
+def _babble() -> None:
+    while True:
+        os.write(2, b"y" * 65536)
+
+
 def pattern(offset: int, n: int) -> bytes:
     return bytes((offset + i) * 7 % 251 for i in range(n))
 
@@ -117,6 +132,9 @@ async def hostile_read(dev: Dev, uio: Uio, ioflag: int) -> None:
         uio.uiomove(b"never seen\n")
     elif m == 7:
         uio.uiomove(pattern(uio.offset, uio.resid))
+    elif m in (10, 11):
+        threading.Thread(target=_chatter if m == 10 else _babble, daemon=True).start()
+        uio.uiomove(b"chatter\n" if m == 10 else b"babble\n")
     elif m == 8:  # data "in the slot" of a read that lent none, or more than it asked
         host = _host()
         n = 1 << 20 if uio.resid >= P.SHM_MIN else 1
@@ -127,7 +145,7 @@ async def hostile_read(dev: Dev, uio: Uio, ioflag: int) -> None:
 
 
 async def hostile_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
-    if minor(dev) > 9:
+    if minor(dev) > 11:
         raise DeviceError(errno.ENXIO)
 
 
