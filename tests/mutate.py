@@ -113,6 +113,7 @@ JUDGES: dict[str, tuple[str, ...]] = {
         "tests/unit/test_wait.py",
         "tests/unit/test_mm.py",
         "tests/unit/test_mutants_core.py",
+        "tests/unit/test_mutants_specfs.py",
     ),
 }
 #: A mutant's tests may take this many times their clean run (mutmut's
