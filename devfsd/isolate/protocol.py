@@ -84,7 +84,7 @@ class Kind(enum.IntEnum):
     """What a message is (the header's second field)."""
 
     #: Daemon to host, answered by ``REPLY``.
-    LOAD = 1  # JSON: the module to load and how (``supervisor._load_into``)
+    LOAD = 1  # JSON: the module to load and how (``supervisor.Supervisor._load``)
     MODCMD = 2  # ``<B`` command (FINI, STAT, AUTOUNLOAD)
     OPEN = 3  # ``OpenArgs``
     CLOSE = 4  # ``<II`` file id, newest file id: the last close of its dev

@@ -22,8 +22,10 @@ the proxy (files opened through it get ``ENXIO`` from the switch from then
 on), reaps the host and logs the module, the signal or exit status and the
 last lines the host wrote (faulthandler's traceback for a fatal signal).
 Then it waits (``BACKOFF_FIRST`` doubling to ``BACKOFF_MAX``) and loads
-the module into a new host with the same properties, under the loader's
-lock, at the same majors. A host that dies (or fails to load again) within
+the module into a new host with the same properties (INIT runs without
+the loader's lock, so that one that never ends holds up no other load or
+unload, and modunload still ends it), then attaches it at the same majors
+under the loader's lock. A host that dies (or fails to load again) within
 ``STABLE_AFTER`` seconds of its start counts as one more death in a row;
 past ``restarts`` in a row the module stays down (modstat flag ``d``) until
 modunload or modload.
@@ -178,10 +180,15 @@ class Supervisor:
                     await host.start(nursery)
                     try:
                         if first:  # load_hosted's caller holds the lock
-                            await self._load_into(host)
+                            self._attach(host, await self._load(host))
                         else:
+                            # INIT runs without the loader's lock: an INIT
+                            # that never ends must not hold every modload,
+                            # modunload and autoload of the daemon (this one
+                            # can still be unloaded, which cancels it).
+                            info = await self._load(host)
                             async with self.loader._lock:
-                                await self._load_into(host)
+                                self._attach(host, info)
                     except DevfsdError as exc:
                         err = exc
                         if not host.dead:
@@ -240,14 +247,12 @@ class Supervisor:
             f"; its last output:\n{tail}" if tail else "; it wrote nothing",
         )
 
-    async def _load_into(self, host: HostProcess) -> None:
-        """``LOAD`` into ``host`` and attach the proxy at its majors.
+    async def _load(self, host: HostProcess) -> dict[str, Any]:
+        """``LOAD`` into ``host``: its checked reply.
 
         Raises:
             DeviceError: INIT's errno, ``EOWNERDEAD`` if the host died,
-                ``EBADMSG`` for a malformed reply, attach's errno (the
-                daemon's switch has another driver at a major), ``ENOENT``
-                for a module that declares another name than asked for.
+                ``EBADMSG`` for a malformed reply.
         """
         req: dict[str, Any] = {
             "spec": self.target,
@@ -267,6 +272,18 @@ class Supervisor:
             if host.dead:
                 raise HostDied(f"module {self.mod.name}: its host died during INIT") from None
             raise exc from None
+        return info
+
+    def _attach(self, host: HostProcess, info: dict[str, Any]) -> None:
+        """Attach a proxy for ``host`` at the majors its ``LOAD`` reply
+        ``info`` names; the caller holds the loader's lock.
+
+        Raises:
+            DeviceError: attach's errno (the daemon's switch has another
+                driver at a major), ``EINVAL`` for other majors than the
+                first host's, ``ENOENT`` for a module that declares another
+                name than asked for.
+        """
         majors = [(str(n), int(m)) for n, m in info["majors"]]
         if self.majors is None:
             name = info["name"]

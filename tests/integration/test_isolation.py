@@ -309,6 +309,35 @@ def test_the_hosts_children_end_with_it(mnt: DevfsdMount, how: str) -> None:
             os.kill(child, signal.SIGKILL)  # (a failed test leaves no sleep 600)
 
 
+def test_an_init_that_never_ends_on_restart_holds_up_nothing_else(mnt: DevfsdMount, tmp_path: Path) -> None:
+    # The restart's INIT waits (for ever, but for this file): meanwhile other
+    # modules load and unload, and this one unloads, which ends that INIT.
+    hang = tmp_path / "hang"
+    c = mnt.client()
+    c.modload("crashy", {"inithang": str(hang)}, isolated=True)
+    node(mnt, "crashy", 0, "cmd")
+    pid = host_pid(node(mnt, "crashy", 2, "pid"))
+    hang.touch()
+    try:
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: f"INIT waits while {hang} exists" in mnt.log_text(), WAIT, "the restart's INIT")
+        (new,) = hosts_of(mnt)
+
+        def within(fn: Callable[[], object]) -> list[object]:
+            t, out = call_in_thread(fn)
+            t.join(WAIT)
+            assert not t.is_alive(), "held up by the restart's INIT"
+            return out
+
+        assert within(lambda: c.modload("mm")) == [None]
+        assert within(lambda: mnt.client().modunload("mm")) == [None]
+        assert within(lambda: mnt.client().modunload("crashy")) == [None]
+        assert flags(mnt, "crashy") is None
+        wait_for(lambda: not Path(f"/proc/{new}").exists(), WAIT, "the restarting host to go")
+    finally:
+        hang.unlink()
+
+
 def test_restart_limit_keeps_it_down_until_modload(mnt: DevfsdMount) -> None:
     c = mnt.client()
     c.modload("crashy", isolated=True)

@@ -8,18 +8,22 @@ longer answers), ``hog`` (allocate 1 GiB), ``spin`` (a Python loop the stall wat
 else is taken and ignored. Minor 1: reads sleep until a write to minor 1
 queues a message (as msgq). Minor 2: a read returns the process id;
 minor 3, the last child's.
-Load property ``initcrash`` (bool): INIT segfaults.
+Load property ``initcrash`` (bool): INIT segfaults; ``inithang`` (a
+path): INIT says so in the log and waits while that file exists.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import signal
 import subprocess
 import time
 from collections import deque
+
+import trio
 
 from devfsd.cdevsw import (
     POLLIN,
@@ -124,6 +128,11 @@ async def modcmd(cmd: ModCmd, props: Props | None) -> None:
     if cmd == ModCmd.INIT:
         if props and props.get("initcrash") is True:
             segv()
+        hang = props.get("inithang") if props else None
+        if isinstance(hang, str) and await trio.Path(hang).exists():
+            logging.getLogger(__name__).warning("INIT waits while %s exists", hang)
+            while await trio.Path(hang).exists():  # noqa: ASYNC110 - a file, no event
+                await trio.sleep(0.05)
         devsw_attach("crashy", cdevsw)
     elif cmd == ModCmd.FINI:
         devsw_detach(cdevsw)
