@@ -27,7 +27,16 @@ import trio
 from devfsd.cdevsw import devsw
 from devfsd.cdevsw._wait import sleepers
 from devfsd.errors import DeviceError
-from devfsd.kern import ModCmd, ModuleInfo, current_module, kthread_create, module_load, run_in_thread, trust
+from devfsd.kern import (
+    ModCmd,
+    ModuleInfo,
+    current_module,
+    kthread_create,
+    memory,
+    module_load,
+    run_in_thread,
+    trust,
+)
 from devfsd.kern.loader import LoadedModule, ModStat, ModuleLoader, autounload_interval
 from devfsd.kern.memory import release_free_memory
 from devfsd.kern.modpath import builtin_modules, entry_point_code
@@ -618,12 +627,17 @@ async def modcmd(cmd, props):
 """
 
 
-async def test_module_load_from_init_is_roots_load_and_a_load_under_way_is_edeadlk(tmp_path: Path) -> None:
-    (tmp_path / "priv").mkdir()
-    (tmp_path / "priv" / "__init__.py").write_text(
+def privileged(d: Path) -> None:
+    """The module ``priv`` in ``d``, whose property ``secret`` is root's alone."""
+    (d / "priv").mkdir()
+    (d / "priv" / "__init__.py").write_text(
         "from devfsd.kern import ModuleInfo\nMODULE = ModuleInfo(name='priv', privileged=('secret',))\n"
         "async def modcmd(cmd, props):\n    return None\n"
     )
+
+
+async def test_module_load_from_init_is_roots_load_and_a_load_under_way_is_edeadlk(tmp_path: Path) -> None:
+    privileged(tmp_path)
     for name, spec, props in [
         ("loader", "'priv'", {"secret": "s"}),  # a privileged property: INIT loads as root does
         ("selfish", "os.path.dirname(__file__)", None),  # itself, by path, while it loads
@@ -667,11 +681,7 @@ async def test_a_module_declaring_another_name_is_enoent_by_name_that_name_by_pa
 
 
 async def test_only_the_privileged_properties_given_are_roots_alone(tmp_path: Path) -> None:
-    (tmp_path / "priv").mkdir()
-    (tmp_path / "priv" / "__init__.py").write_text(
-        "from devfsd.kern import ModuleInfo\nMODULE = ModuleInfo(name='priv', privileged=('secret',))\n"
-        "async def modcmd(cmd, props):\n    return None\n"
-    )
+    privileged(tmp_path)
     async with Kernel.running([tmp_path]) as k:
         await k.loader.load("priv", {"plain": 1}, uid=1000)  # no privileged one given: fine
         await k.modunload("priv")
@@ -925,6 +935,17 @@ async def test_an_isolated_module_down_is_restarted_by_modload_not_by_autoload(t
         assert [(s.name, s.flags) for s in k.loader.stat()] == [("quiet", "i")]
         f = await k.open("quiet", 0)  # its driver served again
         await f.close()
+
+
+async def test_an_isolated_load_is_on_behalf_of_who_asked(tmp_path: Path) -> None:
+    privileged(tmp_path)
+    async with Kernel.running([tmp_path]) as k:
+        with pytest.raises(DeviceError) as ei:
+            await k.loader.load("priv", {"secret": "s"}, uid=1000, isolated=True)
+        assert (ei.value.errno, str(ei.value)) == (errno.EPERM, "property secret of priv is root's alone")
+        assert loaded(k) == []
+        await k.loader.load("priv", {"secret": "s"}, uid=0, isolated=True)
+        assert [(s.name, s.flags) for s in k.loader.stat()] == [("priv", "i")]
 
 
 # -- requirements and declared names ----------------------------------------------------
@@ -1206,8 +1227,10 @@ async def test_a_modules_source_is_there_for_tracebacks_even_in_another_encoding
         assert "NAME = 'caf\ufffd'\n" in _source(latin)
 
 
-def test_release_free_memory_returns_the_heaps_free_pages_on_glibc() -> None:
-    assert release_free_memory() is True
+def test_release_free_memory_says_whether_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert release_free_memory() is True  # glibc's malloc_trim
+    monkeypatch.setattr(memory, "_TRIM", None)  # a C library without it
+    assert release_free_memory() is False
 
 
 async def test_run_in_thread_runs_a_function_elsewhere_with_its_arguments() -> None:
