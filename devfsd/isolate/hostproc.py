@@ -241,9 +241,10 @@ class HostProcess:
         #: Reads whose data came through the shared buffer (for tests).
         self.shm_replies = 0
         self.pending: dict[int, _Call] = {}
+        #: Armed polls: per file id, the kernel's poll handle of its last
+        #: poll (``arm_poll``), until the host's ``NOTIFY`` for it.
         self.polls: dict[int, Any] = {}
         self._rids = itertools.count(1)
-        self._tokens = itertools.count(1)
         #: The last file id handed out (ids only grow).
         self.newest_fid = 0
         self.dead = False
@@ -396,11 +397,16 @@ class HostProcess:
         self.newest_fid += 1
         return self.newest_fid
 
-    def poll_token(self, handle: Any) -> int:
-        """A token the host's ``NOTIFY`` names ``handle`` by."""
-        token = next(self._tokens)
-        self.polls[token] = handle
-        return token
+    def arm_poll(self, fid: int, handle: Any) -> bool:
+        """Remember ``handle`` for file ``fid``'s polls: the host's
+        ``NOTIFY`` names it by the file id (its poll token), and notifies
+        it once. One entry per file, whatever the polls and whatever the
+        host keeps or never notifies: the kernel has one poll handle per
+        open file, and notifying it wakes every poller of the file, which
+        polls again. True if it was not armed yet."""
+        fresh = fid not in self.polls
+        self.polls[fid] = handle
+        return fresh
 
     def post(self, data: bytes) -> None:
         """Send a message that gets no reply (``RELEASE``)."""

@@ -90,7 +90,7 @@ class Kind(enum.IntEnum):
     CLOSE = 4  # ``<II`` file id, newest file id: the last close of its dev
     READ = 5  # ``<IIq`` file id, size, offset
     WRITE = 6  # ``<Iq`` file id, offset; then the data
-    POLL = 7  # ``<IiI`` file id, events, poll token (0: none)
+    POLL = 7  # ``<IiI`` file id, events, poll token (the file id; 0: none)
     IOCTL = 8  # ``IoctlArgs``; then the data
     PING = 9  # empty: the host's loop answers (heartbeat)
     #: Daemon to host, no reply.
@@ -98,7 +98,7 @@ class Kind(enum.IntEnum):
     RELEASE = 11  # ``<I`` file id: a close that was not its dev's last
     #: Host to daemon.
     REPLY = 12  # ``<i`` errno, then the payload
-    NOTIFY = 13  # the id is a poll token; empty body
+    NOTIFY = 13  # the id is a poll token (a file id); empty body
     #: Daemon to host, no reply: the caller of request ``id`` has a signal
     #: (its FUSE request was interrupted); a sleep it is in ends with EINTR.
     INTERRUPT = 14

@@ -54,6 +54,7 @@ class _HostFile:
         self.closed = False
 
     def __del__(self) -> None:
+        self.host.polls.pop(self.fid, None)
         if not self.closed:
             self.host.post(P.encode(P.Kind.RELEASE, 0, P.FID.pack(self.fid)))
 
@@ -81,6 +82,7 @@ def make_proxy(host: HostProcess) -> Cdevsw:
         hf = fp.data if fp is not None else None
         if isinstance(hf, _HostFile) and hf.host is host:
             hf.closed = True
+            host.polls.pop(hf.fid, None)
             await host.call(P.Kind.CLOSE, P.CLOSE.pack(hf.fid, host.newest_fid), dev, l)
 
     async def d_read(dev: Dev, uio: Uio, ioflag: int) -> None:
@@ -112,10 +114,13 @@ def make_proxy(host: HostProcess) -> Cdevsw:
 
     async def d_poll(dev: Dev, events: int, l: Lwp) -> int:
         fid = fid_of(l)
-        token = host.poll_token(l.poll_handle) if l.poll_handle is not None else 0
+        h = l.poll_handle
+        fresh = host.arm_poll(fid, h) if h is not None else False
+        token = fid if h is not None else 0
         revents, kept = P.unpack(P.POLLED, await host.call(P.Kind.POLL, P.POLL.pack(fid, events, token), dev))
-        if token and not kept:  # no selrecord: no NOTIFY will come for it
-            host.polls.pop(token, None)
+        if fresh and not kept and host.polls.get(fid) is h:
+            # No selrecord, and no earlier poll of the file armed: no NOTIFY will come.
+            del host.polls[fid]
         return int(revents)
 
     async def d_ioctl(dev: Dev, cmd: int, data: bytearray, flag: int, l: Lwp) -> None:

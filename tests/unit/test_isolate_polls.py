@@ -1,0 +1,62 @@
+"""An isolated driver's polls, as the daemon keeps them (``HostProcess.polls``).
+
+The kernel has one poll handle per open file. The daemon keeps, per file
+of a host, the handle of its last poll until the host's ``NOTIFY`` for it
+(the file id is the poll token): one entry per file, however often the
+file is polled and whatever the host keeps. It used to keep one per poll
+until a ``NOTIFY``: a poll that found the file ready (the host keeps that
+handle for a later ``EWOULDBLOCK``) was never notified, so a poller of a
+writable node grew the daemon by an entry per poll; and a host that says
+it keeps every poll and never notifies could do the same on purpose.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from devfsd.isolate.supervisor import Supervisor
+from devfsd.testing.harness import Kernel
+
+MODS = Path(__file__).resolve().parent.parent / "modules"
+
+
+class Handle:
+    """A poll handle that counts its notifications."""
+
+    def __init__(self) -> None:
+        self.notified = 0
+
+    def notify(self) -> None:
+        self.notified += 1
+
+
+async def test_one_armed_poll_per_file_and_a_wakeup_notifies_it() -> None:
+    async with Kernel.running([MODS], isolate=True) as k:
+        await k.modload("msgq")
+        sup = k.loader.modules["msgq"].pymod
+        assert isinstance(sup, Supervisor) and sup.host is not None
+        host = sup.host
+        f = await k.open("msgq", 0)
+        await f.write(b"ready")
+        for _ in range(300):  # ready: msgq records nothing
+            await f.poll(poll_handle=Handle())
+        assert len(host.polls) <= 1
+        assert await f.read(10) == b"ready"
+        handles = [Handle() for _ in range(300)]
+        for h in handles:  # not ready: msgq records each
+            await f.poll(poll_handle=h)
+        assert list(host.polls.values()) == [handles[-1]]
+        g = await k.open("msgq", 0)
+        await g.write(b"wake")  # msgq's wakeup: the host's NOTIFYs, one per recorded poll
+        await f.poll(poll_handle=Handle())  # (a round trip: the NOTIFYs came before its reply)
+        assert handles[-1].notified == 1  # the file's handle, once: the kernel polls again
+        assert sum(h.notified for h in handles) == 1
+        await f.read(10)
+        await f.poll(poll_handle=Handle())
+        assert len(host.polls) == 1
+        # The file's entry goes with it: at its release (``_HostFile``'s
+        # finaliser, whenever the collector frees its File), or at its
+        # dev's last close, as here.
+        await g.close()
+        await f.close()
+        assert host.polls == {}
