@@ -39,6 +39,8 @@ from tests.unit.tunwg.test_device import (
     A_SK,
     B_PK,
     B_SK,
+    FD00_1,
+    FD00_2,
     PING_AB,
     PONG_BA,
     PORT_A,
@@ -53,6 +55,7 @@ from tests.unit.tunwg.test_device import (
     make_pair,
     peer_line,
     peer_of,
+    sent,
     set_request,
 )
 from tests.unit.tunwg.test_uapi import feed
@@ -954,3 +957,199 @@ def test_a_device_takes_65536_peers_and_refuses_one_more() -> None:
         device.uapi_set(set_request(f"public_key={bytes([7] * 32).hex()}\n"), now=0.0, wall_ns=WALL0)
     assert refused.value.errno == errno.EINVAL
     assert len(device.peers) == 1 << 16
+
+
+# --- Fourth run: the receive side ----------------------------------------------------------------
+
+
+def _sealed(node: Node, pk: bytes, plaintexts: list[bytes], now: float) -> list[bytes]:
+    """Transport messages on ``node``'s current session with its peer ``pk``, the plaintexts
+    as given (a peer that pads otherwise, or not at all, or sends malformed packets)."""
+    keypair = node.device.peers[pk].current
+    assert keypair is not None
+    return [keypair.encrypt(p, now=now) for p in plaintexts]
+
+
+def test_a_second_initiation_within_20_ms_is_refused_and_each_accepted_one_counted() -> None:
+    # A's initiations at 0 and 5 s (later timestamps) reach B 10 ms apart: the
+    # second is a flood, refused; 30 ms after the first it is taken. rx_bytes
+    # counts each initiation taken (148 bytes).
+    _net, a, b = make_pair()
+    (init1,) = _datagrams(a.device.packet_from_tun(PING_AB, now=0.0, wall_ns=WALL0))
+    (init2,) = _datagrams(a.device.packet_from_tun(PING_AB, now=5.0, wall_ns=WALL0 + 5 * 10**9))
+    assert init1.data[0] == init2.data[0] == 1
+    b_in = b.device.datagram_received
+    assert [d.data[0] for d in _datagrams(b_in(init1.data, a.endpoint, now=100.0, wall_ns=WALL0))] == [2]
+    assert _datagrams(b_in(init2.data, a.endpoint, now=100.01, wall_ns=WALL0)) == []
+    assert b.device.stats.dropped_invalid == 1
+    assert counters(b, A_PK)[1] == 148
+    assert [d.data[0] for d in _datagrams(b_in(init2.data, a.endpoint, now=100.03, wall_ns=WALL0))] == [2]
+    assert counters(b, A_PK)[1] == 2 * 148
+
+
+def test_a_transport_message_that_fails_is_logged_naming_its_peer() -> None:
+    b_log: list[str] = []
+    net, a, b = make_pair(b_kw={"log": b_log.append})
+    net.write(a, PING_AB)
+    data = _sent_now(net, a, PING_AB)
+    _hand(net, b, data, a)
+    del b_log[:]
+    _hand(net, b, data, a)  # the same message again
+    counter = int.from_bytes(data[8:16], "little")
+    assert b_log == [f"{b.device.peers[A_PK]} - transport: replayed counter {counter}"]
+
+
+def test_every_packet_of_a_batch_after_a_keepalive_or_a_malformed_packet_is_delivered() -> None:
+    # GRO hands B consecutive messages as one batch: a keepalive or a dropped
+    # (malformed) packet in it does not end the batch.
+    net, a, b = established()
+    v6 = _v6_packet(FD00_1, FD00_2, 8)
+    malformed = [
+        bytes([0x45]) + bytes(15),  # IPv4 shorter than its header
+        bytes.fromhex("4500") + (33).to_bytes(2, "big") + PING_AB[4:32],  # longer than it is
+        bytes.fromhex("4500") + (19).to_bytes(2, "big") + PING_AB[4:32],  # shorter than a header
+        bytes([0x60]) + bytes(31),  # IPv6 shorter than its header
+        v6[:4] + (9).to_bytes(2, "big") + v6[6:],  # longer than it is
+        bytes([0x50]) + bytes(31),  # neither version
+    ]
+    plaintexts = [b""]
+    for bad in malformed:
+        plaintexts += [bad, PING_AB]
+    sealed = _sealed(a, B_PK, [*plaintexts, v6], net.now)
+    effects = b.device.datagrams_received(sealed, a.endpoint, now=net.now, wall_ns=net.clock.wall_ns)
+    assert [e.packet for e in effects if isinstance(e, DeliverPacket)] == [PING_AB] * len(malformed) + [v6]
+    assert b.device.stats.dropped_inner == len(malformed)
+
+
+def test_unpadded_header_only_packets_from_a_peer_are_delivered() -> None:
+    # Padding is the sender's choice: a 20-byte IPv4 or 40-byte IPv6 plaintext is whole.
+    net, a, b = established()
+    v4 = PING_AB[:2] + (20).to_bytes(2, "big") + PING_AB[4:20]
+    v6 = _v6_packet(FD00_1, FD00_2, 0)
+    sealed = _sealed(a, B_PK, [v4, v6], net.now)
+    effects = b.device.datagrams_received(sealed, a.endpoint, now=net.now, wall_ns=net.clock.wall_ns)
+    assert [e.packet for e in effects if isinstance(e, DeliverPacket)] == [v4, v6]
+    assert b.device.stats.dropped_inner == 0
+
+
+def test_a_last_minute_rekey_on_receive_starts_the_count_to_give_up_over() -> None:
+    # A (initiator) rekeys at 120.5 s, unanswered (what it sends B is lost), and
+    # is retrying when B's data on the old session arrives at 165.5 s: the
+    # last-minute rekey it starts is no retry, so the count starts over and
+    # A gives up only after 19 more retries.
+    net, a, b = make_pair()
+    net.write(a, PING_AB)
+    net.run_until(120.5)
+    net.blocked.add(PORT_B)
+    net.write(a, PING_AB)
+    net.run_until(165.5)
+    timers = a.device.peers[B_PK].timers
+    assert timers.handshake_attempts > 5
+    n = len(net.wire)
+    net.write(b, PONG_BA)
+    assert a.delivered == [PONG_BA]
+    assert timers.handshake_attempts == 0
+    net.blocked.add(PORT_A)
+    net.run_until(400.0)
+    # the rekey itself was rate-limited (a retry went out under 5 s before): 19 retries
+    assert net.kinds(n).count((PORT_A, "init")) == GIVE_UP_AFTER_ATTEMPTS - 1
+
+
+def test_every_datagram_of_a_batch_received_while_down_is_counted() -> None:
+    net, a, b = established()
+    sealed = _sealed(a, B_PK, [PING_AB, PING_AB], net.now)
+    b.device.down()
+    for _ in range(2):
+        assert b.device.datagrams_received(sealed, a.endpoint, now=net.now, wall_ns=net.clock.wall_ns) == []
+    assert b.device.stats.dropped_down == 4
+
+
+def test_the_largest_transport_message_is_received() -> None:
+    # 65535 bytes: a 65503-byte packet, unpadded, from a peer with a larger MTU.
+    net, a, b = established()
+    packet = _v4_packet(MAX_MESSAGE_SIZE - 32)
+    (sealed,) = _sealed(a, B_PK, [packet], net.now)
+    assert len(sealed) == MAX_MESSAGE_SIZE
+    effects = b.device.datagrams_received([sealed], a.endpoint, now=net.now, wall_ns=net.clock.wall_ns)
+    assert effects == [DeliverPacket(packet)]
+
+
+def test_a_batch_of_messages_on_two_sessions_is_received_whole() -> None:
+    # After a rekey, one coalesced receive can hold messages on the old session
+    # (B's previous) and on the new one, in either order.
+    net, a, b = make_pair(a_kw={"rekey_after_time": 10.0})
+    net.write(a, PING_AB)
+    old = [_sent_now(net, a, PING_AB) for _ in range(3)]
+    net.run_until(11.0)
+    _rekey(net, a)
+    new = [_sent_now(net, a, PING_AB) for _ in range(3)]
+    for batch in ([old[0], old[1], new[0]], [new[1], new[2], old[2]]):
+        effects = b.device.datagrams_received(batch, a.endpoint, now=net.now, wall_ns=net.clock.wall_ns)
+        assert effects == [DeliverPacket(PING_AB)] * 3
+    assert b.device.stats.dropped_invalid == 0
+
+
+def test_a_batch_of_a_transport_message_then_an_initiation_has_the_effects_of_both() -> None:
+    # A rekeys on sending: a data message on the old session, then its initiation.
+    net, a, b = make_pair(a_kw={"rekey_after_time": 10.0})
+    net.write(a, PING_AB)
+    net.run_until(11.0)
+    data, init = _datagrams(a.device.packet_from_tun(PING_AB, now=net.now, wall_ns=net.clock.wall_ns))
+    effects = b.device.datagrams_received(
+        [data.data, init.data], a.endpoint, now=net.now, wall_ns=net.clock.wall_ns
+    )
+    assert effects[0] == DeliverPacket(PING_AB)
+    assert [len(d) for d in sent(effects)] == [92]
+
+
+def test_the_debug_log_names_why_each_handshake_message_was_dropped() -> None:
+    b_log: list[str] = []
+    net, a, b = make_pair(b_kw={"log": b_log.append})
+    (init,) = sent(a.device.packet_from_tun(PING_AB, now=0.0, wall_ns=WALL0))
+    response = Response(sender=1, receiver=12345, ephemeral=bytes(32), encrypted_nothing=bytes(16)).pack()
+    del b_log[:]
+    for data in (
+        b"\x01" * 5,
+        CookieReply(receiver=12345, nonce=bytes(24), encrypted_cookie=bytes(32)).pack(),
+        init[:116] + bytes([init[116] ^ 1]) + init[117:],
+        CookieGenerator(B_PK).add_macs(response, now=0.0),
+    ):
+        assert net.inject(b, data, a.endpoint) == []
+    net.configure(b, f"public_key={A_PK.hex()}\nremove=true\n")
+    assert net.inject(b, init, a.endpoint) == []
+    net.configure(b, f"private_key={'0' * 64}\n")
+    del b_log[-1:]  # the key change
+    assert net.inject(b, init, a.endpoint) == []
+    assert b.device.stats.dropped_invalid == 6
+    assert b_log[:4] == [
+        "short datagram (5 bytes)",
+        "cookie reply for an unknown index",
+        "handshake message with an invalid mac1 from 127.0.0.1:51820",
+        "response for an unknown index from 127.0.0.1:51820",
+    ]
+    assert b_log[5:] == [
+        "initiation from an unknown peer at 127.0.0.1:51820",
+        "handshake message, but no private key",
+    ]
+
+
+def test_under_load_the_cookie_replies_are_counted_and_logged() -> None:
+    a_log: list[str] = []
+    b_log: list[str] = []
+    net, a, b = make_pair(a_kw={"log": a_log.append}, b_kw={"log": b_log.append, "under_load_threshold": 0})
+    del a_log[:], b_log[:]
+    net.write(a, PING_AB)  # a cookie reply
+    net.run_until(REKEY_TIMEOUT + 0.334)  # the retry with mac2 is answered
+    init = next(d.data for d in reversed(net.wire) if d.kind == "init")
+    for _ in range(6):  # again at once: 4 more pass the limiter (replays), 2 are limited
+        net.inject(b, init, a.endpoint)
+    net.inject(b, b"\x01\x00\x00\x00" + bytes(144), a.endpoint)  # no valid mac1: no cookie
+    assert b.device.stats.cookie_replies_sent == 1
+    assert len(sent(net.inject(b, init[:132] + bytes(16), a.endpoint))) == 1  # mac2 invalid: a cookie
+    assert b.device.stats.cookie_replies_sent == 2
+    assert a_log[:1] == [f"{a.device.peers[B_PK]} - received cookie reply from 127.0.0.1:51821"]
+    assert b_log[0] == "sending cookie reply to 127.0.0.1:51820"
+    assert b_log[-4:] == ["handshake message from 127.0.0.1:51820 rate limited"] * 2 + [
+        "handshake message with an invalid mac1 from 127.0.0.1:51820",
+        "sending cookie reply to 127.0.0.1:51820",
+    ]
