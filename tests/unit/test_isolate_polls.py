@@ -13,6 +13,7 @@ it keeps every poll and never notifies could do the same on purpose.
 from __future__ import annotations
 
 from pathlib import Path
+from unittest.mock import Mock
 
 from devfsd.isolate.supervisor import Supervisor
 from devfsd.testing.harness import Kernel
@@ -20,39 +21,34 @@ from devfsd.testing.harness import Kernel
 MODS = Path(__file__).resolve().parent.parent / "modules"
 
 
-class Handle:
-    """A poll handle that counts its notifications."""
-
-    def __init__(self) -> None:
-        self.notified = 0
-
-    def notify(self) -> None:
-        self.notified += 1
+def poll_handle() -> Mock:
+    """A poll handle (its notify calls counted)."""
+    return Mock(spec=["notify"])
 
 
 async def test_one_armed_poll_per_file_and_a_wakeup_notifies_it() -> None:
     async with Kernel.running([MODS], isolate=True) as k:
         await k.modload("msgq")
-        sup = k.loader.modules["msgq"].pymod
+        sup: object = k.loader.modules["msgq"].pymod  # the loader's module object, when isolated
         assert isinstance(sup, Supervisor) and sup.host is not None
         host = sup.host
         f = await k.open("msgq", 0)
         await f.write(b"ready")
         for _ in range(300):  # ready: msgq records nothing
-            await f.poll(poll_handle=Handle())
+            await f.poll(poll_handle=poll_handle())
         assert len(host.polls) <= 1
         assert await f.read(10) == b"ready"
-        handles = [Handle() for _ in range(300)]
+        handles = [poll_handle() for _ in range(300)]
         for h in handles:  # not ready: msgq records each
             await f.poll(poll_handle=h)
         assert list(host.polls.values()) == [handles[-1]]
         g = await k.open("msgq", 0)
         await g.write(b"wake")  # msgq's wakeup: the host's NOTIFYs, one per recorded poll
-        await f.poll(poll_handle=Handle())  # (a round trip: the NOTIFYs came before its reply)
-        assert handles[-1].notified == 1  # the file's handle, once: the kernel polls again
-        assert sum(h.notified for h in handles) == 1
+        await f.poll(poll_handle=poll_handle())  # (a round trip: the NOTIFYs came before its reply)
+        assert handles[-1].notify.call_count == 1  # the file's handle, once: the kernel polls again
+        assert sum(h.notify.call_count for h in handles) == 1
         await f.read(10)
-        await f.poll(poll_handle=Handle())
+        await f.poll(poll_handle=poll_handle())
         assert len(host.polls) == 1
         # The file's entry goes with it: at its release (``_HostFile``'s
         # finaliser, whenever the collector frees its File), or at its
