@@ -364,25 +364,24 @@ async def _record(got: list[int], chan: WaitChannel, lwp: Lwp) -> None:
     got.append(await _sleep_errno(chan, lwp))
 
 
+@pytest.mark.parametrize("end", ["cancel", "wakeup", "abort"])
 async def test_a_watched_sleep_that_ends_otherwise_forgets_its_watch(
-    interrupts: dict[int, Callable[[], None]], autojump_clock: trio.testing.MockClock
+    end: str, interrupts: dict[int, Callable[[], None]], autojump_clock: trio.testing.MockClock
 ) -> None:
     chan = WaitChannel("t")
     got: list[int] = []
-    for end in ("cancel", "wakeup", "abort"):
-        got.clear()
-        async with trio.open_nursery() as n:
-            n.start_soon(lambda: _record(got, chan, _opener(os.getpid())))
-            await trio.sleep(CHECK_FIRST * 2)
-            assert len(interrupts) == 1  # watched from its first check
-            if end == "cancel":
-                n.cancel_scope.cancel()
-            elif end == "wakeup":
-                chan.wakeup()
-            else:
-                abort_sleepers(None)
-        assert got == {"cancel": [], "wakeup": [0], "abort": [errno.ENXIO]}[end]
-        assert interrupts == {}, end
+    async with trio.open_nursery() as n:
+        n.start_soon(_record, got, chan, _opener(os.getpid()))
+        await trio.sleep(CHECK_FIRST * 2)
+        assert list(interrupts) == [1]  # watched from its first check
+        if end == "cancel":
+            n.cancel_scope.cancel()
+        elif end == "wakeup":
+            chan.wakeup()
+        else:
+            abort_sleepers(None)
+    assert got == {"cancel": [], "wakeup": [0], "abort": [errno.ENXIO]}[end]
+    assert interrupts == {}
 
 
 async def test_a_sleep_without_a_file_leaves_the_watches_of_others_alone(
@@ -432,6 +431,34 @@ async def test_interrupt_sleep_ends_the_sleep_or_the_next_one(autojump_clock: tr
     assert await _sleep_errno(chan, me, 1.0) == errno.EWOULDBLOCK
     assert not _wait._interrupted
 
+    interrupt_sleep(task)  # one task's interrupt is not another's
+    async with trio.open_nursery() as n:
+        n.start_soon(sleeper)
+        await trio.sleep(1)
+        chan.wakeup()
+    assert got == [errno.EINTR, 0]
+    forget_interrupt(task)
+    assert not _wait._interrupted
+
+
+async def test_sleeps_past_max_sleepers_are_refused_with_eagain(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    monkeypatch.setattr(_wait, "MAX_SLEEPERS", 3)
+    chan, me = WaitChannel("t"), Lwp(0, 0, 0)
+    async with trio.open_nursery() as n:
+        for _ in range(3):
+            n.start_soon(chan.sleep, me)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(DeviceError) as ei:
+            await chan.sleep(me)
+        assert (ei.value.errno, str(ei.value)) == (
+            errno.EAGAIN,
+            str(DeviceError(errno.EAGAIN, "too many sleepers")),
+        )
+        assert sleepers() == 3
+        chan.wakeup()
+
 
 async def test_a_module_host_s_sleeps_look_for_no_signals(
     monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
@@ -441,8 +468,65 @@ async def test_a_module_host_s_sleeps_look_for_no_signals(
     assert await _sleep_errno(chan, Lwp(GONE, 0, 0), 1.0) == errno.EINTR
     no_proc_checks()
     t0 = trio.current_time()
-    assert await _sleep_errno(chan, Lwp(GONE, 0, 0), 1.0) == errno.EWOULDBLOCK
+    with trio.fail_after(5):  # its timeout still ends it
+        assert await _sleep_errno(chan, Lwp(GONE, 0, 0), 1.0) == errno.EWOULDBLOCK
     assert trio.current_time() - t0 == pytest.approx(1.0)
+
+
+# -- the sleep clock -----------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("trio_path")
+async def test_one_sleep_clock_serves_every_sleep_of_a_run(autojump_clock: trio.testing.MockClock) -> None:
+    chan, me = WaitChannel("t"), Lwp(os.getpid(), 0, 0)
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    system = root.child_nurseries[0]
+    assert await _sleep_errno(chan, me, 0.01) == errno.EWOULDBLOCK
+    clock, tasks = _wait._clock.get(), len(system.child_tasks)
+    for _ in range(3):
+        assert await _sleep_errno(chan, me, 0.01) == errno.EWOULDBLOCK
+    assert _wait._clock.get() is clock
+    assert len(system.child_tasks) == tasks
+
+
+async def test_the_caller_is_looked_at_after_50_ms_then_twice_as_long_each_time_up_to_400_ms(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    t0 = trio.current_time()
+    looked: list[float] = []
+
+    def signal_pending(tid: int) -> bool:
+        looked.append(round(trio.current_time() - t0, 6))
+        return False
+
+    monkeypatch.setattr(_wait, "signal_pending", signal_pending)
+    assert await _sleep_errno(WaitChannel("t"), Lwp(os.getpid(), 0, 0), 2.0) == errno.EWOULDBLOCK
+    assert looked == pytest.approx([0.05, 0.15, 0.35, 0.75, 1.15, 1.55, 1.95])
+
+
+async def test_a_signal_passed_on_leaves_the_sleep_its_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # devfsd.isolate's sleeps: a signal for the caller is passed on to the
+    # host once (``interrupt``); until the host answers, the timeout stands.
+    passed: list[float] = []
+    t0 = trio.current_time()
+    with trio.fail_after(5):
+        got = await _sleep_errno_passing(
+            Lwp(GONE, 0, 0), 1.0, lambda: passed.append(trio.current_time() - t0)
+        )
+    assert got == errno.EWOULDBLOCK
+    assert trio.current_time() - t0 == pytest.approx(1.0)
+    assert passed == [pytest.approx(CHECK_FIRST)]
+
+
+async def _sleep_errno_passing(lwp: Lwp, timo: float, interrupt: Callable[[], None]) -> int:
+    try:
+        await WaitChannel("t").sleep(lwp, timo, interrupt=interrupt)
+    except DeviceError as exc:
+        return exc.errno
+    return 0
 
 
 # -- the entry-point limit ----------------------------------------------------------------
