@@ -178,6 +178,10 @@ def test_a_new_file_knows_its_opener_and_has_no_driver_state_yet() -> None:
     assert f.data is None and f.cdevsw is None and f.poll_kept is None
     l = f.lwp
     assert (l.pid, l.uid, l.gid, l.fp, l.dev, l.poll_handle) == (1234, 1000, 100, f, dev, None)
+    # A caller on a file is on its device unless told otherwise.
+    assert Lwp(1, 2, 3, f).dev == dev
+    assert Lwp(1, 2, 3, f, dev=makedev(300, 8)).dev == makedev(300, 8)
+    assert Lwp(1, 2, 3).dev is None
 
 
 # -- ioctl commands and stubs --------------------------------------------------------
@@ -580,6 +584,36 @@ async def test_the_limit_of_an_entry_point_that_is_not_a_coroutine(
     assert await call_limited(_Awaitable(3600), 1.0) == (None, True)
     assert trio.current_time() - t0 == pytest.approx(1.0)
     assert hung == []
+
+
+@pytest.mark.usefixtures("trio_path")
+async def test_time_asleep_in_an_entry_point_s_tasks_is_not_counted_until_the_last_wakes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # An entry point whose own tasks sleep on two channels: the limit's
+    # clock stops while any of them sleeps, not only until the first wakes.
+    a, b, me = WaitChannel("a"), WaitChannel("b"), Lwp(0, 0, 0)
+
+    async def entry() -> str:
+        await trio.lowlevel.checkpoint()
+        async with trio.open_nursery() as n:
+            n.start_soon(a.sleep, me)
+            n.start_soon(b.sleep, me)
+        return "both woke"
+
+    got: list[tuple[object, bool]] = []
+
+    async def call() -> None:
+        got.append(await call_limited(entry(), 1.0))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(call)
+        await trio.sleep(0.5)
+        a.wakeup()
+        await trio.sleep(5)  # b still asleep: not counted
+        assert got == []
+        b.wakeup()
+    assert got == [("both woke", False)]
 
 
 async def test_an_entry_point_that_left_a_scope_it_did_not_enter_is_answered_unlimited() -> None:
