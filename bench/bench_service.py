@@ -96,9 +96,15 @@ def one_python(code: str) -> tuple[float, dict[str, int]]:
     """Seconds for ``python -c code`` to exit, and its peak RSS (as VmHWM, KiB)."""
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", code + "\nimport resource, sys\n"
-         "sys.stdout.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            code + "\nimport resource, sys\n"
+            "sys.stdout.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     took = time.perf_counter() - t0
     return took, {"VmHWM": int(out.stdout)}

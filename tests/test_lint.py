@@ -25,6 +25,11 @@ def test_ruff() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_ruff_format() -> None:
+    r = _run(sys.executable, "-m", "ruff", "format", "--check", ".")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_mypy() -> None:
     r = _run(sys.executable, "-m", "mypy")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -95,7 +95,11 @@ def test_a_relative_path_is_the_callers(base: Path) -> None:
         assert Path(f"/proc/{m.proc.pid}/cwd").resolve() != where  # type: ignore[union-attr]
         r = subprocess.run(
             [tool("modload"), "./drva"],
-            cwd=where, env=m.env, capture_output=True, timeout=60, check=False,
+            cwd=where,
+            env=m.env,
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
         assert (r.returncode, r.stderr) == (0, b"")
         # A client that sends the relative path as it is: the daemon joins it
@@ -141,7 +145,9 @@ def test_rename_exchange_race_runs_no_foreign_code(base: Path) -> None:
     stop = base / "stop"
     attacker = subprocess.Popen(
         [*NOBODY, os.path.realpath(sys.executable), "-c", ATTACKER, "mods/good", "mods/evil", str(stop)],
-        cwd=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         with DevfsdMount(base / "d", modpath=[mods]) as m:

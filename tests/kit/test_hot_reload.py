@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from devfsd.testing.plugin import MountFactory, RunFn
 
 #: A driver whose reads answer VERSION; "keep" makes FINI refuse while open.
-SOURCE = '''\
+SOURCE = """\
 import errno
 
 from devfsd.cdevsw import Cdevsw, DeviceError, devsw_attach, devsw_detach
@@ -62,7 +62,7 @@ async def modcmd(cmd, props):
         devsw_detach(sw)
     else:
         raise DeviceError(errno.ENOTTY)
-'''
+"""
 
 
 def read(node: Path) -> bytes:

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MANEXAMPLE = ROOT / "tests" / "modules" / "manexample" / "__init__.py"
 
-SUITE = '''
+SUITE = """
 import os
 
 import pytest
@@ -95,7 +95,7 @@ async def test_both_ways(devfsd_kernel, devfsd_isolated):
 def test_failing_test_still_tears_down(devfsd_mount):
     devfsd_mount(modules=["bcast"])
     raise AssertionError("deliberately")
-'''
+"""
 
 
 def ours(base: Path) -> set[str]:

@@ -92,7 +92,7 @@ def _attack(socks: list[socket.socket], deadline: float, sample: Any) -> tuple[i
 
 
 def _peer_state(s: socket.socket) -> str:
-    """"closed": the daemon hung up (after its ENOBUFS reply); "kept": it
+    """ "closed": the daemon hung up (after its ENOBUFS reply); "kept": it
     has read all this attacker sent (nothing left in the socket's queue) and
     holds it; "pending": bytes still wait to be read."""
     p = select.poll()

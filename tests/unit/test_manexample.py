@@ -36,6 +36,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test of ``devfsd_kernel`` both ways (the plugin's ``devfsd_isolated``)."""
     if "devfsd_kernel" in metafunc.fixturenames:
         metafunc.parametrize("devfsd_isolated", [False, True], ids=["in-process", "isolated"])
+
+
 MODS = ROOT / "tests" / "modules"
 MANEXAMPLE = MODS / "manexample"
 PAGE = ROOT / "man" / "devfsd-module.9"
@@ -221,4 +223,3 @@ async def test_opening_a_node_autoloads_the_module_of_that_name(tmp_path: Path) 
         f = await k.open("bcast", 0)
         assert [(s.name, s.flags) for s in k.loader.stat()] == [("bcast", "a")]
         await f.close()
-

@@ -37,8 +37,14 @@ def test_message_is_newline_separated_assignments() -> None:
 
 @pytest.mark.parametrize(
     ("text", "addr"),
-    [("/run/systemd/notify", "/run/systemd/notify"), ("@abc", b"\0abc"), ("", None), ("@", None),
-     ("rel/path", None), ("vsock:2:1234", None)],
+    [
+        ("/run/systemd/notify", "/run/systemd/notify"),
+        ("@abc", b"\0abc"),
+        ("", None),
+        ("@", None),
+        ("rel/path", None),
+        ("vsock:2:1234", None),
+    ],
 )
 def test_address(text: str, addr: str | bytes | None) -> None:
     assert notify.address(text) == addr
@@ -308,7 +314,10 @@ def test_logrotate_snippet_is_valid(tmp_path: Path) -> None:
     conf.write_text(unit.logrotate_text(str(log)))
     r = subprocess.run(
         ["logrotate", "-d", "-s", str(tmp_path / "status"), str(conf)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert r.returncode == 0, r.stderr
     assert "error" not in r.stderr.lower(), r.stderr
