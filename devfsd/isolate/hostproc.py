@@ -99,6 +99,12 @@ TAIL_LINES: Final = 40
 STDERR_RATE: Final = 256 << 10
 STDERR_LINES: Final = 200
 STDERR_LINE_MAX: Final = 4096
+#: Messages a host may send a second that answer nothing (a REPLY for no
+#: call in flight, a NOTIFY for no armed poll: an honest host sends them
+#: only in races, a few at a time). Past them its socket is not read for
+#: the rest of the second: a host that floods the daemon slows its own
+#: calls, not the daemon's other nodes.
+STRAY_RATE: Final = 10_000
 #: Seconds a host that closed its socket gets to exit before SIGKILL.
 EXIT_GRACE: Final = 2.0
 #: Seconds a new host gets to answer its first PING (start the interpreter,
@@ -264,6 +270,13 @@ class HostProcess:
         self._err_paused = False
         #: Bytes read of its stderr in all (for tests).
         self.err_bytes = 0
+        #: Messages that answered nothing (``_stray``): in all, and in the
+        #: second from ``_stray_since``; past ``STRAY_RATE`` in it, reading
+        #: waits for the rest of it (``_stray_paused``).
+        self.strays = 0
+        self._strays = 0
+        self._stray_since = -math.inf
+        self._stray_paused = False
         self._waiting = False
         self._exited = trio.Event()
         self._ping_at = math.inf
@@ -483,7 +496,7 @@ class HostProcess:
         # What the host writes on stderr comes before its reply (a driver's
         # traceback before its EIO), and its death ends the wait.
         fds = self._sync_fds
-        if self._delivering or self._deferred or fds is None:
+        if self._delivering or self._deferred or fds is None or self._stray_paused:
             return 0.0
         now = time.monotonic()
         key = (kind, dev or 0)
@@ -527,7 +540,7 @@ class HostProcess:
                     self._take_own(msgs, rid)
                 except P.ProtocolError as exc:
                     self._die(f"protocol error: {exc}", kill=True)
-            if c.done or self.dead or self._deferred:
+            if c.done or self.dead or self._deferred or self._stray_paused:
                 break
             left = end - time.monotonic()
             if left <= 0:
@@ -589,9 +602,11 @@ class HostProcess:
                 err, payload = P.parse_reply(m.body)
                 c.finish(err, payload)
                 return True
-            if m.rid == 0:
+            if m.rid == 0 and self._ping_at != math.inf:
                 self._ping_at = math.inf
                 self.up.set()
+            else:
+                self._stray()
         elif m.kind == P.Kind.REPLY_SHM:
             data = self._from_slot(m, m.rid in self.pending)  # a bad one fails the call with the host
             c = self.pending.pop(m.rid, None)
@@ -599,13 +614,43 @@ class HostProcess:
                 self.shm_replies += 1
                 c.finish(0, data)
                 return True
+            self._stray()
         elif m.kind == P.Kind.NOTIFY:
             h = self.polls.pop(m.rid, None)
             if h is not None:
                 _notify(h)
+            else:
+                self._stray()
         else:
             raise P.ProtocolError(errno.EBADMSG, f"host sent {P.Kind(m.kind).name}")
         return False
+
+    def _stray(self) -> None:
+        """One more message that answered nothing; past ``STRAY_RATE`` in
+        a second, reading the socket waits for the rest of it."""
+        self.strays += 1
+        self._strays += 1
+        if self._strays >= STRAY_RATE:
+            now = time.monotonic()
+            if now - self._stray_since >= 1.0:  # not within a second: count again
+                self._stray_since = now
+                self._strays = 0
+            else:
+                self._stray_paused = True
+
+    async def _stray_pause(self) -> None:
+        """Wait out the second whose ``STRAY_RATE`` the host has used up."""
+        log.warning(
+            "module %s: host %d sent %d messages that answer nothing within a second:"
+            " its socket waits for the rest of it",
+            self.name,
+            self.pid,
+            self._strays,
+        )
+        await trio.sleep(max(0.0, self._stray_since + 1.0 - time.monotonic()))
+        self._stray_since = time.monotonic()
+        self._strays = 0
+        self._stray_paused = False
 
     def _give_back(self, rid: int) -> tuple[int, int] | None:
         """The slot request ``rid`` lent, if any, free again (its reply came)."""
@@ -640,6 +685,8 @@ class HostProcess:
         self._reader = trio.lowlevel.current_task()
         try:
             while True:
+                if self._stray_paused:
+                    await self._stray_pause()
                 if not self._deferred:
                     await trio.lowlevel.wait_readable(sock)
                 if self._deferred:  # left by a waiting call: older than the socket's

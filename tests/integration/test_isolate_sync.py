@@ -353,3 +353,21 @@ async def test_a_line_without_end_is_cut_not_kept_growing(caplog: pytest.LogCapt
         cut = [r.getMessage() for r in caplog.records if f"hostile[{h.host.pid}]: yyy" in r.getMessage()]
         assert cut and all(m.endswith("y" * hostproc.STDERR_LINE_MAX) for m in cut)
         assert all(len(m) < hostproc.STDERR_LINE_MAX + 100 for m in cut)
+
+
+async def test_a_notify_flood_is_paced(caplog: pytest.LogCaptureFixture) -> None:
+    # 3 * STRAY_RATE NOTIFYs for polls nobody armed, before one reply: the
+    # daemon takes STRAY_RATE of them a second (without pacing, all of them
+    # took a fraction of a second of its time, and nodes of in-process
+    # drivers answered ~30 times slower while a host kept it up); the host's
+    # own call waits, and the host goes on.
+    caplog.set_level(logging.WARNING, logger="devfsd.isolate")
+    async with hosted({"flood": 3 * hostproc.STRAY_RATE}) as h:
+        fid, fast = await h.open(4), await h.open(0)
+        start = time.monotonic()
+        assert await h.read(4, fid) == b"flood\n"
+        assert time.monotonic() - start >= 1.0
+        assert h.host.strays >= 3 * hostproc.STRAY_RATE
+        assert "messages that answer nothing within a second" in caplog.text
+        assert await h.read(0, fast) == b"fast\n"
+        assert not h.host.dead
