@@ -520,6 +520,31 @@ async def test_a_hang_in_any_entry_point_is_etimedout_and_logged_exactly_with_it
     assert all(r.exc_info is not None and r.exc_info[0] is trio.Cancelled for r in recs)
 
 
+async def test_a_limit_of_zero_seconds_cancels_every_entry_point_at_its_first_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def hang(*args: object) -> None:
+        await trio.sleep(60)
+
+    spec = SpecFs(None, entry_timeout=0)
+    took: list[float] = []
+    with attached("mutsp_zero", d_read=hang, d_write=hang, d_ioctl=hang, d_poll=hang) as maj:
+        fp = await spec.open(makedev(maj, 0), os.O_RDWR, 1, 0, 0)
+        for call in (
+            spec.read(fp, 10),
+            spec.write(fp, b"x"),
+            spec.ioctl(fp.dev, IOW(ord("z"), 1, 4), b"", Lwp(1, 0, 0, fp)),
+            spec.poll(fp),
+        ):
+            t0 = trio.current_time()
+            with pytest.raises(DeviceError) as ei:
+                await call
+            assert ei.value.errno == errno.ETIMEDOUT
+            took.append(trio.current_time() - t0)
+        await spec.close(fp)
+    assert took == [0.0] * 4
+
+
 async def test_a_stall_the_watchdog_interrupts_in_any_entry_point_is_etimedout() -> None:
     async def stall(*args: object) -> None:
         raise DriverStall
