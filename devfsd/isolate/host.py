@@ -87,7 +87,11 @@ SYNC_RUN: Final = 64
 @final
 class _PollToken:
     """What the host's ``SpecFs.poll`` passes as the poll handle: a
-    ``selrecord`` then ``wakeup`` sends ``NOTIFY`` with the daemon's token."""
+    ``selrecord`` then ``wakeup`` sends ``NOTIFY`` with the daemon's token,
+    once per ``POLL`` that armed it (``Host.armed``): the daemon keeps one
+    armed poll per file (the token is the file id) and forgets it at its
+    first ``NOTIFY``; the kernel then polls again, which arms it again.
+    Other handles of the file a driver recorded meanwhile send nothing."""
 
     __slots__ = ("__weakref__", "host", "token")
 
@@ -96,7 +100,10 @@ class _PollToken:
         self.token = token
 
     def notify(self) -> None:
-        self.host.out.send(P.encode(P.Kind.NOTIFY, self.token))
+        armed = self.host.armed
+        if self.token in armed:
+            armed.discard(self.token)
+            self.host.out.send(P.encode(P.Kind.NOTIFY, self.token))
 
 
 _READ: Final = int(P.Kind.READ)
@@ -145,6 +152,8 @@ class Host:
         #: other call on it passes ``MSG_DONTWAIT``, ``_channel``).
         self._timed_recv = _timed_recv(sock)
         self.files: dict[int, File] = {}
+        #: Poll tokens armed by a ``POLL`` and not yet notified (``_PollToken``).
+        self.armed: set[int] = set()
         #: Each request being answered: its cancel scope and task.
         self.tasks: dict[int, tuple[trio.CancelScope, trio.lowlevel.Task]] = {}
         self.loader: ModuleLoader | None = None
@@ -255,7 +264,9 @@ class Host:
             if req is not None:
                 interrupt_sleep(req[1])
         elif kind == P.Kind.RELEASE:
-            fp = self.files.pop(P.unpack(P.FID, m.body)[0], None)
+            fid = P.unpack(P.FID, m.body)[0]
+            self.armed.discard(fid)
+            fp = self.files.pop(fid, None)
             if fp is not None and self.spec is not None:
                 assert self._nursery is not None
                 self._nursery.start_soon(self.spec.close, fp)
@@ -331,6 +342,8 @@ class Host:
         if kind == P.Kind.POLL:
             fid, events, token = P.unpack(P.POLL, body)
             handle = _PollToken(self, token) if token else None
+            if token:
+                self.armed.add(token)
             kept = weakref.ref(handle) if handle is not None else None
             revents = await spec.poll(self._file(fid), events, handle)
             del handle  # now only a selrecord keeps it alive
@@ -351,8 +364,10 @@ class Host:
             # have larger ids.
             fid, newest = P.unpack(P.CLOSE, body)
             fp = self.files.pop(fid, None)
+            self.armed.discard(fid)
             if fp is not None:
                 for f in [f for f, o in self.files.items() if o.dev == fp.dev and f <= newest]:
+                    self.armed.discard(f)
                     await spec.close(self.files.pop(f))
                 await spec.close(fp)
             return P.reply(rid)

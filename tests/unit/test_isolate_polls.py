@@ -7,7 +7,9 @@ file is polled and whatever the host keeps. It used to keep one per poll
 until a ``NOTIFY``: a poll that found the file ready (the host keeps that
 handle for a later ``EWOULDBLOCK``) was never notified, so a poller of a
 writable node grew the daemon by an entry per poll; and a host that says
-it keeps every poll and never notifies could do the same on purpose.
+it keeps every poll and never notifies could do the same on purpose. The
+host, in turn, sends one ``NOTIFY`` per ``POLL`` that armed the file's
+token, not one per poll its driver recorded.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ async def test_one_armed_poll_per_file_and_a_wakeup_notifies_it() -> None:
         await f.poll(poll_handle=poll_handle())  # (a round trip: the NOTIFYs came before its reply)
         assert handles[-1].notify.call_count == 1  # the file's handle, once: the kernel polls again
         assert sum(h.notify.call_count for h in handles) == 1
+        # And the host sent one NOTIFY, not one per poll msgq recorded: none
+        # was a stray (hostproc.STRAY_RATE paces those).
+        assert host.strays == 0
         await f.read(10)
         await f.poll(poll_handle=poll_handle())
         assert len(host.polls) == 1
