@@ -267,10 +267,11 @@ class SpecFs:
         else:
             traced = self._rw_traced("d_write", cdev.d_write, fp, uio)
             await self.trace.rw(traced, "write", fp.dev, fp.pid, uio)
-        n = size - uio.resid
-        if n.__class__ is not int or not 0 <= n <= size:
-            _bad_uio("d_write", f"left resid {uio.resid!r:.40} of {size}")
-        return n
+        resid = uio.resid
+        if resid.__class__ is not int or not 0 <= resid <= size:
+            # Checked before any arithmetic: a driver's resid may be anything.
+            _bad_uio("d_write", f"left resid {resid!r:.40} of {size}")
+        return size - resid
 
     def _rw(
         self, what: str, fn: Callable[[Dev, Uio, int], Awaitable[object]], fp: File, uio: Uio

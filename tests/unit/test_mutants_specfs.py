@@ -585,7 +585,9 @@ async def test_a_read_that_moved_more_than_asked_is_eio_and_logged(caplog: pytes
     assert messages(caplog, "devfsd.specfs") == ["driver d_read moved 8 bytes as memoryview for a read of 5"]
 
 
-@pytest.mark.parametrize(("resid", "shown"), [(-1, "-1"), (9, "9"), (1.5, "1.5")])
+@pytest.mark.parametrize(
+    ("resid", "shown"), [(-1, "-1"), (9, "9"), (1.5, "1.5"), ("x", "'x'"), (None, "None"), (True, "True")]
+)
 async def test_a_write_that_left_resid_out_of_range_is_eio_and_logged(
     resid: object, shown: str, caplog: pytest.LogCaptureFixture
 ) -> None:
