@@ -14,7 +14,7 @@ import signal
 
 import pytest
 
-from modules.tunwg.wg import DeliverPacket, Device, Effect, SendDatagram, SetRequest, UapiError
+from modules.tunwg.wg import DeliverPacket, Device, Effect, Endpoint, SendDatagram, SetRequest, UapiError
 from modules.tunwg.wg.allowedips import packet_source
 from modules.tunwg.wg.constants import (
     MAX_CONTENT_SIZE,
@@ -1153,3 +1153,27 @@ def test_under_load_the_cookie_replies_are_counted_and_logged() -> None:
         "handshake message with an invalid mac1 from 127.0.0.1:51820",
         "sending cookie reply to 127.0.0.1:51820",
     ]
+
+
+def test_under_load_each_source_address_has_its_own_handshake_rate_limit() -> None:
+    # A's initiations reach B from two addresses, each with the mac2 of its own
+    # cookie: X floods (6 of 10 limited); Y, at the same moment, is not limited.
+    _net, a, b = make_pair(b_kw={"under_load_threshold": 0})
+    x, y = a.endpoint, Endpoint(host="192.0.2.7", port=PORT_A)
+
+    def cookie_for(source: Endpoint, init: bytes, now: float) -> bytes:
+        """Hand B ``init`` from ``source`` (its mac2 not valid there): A takes the cookie B replies."""
+        (reply,) = sent(b.device.datagram_received(init, source, now=now, wall_ns=WALL0))
+        assert reply[0] == 3
+        assert a.device.datagram_received(reply, b.endpoint, now=now, wall_ns=WALL0) == []
+        (retry,) = sent(a.device.tick(now=now + 5.5, wall_ns=WALL0 + round((now + 5.5) * 1e9)))
+        return retry
+
+    (init,) = sent(a.device.packet_from_tun(PING_AB, now=0.0, wall_ns=WALL0))
+    for_y = cookie_for(y, init, 0.0)
+    for_x = cookie_for(x, for_y, 5.5)
+    for _ in range(10):
+        b.device.datagram_received(for_x, x, now=11.0, wall_ns=WALL0)
+    assert b.device.stats.dropped_rate_limited == 6
+    assert b.device.datagram_received(for_y, y, now=11.0, wall_ns=WALL0) == []  # older: a replay
+    assert b.device.stats.dropped_rate_limited == 6
