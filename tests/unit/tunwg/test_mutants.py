@@ -24,6 +24,7 @@ from modules.tunwg.wg.constants import (
     REJECT_AFTER_TIME,
     REKEY_AFTER_MESSAGES,
     REKEY_TIMEOUT,
+    REPLAY_WINDOW,
 )
 from modules.tunwg.wg.cookie import CookieChecker, CookieGenerator, cookie_source
 from modules.tunwg.wg.crypto import public_key
@@ -1177,3 +1178,15 @@ def test_under_load_each_source_address_has_its_own_handshake_rate_limit() -> No
     assert b.device.stats.dropped_rate_limited == 6
     assert b.device.datagram_received(for_y, y, now=11.0, wall_ns=WALL0) == []  # older: a replay
     assert b.device.stats.dropped_rate_limited == 6
+
+
+def test_a_counter_exactly_a_window_behind_is_still_remembered() -> None:
+    # The window is 8128 counters: moving the greatest to 8128 clears blocks 1..127
+    # of the ring, never block 0, whose counter 0 is still inside the window.
+    for steps in ([REPLAY_WINDOW], list(range(64, REPLAY_WINDOW + 1, 64))):
+        f = ReplayFilter()
+        assert f.validate_counter(0)
+        for counter in steps:
+            assert f.validate_counter(counter)
+        assert not f.validate_counter(0)
+        assert f.validate_counter(1)
