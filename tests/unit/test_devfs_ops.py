@@ -500,10 +500,12 @@ class Recorder:
         self.closes = 0
         self.chan = WaitChannel("recorder")
         self.refuse = False
+        self.open_errno = errno.EBUSY  # d_open's refusal while refuse is set
+        self.poll_errno = 0  # d_poll's refusal, if not 0
 
     async def d_open(self, dev: int, flag: int, mode: int, l: Lwp) -> None:
         if self.refuse:
-            raise DeviceError(errno.EBUSY)
+            raise DeviceError(self.open_errno)
         self.callers.append((l.pid, l.uid, l.gid))
 
     async def d_close(self, dev: int, flag: int, mode: int, l: Lwp) -> None:
@@ -520,6 +522,8 @@ class Recorder:
         uio.uiomove(bytearray(uio.offset))
 
     async def d_poll(self, dev: int, events: int, l: Lwp) -> int:
+        if self.poll_errno:
+            raise DeviceError(self.poll_errno)
         self.chan.selrecord(l)
         return 0
 
@@ -595,6 +599,28 @@ async def test_a_failed_open_does_not_unbalance_the_open_count() -> None:
         await fs.unlink(R, b"rec", ROOT)  # type: ignore[arg-type]
         await fs.forget([(ino, 1)])
         assert (await fs.getattr(ino, ROOT)).st_nlink == 0  # type: ignore[arg-type]  # still open
+        await fs.release(f.fh)
+
+
+async def test_enosys_from_open_or_poll_is_enodev_and_other_errnos_pass() -> None:
+    # FUSE takes ENOSYS from OPEN or POLL as "no such operation" and stops
+    # sending it for the whole mount: a driver's ENOSYS there costs its node only.
+    async with recorder() as (fs, r, ino):
+        r.refuse = True
+        for e, want in ((errno.ENOSYS, errno.ENODEV), (errno.ENXIO, errno.ENXIO)):
+            r.open_errno = e
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await fs.open(ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
+            assert fuse_errno(ei) == want
+        r.refuse = False
+        f = await fs.open(ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
+        for e, want in ((errno.ENOSYS, errno.ENODEV), (errno.EIO, errno.EIO)):
+            r.poll_errno = e
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await fs.poll(ino, f.fh, None, USER)  # type: ignore[arg-type]
+            assert fuse_errno(ei) == want
+        r.poll_errno = 0
+        assert await fs.poll(ino, f.fh, None, USER) == 0  # type: ignore[arg-type]
         await fs.release(f.fh)
 
 
