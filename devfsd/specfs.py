@@ -46,6 +46,7 @@ import os
 import select
 import sys
 import time
+import types
 from collections import Counter
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
@@ -289,11 +290,13 @@ class SpecFs:
         timeout = self.entry_timeout
         try:
             coro = fn(fp.dev, uio, uio.ioflag)
-            if timeout is None or _trioloop.PRIVATE is None:
+            if timeout is None or _trioloop.PRIVATE is None or coro.__class__ is not _COROUTINE:
+                # (Also an entry point that is not an ``async def``, whose
+                # awaitable has no first step to take here.)
                 return self._rw_rest(what, coro, None, None, uio, size)  # type: ignore[arg-type]
             # call_limited(coro, ...), its first step inlined (a fast path).
             status = current_task()._cancel_status
-            first = coro.send(None)  # type: ignore[attr-defined]
+            first = coro.send(None)
         except StopIteration as stop:
             if stop.value is not None:
                 _wrong_return(what, stop.value)
@@ -301,7 +304,7 @@ class SpecFs:
         except BaseException as exc:
             _rw_failed(exc, what, uio.resid != size, fp)
             return None
-        return self._rw_rest(what, coro, first, status, uio, size)  # type: ignore[arg-type]
+        return self._rw_rest(what, coro, first, status, uio, size)
 
     async def _rw_rest(
         self, what: str, coro: Coroutine[Any, Any, object], first: object, status: object, uio: Uio, size: int
@@ -441,6 +444,9 @@ def _poll_again(fp: File) -> None:
         h.notify()
     except (OSError, RuntimeError) as exc:  # the poller is gone
         log.debug("poll notify failed: %s", exc)
+
+
+_COROUTINE: Final = types.CoroutineType
 
 
 def _wrong_return(what: str, rv: object) -> NoReturn:

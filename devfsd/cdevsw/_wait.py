@@ -482,9 +482,7 @@ async def call_limited(
     if _trioloop.PRIVATE is None:
         return await _limited_public(coro, timeout, on_hang, what)
     if not isinstance(coro, types.CoroutineType):  # not an ``async def``: the plain way
-        with trio.move_on_after(timeout) as plain:
-            return await coro, False
-        return None, plain.cancelled_caught
+        return await _limited_public(coro, timeout, on_hang, what)
     task = trio.lowlevel.current_task()
     status = task._cancel_status
     try:
@@ -527,6 +525,7 @@ async def finish_limited(
         # status is outside the caller's); trio reports that misnesting
         # itself. No limit for such a call.
         return await _resume(coro, first), False
+    _adopt_children(task, status, entry)
     token = _entry.set(entry)
     try:
         try:
@@ -553,6 +552,29 @@ async def finish_limited(
     finally:
         entry.struck = None
         _entry.reset(token)
+
+
+def _adopt_children(task: trio.lowlevel.Task, status: Any, entry: _Entry) -> None:
+    """Put ``entry`` in the context of the tasks the entry point's first step started.
+
+    On the public path (``_limited_public``) the call's ``_Entry`` is in the
+    context before the entry point runs, so the tasks it starts inherit it
+    and their ``WaitChannel.sleep`` stops its clock. Here the first step ran
+    before ``_entry.set``: tasks it started (in nurseries it opened, whose
+    cancel status is below ``status``, the call's) copied a context without
+    it. Only when the first step blocked, so off the path of calls that
+    finish in it.
+    """
+    for nursery in reversed(task.child_nurseries):  # inner ones last: the call's
+        st = nursery.cancel_scope._cancel_status
+        if st is status:
+            return  # the call runs right inside it: not the call's, nor those before
+        while st is not None and st is not status:
+            st = st.parent
+        if st is None:
+            return  # a nursery the call runs inside
+        for child in nursery.child_tasks:
+            child.context.run(_entry.set, entry)
 
 
 async def _limited_public(

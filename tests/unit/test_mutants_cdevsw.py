@@ -616,6 +616,70 @@ async def test_time_asleep_in_an_entry_point_s_tasks_is_not_counted_until_the_la
     assert got == [("both woke", False)]
 
 
+@pytest.mark.usefixtures("trio_path")
+@pytest.mark.parametrize("nested", [False, True])
+async def test_tasks_an_entry_point_starts_in_its_first_step_stop_its_clock_while_asleep(
+    autojump_clock: trio.testing.MockClock, nested: bool
+) -> None:
+    # As the test above, but the nursery is opened before the entry point's
+    # first checkpoint (a d_read that waits on two channels at once from
+    # its first line): on the fast path its first step runs before the
+    # call's limit is in the context, so its tasks must be given it.
+    a, b, me = WaitChannel("a"), WaitChannel("b"), Lwp(0, 0, 0)
+
+    async def entry() -> str:
+        async with trio.open_nursery() as n:
+            n.start_soon(a.sleep, me)
+            if nested:
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(b.sleep, me)
+            else:
+                n.start_soon(b.sleep, me)
+        return "both woke"
+
+    got: list[tuple[object, bool]] = []
+
+    async def call() -> None:
+        got.append(await call_limited(entry(), 1.0))
+
+    async with trio.open_nursery() as outer:  # the caller's own nursery: not the call's
+        outer.start_soon(call)
+        await trio.sleep(5)  # both asleep: not counted
+        assert got == []
+        a.wakeup()
+        await trio.sleep(5)  # b still asleep
+        assert got == []
+        b.wakeup()
+    assert got == [("both woke", False)]
+
+
+@pytest.mark.usefixtures("trio_path")
+async def test_an_entry_point_that_is_not_a_coroutine_sleeps_off_its_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    chan, me = WaitChannel("c"), Lwp(0, 0, 0)
+
+    class Sleeps:
+        def __await__(self) -> Generator[Any, Any, str]:
+            return self._run().__await__()
+
+        async def _run(self) -> str:
+            await chan.sleep(me)
+            return "woke"
+
+    got: list[tuple[object, bool]] = []
+
+    async def call() -> None:
+        got.append(await call_limited(Sleeps(), 1.0))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(call)
+        await trio.sleep(5)
+        assert got == []
+        chan.wakeup()
+    assert got == [("woke", False)]
+
+
 async def test_an_entry_point_that_left_a_scope_it_did_not_enter_is_answered_unlimited() -> None:
     # The limit's scope cannot go in under a scope the entry point exited
     # (trio reports such misnesting itself): the call runs without a limit

@@ -12,10 +12,11 @@ import logging
 import os
 import select
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+import trio.testing
 
 from devfsd.cdevsw import (
     FNONBLOCK,
@@ -41,7 +42,7 @@ from devfsd.trace import Tracer
 from devfsd.watchdog import DriverStall
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable, Generator, Iterator
 
     from devfsd.cdevsw import Dev, Uio
 
@@ -602,3 +603,34 @@ async def test_a_write_that_left_resid_out_of_range_is_eio_and_logged(
         await spec.close(fp)
     assert ei.value.errno == errno.EIO
     assert messages(caplog, "devfsd.specfs") == [f"driver d_write left resid {shown} of 3"]
+
+
+class _Moves:
+    """What a ``d_read`` that is not an ``async def`` returns: an awaitable
+    (not a coroutine) that sleeps, then moves its bytes."""
+
+    def __init__(self, uio: Uio) -> None:
+        self.uio = uio
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        return self._run().__await__()
+
+    async def _run(self) -> None:
+        await trio.sleep(0.5)
+        self.uio.uiomove(b"late")
+
+
+@pytest.mark.usefixtures("trio_path")
+async def test_an_entry_point_that_returns_an_awaitable_not_a_coroutine_is_awaited(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The fast path takes a coroutine's first step inline; any other
+    # awaitable goes the plain way, under the same limit.
+    def d_read(dev: Dev, uio: Uio, ioflag: int) -> _Moves:
+        return _Moves(uio)
+
+    spec = SpecFs(None, entry_timeout=1.0)
+    with attached("mutsp_awaitable", d_read=d_read) as maj:
+        fp = await spec.open(makedev(maj, 0), os.O_RDONLY, 1, 0, 0)
+        assert bytes(await spec.read(fp, 10)) == b"late"
+        await spec.close(fp)
