@@ -338,6 +338,81 @@ async def test_opendir_lists_dot_dotdot_and_entries_and_readdir_needs_its_handle
         assert fuse_errno(ei) == errno.EBADF
 
 
+class Listing:
+    """pyfuse3.readdir_reply for a request's token (the kernel's buffer):
+    records each entry a READDIR hands the kernel, and says the buffer is
+    full (False, entry not taken) after ``room`` of them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.token = object()
+        self.room = 1 << 20
+        self.batch: list[tuple[bytes, int, int, int]] = []
+        monkeypatch.setattr(pyfuse3, "readdir_reply", self.reply)
+
+    def reply(self, token: object, name: bytes, attr: pyfuse3.EntryAttributes, next_id: int) -> bool:
+        assert token is self.token
+        if len(self.batch) >= self.room:
+            return False
+        self.batch.append((name, attr.st_ino, stat.S_IFMT(attr.st_mode), next_id))
+        return True
+
+    async def read(self, fs: DevFs, fh: int, start_id: int = 0) -> list[tuple[bytes, int, int, int]]:
+        """One READDIR from ``start_id``: the entries the kernel got."""
+        self.batch = []
+        await fs.readdir(fh, start_id, self.token)  # type: ignore[arg-type]
+        return self.batch
+
+    async def read_all(self, fs: DevFs, fh: int, room: int) -> list[tuple[bytes, int, int, int]]:
+        """READDIRs of ``room`` entries each, each from the last one's next id, as getdents(2) does."""
+        self.room, got, start = room, [], 0
+        while batch := await self.read(fs, fh, start):
+            got += batch
+            start = batch[-1][3]
+        self.room = 1 << 20
+        return got
+
+
+async def test_readdir_lists_what_opendir_saw_with_attributes_and_resumable_offsets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    listing = Listing(monkeypatch)
+    DIR, NODE, LNK = stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK  # a device node looks like a file
+    async with devfs() as (fs, _):
+        a = await mknod(fs, b"a")
+        d = await fs.mkdir(R, b"d", 0o755, ROOT)  # type: ignore[arg-type]
+        b = await mknod(fs, b"b")
+        ln = await fs.symlink(R, b"l", b"a", ROOT)  # type: ignore[arg-type]
+        c = await mknod(fs, b"c")
+        fh = await fs.opendir(R, ROOT)  # type: ignore[arg-type]
+        want = [
+            (b".", R, DIR, 1),
+            (b"..", R, DIR, 2),
+            (b"a", a.st_ino, NODE, 3),
+            (b"d", d.st_ino, DIR, 4),
+            (b"b", b.st_ino, NODE, 5),
+            (b"l", ln.st_ino, LNK, 6),
+            (b"c", c.st_ino, NODE, 7),
+        ]
+        assert await listing.read(fs, fh) == want
+        # A full buffer: the next READDIR goes on from the last entry's id.
+        for room in (1, 2, 3):
+            assert await listing.read_all(fs, fh, room) == want, room
+        assert await listing.read(fs, fh, 5) == want[5:]
+        assert await listing.read(fs, fh, 7) == []
+        # A subdirectory lists itself and its parent.
+        sub = await fs.opendir(d.st_ino, ROOT)  # type: ignore[arg-type]
+        assert await listing.read(fs, sub) == [(b".", d.st_ino, DIR, 1), (b"..", R, DIR, 2)]
+        # What opendir saw is listed (a later entry is not), less a node freed
+        # since; the entries after it still are, with their ids.
+        await mknod(fs, b"e")
+        await fs.unlink(R, b"b", ROOT)  # type: ignore[arg-type]
+        await fs.forget([(b.st_ino, 1)])
+        assert await listing.read(fs, fh) == want[:4] + want[5:]
+        assert await listing.read_all(fs, fh, 1) == want[:4] + want[5:]
+        await fs.releasedir(fh)
+        await fs.releasedir(sub)
+
+
 async def test_statfs_without_and_with_limits() -> None:
     async with devfs() as (fs, _):
         await mknod(fs, b"a")
@@ -569,6 +644,23 @@ async def test_a_poll_s_handle_reaches_the_driver() -> None:
         r.chan.wakeup()
         assert h.notified == 1
         await fs.release(f.fh)
+
+
+async def test_the_interrupt_watch_is_told_the_file_of_each_handle() -> None:
+    # _fuseintr watches a FUSE request's INTERRUPT only when the request's
+    # file handle is the sleeping file's: DevFs answers which file that is.
+    async with recorder() as (fs, _, ino):
+        f1 = await fs.open(ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
+        f2 = await fs.open(ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
+        file_of = _fuseintr.file_of
+        assert file_of is not None
+        assert file_of(f1.fh) is fs.files[f1.fh][0]
+        assert file_of(f2.fh) is fs.files[f2.fh][0]
+        assert file_of(f1.fh) is not file_of(f2.fh)
+        await fs.release(f1.fh)
+        assert file_of(f1.fh) is None
+        assert file_of(f2.fh + 1000) is None
+        await fs.release(f2.fh)
 
 
 async def test_file_handles_stay_distinct_and_each_open_holds_the_node() -> None:
