@@ -14,7 +14,16 @@ import signal
 
 import pytest
 
-from modules.tunwg.wg import DeliverPacket, Device, Effect, Endpoint, SendDatagram, SetRequest, UapiError
+from modules.tunwg.wg import (
+    DeliverPacket,
+    Device,
+    Effect,
+    Endpoint,
+    SendDatagram,
+    SetRequest,
+    UapiError,
+    UapiReader,
+)
 from modules.tunwg.wg.allowedips import packet_source
 from modules.tunwg.wg.constants import (
     MAX_CONTENT_SIZE,
@@ -34,7 +43,7 @@ from modules.tunwg.wg.keys import clamp
 from modules.tunwg.wg.messages import CookieReply, Initiation, Response, Transport, parse, transport_receiver
 from modules.tunwg.wg.replay import ReplayFilter
 from modules.tunwg.wg.timers import GIVE_UP_AFTER_ATTEMPTS
-from modules.tunwg.wg.uapi import CLOSED, GetRequest, _parse_uint
+from modules.tunwg.wg.uapi import CLOSED, MAX_LINE, GetRequest, _parse_uint
 from tests.unit.tunwg.test_device import (
     A_PK,
     A_SK,
@@ -1190,3 +1199,31 @@ def test_a_counter_exactly_a_window_behind_is_still_remembered() -> None:
             assert f.validate_counter(counter)
         assert not f.validate_counter(0)
         assert f.validate_counter(1)
+
+
+# --- UAPI framing: a set body read in pieces ---------------------------------------------------
+
+
+def test_a_set_body_longer_than_a_line_cut_mid_line_waits_for_the_rest() -> None:
+    # A large `wg setconf` arrives in reads of any size: the lines a read
+    # completes are taken, and only the pending part counts against MAX_LINE.
+    lines = [("public_key", f"{i:064x}") for i in range(2000)]
+    body = b"".join(f"{k}={v}\n".encode() for k, v in lines)
+    assert len(body) > MAX_LINE
+    assert feed(b"set=1\n" + body + b"\n", chunk=MAX_LINE) == [SetRequest(lines=tuple(lines)), CLOSED]
+
+
+def test_a_line_of_max_line_bytes_may_arrive_before_its_newline() -> None:
+    line = b"k=" + b"v" * (MAX_LINE - 2)  # the first read ends just before its newline
+    assert feed(b"set=1\n" + line + b"\n\n", chunk=6 + MAX_LINE) == [
+        SetRequest(lines=(("k", "v" * (MAX_LINE - 2)),)),
+        CLOSED,
+    ]
+
+
+def test_bytes_fed_after_end_of_file_are_ignored() -> None:
+    reader = UapiReader()
+    reader.receive_data(b"get=1\n\n")
+    reader.receive_data(b"")
+    reader.receive_data(b"get=1\n\n")
+    assert [reader.next_request() for _ in range(3)] == [GetRequest(), CLOSED, CLOSED]
