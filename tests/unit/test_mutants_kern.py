@@ -568,6 +568,29 @@ def test_a_loaded_module_is_importable_by_its_name_in_a_fresh_process(tmp_path: 
     assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr[-2000:]
 
 
+async def test_the_first_load_makes_the_devfsd_modules_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a fresh process, but in this one, so that the mutation judge runs it
+    # (mutmut maps tests to functions in process: the subprocess above is never
+    # picked for _import's mutants).
+    recorder(tmp_path, "quiet")
+    for name in [n for n in sys.modules if n == "devfsd_modules" or n.startswith("devfsd_modules.")]:
+        monkeypatch.delitem(sys.modules, name)
+    async with Kernel.running([tmp_path]) as k:
+        await k.modload("quiet")
+        import devfsd_modules.quiet as q  # type: ignore[import-not-found]  # the loaded module, by its name
+
+        assert q is k.loader.modules["quiet"].pymod
+        # Only loaded modules are there: the package searches nowhere.
+        with pytest.raises(ModuleNotFoundError):
+            __import__("devfsd_modules.json")
+        package = sys.modules["devfsd_modules"]
+        await k.modunload("quiet")
+        await k.modload("quiet")  # the package made is kept
+        assert sys.modules["devfsd_modules"] is package
+
+
 # -- loading: names, files, submodules, module_load ----------------------------------------
 
 
