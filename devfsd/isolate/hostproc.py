@@ -463,14 +463,18 @@ class HostProcess:
             late = self._sync_wait(c, rid, kind, dev)
         try:
             if not c.done:
+                chan = c.chan = WaitChannel("host")
                 if caller is None:
-                    lwp, intr = Lwp(0, 0, 0, dev=dev), None
-                else:
+                    lwp = Lwp(0, 0, 0, dev=dev)
+                    while not c.done:
+                        await chan.sleep(lwp)
+                elif self.timeout is None:
                     lwp = Lwp(caller.pid, 0, 0, caller.fp, dev=dev)
                     intr = functools.partial(self._interrupt, rid)
-                chan = c.chan = WaitChannel("host")
-                while not c.done:
-                    await chan.sleep(lwp, interrupt=intr)
+                    while not c.done:
+                        await chan.sleep(lwp, interrupt=intr)
+                else:
+                    await self._sleep_until_answered(c, chan, Lwp(caller.pid, 0, 0, caller.fp, dev=dev), rid)
         except BaseException:
             if not c.done:
                 del self.pending[rid]
@@ -486,6 +490,38 @@ class HostProcess:
 
     def _interrupt(self, rid: int) -> None:
         self.post(P.encode(P.Kind.INTERRUPT, rid))
+
+    async def _sleep_until_answered(self, c: _Call, chan: WaitChannel, lwp: Lwp, rid: int) -> None:
+        """Sleep until ``c``'s reply (request ``rid``), passing the caller's
+        signals on (``INTERRUPT``); if the host has not answered twice
+        ``timeout`` after the first, give up with ``EINTR``. An honest host
+        answers an interrupted sleep at once, and a call awake in its driver
+        by its own time limit; one that answers its heartbeat but ignores
+        INTERRUPT (a driver that sleeps again after its EINTR) would keep
+        the caller in the kernel's FUSE wait, unkillable, for ever.
+
+        Raises:
+            DeviceError: ``EINTR``, given up.
+        """
+        assert self.timeout is not None
+        grace = 2 * self.timeout
+        with trio.CancelScope() as giveup:
+
+            def interrupted() -> None:
+                self._interrupt(rid)
+                if giveup.deadline == math.inf:
+                    giveup.deadline = trio.current_time() + grace
+
+            while not c.done:
+                await chan.sleep(lwp, interrupt=interrupted)
+        if not c.done:  # (only its own deadline ends the scope early)
+            log.warning(
+                "module %s: host %d did not answer an interrupted call in %g s: given up (EINTR)",
+                self.name,
+                self.pid,
+                grace,
+            )
+            raise DeviceError(errno.EINTR)
 
     def _sync_wait(self, c: _Call, rid: int, kind: int, dev: Dev | None) -> float:
         """Wait for ``c``'s reply (request ``rid`` of ``kind`` on ``dev``)

@@ -16,6 +16,7 @@ import re
 import select
 import signal
 import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -379,6 +380,32 @@ def test_hung_host_times_out_then_is_killed_and_restarted(mnt: DevfsdMount) -> N
     assert time.monotonic() - start < 10
     wait_for(lambda: "has not answered" in mnt.log_text() and "killed" in mnt.log_text(), WAIT, "the kill")
     wait_for(lambda: _reads_ok(mnt.path / "cmd"), WAIT, "the restart")
+
+
+def test_a_caller_whose_host_ignores_its_signal_is_let_go(mnt: DevfsdMount) -> None:
+    # hostile's minor 12 sleeps again after every EINTR, and its host
+    # answers its heartbeat: the daemon gives up on the interrupted call
+    # after 2 * --entry-timeout (4 s), else cat would wait in the kernel for ever.
+    mnt.client().modload("hostile", isolated=True)
+    p = node(mnt, "hostile", 12)
+    pid = host_pid_of(mnt)
+    cat = subprocess.Popen(["cat", str(p)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: mnt.client().call("status")["sleepers"] >= 1, WAIT, "cat to block")
+        cat.send_signal(signal.SIGINT)
+        assert cat.wait(WAIT) == -signal.SIGINT
+        assert "did not answer an interrupted call in 4 s: given up (EINTR)" in mnt.log_text()
+        with open(node(mnt, "hostile", 0, "fast"), "rb", buffering=0) as f:
+            assert f.read(10) == b"fast\n"  # the same host goes on
+        assert host_pid_of(mnt) == pid
+    finally:
+        cat.kill()
+        cat.wait()
+
+
+def host_pid_of(m: DevfsdMount) -> int:
+    (pid,) = hosts_of(m)
+    return pid
 
 
 def test_python_spin_is_ended_by_the_hosts_watchdog(mnt: DevfsdMount) -> None:

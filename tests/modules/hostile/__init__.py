@@ -22,7 +22,10 @@ honest host would. Minors, by what a read does:
   each attempt gave (``0:EPERM 67108864:EPERM``);
 - 10: starts a thread that writes lines to stderr (``chatter N``) without
   end, then answers ``chatter\\n``;
-- 11: the same with no end of line at all, then answers ``babble\\n``.
+- 11: the same with no end of line at all, then answers ``babble\\n``;
+- 12: sleeps, and sleeps again after every EINTR (its caller's signals
+  passed on by the daemon): never answers, while the host answers its
+  heartbeat.
 """
 
 from __future__ import annotations
@@ -132,6 +135,13 @@ async def hostile_read(dev: Dev, uio: Uio, ioflag: int) -> None:
         uio.uiomove(b"never seen\n")
     elif m == 7:
         uio.uiomove(pattern(uio.offset, uio.resid))
+    elif m == 12:
+        while True:
+            try:
+                await chan.sleep(uio.lwp)
+            except DeviceError as exc:  # EINTR: ignored, on purpose
+                if exc.errno != errno.EINTR:
+                    raise
     elif m in (10, 11):
         threading.Thread(target=_chatter if m == 10 else _babble, daemon=True).start()
         uio.uiomove(b"chatter\n" if m == 10 else b"babble\n")
@@ -145,7 +155,7 @@ async def hostile_read(dev: Dev, uio: Uio, ioflag: int) -> None:
 
 
 async def hostile_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
-    if minor(dev) > 11:
+    if minor(dev) > 12:
         raise DeviceError(errno.ENXIO)
 
 
