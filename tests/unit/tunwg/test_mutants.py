@@ -1227,3 +1227,14 @@ def test_bytes_fed_after_end_of_file_are_ignored() -> None:
     reader.receive_data(b"")
     reader.receive_data(b"get=1\n\n")
     assert [reader.next_request() for _ in range(3)] == [GetRequest(), CLOSED, CLOSED]
+
+
+def test_one_second_persistent_keepalive_counted_from_the_last_data_received() -> None:
+    net, a, b = established()
+    net.configure(a, f"public_key={B_PK.hex()}\npersistent_keepalive_interval=1\n")
+    net.run_until(3.0)
+    net.clock.now = 3.5
+    net.write(b, PONG_BA)  # A receives data: its next keepalive is a second later
+    n = len(net.wire)
+    net.run_until(4.6)
+    assert [(d.t, d.kind) for d in net.wire[n:] if d.src == PORT_A] == [(4.5, "keepalive")]
