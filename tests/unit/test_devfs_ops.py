@@ -364,12 +364,16 @@ class Listing:
 
     async def read_all(self, fs: DevFs, fh: int, room: int) -> list[tuple[bytes, int, int, int]]:
         """READDIRs of ``room`` entries each, each from the last one's next id, as getdents(2) does."""
-        self.room, got, start = room, [], 0
-        while batch := await self.read(fs, fh, start):
+        got: list[tuple[bytes, int, int, int]] = []
+        self.room, start = room, 0
+        for _ in range(100):  # bounded: a READDIR that never ends the listing fails
+            batch = await self.read(fs, fh, start)
+            if not batch:
+                self.room = 1 << 20
+                return got
             got += batch
             start = batch[-1][3]
-        self.room = 1 << 20
-        return got
+        pytest.fail(f"READDIR of {room} entries at a time never reached the end: {got[:10]}...")
 
 
 async def test_readdir_lists_what_opendir_saw_with_attributes_and_resumable_offsets(
