@@ -17,6 +17,7 @@ import select
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -386,12 +387,15 @@ def test_a_caller_whose_host_ignores_its_signal_is_let_go(mnt: DevfsdMount) -> N
     # hostile's minor 12 sleeps again after every EINTR, and its host
     # answers its heartbeat: the daemon gives up on the interrupted call
     # after 2 * --entry-timeout (4 s), else cat would wait in the kernel for ever.
+    # The reader (cat's SIGINT disposition) says when its open is done: until
+    # then the open's own call into the host is a sleeper too, and a SIGINT
+    # then would end the open, not the read.
     mnt.client().modload("hostile", isolated=True)
     p = node(mnt, "hostile", 12)
     pid = host_pid_of(mnt)
-    cat = subprocess.Popen(["cat", str(p)], stdout=subprocess.DEVNULL)
+    cat = opened_reader(p)
     try:
-        wait_for(lambda: mnt.client().call("status")["sleepers"] >= 1, WAIT, "cat to block")
+        wait_for(lambda: mnt.client().call("status")["sleepers"] >= 1, WAIT, "the read to block")
         cat.send_signal(signal.SIGINT)
         assert cat.wait(WAIT) == -signal.SIGINT
         assert "did not answer an interrupted call in 4 s: given up (EINTR)" in mnt.log_text()
@@ -401,6 +405,32 @@ def test_a_caller_whose_host_ignores_its_signal_is_let_go(mnt: DevfsdMount) -> N
     finally:
         cat.kill()
         cat.wait()
+        if cat.stdout is not None:
+            cat.stdout.close()
+
+
+#: A reader that leaves SIGINT fatal (as cat does) and says when its open is done.
+_OPEN_THEN_READ = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.write(1, b"opened\\n")
+os.read(fd, 1)
+"""
+
+
+def opened_reader(path: Path) -> subprocess.Popen[bytes]:
+    """A process that has opened ``path`` and is reading it (as cat would):
+    once this returns, a sleeper of the daemon's is its read, not its open
+    (an isolated open is a call into the host, and may sleep too)."""
+    p = subprocess.Popen([sys.executable, "-c", _OPEN_THEN_READ, str(path)], stdout=subprocess.PIPE)
+    assert p.stdout is not None
+    if not (select.select([p.stdout], [], [], WAIT)[0] and p.stdout.readline() == b"opened\n"):
+        p.kill()
+        p.wait()
+        p.stdout.close()
+        raise AssertionError(f"{path}: the open did not end")
+    return p
 
 
 def host_pid_of(m: DevfsdMount) -> int:

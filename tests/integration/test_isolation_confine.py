@@ -34,6 +34,7 @@ from devfsd.errors import ControlError, DevfsdError
 from devfsd.isolate import confine
 from devfsd.state import DB_NAME
 from devfsd.testing.mount import DevfsdMount, tool, wait_for
+from tests.integration.test_isolation import opened_reader
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -177,9 +178,9 @@ def test_host_as_nobody_still_sees_its_callers_signals(mnt: DevfsdMount) -> None
     mnt.client().modload("msgq", {"user": "nobody"}, isolated=True)
     q = mnt.path / "q"
     os.mknod(q, stat.S_IFCHR | 0o666, makedev({n: mj for n, mj, _ in mnt.client().drivers()}["msgq"], 0))
-    cat = subprocess.Popen(["cat", str(q)], stdout=subprocess.DEVNULL)
+    cat = opened_reader(q)  # (cat's own open may be the sleeper seen)
     try:
-        wait_for(lambda: mnt.client().status()["sleepers"] >= 1, WAIT, "cat to block")
+        wait_for(lambda: mnt.client().status()["sleepers"] >= 1, WAIT, "the read to block")
         t0 = time.monotonic()
         cat.send_signal(signal.SIGINT)
         assert cat.wait(5) == -signal.SIGINT
@@ -187,6 +188,8 @@ def test_host_as_nobody_still_sees_its_callers_signals(mnt: DevfsdMount) -> None
     finally:
         cat.kill()
         cat.wait()
+        if cat.stdout is not None:
+            cat.stdout.close()
 
 
 def test_host_user_must_reach_the_code(mnt: DevfsdMount) -> None:
