@@ -228,6 +228,28 @@ def test_data_received_while_pending_asks_for_another_keepalive() -> None:
     assert sim.timers.send_keepalive_at == 20.0
 
 
+def test_a_start_asks_for_no_second_keepalive_not_even_one_asked_before_a_stop() -> None:
+    # wireguard-go's timersStart clears needAnotherKeepalive. A keepalive the
+    # peer could not send (no session, no endpoint: nothing sent cancels a
+    # re-arm) is not tried again 10 s later unless data came while it was
+    # pending, and a request for another made before a stop is forgotten.
+    t = PeerTimers()
+    t.start(0.0)
+    assert not need_another(t)
+    t.on_data_received(3.0)
+    assert t.due(13.0) == [A.SEND_KEEPALIVE]  # (and not sent)
+    assert t.send_keepalive_at is None
+    t.on_data_received(14.0)
+    t.on_data_received(15.0)
+    assert need_another(t)
+    t.stop()
+    t.start(16.0)
+    assert not need_another(t)
+    t.on_data_received(17.0)
+    assert t.due(27.0) == [A.SEND_KEEPALIVE]
+    assert t.send_keepalive_at is None
+
+
 # --- New handshake ---------------------------------------------------------------------
 
 
