@@ -40,6 +40,7 @@ from devfsd.errors import DeviceError
 from devfsd.specfs import S_IFCHR_MODE, SpecFs, open_flags_to_fflag
 from devfsd.trace import Tracer
 from devfsd.watchdog import DriverStall
+from tests.unit.test_mutants_core import Handle
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator, Iterator
@@ -71,16 +72,6 @@ def _traced(spec: SpecFs, maj: int, traced: bool) -> Iterator[None]:
         return
     with spec.tracing(Tracer(major=maj)):
         yield
-
-
-class Handle:
-    """A poll handle as the file system keeps one: counts its notifications."""
-
-    def __init__(self) -> None:
-        self.notified = 0
-
-    def notify(self) -> None:
-        self.notified += 1
 
 
 # -- open counts ------------------------------------------------------------------
