@@ -271,8 +271,9 @@ class HostProcess:
         #: Bytes read of its stderr in all (for tests).
         self.err_bytes = 0
         #: Messages that answered nothing (``_stray``): in all, and in the
-        #: second from ``_stray_since``; past ``STRAY_RATE`` in it, reading
-        #: waits for the rest of it (``_stray_paused``).
+        #: second from ``_stray_since`` (the first of them since the last
+        #: window ended); at ``STRAY_RATE`` in it, reading waits for the
+        #: rest of it (``_stray_paused``).
         self.strays = 0
         self._strays = 0
         self._stray_since = -math.inf
@@ -613,13 +614,20 @@ class HostProcess:
                 if m.rid == rid:
                     self._take(m)
                     i += 1
-                if i < len(msgs):
-                    self._deferred.extend(msgs[i:])
-                    reader = self._reader
-                    if reader is not None and self.sock is not None:
-                        _trioloop.wake_reader(self.sock.fileno(), reader)
+                self._defer(msgs[i:])
                 return
             self._take(m)
+            if self._stray_paused:  # the rest waits out the second
+                self._defer(msgs[i + 1 :])
+                return
+
+    def _defer(self, msgs: list[P.Message]) -> None:
+        """Leave ``msgs``, read by a waiting call, to the reader task."""
+        if msgs:
+            self._deferred.extend(msgs)
+            reader = self._reader
+            if reader is not None and self.sock is not None:
+                _trioloop.wake_reader(self.sock.fileno(), reader)
 
     # -- the tasks -----------------------------------------------------------------
 
@@ -662,17 +670,17 @@ class HostProcess:
         return False
 
     def _stray(self) -> None:
-        """One more message that answered nothing; past ``STRAY_RATE`` in
-        a second, reading the socket waits for the rest of it."""
+        """One more message that answered nothing. A second's window opens
+        at the first of them; the ``STRAY_RATE``-th within it makes reading
+        the socket wait for the rest of that second."""
         self.strays += 1
+        now = time.monotonic()
+        if now - self._stray_since >= 1.0:  # the first of a new window
+            self._stray_since = now
+            self._strays = 0
         self._strays += 1
         if self._strays >= STRAY_RATE:
-            now = time.monotonic()
-            if now - self._stray_since >= 1.0:  # not within a second: count again
-                self._stray_since = now
-                self._strays = 0
-            else:
-                self._stray_paused = True
+            self._stray_paused = True
 
     async def _stray_pause(self) -> None:
         """Wait out the second whose ``STRAY_RATE`` the host has used up."""
@@ -684,7 +692,7 @@ class HostProcess:
             self._strays,
         )
         await trio.sleep(max(0.0, self._stray_since + 1.0 - time.monotonic()))
-        self._stray_since = time.monotonic()
+        self._stray_since = -math.inf  # the next stray opens the next window
         self._strays = 0
         self._stray_paused = False
 
@@ -735,7 +743,7 @@ class HostProcess:
                 self._delivering = True
                 try:
                     woke = False
-                    for m in msgs:
+                    for i, m in enumerate(msgs):
                         if woke:
                             # Callers resume in the order the host answered them
                             # (trio runs tasks woken together in any order):
@@ -743,6 +751,9 @@ class HostProcess:
                             # trace too. Only when one recv brought several.
                             await trio.lowlevel.cancel_shielded_checkpoint()
                         woke = self._take(m)
+                        if self._stray_paused:  # the rest waits out the second
+                            self._deferred = msgs[i + 1 :]
+                            break
                 finally:
                     self._delivering = False
         except P.ProtocolError as exc:
