@@ -10,6 +10,12 @@ quarantined too (a clean stop clears the mark left). A state write that fails fa
 (``ENOSPC``, ``EROFS``, ``EIO``) and leaves the module as it was: a load
 whose record fails is unloaded again. An unload drops the row first and puts
 it back if the module refuses to go.
+
+Cancellation (a control request whose client went): a load cancelled
+before the module is in clears its mark and records nothing; once it is
+in, the record and the mark's clearing are one synchronous transaction (no
+checkpoint, nothing to cut in half), and the unload of a module whose
+record failed is shielded. An unload cancelled in FINI puts the row back.
 """
 
 from __future__ import annotations
@@ -107,7 +113,10 @@ async def _load_marked(
     except StateError as exc:
         log.error("module %s: %s; unloading it again", mod.name, exc)
         try:
-            await loader.unload(mod.name)
+            # Shielded: a module loaded but not recorded must go, even if
+            # the modload asking for it has been cancelled meanwhile.
+            with trio.CancelScope(shield=True):
+                await loader.unload(mod.name)
         finally:
             with contextlib.suppress(StateError):
                 state.clear_loading(spec)

@@ -30,6 +30,21 @@ into the socket, so a client that reads slowly, or not at all, costs
 dropped items and one blocked send, never a slower daemon. A second task
 reads the connection only to see the client hang up, which ends the stream
 and detaches its tracer.
+
+A request's client that goes while the request runs cancels it
+(``watch_hangup``): a modload whose INIT never ends holds the loader's lock
+only as long as its modload(8) waits. Gone means the peer closed its end
+(``POLLHUP``, or ``POLLERR`` for a close with our replies unread; its
+process exited, or was killed by ^C): the connection is watched by an
+epoll instance of its own that asks for no event, so only those two wake
+it. A client that only half-closed (``shutdown(SHUT_WR)``) still waits for
+its reply and is not gone; the bytes of a request it sends meanwhile stay
+in the socket, unread, for the next turn of the loop (nothing to bound,
+nothing that wakes the watcher again). The request ends as trio
+cancellation ends it: the loader undoes a load cut short in INIT and keeps a
+module whose FINI was cut short (kern/loader.py); what must not stop half
+way (a state write, undoing a failed load) is synchronous or shielded
+there. The daemon logs each request so cancelled and sends no reply.
 """
 
 from __future__ import annotations
@@ -38,6 +53,7 @@ import errno
 import logging
 import math
 import os
+import select
 import socket
 import struct
 from typing import TYPE_CHECKING, Any, Final, final
@@ -67,7 +83,7 @@ from devfsd.kern.trust import Untrusted
 if TYPE_CHECKING:
     from devfsd.control.api import ControlApi
 
-__all__ = ["ControlServer", "bind_control_socket"]
+__all__ = ["ControlServer", "bind_control_socket", "watch_hangup"]
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +244,32 @@ class ControlServer:
                     return  # a stream ends its connection
                 cs.deadline = trio.current_time() + self._idle()
                 continue  # refused, and said so
-            reply = await self.handle(msg, peer)
+            reply = await self._handle_watched(conn, msg, peer)
+            if reply is None:
+                return  # cancelled: no one is left to read a reply
             cs.deadline = trio.current_time() + self._idle()
             await self._send(conn, reply)
+
+    async def _handle_watched(
+        self, conn: trio.socket.SocketType, msg: dict[str, Any], peer: Lwp
+    ) -> dict[str, Any] | None:
+        """``handle``, cancelled if the client goes meanwhile (``None`` then)."""
+        with trio.CancelScope() as request:
+
+            async def watch() -> None:
+                if await watch_hangup(conn):
+                    request.cancel()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                reply = await self.handle(msg, peer)
+                nursery.cancel_scope.cancel()
+                return reply
+        # Only the watcher cancels that scope, and then handle() did not return.
+        op = msg.get("op")
+        what = repr(str(op)[:64]) + (f" of {str(msg['module'])[:256]!r}" if "module" in msg else "")
+        log.warning("control request %s (pid %d) cancelled: its client went", what, peer.pid)
+        return None
 
     async def handle(self, msg: dict[str, Any], peer: Lwp) -> dict[str, Any]:
         """Run one request; always returns a reply."""
@@ -300,3 +339,36 @@ class ControlServer:
             finally:
                 nursery.cancel_scope.cancel()
         return True
+
+
+async def watch_hangup(conn: trio.socket.SocketType) -> bool:
+    """Wait until the peer of ``conn`` (a connected ``AF_UNIX`` stream) has
+    closed its end; ``True`` then. ``False`` at once if no epoll instance
+    can be had (out of descriptors or memory): the request then runs
+    unwatched, as before.
+
+    Only ``EPOLLHUP``/``EPOLLERR`` wake it (asked for no event, epoll
+    reports those two alone): neither the client's bytes nor its
+    ``shutdown(SHUT_WR)``, so it never spins and never reads.
+    """
+    # A request that ended at its first step (ping, modstat) has cancelled
+    # this already: no epoll for it.
+    await trio.lowlevel.checkpoint_if_cancelled()
+    try:
+        ep = select.epoll(1)
+    except OSError as exc:
+        log.debug("control connection not watched for its client's end: %s", exc)
+        return False
+    try:
+        try:
+            ep.register(conn.fileno(), 0)
+        except OSError as exc:
+            log.debug("control connection not watched for its client's end: %s", exc)
+            return False
+        while True:
+            await trio.lowlevel.wait_readable(ep.fileno())
+            if ep.poll(0):
+                return True
+    finally:
+        trio.lowlevel.notify_closing(ep.fileno())
+        ep.close()

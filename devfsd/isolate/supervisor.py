@@ -13,7 +13,9 @@ then a ``LoadedModule`` like any other, whose ``pymod`` is the
 ``Supervisor``: its ``modcmd`` forwards FINI, STAT and AUTOUNLOAD. An INIT
 that fails fails the load with its errno; a host that dies during it fails
 it with ``EOWNERDEAD``; either way nothing is left (the process is reaped,
-nothing attached).
+nothing attached). A load cancelled meanwhile (its modload client went)
+kills the host and waits until it is reaped (and its cgroup removed)
+before it ends, so that it too leaves nothing.
 
 *Death and restart.* The supervisor is a thread of its module
 (``kthread_create``), so unloading the module stops it. When the host dies
@@ -114,6 +116,10 @@ class Supervisor:
         self.stopping = False
         self._first = trio.Event()
         self._first_error: DevfsdError | None = None
+        #: The first load was cancelled (its modload client went): its host
+        #: is killed, not asked to exit.
+        self.abandoned = False
+        self._ended = trio.Event()
 
     @property
     def MODULE(self) -> ModuleInfo:
@@ -132,11 +138,19 @@ class Supervisor:
         Raises:
             DeviceError: INIT's errno; ``EOWNERDEAD`` if the host died.
         """
-        scope = kthread_create(self._main, name="host", module=self.mod)
+        scope = kthread_create(self._run, name="host", module=self.mod)
         try:
             await self._first.wait()
         except BaseException:
+            # Cancelled (the modload's client went, or shutdown): the host
+            # is killed and reaped, its cgroup removed, nothing attached,
+            # before the loader's lock goes (bounded: ``HostProcess.reap``).
+            self.abandoned = self.stopping = True
             scope.cancel()
+            with trio.CancelScope(shield=True):
+                await self._ended.wait()
+            self._detach()
+            log.info("module %s: load cancelled: its host is gone", self.mod.name)
             raise
         if self._first_error is not None:
             raise self._first_error
@@ -167,6 +181,12 @@ class Supervisor:
         await host.call(P.Kind.MODCMD, P.CMD.pack(int(cmd)))
 
     # -- the reincarnation server --------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._main()
+        finally:
+            self._ended.set()
 
     async def _main(self) -> None:
         first = True
@@ -204,7 +224,9 @@ class Supervisor:
             except OSError as exc:  # the host could not even start
                 err = DeviceError(exc.errno or errno.EIO, f"cannot start a host: {exc}")
             finally:
-                if not host.dead:  # stopped (unloaded, or undone after a refused FINI): let it exit now
+                if self.abandoned:  # its load was cancelled: INIT may never end
+                    host.kill()
+                elif not host.dead:  # stopped (unloaded, or undone after a refused FINI): let it exit now
                     host.close()
                 rc = await host.reap()
             if self.stopping:

@@ -36,6 +36,13 @@ asks once; asking again is kinder to modules that veto while busy.)
 One load or unload runs at a time (a trio lock), so the cdevsw entries a
 module attaches during INIT are known exactly by comparing the switch
 before and after.
+
+*Cancelled.* A load or unload may be cancelled (the control request's
+client went: devfsd.control.server), and the lock is then free. A load
+cancelled before INIT returned is a failed load: INIT sees ``Cancelled``
+at its wait, and everything is undone as for a failed INIT (the undoing of
+requirements is shielded). An unload cancelled in FINI keeps the module,
+as a FINI that fails does.
 """
 
 from __future__ import annotations
@@ -509,8 +516,11 @@ class ModuleLoader:
                     mod.cdevsws = list(dict.fromkeys(added.values()))
             except BaseException:
                 self._undo(mod)
-                for r in reversed(mine):
-                    await self._unload(r, quiet=True)
+                # Shielded: a load cancelled (its modload client gone) still
+                # takes back the requirements it brought in.
+                with trio.CancelScope(shield=True):
+                    for r in reversed(mine):
+                        await self._unload(r, quiet=True)
                 self._purge(f"{_PKG}.{name}")
                 raise
             for req in info.required:

@@ -24,17 +24,25 @@ them, are answered before getopt sees anything (``long_option``): the usage
 text on stdout and exit 0, or ``prog (devfsd) VERSION``. NetBSD's getopt
 has no long options, so nothing a NetBSD script passes changes meaning
 (``modload -- --help`` is still a module named ``--help``).
+
+^C (SIGINT) ends a tool as it ends NetBSD's, which leave SIGINT alone: the
+process is killed by SIGINT, with no traceback (the shell sees status 130,
+and a script's loop stops as after any tool's ^C). Its connection to the
+daemon closes with it, and the daemon cancels the request
+(``interruptible``; devfsd(8), CONTROL SOCKET).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING, Final, final
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from devfsd.errors import ControlError
 
@@ -47,6 +55,8 @@ __all__ = [
     "err",
     "errx",
     "failed",
+    "interrupted",
+    "interruptible",
     "long_option",
     "out",
     "unreachable",
@@ -233,3 +243,27 @@ def failed(prog: str, arg: str, socket_path: str, exc: ControlError | UnicodeErr
     if isinstance(exc, UnicodeError):
         return err(prog, arg, errno_.EILSEQ)
     return err(prog, socket_path if unreachable(exc) else arg, exc.errno)
+
+
+def interrupted() -> int:
+    """End the process as SIGINT's default action does (killed by SIGINT,
+    no traceback); call from ``except KeyboardInterrupt``, after the
+    ``with`` blocks that close its sockets have run.
+
+    Returns:
+        130 (128 + SIGINT), should the signal not end it (blocked).
+    """
+    with contextlib.suppress(OSError, ValueError):  # a closed or broken stderr
+        sys.stderr.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    return 128 + signal.SIGINT
+
+
+def interruptible(main: Callable[[Sequence[str]], int], argv: Sequence[str] | None) -> int:
+    """``main(argv)`` (``sys.argv[1:]`` for ``None``), ended by ^C as a C
+    tool is (``interrupted``)."""
+    try:
+        return main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        return interrupted()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, final
 
@@ -38,6 +37,7 @@ from devfsd.tools import (
     err,
     errx,
     failed,
+    interruptible,
     long_option,
     out,
     usage,
@@ -171,8 +171,11 @@ def externalize(props: Mapping[str, str | int | bool]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run modload; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Run modload; returns the exit status (^C: killed by SIGINT, ``interrupted``)."""
+    return interruptible(_main, argv)
+
+
+def _main(argv: Sequence[str]) -> int:
     if (asked := long_option(PROG, USAGE, "modload(8)", argv)) is not None:
         return asked
     try:

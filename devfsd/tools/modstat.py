@@ -35,7 +35,6 @@ strerror`` (exit 1) by all of them.
 from __future__ import annotations
 
 import errno
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, final
@@ -50,6 +49,7 @@ from devfsd.tools import (
     err,
     errx,
     failed,
+    interruptible,
     long_option,
     out,
     usage,
@@ -185,8 +185,11 @@ def _answer(client: Client, question: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run modstat; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Run modstat; returns the exit status (^C: killed by SIGINT, ``interrupted``)."""
+    return interruptible(_main, argv)
+
+
+def _main(argv: Sequence[str]) -> int:
     if (asked := long_option(PROG, USAGE, "modstat(8)", argv)) is not None:
         return asked
     try:

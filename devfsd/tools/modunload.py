@@ -12,12 +12,11 @@ first, and ``--`` lets a name start with ``-``.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Final
 
 from devfsd.control.client import Client
 from devfsd.errors import ControlError
-from devfsd.tools import EXIT_SUCCESS, Getopt, GetoptError, failed, long_option, usage
+from devfsd.tools import EXIT_SUCCESS, Getopt, GetoptError, failed, interruptible, long_option, usage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,8 +28,11 @@ USAGE: Final = "Usage: modunload [-c path] <module_name ...>\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run modunload; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Run modunload; returns the exit status (^C: killed by SIGINT, ``interrupted``)."""
+    return interruptible(_main, argv)
+
+
+def _main(argv: Sequence[str]) -> int:
     if (asked := long_option(PROG, USAGE, "modunload(8)", argv)) is not None:
         return asked
     control: str | None = None

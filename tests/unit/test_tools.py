@@ -17,6 +17,7 @@ import contextlib
 import errno
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given
@@ -44,6 +45,9 @@ from devfsd.kern.props import PropError
 from devfsd.mknod import cli as mknod_cli
 from devfsd.mknod.args import USAGE as MKNOD_USAGE
 from devfsd.tools import Getopt, GetoptError, UsageError, modload, modstat, modunload, unreachable
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 Handler = Callable[[dict[str, Any]], Any]
 
@@ -794,3 +798,33 @@ def test_tool_reads_sys_argv(module: str) -> None:
     prog = module.rsplit(".", 1)[1]
     assert (proc.returncode, proc.stdout) == (1, "")
     assert proc.stderr.startswith(f"{prog}: unknown option -- z\nUsage: {prog} ")
+
+
+@pytest.mark.parametrize("tool", ["modload", "modunload"])
+def test_interrupted_while_waiting_for_the_daemon_it_dies_by_sigint(tmp_path: Path, tool: str) -> None:
+    # As NetBSD's tools, which leave SIGINT alone: killed by it (status 130
+    # to a shell), no traceback, and its connection closed, which is what
+    # makes the daemon cancel the request (devfsd(8), Control socket).
+    path = str(tmp_path / "control.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen()
+        listener.settimeout(30)
+        code = f"import sys; from devfsd.tools import {tool}; sys.exit({tool}.main())"
+        with subprocess.Popen([sys.executable, "-c", code, "-c", path, "mm"], stderr=subprocess.PIPE) as p:
+            try:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(30)
+                    framer = Framer()
+                    while framer.next_message() is None:  # its request: it now waits for the reply
+                        data = conn.recv(65536)
+                        assert data
+                        framer.feed(data)
+                    p.send_signal(signal.SIGINT)
+                    assert p.wait(30) == -signal.SIGINT
+                    assert conn.recv(1) == b""
+                assert p.stderr is not None
+                assert p.stderr.read() == b""
+            finally:
+                p.kill()  # a no-op once it has ended
