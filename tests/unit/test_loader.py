@@ -327,3 +327,54 @@ async def test_module_path_cannot_be_escaped(tmp_path: Path) -> None:
             with pytest.raises(DeviceError) as ei:
                 await k.modload(bad) if "/" not in bad else await k.loader.unload(bad)
             assert errno_of(ei) == errno.EINVAL
+
+
+REQUIRED = """
+import trio
+from devfsd.cdevsw import Cdevsw, devsw_attach, devsw_detach
+from devfsd.kern import ModCmd, ModuleClass, ModuleInfo
+
+MODULE = ModuleInfo(name="req", cls=ModuleClass.DRIVER)
+cdevsw = Cdevsw()
+
+async def modcmd(cmd, props):
+    if cmd == ModCmd.INIT:
+        devsw_attach("req", cdevsw)
+    elif cmd == ModCmd.FINI:
+        await trio.sleep(0)  # a wait: a cancellation would end FINI here
+        devsw_detach(cdevsw)
+"""
+
+NEVER = """
+import trio
+from devfsd.cdevsw import Cdevsw, devsw_attach
+from devfsd.kern import ModCmd, ModuleClass, ModuleInfo
+
+MODULE = ModuleInfo(name="never", cls=ModuleClass.DRIVER, required=("req",))
+
+async def modcmd(cmd, props):
+    if cmd == ModCmd.INIT:
+        devsw_attach("never", Cdevsw())
+        await trio.sleep_forever()
+"""
+
+
+async def test_a_cancelled_load_takes_back_the_requirements_it_brought(tmp_path: Path) -> None:
+    # A modload whose client went (devfsd.control.server): INIT is cancelled,
+    # and the requirement it brought in is unloaded, its FINI run to the end.
+    (tmp_path / "req.py").write_text(REQUIRED)
+    (tmp_path / "never.py").write_text(NEVER)
+    async with Kernel.running([tmp_path]) as k:
+        async with trio.open_nursery() as n:
+            n.start_soon(k.modload, "never")
+            with trio.fail_after(10):
+                while (maj := devsw.getmajor("never")) is None or devsw.lookup(maj) is None:  # noqa: ASYNC110
+                    await trio.sleep(0.01)  # INIT attached, and now waits for ever
+            req = devsw.getmajor("req")
+            assert req is not None and devsw.lookup(req) is not None
+            n.cancel_scope.cancel()
+        assert k.loader.stat() == []
+        assert devsw.lookup(maj) is None
+        assert devsw.lookup(req) is None  # its FINI ran to the end
+        await k.modload("req")  # the lock is free, nothing in the way
+        assert [s.name for s in k.loader.stat()] == ["req"]
