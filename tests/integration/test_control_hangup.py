@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import termios
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from devfsd.cdevsw import IO, makedev
 from devfsd.control.client import Client
 from devfsd.control.protocol import Framer, encode
 from devfsd.state import StateStore
@@ -240,3 +242,23 @@ def test_a_pipelined_request_is_answered(mnt: DevfsdMount, tmp_path: Path) -> No
     rows = got[1]["result"]["modules"]
     assert [r["name"] for r in rows] == ["slowinit"], json.dumps(got)
     assert "cancelled" not in mnt.log_text()
+
+
+def test_an_ioctl_asleep_in_its_driver_ends_with_its_client(mnt: DevfsdMount) -> None:
+    # msgq's MSGQ_WAIT sleeps until a message waits: its caller, gone, no
+    # longer keeps a sleeper in the driver.
+    c = Client(mnt.control, timeout=WAIT)
+    c.modload("msgq")
+    maj = {n: mj for n, mj, _ in c.drivers()}["msgq"]
+    q = mnt.path / "q"
+    os.mknod(q, stat.S_IFCHR | 0o666, makedev(maj, 0))
+    with raw(mnt) as s:
+        s.sendall(encode({"op": "ioctl", "path": str(q), "cmd": IO(ord("m"), 3), "data": ""}))
+        wait_for(lambda: c.status()["sleepers"] >= 1, WAIT, "the ioctl to sleep in msgq")
+    said = f"control request 'ioctl' (pid {os.getpid()}) cancelled: its client went"
+    wait_for(lambda: said in mnt.log_text(), WAIT, "the daemon to log the cancel")
+    wait_for(lambda: c.status()["sleepers"] == 0, WAIT, "the sleeper to go")
+    with open(q, "r+b", buffering=0) as f:  # the queue works on
+        f.write(b"after")
+        assert f.read(10) == b"after"
+    c.modunload("msgq")
