@@ -293,7 +293,13 @@ class HostProcess:
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Start the process; its reader, stderr, sender and heartbeat tasks
-        run in ``nursery`` until it dies."""
+        run in ``nursery`` until it dies.
+
+        Raises:
+            DeviceError: the errno of a host that could not be started (no
+                process is left), e.g. ``EACCES`` for a user who may not
+                run the daemon's interpreter.
+        """
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         shm = _shared_buffer()
         passed = (theirs.fileno(), shm) if shm >= 0 else (theirs.fileno(),)
@@ -319,16 +325,26 @@ class HostProcess:
             self._pidfd = os.pidfd_open(self.proc.pid)
             if self.memlimit is not None:
                 self._limit_memory(self.memlimit)
-        except BaseException:
+        except BaseException as exc:
             mine.close()
+            theirs.close()
+            if shm >= 0:
+                os.close(shm)
             if self.proc is not None:
                 self.kill()
                 self.proc.wait()
+                if self.proc.stderr is not None:
+                    self.proc.stderr.close()
+                self.proc = None  # nothing for reap
+            if isinstance(exc, OSError):  # e.g. its user may not run the interpreter
+                who = f" as {self.user.name}" if self.user is not None else ""
+                why = f"module {self.name}: cannot start a host{who}: {exc}"
+                log.error("%s", why)
+                raise DeviceError(exc.errno or errno.EIO, why) from None
             raise
-        finally:
-            theirs.close()
-            if shm >= 0:
-                self._map_shared(shm)
+        theirs.close()
+        if shm >= 0:
+            self._map_shared(shm)
         assert self.proc.stderr is not None
         os.set_blocking(self.proc.stderr.fileno(), False)
         mine.setblocking(False)

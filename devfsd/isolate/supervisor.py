@@ -189,6 +189,18 @@ class Supervisor:
             self._ended.set()
 
     async def _main(self) -> None:
+        try:
+            await self._reincarnate()
+        finally:
+            # Whatever ended it (a bug here is contained by kthread_create),
+            # the first load's modload gets an errno, never a wait for ever.
+            if not self._first.is_set():
+                if self._first_error is None:
+                    why = f"module {self.mod.name}: its supervisor failed"
+                    self._first_error = DeviceError(errno.EIO, why)
+                self._first.set()
+
+    async def _reincarnate(self) -> None:
         first = True
         while True:
             host = HostProcess(
@@ -197,8 +209,8 @@ class Supervisor:
             err: DevfsdError | None = None
             try:
                 async with trio.open_nursery() as nursery:
-                    await host.start(nursery)
                     try:
+                        await host.start(nursery)
                         if first:  # load_hosted's caller holds the lock
                             self._attach(host, await self._load(host))
                         else:
@@ -221,8 +233,6 @@ class Supervisor:
                         await host.died.wait()
                         self._detach()
                     nursery.cancel_scope.cancel()
-            except OSError as exc:  # the host could not even start
-                err = DeviceError(exc.errno or errno.EIO, f"cannot start a host: {exc}")
             finally:
                 if self.abandoned:  # its load was cancelled: INIT may never end
                     host.kill()
