@@ -44,7 +44,10 @@ nothing that wakes the watcher again). The request ends as trio
 cancellation ends it: the loader undoes a load cut short in INIT and keeps a
 module whose FINI was cut short (kern/loader.py); what must not stop half
 way (a state write, undoing a failed load) is synchronous or shielded
-there. The daemon logs each request so cancelled and sends no reply.
+there. The daemon logs each request so cancelled and sends no reply. The
+watch costs a request that waits one descriptor while it waits (at most
+``MAX_CONNECTIONS`` more; none for one that ends at its first step, as
+ping and modstat do); with none to be had, the request runs unwatched.
 """
 
 from __future__ import annotations
