@@ -16,6 +16,17 @@ else takes the lowest free major at or above ``DYNAMIC_MAJOR_BASE`` that no
 name reserves. An explicit major that differs from the name's recorded one
 is ``EINVAL``; a busy slot is ``EEXIST``; running out is ``ENOMEM``.
 
+Names (``check_name``). NetBSD's ``devsw_attach`` refuses only a NULL name:
+its callers are kernel code. Here a name can come from a module host that
+is not trusted (devfsd.isolate), and every new one is kept for ever (the
+state directory), printed by modstat and ``mknod -l`` and logged; so a name
+is 1 to ``MAXDEVNAME`` (31) characters of printable ASCII other than ``/``
+(no white space, no control characters), not starting with a digit
+(mknod(8) takes a leading digit for a number: such a name could never be
+named there). NetBSD's ``kern.drivers`` carries 23 characters of a name;
+31 is a module name's limit (``MAXMODNAME`` - 1), so a driver can be named
+after its module. Too long is ``ENAMETOOLONG``, anything else ``EINVAL``.
+
 One table per process (as one kernel per machine): ``devsw`` is the global
 instance; tests make their own ``DevswTable`` or call ``reset()``.
 """
@@ -34,7 +45,7 @@ if TYPE_CHECKING:
 
     from devfsd.cdevsw._switch import Cdevsw
 
-__all__ = ["DYNAMIC_MAJOR_BASE", "RESERVED_MAJORS", "DevswTable", "devsw"]
+__all__ = ["DYNAMIC_MAJOR_BASE", "MAXDEVNAME", "RESERVED_MAJORS", "DevswTable", "check_name", "devsw"]
 
 #: Majors reserved by name before any driver attaches (NetBSD's ``majors``).
 #: ``crandom`` takes rperm's 420; ``tunwg`` NetBSD tun's 40; ``mm`` NetBSD's 2.
@@ -42,6 +53,31 @@ RESERVED_MAJORS: Final[Mapping[str, int]] = {"mm": 2, "tunwg": 40, "crandom": 42
 
 #: Majors handed out to names with no reservation start here.
 DYNAMIC_MAJOR_BASE: Final = 256
+
+#: Longest driver name, in characters (a module name's: ``MAXMODNAME`` - 1).
+MAXDEVNAME: Final = 31
+#: What a driver name is made of: printable ASCII but ``/`` (and space).
+_NAME_CHARS: Final = frozenset(chr(c) for c in range(0x21, 0x7F)) - {"/"}
+
+
+def check_name(name: object) -> str:
+    """Check a driver name (see "Names" above).
+
+    Returns:
+        ``name``.
+
+    Raises:
+        DeviceError: ``ENAMETOOLONG`` past ``MAXDEVNAME`` characters,
+            ``EINVAL`` for anything but a non-empty string of printable
+            ASCII without ``/`` or white space, not starting with a digit.
+    """
+    if not isinstance(name, str) or not name:
+        raise DeviceError(errno.EINVAL, "driver name must be a non-empty string")
+    if len(name) > MAXDEVNAME:
+        raise DeviceError(errno.ENAMETOOLONG, f"driver name of {len(name)} characters (at most {MAXDEVNAME})")
+    if not _NAME_CHARS.issuperset(name) or name[0].isdigit():
+        raise DeviceError(errno.EINVAL, f"invalid driver name {name!r}")
+    return name
 
 
 @final
@@ -105,12 +141,28 @@ class DevswTable:
             The major attached.
 
         Raises:
-            DeviceError: ``EINVAL`` (empty name, major out of range or
-                differing from the name's), ``EEXIST`` (slot busy),
+            DeviceError: ``EINVAL`` (a bad name, see ``check_name``; a
+                major out of range or differing from the name's),
+                ``ENAMETOOLONG`` (a name too long), ``EEXIST`` (slot busy),
                 ``ENOMEM`` (no free major).
         """
-        if not name or not isinstance(name, str):
-            raise DeviceError(errno.EINVAL, "driver name must be a non-empty string")
+        chosen = self.check(name, maj)
+        if name not in self._conv:
+            # Recorded first: a name whose record fails (a full state disk)
+            # gets no major, so the next attach records it again.
+            if self.on_new_name is not None:
+                self.on_new_name(name, chosen)
+            self._conv[name] = chosen
+            self._names[chosen] = name
+        self._slots[chosen] = cdevsw
+        return chosen
+
+    def check(self, name: str, maj: object = -1) -> Major:
+        """What ``attach(name, _, maj)`` would do, changing nothing: the
+        major it would attach at, or its error (see ``attach``)."""
+        check_name(name)
+        if not isinstance(maj, int) or isinstance(maj, bool):  # (untyped callers: a module, a host)
+            raise DeviceError(errno.EINVAL, f"major {maj!r} is not an int")
         known = self._conv.get(name)
         if maj != -1 and not 0 <= maj < MAXDEVSW:
             raise DeviceError(errno.EINVAL, f"major {maj} out of range 0..{MAXDEVSW - 1}")
@@ -127,14 +179,6 @@ class DevswTable:
             chosen = Major(maj)
         if chosen in self._slots:
             raise DeviceError(errno.EEXIST, f"major {chosen} is in use")
-        if known is None:
-            # Recorded first: a name whose record fails (a full state disk)
-            # gets no major, so the next attach records it again.
-            if self.on_new_name is not None:
-                self.on_new_name(name, chosen)
-            self._conv[name] = chosen
-            self._names[chosen] = name
-        self._slots[chosen] = cdevsw
         return chosen
 
     def detach(self, cdevsw: Cdevsw) -> None:

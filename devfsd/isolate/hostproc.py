@@ -494,7 +494,7 @@ class HostProcess:
                     await self._sleep_until_answered(c, chan, Lwp(caller.pid, 0, 0, caller.fp, dev=dev), rid)
         except BaseException:
             if not c.done:
-                del self.pending[rid]
+                self.pending.pop(rid, None)
                 self.post(P.encode(P.Kind.CANCEL, rid))
             raise
         if late and time.monotonic() - late < SYNC_LATE:
@@ -659,7 +659,13 @@ class HostProcess:
                 self._give_back(m.rid)
             c = self.pending.pop(m.rid, None)
             if c is not None:
-                err, payload = P.parse_reply(m.body)
+                try:
+                    err, payload = P.parse_reply(m.body)
+                except P.ProtocolError:
+                    # Out of ``pending``, so ``_die`` would not fail it: its
+                    # caller slept for ever on a host already dead.
+                    c.finish(errno.EIO)
+                    raise
                 c.finish(err, payload)
                 return True
             if m.rid == 0 and self._ping_at != math.inf:
@@ -833,7 +839,7 @@ class HostProcess:
         if n < len(lines):
             self._err_dropped += len(lines) - n
             for raw in lines[max(n, len(lines) - TAIL_LINES) :]:
-                line = raw.decode(errors="replace").rstrip()
+                line = P.printable(raw.decode(errors="replace").rstrip())
                 if line:
                     self.tail.append(line)
 
@@ -849,7 +855,7 @@ class HostProcess:
             self._err_dropped = 0
 
     def _log_line(self, raw: bytes) -> None:
-        line = raw.decode(errors="replace").rstrip()
+        line = P.printable(raw.decode(errors="replace").rstrip())
         if not line:
             return
         self.tail.append(line)
@@ -931,6 +937,14 @@ class HostProcess:
         for h in polls.values():
             _notify(h)
         self.died.set()
+
+    def refuse(self, exc: P.ProtocolError) -> DeviceError:
+        """A reply that came whole but is malformed for its request (a
+        WRITE's count, a POLL's fields missing): the host is broken or
+        hostile, as for any malformed message (``_die``). The caller's
+        error: ``EIO``, as for every call in flight."""
+        self._die(f"protocol error: {exc}", kill=True)
+        return DeviceError(errno.EIO)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

@@ -67,6 +67,7 @@ __all__ = [
     "parse_ioctl",
     "parse_open",
     "parse_reply",
+    "printable",
     "reply",
     "reply_error",
     "reply_head",
@@ -214,7 +215,7 @@ def decode_json(body: bytes | memoryview) -> Any:
     """
     try:
         return json.loads(bytes(body).decode())
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # (nested deeper than the stack)
         raise ProtocolError(errno.EBADMSG, "message body is not UTF-8 JSON") from None
 
 
@@ -288,9 +289,20 @@ def parse_reply(body: bytes) -> tuple[int, memoryview]:
     return err, memoryview(body)[ERRNO.size :]
 
 
+def printable(text: str) -> str:
+    """``text`` with each character that is not printable (a control
+    character, a line break, a tab) written as Python escapes it
+    (``\\x1b``, ``\\n``): what a host sends is not trusted, and its text
+    goes to the log and to modload's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def reply_error(err: int, payload: bytes | memoryview) -> DeviceError:
-    """The exception a failed ``REPLY`` stands for (text cut to 200 bytes)."""
-    text = bytes(payload[:200]).decode(errors="replace") or None
+    """The exception a failed ``REPLY`` stands for (text cut to 200 bytes,
+    and ``printable``)."""
+    text = printable(bytes(payload[:200]).decode(errors="replace")) or None
     return DeviceError(err, text)
 
 

@@ -24,13 +24,15 @@ the last close; a file opened since has a larger id).
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from devfsd.cdevsw._switch import Cdevsw
 from devfsd.errors import DeviceError
 from devfsd.isolate import protocol as P
 
 if TYPE_CHECKING:
+    import struct
+
     from devfsd.cdevsw._dev import Dev
     from devfsd.cdevsw._switch import Lwp
     from devfsd.cdevsw._uio import Uio
@@ -57,6 +59,15 @@ class _HostFile:
         self.host.polls.pop(self.fid, None)
         if not self.closed:
             self.host.post(P.encode(P.Kind.RELEASE, 0, P.FID.pack(self.fid)))
+
+
+def _fields(host: HostProcess, st: struct.Struct, payload: bytes | memoryview) -> tuple[Any, ...]:
+    """``st``'s fields at the start of a reply's payload; a payload too
+    short for them is a malformed reply: the host is killed (``EIO``)."""
+    try:
+        return P.unpack(st, payload)
+    except P.ProtocolError as exc:
+        raise host.refuse(exc) from None
 
 
 def make_proxy(host: HostProcess) -> Cdevsw:
@@ -107,7 +118,7 @@ def make_proxy(host: HostProcess) -> Cdevsw:
             uio.resid += len(data)
             uio.offset = off
             raise
-        (n,) = P.unpack(P.COUNT, reply)
+        (n,) = _fields(host, P.COUNT, reply)
         left = len(data) - min(n, len(data))  # what the driver did not take
         uio.resid += left
         uio.offset -= left
@@ -117,7 +128,9 @@ def make_proxy(host: HostProcess) -> Cdevsw:
         h = l.poll_handle
         fresh = host.arm_poll(fid, h) if h is not None else False
         token = fid if h is not None else 0
-        revents, kept = P.unpack(P.POLLED, await host.call(P.Kind.POLL, P.POLL.pack(fid, events, token), dev))
+        revents, kept = _fields(
+            host, P.POLLED, await host.call(P.Kind.POLL, P.POLL.pack(fid, events, token), dev)
+        )
         if fresh and not kept and host.polls.get(fid) is h:
             # No selrecord, and no earlier poll of the file armed: no NOTIFY will come.
             del host.polls[fid]

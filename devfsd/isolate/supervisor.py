@@ -62,7 +62,16 @@ if TYPE_CHECKING:
     from devfsd.kern.loader import ModuleLoader
     from devfsd.kern.module import Props
 
-__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "DEFAULT_RESTARTS", "STABLE_AFTER", "Supervisor", "load_hosted"]
+__all__ = [
+    "BACKOFF_FIRST",
+    "BACKOFF_MAX",
+    "DEFAULT_RESTARTS",
+    "MAX_ATTACH",
+    "STABLE_AFTER",
+    "Supervisor",
+    "attach_list",
+    "load_hosted",
+]
 
 log = logging.getLogger("devfsd.isolate")
 
@@ -75,6 +84,11 @@ BACKOFF_FIRST: Final = 0.1
 BACKOFF_MAX: Final = 5.0
 #: A host that lived this long before dying starts a new row.
 STABLE_AFTER: Final = 30.0
+#: Most (name, major) pairs one isolated module's INIT may attach: every
+#: driver here attaches one (tunwg, mm, crandom), NetBSD's a few at most.
+#: Each new name is kept for ever (the state directory) and takes one of
+#: the ``MAXDEVSW`` majors, so a host must not choose how many.
+MAX_ATTACH: Final = 8
 
 
 @final
@@ -304,25 +318,31 @@ class Supervisor:
             if host.dead:
                 raise HostDied(f"module {self.mod.name}: its host died during INIT") from None
             raise exc from None
+        except P.ProtocolError as exc:  # a DeviceError for the loader's callers (autoload)
+            raise DeviceError(exc.errno, f"module {self.mod.name}: {exc}") from None
         return info
 
     def _attach(self, host: HostProcess, info: dict[str, Any]) -> None:
         """Attach a proxy for ``host`` at the majors its ``LOAD`` reply
         ``info`` names; the caller holds the loader's lock.
 
+        Every pair is checked before any is attached (``attach_list``): a
+        refused load records no name.
+
         Raises:
-            DeviceError: attach's errno (the daemon's switch has another
-                driver at a major), ``EINVAL`` for other majors than the
-                first host's, ``ENOENT`` for a module that declares another
-                name than asked for.
+            DeviceError: ``attach_list``'s errno, ``EINVAL`` for other
+                majors than the first host's, ``ENOENT`` for a module that
+                declares another name than asked for.
         """
-        majors = [(str(n), int(m)) for n, m in info["majors"]]
+        majors = attach_list(info)
         if self.majors is None:
             name = info["name"]
             if name != self.mod.name:
                 if not self.by_path:
-                    raise DeviceError(errno.ENOENT, f"{self.target} declares module {name!r}")
+                    raise DeviceError(errno.ENOENT, f"{self.target} declares module {name[:40]!r}")
                 validate_module_name(name)  # from the host: not trusted
+                if not name.isprintable():  # (modstat, the state directory, the log)
+                    raise DeviceError(errno.EINVAL, f"invalid module name {name!r}")
                 if name in self.loader.modules:
                     raise DeviceError(errno.EEXIST)
             try:
@@ -349,6 +369,42 @@ class Supervisor:
         if proxy is not None:
             devsw_detach(proxy)
         self.mod.cdevsws = []
+
+
+def attach_list(info: dict[str, Any]) -> list[tuple[str, int]]:
+    """The (name, major) pairs a host's ``LOAD`` reply ``info`` (as
+    ``check_reply_json`` passed it) asks to attach, each checked against
+    the switch as ``devsw.attach`` would, changing nothing: the host is
+    not trusted, and a name attached is recorded for ever.
+
+    Raises:
+        DeviceError: ``E2BIG`` past ``MAX_ATTACH`` pairs; ``EBADMSG`` for
+            a pair that is not [str, int]; ``EINVAL`` for a name or major
+            twice; ``devsw.check``'s errno (a bad name: ``EINVAL``,
+            ``ENAMETOOLONG``; another name's major, a busy one: ``EEXIST``;
+            a major out of range or other than its name's: ``EINVAL``).
+    """
+    pairs = info.get("majors")
+    if not isinstance(pairs, list):
+        raise DeviceError(errno.EBADMSG, "malformed LOAD reply")
+    if len(pairs) > MAX_ATTACH:
+        raise DeviceError(
+            errno.E2BIG, f"INIT attached {len(pairs)} drivers; an isolated module may attach {MAX_ATTACH}"
+        )
+    out: list[tuple[str, int]] = []
+    for pair in pairs:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2):
+            raise DeviceError(errno.EBADMSG, "malformed LOAD reply")
+        n, m = pair
+        if not isinstance(n, str) or not isinstance(m, int) or isinstance(m, bool):
+            raise DeviceError(errno.EBADMSG, "malformed LOAD reply")
+        if m < 0:  # (-1 asks attach to choose: the host has chosen)
+            raise DeviceError(errno.EINVAL, f"major {m} out of range")
+        devsw.check(n, m)
+        out.append((n, m))
+    if len({n for n, _ in out}) < len(out) or len({m for _, m in out}) < len(out):
+        raise DeviceError(errno.EINVAL, "INIT attached a driver name or major twice")
+    return out
 
 
 async def load_hosted(

@@ -24,11 +24,13 @@ import pytest
 import trio
 
 from devfsd import _trioloop
-from devfsd.cdevsw import FREAD, Dev, makedev
+from devfsd.cdevsw import FREAD, Dev, Uio, makedev
+from devfsd.cdevsw._switch import File, Lwp
 from devfsd.errors import DeviceError
 from devfsd.isolate import hostproc
 from devfsd.isolate import protocol as P
 from devfsd.isolate.hostproc import HostProcess, check_reply_json
+from devfsd.isolate.proxy import _HostFile, make_proxy
 from tests.unit.conftest import trio_path  # noqa: F401 - the fixture, both ways
 
 if TYPE_CHECKING:
@@ -385,3 +387,83 @@ async def test_a_notify_flood_is_paced(caplog: pytest.LogCaptureFixture) -> None
         assert "messages that answer nothing within a second" in caplog.text
         assert await h.read(0, fast) == b"fast\n"
         assert not h.host.dead
+
+
+async def test_a_reply_too_short_for_an_errno_fails_its_call_at_once() -> None:
+    # The call was taken out of the calls in flight before its reply was
+    # parsed: the host died of the protocol error, but that call was not
+    # among those it failed, and slept for ever (found by the fuzz below).
+    async with hosted() as h:
+        await assert_read_kills_the_host(h, 13, 64, "short REPLY")
+
+
+@pytest.mark.parametrize("kind", ["write", "poll"])
+async def test_a_reply_too_short_for_its_request_kills_the_host(kind: str) -> None:
+    # Minor 13 answers a WRITE with a 1-byte count, a POLL with 2 bytes of
+    # its 8: a malformed reply, as a short REPLY is. The proxy's call got
+    # EIO, but the host lived on, free to do it again (its ProtocolError
+    # went up as a driver's bug would).
+    async with hosted() as h:
+        fid = await h.open(13)
+        proxy = make_proxy(h.host)
+        fp = File(h.dev(13), FREAD, os.getpid(), 0, 0)
+        fp.data = _HostFile(h.host, fid)
+        lwp = Lwp(os.getpid(), 0, 0, fp)
+        call = (
+            proxy.d_write(h.dev(13), Uio.for_write(b"data", lwp), 0)
+            if kind == "write"
+            else proxy.d_poll(h.dev(13), 1, lwp)
+        )
+        with pytest.raises(DeviceError) as ei, trio.fail_after(WAIT):
+            await call
+        assert ei.value.errno == errno.EIO
+        assert h.host.dead
+        assert "protocol error" in h.host.why
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_a_host_that_sends_random_messages_costs_only_itself(seed: int) -> None:
+    # Minor 14 sends up to 40 messages made at random from the seed (the
+    # read's offset) before its reply: whatever they are, the daemon's
+    # side of that host ends each call with data or an errno (never
+    # another exception, which would end the test's nursery), and either
+    # kills the host for a protocol error (later calls: ENXIO) or the host
+    # goes on answering; another host's node answers all along. (A forged
+    # reply may answer the host's next request too: its own nodes'
+    # answers are its own business.)
+    async with hosted() as other, hosted() as h:
+        bystander = await other.open(0)
+        fuzzed, fast = await h.open(14), await h.open(0)
+        for offset in range(seed * 5, seed * 5 + 5):
+            size = 64 if offset % 2 else 64 * 1024  # this one lends a slot
+            with contextlib.suppress(DeviceError):  # (data of any size: the proxy's uiomove cuts it)
+                await h.read(14, fuzzed, size, offset)
+            assert await other.read(0, bystander) == b"fast\n"
+            ok = False
+            for _ in range(3):
+                with contextlib.suppress(DeviceError):
+                    ok = await h.read(0, fast) == b"fast\n"
+                if ok or h.host.dead:
+                    break
+            if h.host.dead:
+                assert "protocol error" in h.host.why
+                with pytest.raises(DeviceError) as ei:
+                    await h.read(0, fast)
+                assert ei.value.errno == errno.ENXIO
+                break
+            assert ok
+        assert await other.read(0, bystander) == b"fast\n"
+        assert not other.host.dead
+
+
+def test_a_hosts_output_is_logged_without_control_characters(caplog: pytest.LogCaptureFixture) -> None:
+    # A host (as another user, say) writes escape sequences and carriage
+    # returns to its stderr: the daemon's log, and the tail kept for the
+    # report of its death, get them escaped, not as terminal controls or
+    # a forged line of their own.
+    caplog.set_level(logging.INFO, logger="devfsd.isolate")
+    host = HostProcess("hostile", None)
+    host._err_log([b"\x1b[2J\rmodule mm: forged\x07", b"plain"])
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == ["module hostile[0]: \\x1b[2J\\rmodule mm: forged\\x07", "module hostile[0]: plain"]
+    assert list(host.tail) == ["\\x1b[2J\\rmodule mm: forged\\x07", "plain"]

@@ -29,6 +29,7 @@ from devfsd.cdevsw import (
     nullopen,
     seltrue,
 )
+from devfsd.cdevsw._table import MAXDEVNAME
 from devfsd.cdevsw._wait import signal_pending
 from devfsd.errors import DeviceError
 from devfsd.specfs import SpecFs
@@ -97,6 +98,72 @@ def test_table_runs_out() -> None:
     with pytest.raises(DeviceError) as ei:
         t.attach("c", Cdevsw())
     assert ei.value.errno == errno.ENOMEM
+
+
+@pytest.mark.parametrize(
+    ("name", "err"),
+    [
+        ("", errno.EINVAL),
+        (None, errno.EINVAL),
+        (b"tun", errno.EINVAL),
+        ("a" * (MAXDEVNAME + 1), errno.ENAMETOOLONG),
+        ("a" * 500, errno.ENAMETOOLONG),
+        ("evil\nNAME", errno.EINVAL),  # would forge a line of modstat, mknod -l, the log
+        ("nul\0", errno.EINVAL),
+        ("esc\x1b[2J", errno.EINVAL),
+        ("del\x7f", errno.EINVAL),
+        ("two words", errno.EINVAL),
+        ("tab\t", errno.EINVAL),
+        ("a/b", errno.EINVAL),
+        ("\u043c\u043c", errno.EINVAL),  # Cyrillic, looks like "mm"
+        ("0day", errno.EINVAL),  # mknod(8) takes a leading digit for a number
+        ("42", errno.EINVAL),
+    ],
+)
+def test_a_bad_driver_name_is_refused_and_nothing_is_recorded(name: object, err: int) -> None:
+    t = DevswTable(reserved={}, dynamic_base=256)
+    recorded: list[tuple[str, int]] = []
+    t.on_new_name = lambda n, m: recorded.append((n, m))
+    with pytest.raises(DeviceError) as ei:
+        t.attach(name, Cdevsw())  # type: ignore[arg-type]
+    assert ei.value.errno == err
+    assert recorded == [] and t.entries() == [] and t.attached() == {}
+
+
+@pytest.mark.parametrize("name", ["a", "tun", "k_helper2", "if-tun.0", "x@y+z:1", "a" * MAXDEVNAME, "_0"])
+def test_good_driver_names_attach(name: str) -> None:
+    t = DevswTable(reserved={}, dynamic_base=256)
+    recorded: list[tuple[str, int]] = []
+    t.on_new_name = lambda n, m: recorded.append((n, m))
+    assert t.attach(name, Cdevsw()) == 256
+    assert recorded == [(name, 256)]
+
+
+@pytest.mark.parametrize("maj", [True, 2.0, "2", None])
+def test_a_major_that_is_no_int_is_refused(maj: object) -> None:
+    t = DevswTable(reserved={}, dynamic_base=256)
+    with pytest.raises(DeviceError) as ei:
+        t.attach("x", Cdevsw(), maj)  # type: ignore[arg-type]
+    assert ei.value.errno == errno.EINVAL
+    assert t.entries() == []
+
+
+def test_check_says_what_attach_would_do_and_changes_nothing() -> None:
+    t = DevswTable(reserved={"tun": 40}, dynamic_base=256)
+    recorded: list[tuple[str, int]] = []
+    t.on_new_name = lambda n, m: recorded.append((n, m))
+    assert t.check("tun") == 40
+    assert t.check("new") == 256
+    assert t.check("new", 300) == 300
+    for name, maj, err in (("tun", 41, errno.EINVAL), ("other", 40, errno.EEXIST), ("x", -2, errno.EINVAL)):
+        with pytest.raises(DeviceError) as ei:
+            t.check(name, maj)
+        assert ei.value.errno == err
+    assert recorded == [] and t.attached() == {} and [e[0] for e in t.entries()] == ["tun"]
+    t.attach("tun", Cdevsw())
+    with pytest.raises(DeviceError) as ei:
+        t.check("tun")
+    assert ei.value.errno == errno.EEXIST
 
 
 async def test_stubs() -> None:

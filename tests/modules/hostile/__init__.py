@@ -25,7 +25,22 @@ honest host would. Minors, by what a read does:
 - 11: the same with no end of line at all, then answers ``babble\\n``;
 - 12: sleeps, and sleeps again after every EINTR (its caller's signals
   passed on by the daemon): never answers, while the host answers its
-  heartbeat.
+  heartbeat;
+- 13: a read is answered with a ``REPLY`` too short for its errno, a
+  write or a poll with a payload too short for its fields (each sent
+  before the host's own answer);
+- 14: sends ``fuzz`` (property, default 40) messages made at random from
+  the read's offset (the seed): replies and notifies for any request id
+  (its own too), bodies of any size, kinds a host must not send or that
+  do not exist, a header that promises more than ``MAX_BODY``; then
+  answers ``fuzzed\n``.
+
+Its INIT may answer the daemon's ``LOAD`` itself, before the host does
+(whose own answer then comes to a call no longer in flight), by
+properties: ``reply`` (a string: the JSON sent as it is), ``names`` (N:
+a reply that attaches N drivers ``j0``, ``j1``... at majors 300 on),
+``nest`` (N: N ``[`` and nothing else), ``errno`` (an error reply, with
+the text ``text``).
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ import errno
 import gc
 import itertools
 import os
+import random
 import sys
 import threading
 import time
@@ -142,6 +158,13 @@ async def hostile_read(dev: Dev, uio: Uio, ioflag: int) -> None:
             except DeviceError as exc:  # EINTR: ignored, on purpose
                 if exc.errno != errno.EINTR:
                     raise
+    elif m == 13:
+        host = _host()
+        host.out.send(P.encode(P.Kind.REPLY, host._inline_rid, b"\0\0"))  # an errno is 4 bytes
+        uio.uiomove(b"never seen\n")
+    elif m == 14:
+        _fuzz(_host(), uio.offset)
+        uio.uiomove(b"fuzzed\n")
     elif m in (10, 11):
         threading.Thread(target=_chatter if m == 10 else _babble, daemon=True).start()
         uio.uiomove(b"chatter\n" if m == 10 else b"babble\n")
@@ -154,16 +177,89 @@ async def hostile_read(dev: Dev, uio: Uio, ioflag: int) -> None:
         uio.uiomove(_shrink_shared())
 
 
+def _fuzz(host: Any, seed: int) -> None:
+    """Send up to ``fuzz`` random messages (seeded by ``seed``) to the
+    daemon: mostly of kinds a host may send, for any request id (so that
+    the daemon takes many before one is fatal), now and then one that
+    must kill the host (a kind it must not send, a body too short, a
+    negative errno, a slot it was not lent, more than ``MAX_BODY``)."""
+    rng = random.Random(seed)
+    rid = host._inline_rid
+    for _ in range(rng.randrange(1, int(props.get("fuzz", 40)) + 1)):  # type: ignore[call-overload]
+        to = rng.choice([rid, rid + 1, max(rid - 1, 0), 0, rng.randrange(1 << 32)])
+        fatal = rng.random() < 0.02
+        if rng.random() < 0.5:
+            err = rng.choice([0, 0, 0, 1, 4, 11, 600, 2**31 - 1])
+            body = P.ERRNO.pack(err) + rng.randbytes(rng.choice([0, 1, 4, 8, 200, 70000]))
+            data = P.encode(P.Kind.REPLY, to, body)
+        elif rng.random() < 0.99:
+            data = P.encode(P.Kind.NOTIFY, to, rng.randbytes(rng.choice([0, 0, 3])))
+        else:  # its own read's slot, if it lent one: fatal if not, or more than asked
+            data = P.encode(P.Kind.REPLY_SHM, rid, P.SHM_REPLY.pack(rng.choice([0, 1, 100, 1 << 16])))
+        if fatal:
+            data = rng.choice(
+                [
+                    P.HEADER.pack(0, rng.choice([0, 16, 255, P.Kind.READ, P.Kind.LOAD]), to),
+                    P.encode(P.Kind.REPLY, to, b"\0\0"),
+                    P.encode(P.Kind.REPLY, to, P.ERRNO.pack(-rng.randrange(1, 1 << 31))),
+                    P.encode(P.Kind.REPLY_SHM, to, P.SHM_REPLY.pack(2**32 - 1)),
+                    P.HEADER.pack(P.MAX_BODY + 1, P.Kind.REPLY, to),
+                ]
+            )
+        host.out.send(data)
+
+
 async def hostile_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
-    if minor(dev) > 12:
+    if minor(dev) > 14:
         raise DeviceError(errno.ENXIO)
+
+
+async def hostile_write(dev: Dev, uio: Uio, ioflag: int) -> None:
+    if minor(dev) == 13:
+        host = _host()
+        host.out.send(P.reply(host._inline_rid, 0, b"\1"))  # a count is 4 bytes
+    uio.getbytes()
+
+
+async def hostile_poll(dev: Dev, events: int, l: Lwp) -> int:
+    if minor(dev) == 13:
+        host = _host()
+        host.out.send(P.reply(host._inline_rid, 0, b"\0\0"))  # revents and kept are 8
+    return events
 
 
 async def hostile_close(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
     return None
 
 
-cdevsw = Cdevsw(d_open=hostile_open, d_close=hostile_close, d_read=hostile_read)
+cdevsw = Cdevsw(
+    d_open=hostile_open,
+    d_close=hostile_close,
+    d_read=hostile_read,
+    d_write=hostile_write,
+    d_poll=hostile_poll,
+)
+
+
+def _lie_about_load() -> None:
+    """Answer the ``LOAD`` being served, as the properties say (above)."""
+    if "reply" in props:
+        payload = str(props["reply"]).encode()
+    elif "names" in props:
+        n = int(props["names"])  # type: ignore[call-overload]
+        majors = [[f"j{i}", 300 + i] for i in range(n)]
+        payload = P.encode_json({"name": "hostile", "cls": 3, "majors": majors})
+    elif "nest" in props:
+        payload = b"[" * int(props["nest"])  # type: ignore[call-overload]
+    elif "errno" in props:
+        host = _host()
+        err = int(props["errno"])  # type: ignore[call-overload]
+        host.out.send(P.reply(host._inline_rid, err, str(props.get("text", "")).encode()))
+        return
+    else:
+        return
+    host = _host()
+    host.out.send(P.reply(host._inline_rid, 0, payload))
 
 
 async def modcmd(cmd: ModCmd, p: Props | None) -> None:
@@ -171,6 +267,7 @@ async def modcmd(cmd: ModCmd, p: Props | None) -> None:
         props.clear()
         props.update(p or {})
         devsw_attach("hostile", cdevsw)
+        _lie_about_load()
     elif cmd == ModCmd.FINI:
         devsw_detach(cdevsw)
     else:
