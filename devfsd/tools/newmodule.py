@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from devfsd.cdevsw._table import check_name
 from devfsd.errors import DeviceError
 from devfsd.kern.module import validate_module_name
 
@@ -397,10 +398,12 @@ def write_module(name: str, directory: str | os.PathLike[str] = ".") -> Path:
     """Write ``directory/name``; returns it.
 
     Raises:
-        DeviceError: a bad module name.
+        DeviceError: a bad module name, or one its driver cannot take
+            (``check_name``: the generated INIT attaches under it).
         FileExistsError: ``directory/name`` exists.
     """
     validate_module_name(name)
+    check_name(name)
     moddir = Path(directory) / name
     moddir.mkdir()  # FileExistsError: never overwrite
     for rel, text in render(name, moddir).items():

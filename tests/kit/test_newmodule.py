@@ -68,6 +68,12 @@ def test_refuses_to_overwrite_and_bad_names(tmp_path: Path) -> None:
     assert (r.returncode, r.stderr) == (1, b"devfsd: a b: Invalid argument\n")
     r = run(["devfsd", "new-module", "x" * 32, str(tmp_path)])
     assert (r.returncode, r.stderr) == (1, f"devfsd: {'x' * 32}: File name too long\n".encode())
+    # A module name its driver cannot take (devsw_attach's rule): the
+    # skeleton's INIT would fail, so none is written.
+    for name in ("2fast", "caf\u00e9", "esc\x1b"):
+        r = run(["devfsd", "new-module", name, str(tmp_path)])
+        assert (r.returncode, r.stderr) == (1, f"devfsd: {name}: Invalid argument\n".encode())
+        assert not (tmp_path / name).exists()
 
 
 def test_help_names_the_subcommands() -> None:
