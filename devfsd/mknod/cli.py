@@ -31,7 +31,6 @@ import grp
 import os
 import pwd
 import stat
-import sys
 from collections.abc import Callable, Sequence
 from typing import Final, final
 
@@ -48,7 +47,7 @@ from devfsd.mknod.args import (
     parse,
 )
 from devfsd.mknod.pack import makedev
-from devfsd.tools import EXIT_SUCCESS, err, errx, failed, long_option, out, usage, warn
+from devfsd.tools import EXIT_SUCCESS, err, errx, failed, interruptible, long_option, out, usage, warn
 
 __all__ = ["XATTR_MAJOR", "XATTR_MINOR", "XATTR_TYPE", "main", "node_identity"]
 
@@ -218,8 +217,11 @@ def _list(req: ListDrivers) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run devfs-mknod; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Run devfs-mknod; returns the exit status (^C: killed by SIGINT, ``interrupted``)."""
+    return interruptible(_main, argv)
+
+
+def _main(argv: Sequence[str]) -> int:
     if (asked := long_option(PROG, USAGE, "devfs-mknod(8)", argv)) is not None:
         return asked
     old_umask = os.umask(0)

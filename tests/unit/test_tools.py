@@ -800,8 +800,13 @@ def test_tool_reads_sys_argv(module: str) -> None:
     assert proc.stderr.startswith(f"{prog}: unknown option -- z\nUsage: {prog} ")
 
 
-@pytest.mark.parametrize("tool", ["modload", "modunload"])
-def test_interrupted_while_waiting_for_the_daemon_it_dies_by_sigint(tmp_path: Path, tool: str) -> None:
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [("devfsd.tools.modload", ["mm"]), ("devfsd.tools.modunload", ["mm"]), ("devfsd.mknod.cli", ["-l"])],
+)
+def test_interrupted_while_waiting_for_the_daemon_it_dies_by_sigint(
+    tmp_path: Path, tool: str, args: list[str]
+) -> None:
     # As NetBSD's tools, which leave SIGINT alone: killed by it (status 130
     # to a shell), no traceback, and its connection closed, which is what
     # makes the daemon cancel the request (devfsd(8), Control socket).
@@ -810,8 +815,8 @@ def test_interrupted_while_waiting_for_the_daemon_it_dies_by_sigint(tmp_path: Pa
         listener.bind(path)
         listener.listen()
         listener.settimeout(30)
-        code = f"import sys; from devfsd.tools import {tool}; sys.exit({tool}.main())"
-        with subprocess.Popen([sys.executable, "-c", code, "-c", path, "mm"], stderr=subprocess.PIPE) as p:
+        code = f"import sys, {tool}; sys.exit({tool}.main())"
+        with subprocess.Popen([sys.executable, "-c", code, "-c", path, *args], stderr=subprocess.PIPE) as p:
             try:
                 conn, _ = listener.accept()
                 with conn:
