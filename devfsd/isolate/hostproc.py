@@ -105,6 +105,10 @@ STDERR_LINE_MAX: Final = 4096
 #: the rest of the second: a host that floods the daemon slows its own
 #: calls, not the daemon's other nodes.
 STRAY_RATE: Final = 10_000
+#: The largest LOAD reply taken (bytes): an honest one (a name, a class,
+#: a few requirements and drivers) is a few hundred; 4 MiB of JSON took
+#: the daemon's thread a quarter of a second to parse and check.
+LOAD_REPLY_MAX: Final = 64 << 10
 #: Seconds a host that closed its socket gets to exit before SIGKILL.
 EXIT_GRACE: Final = 2.0
 #: Seconds a new host gets to answer its first PING (start the interpreter,
@@ -1050,9 +1054,12 @@ def check_reply_json(payload: bytes | memoryview) -> dict[str, Any]:
     """The ``LOAD`` reply, checked (the host is not trusted).
 
     Raises:
-        ProtocolError: ``EBADMSG`` unless it has a valid name, class and
-            majors list of [name, major] pairs.
+        ProtocolError: ``EMSGSIZE`` past ``LOAD_REPLY_MAX`` bytes;
+            ``EBADMSG`` unless it has a valid name, class and majors list
+            of [name, major] pairs.
     """
+    if len(payload) > LOAD_REPLY_MAX:
+        raise P.ProtocolError(errno.EMSGSIZE, f"LOAD reply of {len(payload)} bytes, past {LOAD_REPLY_MAX}")
     obj = P.decode_json(payload)
     ok = isinstance(obj, dict) and isinstance(obj.get("name"), str) and isinstance(obj.get("cls"), int)
     majors = obj.get("majors") if ok else None

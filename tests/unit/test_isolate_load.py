@@ -117,7 +117,14 @@ async def test_a_bad_pair_refuses_the_load_and_records_nothing(
 async def test_a_reply_nested_past_the_stack_is_ebadmsg_not_a_hung_modload(rec: Recorded) -> None:
     # json.loads raised RecursionError, which nothing caught: the load's
     # thread died, modload never returned and held the loader's lock.
-    assert (await rec.refused({"nest": 200_000})).errno == errno.EBADMSG
+    assert (await rec.refused({"nest": 50_000})).errno == errno.EBADMSG
+    await rec.loads_honestly()
+
+
+async def test_a_reply_past_its_size_limit_is_not_parsed(rec: Recorded) -> None:
+    # 20,000 names (~300 KiB): refused by its size before any JSON is
+    # parsed (4 MiB of it took the daemon's thread a quarter of a second).
+    assert (await rec.refused({"names": 20_000})).errno == errno.EMSGSIZE
     await rec.loads_honestly()
 
 
