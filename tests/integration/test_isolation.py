@@ -509,3 +509,26 @@ def test_isolation_is_remembered(tmp_path: Path) -> None:
     # So does --reload-modules.
     with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug", "--reload-modules"]) as m:
         assert flags(m, "crashy") == "i"
+
+
+def test_a_refused_load_reply_records_no_driver_name(tmp_path: Path) -> None:
+    # hostile's INIT answers LOAD itself (tests/modules/hostile): 500
+    # drivers, then a good name before one with a line break. Each fails
+    # the modload, and the state directory records neither "j0" nor "ok":
+    # the next daemon on it knows only the honest load's name.
+    lie = '{"name": "hostile", "cls": 3, "majors": [["ok", 300], ["evil\\nline", 301]]}'
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug"]) as m:
+        before = m.client().drivers()
+        for props, err in (({"names": 500}, errno.E2BIG), ({"reply": lie}, errno.EINVAL)):
+            with pytest.raises(ControlError) as ei:
+                m.client().modload("hostile", props, isolated=True)
+            assert ei.value.errno == err
+            assert m.client().drivers() == before
+            assert flags(m, "hostile") is None
+        m.client().modload("hostile", isolated=True)
+        with open(node(m, "hostile", 0), "rb", buffering=0) as f:
+            assert f.read(64) == b"fast\n"
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug"]) as m:
+        names = {n for n, _, _ in m.client().drivers()}
+        assert "hostile" in names
+        assert not names & {"j0", "ok", "evil\nline"}
