@@ -519,7 +519,11 @@ def test_a_refused_load_reply_records_no_driver_name(tmp_path: Path) -> None:
     lie = '{"name": "hostile", "cls": 3, "majors": [["ok", 300], ["evil\\nline", 301]]}'
     with DevfsdMount(tmp_path, modpath=[MODS], args=["--debug"]) as m:
         before = m.client().drivers()
-        for props, err in (({"names": 500}, errno.E2BIG), ({"reply": lie}, errno.EINVAL)):
+        cases: list[tuple[dict[str, str | int | bool], int]] = [
+            ({"names": 500}, errno.E2BIG),
+            ({"reply": lie}, errno.EINVAL),
+        ]
+        for props, err in cases:
             with pytest.raises(ControlError) as ei:
                 m.client().modload("hostile", props, isolated=True)
             assert ei.value.errno == err
