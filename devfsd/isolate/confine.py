@@ -11,6 +11,21 @@ before the interpreter starts (no module code, no devfsd code runs as root
 in it). The host then sets ``no_new_privs`` and, as another user than
 root, makes itself not dumpable (``host.main``).
 
+*Capabilities.* A host started as root keeps only the Linux capabilities
+its module declares (``ModuleInfo.caps``, read from its checked source
+before any of its code runs: ``declared_caps``) and those root gives at
+load (``-s caps=net_admin,net_raw``, root's alone): ``host_caps`` makes
+the set, which the daemon passes on the host's command line, and the
+host, still alone in its process (one thread), drops every other before
+it imports anything of the module's (``drop_capabilities``): from the
+bounding set first, while it still holds ``CAP_SETPCAP``, then the
+ambient and inheritable sets, then the permitted and effective ones
+(``capset(2)``), and checks that what is left is what it asked for. A
+failure is fatal: the host answers ``LOAD`` with its errno and runs
+nothing. A host run as another user holds none (``setuid`` took them);
+its bounding set stays as it was (narrowing it takes ``CAP_SETPCAP``),
+which with ``no_new_privs`` lets it gain none.
+
 *Environment.* ``host_env``: a fixed ``PATH``, ``LANG``, and of the
 daemon's own only ``PYTHONPATH`` (so the host imports the daemon's devfsd)
 and ``DEVFSD_PUBLIC_ONLY``.
@@ -38,7 +53,9 @@ their hosts died with them, ``PR_SET_PDEATHSIG``).
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -50,6 +67,7 @@ from typing import TYPE_CHECKING, Final, final
 from devfsd import _trioloop
 from devfsd._trioloop import ENV_PUBLIC_ONLY
 from devfsd.errors import DeviceError
+from devfsd.kern.caps import CAP_NAMES, cap_number, parse_caps
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -57,7 +75,12 @@ if TYPE_CHECKING:
 __all__ = [
     "HostCgroup",
     "HostUser",
+    "cap_list",
+    "cap_names",
     "configure",
+    "declared_caps",
+    "drop_capabilities",
+    "host_caps",
     "host_env",
     "memlimit_of",
     "popen_args",
@@ -125,6 +148,188 @@ def popen_args(user: HostUser | None) -> dict[str, object]:
     if user is None:
         return {}
     return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
+
+
+# -- capabilities -----------------------------------------------------------------
+
+_PR_CAPBSET_READ: Final = 23
+_PR_CAPBSET_DROP: Final = 24
+_PR_CAP_AMBIENT: Final = 47
+_PR_CAP_AMBIENT_CLEAR_ALL: Final = 4
+_CAP_SETPCAP: Final = 8
+_LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def last_cap() -> int:
+    """The kernel's highest capability number (``CAP_LAST_CAP``)."""
+    try:
+        return int(_read("/proc/sys/kernel/cap_last_cap"))
+    except (OSError, ValueError):  # no /proc: ask the bounding set, which knows every cap
+        libc, n = _libc(), 0
+        while n < 63 and libc.prctl(_PR_CAPBSET_READ, n + 1, 0, 0, 0) >= 0:
+            n += 1
+        return n
+
+
+def cap_names(mask: int) -> tuple[str, ...]:
+    """``mask``'s capabilities by name (``cap_N`` for one past the table)."""
+    return tuple(CAP_NAMES[i] if i < len(CAP_NAMES) else f"cap_{i}" for i in range(64) if mask >> i & 1)
+
+
+def cap_list(mask: int) -> str:
+    """``mask``'s capabilities by name (``net_admin,net_raw``), or ``none``."""
+    return ",".join(cap_names(mask)) or "none"
+
+
+def declared_caps(source: bytes, name: str) -> tuple[str, ...]:
+    """The ``caps`` of the ``MODULE = ModuleInfo(...)`` at the top level of
+    ``source``, read without running it; none if it has no such line (its
+    import then tells), or does not parse (nor will it import).
+
+    Raises:
+        DeviceError: ``EINVAL`` for ``caps`` that are not a literal, or
+            not capability names.
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return ()
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign):
+            targets, value = stmt.targets, stmt.value
+        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            targets, value = [stmt.target], stmt.value
+        else:
+            continue
+        if not any(isinstance(t, ast.Name) and t.id == "MODULE" for t in targets):
+            continue
+        if not isinstance(value, ast.Call):
+            continue
+        for kw in value.keywords:
+            if kw.arg != "caps":
+                continue
+            try:
+                caps = ast.literal_eval(kw.value)
+            except ValueError:
+                raise DeviceError(
+                    errno.EINVAL, f"module {name}: write caps as a literal in MODULE = ModuleInfo(...)"
+                ) from None
+            return parse_caps(caps, f"module {name}: caps")
+    return ()
+
+
+def host_caps(*names: tuple[str, ...]) -> int:
+    """The capabilities a host keeps: those ``names`` list, as a mask.
+
+    Raises:
+        DeviceError: ``EINVAL`` for one this kernel does not have.
+    """
+    last, mask = last_cap(), 0
+    for group in names:
+        for n in group:
+            i = cap_number(n)
+            if i > last:
+                raise DeviceError(errno.EINVAL, f"caps: this kernel has no CAP_{n.upper()}")
+            mask |= 1 << i
+    return mask
+
+
+def _capget() -> tuple[int, int, int]:
+    """This thread's (effective, permitted, inheritable) capabilities."""
+    head = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if _libc().capget(ctypes.byref(head), data) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"capget: {os.strerror(code)}")
+    lo, hi = data[0], data[1]
+    return (
+        lo.effective | hi.effective << 32,
+        lo.permitted | hi.permitted << 32,
+        lo.inheritable | hi.inheritable << 32,
+    )
+
+
+def _capset(effective: int, permitted: int, inheritable: int) -> None:
+    head = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for k in range(2):
+        data[k].effective = effective >> 32 * k & 0xFFFFFFFF
+        data[k].permitted = permitted >> 32 * k & 0xFFFFFFFF
+        data[k].inheritable = inheritable >> 32 * k & 0xFFFFFFFF
+    if _libc().capset(ctypes.byref(head), data) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"capset: {os.strerror(code)}")
+
+
+def _bounding() -> int:
+    """This thread's bounding set, as a mask."""
+    libc, mask = _libc(), 0
+    for i in range(last_cap() + 1):
+        if libc.prctl(_PR_CAPBSET_READ, i, 0, 0, 0) == 1:
+            mask |= 1 << i
+    return mask
+
+
+def drop_capabilities(keep: int) -> int:
+    """Drop every capability of this thread's but ``keep`` (a mask), from
+    every set; the thread must be its process's only one (capabilities are
+    a thread's, and a thread started later copies its starter's).
+
+    Returns:
+        The capabilities kept (``keep`` and what the thread held).
+
+    Raises:
+        OSError: a step failed; its errno, and what failed in the text.
+    """
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        threads = 1
+    if threads != 1:
+        raise OSError(errno.EBUSY, f"{threads} threads: capabilities are dropped alone")
+    libc = _libc()
+    _, permitted, _ = _capget()
+    kept = permitted & keep
+    bounding = _bounding()
+    if permitted and bounding & ~keep:
+        # Narrowing the bounding set takes CAP_SETPCAP: it goes first. A
+        # thread with no capability at all (another user's) can gain none
+        # with no_new_privs, whatever its bounding set says.
+        if not permitted >> _CAP_SETPCAP & 1:
+            raise OSError(
+                errno.EPERM,
+                "cannot narrow the bounding set without CAP_SETPCAP"
+                " (give the daemon CAP_SETPCAP, or run the host as another user: -s user=)",
+            )
+        for i in range(last_cap() + 1):
+            if bounding >> i & 1 and not keep >> i & 1 and libc.prctl(_PR_CAPBSET_DROP, i, 0, 0, 0) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, f"PR_CAPBSET_DROP {cap_list(1 << i)}: {os.strerror(code)}")
+    if libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+        code = ctypes.get_errno()
+        if code != errno.EINVAL:  # EINVAL: a kernel before 4.3, with no ambient set
+            raise OSError(code, f"PR_CAP_AMBIENT_CLEAR_ALL: {os.strerror(code)}")
+    _capset(kept, kept, 0)
+    got = _capget()
+    if got != (kept, kept, 0) or (permitted and _bounding() & ~keep):
+        raise OSError(errno.EPERM, f"capabilities still held: {cap_list(got[1] & ~keep)}")
+    return kept
 
 
 # -- memory cgroups ------------------------------------------------------------------

@@ -9,7 +9,9 @@ switch, module loader, ``SpecFs`` (the entry-point time limit, EIO for a
 driver's bug), sleep clock and stall watchdog. The module runs its usual
 code against the usual ``devfsd.cdevsw``/``devfsd.kern`` API, unchanged.
 
-Touches the world: the socket, stderr, rlimits, prctl (``_confine``). The task reading
+Touches the world: the socket, stderr, rlimits, prctl (``_confine``), its
+capabilities (``main`` drops all but those the daemon lets it keep,
+before it serves: ``confine.drop_capabilities``). The task reading
 the socket answers each request itself; when one waits (a read may sleep
 for hours), another task takes over the socket (``_Handoff``), so
 requests never queue behind one that sleeps; ``CANCEL`` cancels it (the
@@ -55,6 +57,7 @@ from devfsd.cdevsw._switch import FNONBLOCK, Lwp
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import forget_interrupt, interrupt_sleep, no_proc_checks
 from devfsd.errors import DevfsdError, DeviceError
+from devfsd.isolate import confine
 from devfsd.isolate import protocol as P
 from devfsd.isolate._channel import RECV_SIZE, Sender, receive, receive_now
 from devfsd.kern import trust
@@ -134,7 +137,9 @@ class _Handoff(trio.abc.Instrument):
 class Host:
     """Serves one module's entry points to the daemon on ``sock``."""
 
-    def __init__(self, sock: socket.socket, shm: int = -1) -> None:
+    def __init__(
+        self, sock: socket.socket, shm: int = -1, *, caps: int = 0, refused: DeviceError | None = None
+    ) -> None:
         self.sock = sock
         #: The daemon's shared buffer (``protocol``, "Shared memory"), if it gave one.
         self.shm: mmap.mmap | None = None
@@ -172,6 +177,10 @@ class Host:
         self._inline: trio.lowlevel.Task | None = None
         self._inline_rid = 0
         self._inline_scope: trio.CancelScope | None = None
+        #: The capabilities the daemon let it keep (a mask), and why the
+        #: host could not drop the others (``LOAD`` then fails with it).
+        self.caps = caps
+        self.refused = refused
 
     async def run(self) -> None:
         """Serve until the daemon closes the socket."""
@@ -389,6 +398,8 @@ class Host:
         """
         if self.loader is not None or not isinstance(req, dict):
             raise DeviceError(errno.EINVAL, "bad LOAD")
+        if self.refused is not None:
+            raise self.refused
         level = req.get("log_level", logging.INFO)
         logging.basicConfig(
             stream=sys.stderr,
@@ -410,6 +421,7 @@ class Host:
             autotime=0,
             include_project_modules=False,
         )
+        self.loader.host_caps = frozenset(confine.cap_names(self.caps))
         assert self._nursery is not None
         await self._nursery.start(self.loader.run)
         self.spec = SpecFs(None, entry_timeout=timeout)
@@ -487,20 +499,42 @@ def _confine() -> None:
         pass
 
 
+def _drop_capabilities(keep: int) -> DeviceError | None:
+    """Keep only the capabilities ``keep`` (a mask); what failed, if it did
+    (``LOAD`` fails with it: the module's code never runs)."""
+    try:
+        confine.drop_capabilities(keep)
+    except OSError as exc:
+        return DeviceError(exc.errno or errno.EPERM, f"host: cannot drop capabilities: {exc.strerror}")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    keep = 0
+    if args and args[0].startswith("--caps="):
+        try:
+            keep = int(args.pop(0).removeprefix("--caps="), 16)
+        except ValueError:
+            args = []
     if len(args) not in (1, 2) or not all(a.isdigit() for a in args):
-        print("usage: python -m devfsd.isolate.host FD [SHMFD] (started by devfsd)", file=sys.stderr)
+        print(
+            "usage: python -m devfsd.isolate.host [--caps=MASK] FD [SHMFD] (started by devfsd)",
+            file=sys.stderr,
+        )
         return 2
     _confine()
     if os.getppid() == 1:  # the daemon died before prctl: nobody to serve
         return 1
+    # Alone in its process still (capabilities are a thread's): before
+    # trio's loop, or any thread of a module's, starts.
+    refused = _drop_capabilities(keep)
     os.dup2(2, 1)  # a module's print() reaches the daemon's log too
     faulthandler.enable(file=sys.stderr, all_threads=True)
     sock = socket.socket(fileno=int(args[0]))
     sock.setblocking(False)
     no_proc_checks()  # the daemon looks for its callers' signals (INTERRUPT)
-    trio.run(Host(sock, int(args[1]) if len(args) > 1 else -1).run)
+    trio.run(Host(sock, int(args[1]) if len(args) > 1 else -1, caps=keep, refused=refused).run)
     return 0
 
 

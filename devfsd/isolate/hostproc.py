@@ -79,7 +79,7 @@ from devfsd.cdevsw._wait import WaitChannel
 from devfsd.errors import DeviceError
 from devfsd.isolate import protocol as P
 from devfsd.isolate._channel import RECV_SIZE, Sender, receive_now
-from devfsd.isolate.confine import HostCgroup, HostUser, host_env, popen_args
+from devfsd.isolate.confine import HostCgroup, HostUser, cap_list, host_env, popen_args
 
 if TYPE_CHECKING:
     from devfsd.cdevsw._dev import Dev
@@ -206,12 +206,20 @@ class HostProcess:
     """
 
     def __init__(
-        self, name: str, timeout: float | None, *, user: HostUser | None = None, memlimit: int | None = None
+        self,
+        name: str,
+        timeout: float | None,
+        *,
+        user: HostUser | None = None,
+        memlimit: int | None = None,
+        caps: int = 0,
     ) -> None:
         self.name = name
         self.timeout = timeout
         #: The user it runs as (``None``: the daemon's).
         self.user = user
+        #: The capabilities it keeps, as a mask (it drops every other: confine).
+        self.caps = caps
         #: Its memory limit in bytes, and the cgroup that holds it to it
         #: (``None``: the host sets ``RLIMIT_AS``, see ``rlimit_as``).
         self.memlimit = memlimit
@@ -316,7 +324,15 @@ class HostProcess:
             # the environment is host_env's; as ``user`` from its first
             # instruction (confine).
             self.proc = subprocess.Popen(  # type: ignore[call-overload]  # noqa: ASYNC220 - see above
-                [sys.executable, "-P", "-s", "-m", "devfsd.isolate.host", *map(str, passed)],
+                [
+                    sys.executable,
+                    "-P",
+                    "-s",
+                    "-m",
+                    "devfsd.isolate.host",
+                    f"--caps={self.caps:x}",
+                    *map(str, passed),
+                ],
                 pass_fds=passed,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -356,7 +372,9 @@ class HostProcess:
         self._sync_fds = (mine.fileno(), self.proc.stderr.fileno(), self._pidfd)
         self.out = Sender(mine)
         self.started_at = trio.current_time()
-        log.debug("module %s: host %d started", self.name, self.pid)
+        log.debug(
+            "module %s: host %d started, keeping capabilities %s", self.name, self.pid, cap_list(self.caps)
+        )
         nursery.start_soon(self._read)
         nursery.start_soon(self._stderr)
         nursery.start_soon(self._wait)

@@ -50,10 +50,11 @@ from devfsd.cdevsw import devsw_detach
 from devfsd.cdevsw._table import devsw
 from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import protocol as P
-from devfsd.isolate.confine import HostUser, memlimit_of, resolve_user
+from devfsd.isolate.confine import HostUser, declared_caps, host_caps, memlimit_of, resolve_user
 from devfsd.isolate.hostproc import HostDied, HostProcess, check_reply_json
 from devfsd.isolate.proxy import make_proxy
 from devfsd.kern import trust
+from devfsd.kern.caps import parse_caps
 from devfsd.kern.loader import LoadedModule, _code_size, kthread_create
 from devfsd.kern.module import ModCmd, ModuleClass, ModuleInfo, validate_module_name
 
@@ -77,6 +78,8 @@ log = logging.getLogger("devfsd.isolate")
 
 #: The property naming the user a host runs as (``modload -I -s user=NAME``).
 HOST_USER: Final = "user"
+#: The property adding capabilities a root host keeps (``-s caps=net_admin,net_raw``).
+HOST_CAPS: Final = "caps"
 #: Deaths in a row after which a module stays down.
 DEFAULT_RESTARTS: Final = 5
 #: Seconds before the first restart; doubled for each death in a row.
@@ -111,11 +114,14 @@ class Supervisor:
         restarts: int,
         uid: int = 0,
         user: HostUser | None = None,
+        caps: int = 0,
     ) -> None:
         self.loader = loader
         self.uid = uid
         #: The user its hosts run as (property ``user``), else the daemon's.
         self.user = user
+        #: The capabilities its hosts keep, as a mask (``confine.host_caps``).
+        self.caps = caps
         self.mod = mod
         self.target = target
         self.restarts = restarts
@@ -218,7 +224,11 @@ class Supervisor:
         first = True
         while True:
             host = HostProcess(
-                self.mod.name, self.loader.host_timeout, user=self.user, memlimit=memlimit_of(self.mod.props)
+                self.mod.name,
+                self.loader.host_timeout,
+                user=self.user,
+                memlimit=memlimit_of(self.mod.props),
+                caps=self.caps,
             )
             err: DevfsdError | None = None
             try:
@@ -302,8 +312,8 @@ class Supervisor:
         """
         req: dict[str, Any] = {
             "spec": self.target,
-            # ``user`` is the host's, not INIT's (in the host, INIT runs in process).
-            "props": {k: v for k, v in self.mod.props.items() if k != HOST_USER},
+            # ``user`` and ``caps`` are the host's, not INIT's (in the host, INIT runs in process).
+            "props": {k: v for k, v in self.mod.props.items() if k not in (HOST_USER, HOST_CAPS)},
             "modpath": [str(p) for p in self.loader.modpath],
             "majors": {n: int(m) for n, m, _ in devsw.entries()},
             "entry_timeout": self.loader.host_timeout,
@@ -428,16 +438,24 @@ async def load_hosted(
         raise DeviceError(errno.EEXIST)
     target = pkgdir or path
     # The host checks what it runs; checked here first, a refusal says why (modload(8)).
-    trust.check_code(str(target), package=pkgdir is not None)
-    user = None
-    if HOST_USER in props:
-        if uid != 0:
-            log.warning("module %s: uid %d may not give property %s: root's alone", name, uid, HOST_USER)
-            raise DeviceError(errno.EPERM, f"property {HOST_USER} is root's alone")
-        user = resolve_user(props[HOST_USER])
+    source = trust.check_code(str(target), package=pkgdir is not None)
+    for p in (HOST_USER, HOST_CAPS):
+        if p in props and uid != 0:
+            log.warning("module %s: uid %d may not give property %s: root's alone", name, uid, p)
+            raise DeviceError(errno.EPERM, f"property {p} is root's alone")
+    user = resolve_user(props[HOST_USER]) if HOST_USER in props else None
+    given = parse_caps(props[HOST_CAPS], f"property {HOST_CAPS}") if HOST_CAPS in props else ()
+    if given and user is not None:
+        raise DeviceError(errno.EINVAL, f"property {HOST_CAPS}: a host run as another user holds none")
+    declared = declared_caps(source, name)
+    caps = host_caps(declared, given)
+    if declared and user is not None:
+        log.warning(
+            "module %s declares caps %s: a host run as %s holds none", name, ",".join(declared), user.name
+        )
     mod = LoadedModule(ModuleInfo(name=name, cls=ModuleClass.DRIVER), None, path, _code_size(target))  # type: ignore[arg-type]
     mod.props = props
-    sup = Supervisor(loader, mod, str(target), loader.host_restarts, uid, user)
+    sup = Supervisor(loader, mod, str(target), loader.host_restarts, uid, user, caps)
     mod.pymod = sup  # type: ignore[assignment]
     mod.host = sup
     sup.by_path = "/" in spec

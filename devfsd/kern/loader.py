@@ -285,6 +285,10 @@ class ModuleLoader:
         self.isolated_names: set[str] = set()
         self.host_timeout: float | None = None
         self.host_restarts = 5
+        #: In a module host (devfsd.isolate.host): the capabilities the
+        #: daemon let it keep. A module that declares another is refused
+        #: (``EPERM``) before its INIT. ``None``: the daemon's loader.
+        self.host_caps: frozenset[str] | None = None
 
     # -- running --------------------------------------------------------
 
@@ -429,8 +433,11 @@ class ModuleLoader:
                     self.generation += 1
                 if isolated or (isolated is None and (self.isolate_all or spec in self.isolated_names)):
                     return await self._load_isolated(spec, checked, autoload=autoload, uid=uid)
-                if "user" in checked:  # a host's user (devfsd.isolate): not for INIT alone
-                    raise DeviceError(errno.EINVAL, "property user: only with an isolated load (-I)")
+                for host_prop in ("user", "caps"):  # a host's (devfsd.isolate): not for INIT alone
+                    if host_prop in checked:
+                        raise DeviceError(
+                            errno.EINVAL, f"property {host_prop}: only with an isolated load (-I)"
+                        )
                 return await self._load(spec, checked, autoload=autoload, brought=[], uid=uid)
             finally:
                 _loading_in.reset(token)
@@ -495,6 +502,16 @@ class ModuleLoader:
                 self._purge(f"{_PKG}.{name}")
                 log.warning("module %s: uid %d may not give property %s: root's alone", name, uid, denied[0])
                 raise DeviceError(errno.EPERM, f"property {denied[0]} of {name} is root's alone")
+            missing = sorted(set(info.caps) - self.host_caps) if self.host_caps is not None else []
+            if missing:
+                # The daemon read the caps from the source: not as a literal
+                # in a top-level MODULE line, or a requirement's own.
+                self._purge(f"{_PKG}.{name}")
+                raise DeviceError(
+                    errno.EPERM,
+                    f"module {name} declares capability {missing[0]}, which its host was not given"
+                    " (caps as a literal in a top-level MODULE = ModuleInfo(...), or modload -s caps=)",
+                )
             mod = LoadedModule(info, pymod, path, _code_size(pkgdir or path))
             mod.props = props
             mine: list[str] = []

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Final, final
 
 from devfsd.errors import DeviceError
+from devfsd.kern.caps import parse_caps
 
 __all__ = [
     "MAXMODNAME",
@@ -109,12 +110,22 @@ class ModuleInfo:
             (tunwg's ``keylog`` and ``sockdir``). A control-group member who
             is not root giving one gets ``EPERM`` (the loader checks it
             against the caller's ``SO_PEERCRED`` before INIT).
+        caps: the Linux capabilities the module needs when it is isolated
+            (``"net_admin"`` for ``CAP_NET_ADMIN``; ``devfsd.kern.caps``): a
+            host started as root keeps these (and those root adds with
+            ``modload -I -s caps=...``) and drops every other before the
+            module's code runs. The daemon reads them from the module's
+            source, without running it, so write them as a literal in a
+            top-level ``MODULE = ModuleInfo(..., caps=(...))`` (a module
+            whose import declares others is refused, ``EPERM``). In
+            process they mean nothing: the module runs in the daemon.
     """
 
     name: str
     cls: ModuleClass = ModuleClass.MISC
     required: tuple[str, ...] = field(default=())
     privileged: tuple[str, ...] = field(default=())
+    caps: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         validate_module_name(self.name)
@@ -130,6 +141,7 @@ class ModuleInfo:
         names: tuple[object, ...] = self.privileged
         if not all(isinstance(p, str) and p for p in names):
             raise DeviceError(errno.EINVAL, "privileged: property names, as strings")
+        object.__setattr__(self, "caps", parse_caps(self.caps, f"module {self.name}: caps"))
 
 
 def required_name_fits(name: str) -> bool:

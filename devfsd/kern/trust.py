@@ -403,18 +403,24 @@ def _follow(where: TrustedDir, name: str) -> tuple[TrustedDir, str]:
         raise
 
 
-def check_code(path: str, *, package: bool) -> None:
+def check_code(path: str, *, package: bool) -> bytes:
     """Check module code at ``path`` as ``load_code`` would, and keep nothing.
 
     For a caller that does not run the code itself (an isolated module's
     host runs it, and checks it again): a refusal here carries the reason.
 
+    Returns:
+        The source checked (a package's ``__init__.py``), for a caller
+        that reads what it declares without running it.
+
     Raises:
         Untrusted, DeviceError: as ``load_code``.
     """
     qual = f"devfsd_trust_check_{os.getpid()}"
-    load_code(qual, path, package=package)
+    spec = load_code(qual, path, package=package)
     forget_package(qual)
+    loader = spec.loader
+    return loader.source if isinstance(loader, _BytesLoader) else b""
 
 
 def load_code(qual: str, path: str, *, package: bool) -> importlib.machinery.ModuleSpec:

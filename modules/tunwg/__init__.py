@@ -44,7 +44,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: keylog and sockdir make root write files and make directories: root's alone.
-MODULE = ModuleInfo(name="tunwg", cls=ModuleClass.DRIVER, privileged=("keylog", "sockdir"))
+#: Isolated, its host keeps CAP_NET_ADMIN: carrying (carrier.py) makes a TUN
+#: interface (TUNSETIFF), sets its MTU (SIOCSIFMTU) and finds its network
+#: namespace (TUNGETDEVNETNS). Following a TUN moved to another namespace
+#: enters it (setns(2), follow.py), which takes CAP_SYS_ADMIN: not kept
+#: unless root gives it (modload -I -s caps=sys_admin). Nothing else takes one.
+MODULE = ModuleInfo(
+    name="tunwg", cls=ModuleClass.DRIVER, privileged=("keylog", "sockdir"), caps=("net_admin",)
+)
 
 MAX_UNITS: Final = 256
 

@@ -129,7 +129,10 @@ async def follow_mtu(ifp: Interface, tun_fd: int) -> None:
             ns = os.fstat(ns_fd).st_ino
             nl, inet = sockets_in(ns_fd)
         except OSError as exc:
-            log.warning("%s: the TUN's MTU cannot be followed: %s", ifp.name, exc)
+            # EPERM isolated: entering another namespace takes CAP_SYS_ADMIN,
+            # which tunwg's host keeps only if given (modload -I -s caps=sys_admin).
+            why = " (setns(2) takes CAP_SYS_ADMIN)" if exc.errno == errno.EPERM else ""
+            log.warning("%s: the TUN's MTU cannot be followed: %s%s", ifp.name, exc, why)
             return
         finally:
             os.close(ns_fd)

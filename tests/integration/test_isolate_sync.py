@@ -31,6 +31,7 @@ from devfsd.isolate import hostproc
 from devfsd.isolate import protocol as P
 from devfsd.isolate.hostproc import HostProcess, check_reply_json
 from devfsd.isolate.proxy import _HostFile, make_proxy
+from devfsd.kern.caps import cap_number
 from tests.unit.conftest import trio_path  # noqa: F401 - the fixture, both ways
 
 if TYPE_CHECKING:
@@ -67,8 +68,8 @@ class Hosted:
 
 
 @contextlib.asynccontextmanager
-async def hosted(props: dict[str, Any] | None = None) -> AsyncIterator[Hosted]:
-    host = HostProcess("hostile", None)
+async def hosted(props: dict[str, Any] | None = None, caps: int = 0) -> AsyncIterator[Hosted]:
+    host = HostProcess("hostile", None, caps=caps)
     async with trio.open_nursery() as nursery:
         await host.start(nursery)
         try:
@@ -239,10 +240,12 @@ async def test_a_shared_buffer_reply_that_lent_no_slot_or_too_much_kills_the_hos
 
 
 async def test_the_shared_buffer_can_neither_shrink_nor_grow() -> None:
-    async with hosted() as h:
+    # A host that keeps CAP_SYS_ADMIN (declared or given) may open its
+    # mapping of the buffer through /proc/self/map_files, and ftruncate it.
+    async with hosted(caps=1 << cap_number("sys_admin")) as h:
         fid = await h.open(9)
         if os.geteuid() != 0:
-            pytest.skip("/proc/self/map_files needs root")
+            pytest.skip("/proc/self/map_files needs CAP_SYS_ADMIN")
         assert await h.read(9, fid) == b"0:EPERM 67108864:EPERM\n"
         assert not h.host.dead
         assert await h.read(7, await h.open(7), 128 * 1024) == bytes(i * 7 % 251 for i in range(128 * 1024))

@@ -141,14 +141,16 @@ def ping_size(ns: NetNs, addr: str, payload: int) -> subprocess.CompletedProcess
     )
 
 
-def test_carried_mtu_follows_the_tun_into_another_netns(make_tunnel: MakeTunnel) -> None:
+def test_carried_mtu_follows_the_tun_into_another_netns(make_tunnel: MakeTunnel, isolated: bool) -> None:
     """Carried in the daemon (``-d``), the TUN moved to a namespace of its
     own, as a container's interface (the daemon, its UDP socket and the
     tool stay in theirs): ``ip link set TUN mtu N`` there, and the tunwg
     interface's MTU follows; the tunnel carries packets of the new MTU from
     there and no more. The tool, in the daemon's namespace, no longer sees
-    the TUN at all: the daemon follows it from its descriptor."""
-    tunnel = make_tunnel(mode="daemon")
+    the TUN at all: the daemon follows it from its descriptor. Isolated,
+    entering that namespace (``setns(2)``) takes ``CAP_SYS_ADMIN``, which
+    tunwg's host keeps only if root gives it (``-s caps=sys_admin``)."""
+    tunnel = make_tunnel(mode="daemon", props={"caps": "sys_admin"} if isolated else None)
     t, g = tunnel.t, tunnel.g
     client, node = t.host.mount.client(), str(t.host.node(0))
 

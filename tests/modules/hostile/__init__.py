@@ -86,7 +86,8 @@ def _host_out() -> Any:
 
 def _shrink_shared() -> bytes:
     """Try to shrink, then grow, the shared buffer (through its mapping in
-    /proc/self/map_files, which root may open); what each attempt gave."""
+    /proc/self/map_files, which a host keeping CAP_SYS_ADMIN may open); what
+    each attempt gave."""
     out = []
     for line in open("/proc/self/maps"):  # noqa: SIM115 - a test module
         if "devfsd-host" in line:

@@ -8,7 +8,11 @@ A write to minor 0 is a command; the next read returns its outcome, ``ok``
 - ``connect PATH``: connect a stream socket to the AF_UNIX socket PATH;
 - ``kill PID``: signal 0 to PID (may it signal it at all);
 - ``ptrace PID``: ``PTRACE_ATTACH`` to PID (detached again at once);
-- ``eat BYTES``: allocate and touch BYTES of memory, kept until FINI.
+- ``eat BYTES``: allocate and touch BYTES of memory, kept until FINI;
+- ``caps``: its capability sets, ``Inh Prm Eff Bnd Amb`` as /proc shows
+  them (hexadecimal masks);
+- ``packet``: open an ``AF_PACKET`` socket and close it at once (it takes
+  ``CAP_NET_RAW``; it changes nothing).
 
 Load property ``load`` (string): INIT loads that module with
 ``module_load`` first; a read of minor 1 returns what it gave (``ok`` or
@@ -57,6 +61,12 @@ def run(cmd: str) -> str:
             if libc.ptrace(_PTRACE_ATTACH, int(arg), None, None) != 0:
                 return _errname(ctypes.get_errno())
             libc.ptrace(_PTRACE_DETACH, int(arg), None, None)
+        elif verb == "caps":
+            with open("/proc/self/status") as f:
+                sets = dict(line.split(":", 1) for line in f if line.startswith("Cap"))
+            return " ".join(sets[f"Cap{k}"].strip() for k in ("Inh", "Prm", "Eff", "Bnd", "Amb"))
+        elif verb == "packet":
+            socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
         elif verb == "eat":
             eaten.append(bytearray(b"\x01") * int(arg))
         else:
