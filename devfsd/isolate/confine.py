@@ -8,8 +8,8 @@ processes left in a host's cgroup.
 the user a host runs as: ``resolve_user`` looks it up once, at load, and
 ``popen_args`` has ``subprocess`` set its groups, gid and uid in the child
 before the interpreter starts (no module code, no devfsd code runs as root
-in it). The host then sets ``no_new_privs`` and, as another user than
-root, makes itself not dumpable (``host.main``).
+in it). The host then sets ``no_new_privs`` and makes itself not
+dumpable, as root too (``host.main``).
 
 *Capabilities.* A host started as root keeps only the Linux capabilities
 its module declares (``ModuleInfo.caps``, read from its checked source

@@ -398,14 +398,15 @@ class Host:
         """
         if self.loader is not None or not isinstance(req, dict):
             raise DeviceError(errno.EINVAL, "bad LOAD")
-        if self.refused is not None:
-            raise self.refused
         level = req.get("log_level", logging.INFO)
         logging.basicConfig(
             stream=sys.stderr,
             level=level if isinstance(level, int) else logging.INFO,
             format="%(levelname)s %(name)s: %(message)s",
         )
+        if self.refused is not None:
+            log.error("%s: the module's code is not run", self.refused)
+            raise self.refused
         daemon_uid = req.get("daemon_uid")
         if type(daemon_uid) is int:
             trust.trust_daemon_user(daemon_uid)  # not this host's user, if it is another
@@ -486,15 +487,15 @@ def _timed_recv(sock: socket.socket) -> bool:
 
 def _confine() -> None:
     """SIGKILL this process when the daemon dies, even stuck in C; gain
-    no privilege by exec (set-user-ID files, file capabilities); as
-    another user than root, not dumpable (no ptrace, no /proc/PID/mem or
-    fd for that user's other processes)."""
+    no privilege by exec (set-user-ID files, file capabilities); not
+    dumpable (no ptrace, no /proc/PID/mem or fd for its user's other
+    processes without CAP_SYS_PTRACE: as root, once it has dropped its
+    capabilities, other root hosts would otherwise be such processes)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        if os.geteuid() != 0:
-            libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass
 

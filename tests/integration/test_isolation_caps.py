@@ -79,6 +79,8 @@ def test_a_root_host_keeps_no_capability_its_module_does_not_declare(mnt: Devfsd
     # (devfsd-module(9), ISOLATION), but no ptrace of one with more capabilities.
     assert ask(mnt, f"kill {daemon_pid(mnt)}") == "ok"
     assert ask(mnt, f"ptrace {daemon_pid(mnt)}") == "EPERM"
+    # Not dumpable: another root host (as capable as it) cannot trace it.
+    assert ask(mnt, "dumpable") == "0"
     assert f"module probe: host {pid} started, keeping capabilities none" in mnt.log_text()
 
 
@@ -132,6 +134,7 @@ def test_caps_declared_other_than_as_a_literal_are_refused(mnt: DevfsdMount, bas
 def test_in_process_a_module_has_the_daemons_capabilities(mnt: DevfsdMount) -> None:
     mnt.client().modload("probe")
     assert int(ask(mnt, "pid")) == daemon_pid(mnt)
+    assert ask(mnt, "dumpable") == "1"
     assert caps(mnt) == sets(daemon_pid(mnt))
     assert caps(mnt)["Eff"] != NONE
     assert ask(mnt, "packet") == "ok"
@@ -160,6 +163,7 @@ def test_a_host_as_another_user_holds_no_capability(mnt: DevfsdMount) -> None:
     # no_new_privs and nothing permitted, it can gain nothing from it.
     assert (got["Inh"], got["Prm"], got["Eff"], got["Amb"]) == (NONE,) * 4
     assert ask(mnt, "packet") == "EPERM"
+    assert ask(mnt, "dumpable") == "0"
 
 
 def test_a_host_that_cannot_drop_them_fails_the_load_and_leaves_nothing(base: Path) -> None:
@@ -175,6 +179,7 @@ def test_a_host_that_cannot_drop_them_fails_the_load_and_leaves_nothing(base: Pa
         assert ei.value.errno == errno.EPERM
         why = "host: cannot drop capabilities: cannot narrow the bounding set without CAP_SETPCAP"
         assert why in str(ei.value)
+        assert why in m.log_text()  # the host's own line
         assert m.client().modstat()["modules"] == []
         assert m.proc is not None
         children = Path(f"/proc/{m.proc.pid}/task/{m.proc.pid}/children")

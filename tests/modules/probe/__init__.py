@@ -12,7 +12,8 @@ A write to minor 0 is a command; the next read returns its outcome, ``ok``
 - ``caps``: its capability sets, ``Inh Prm Eff Bnd Amb`` as /proc shows
   them (hexadecimal masks);
 - ``packet``: open an ``AF_PACKET`` socket and close it at once (it takes
-  ``CAP_NET_RAW``; it changes nothing).
+  ``CAP_NET_RAW``; it changes nothing);
+- ``dumpable``: ``PR_GET_DUMPABLE``.
 
 Load property ``load`` (string): INIT loads that module with
 ``module_load`` first; a read of minor 1 returns what it gave (``ok`` or
@@ -33,6 +34,7 @@ MODULE = ModuleInfo(name="probe", cls=ModuleClass.DRIVER)
 
 _PTRACE_ATTACH = 16
 _PTRACE_DETACH = 17
+_PR_GET_DUMPABLE = 3
 
 result = b""
 loaded = b"-"
@@ -65,6 +67,8 @@ def run(cmd: str) -> str:
             with open("/proc/self/status") as f:
                 sets = dict(line.split(":", 1) for line in f if line.startswith("Cap"))
             return " ".join(sets[f"Cap{k}"].strip() for k in ("Inh", "Prm", "Eff", "Bnd", "Amb"))
+        elif verb == "dumpable":
+            return str(ctypes.CDLL(None, use_errno=True).prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0))
         elif verb == "packet":
             socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
         elif verb == "eat":
