@@ -372,9 +372,8 @@ class HostProcess:
         self._sync_fds = (mine.fileno(), self.proc.stderr.fileno(), self._pidfd)
         self.out = Sender(mine)
         self.started_at = trio.current_time()
-        log.debug(
-            "module %s: host %d started, keeping capabilities %s", self.name, self.pid, cap_list(self.caps)
-        )
+        kept = cap_list(self.caps) if self.user is None else f"none (as {self.user.name})"
+        log.debug("module %s: host %d started, keeping capabilities %s", self.name, self.pid, kept)
         nursery.start_soon(self._read)
         nursery.start_soon(self._stderr)
         nursery.start_soon(self._wait)

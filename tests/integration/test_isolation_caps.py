@@ -155,9 +155,13 @@ def test_caps_property_rules(base: Path) -> None:
         assert m.client().modstat()["modules"] == []
 
 
-def test_a_host_as_another_user_holds_no_capability(mnt: DevfsdMount) -> None:
-    r = modload(mnt, "-I", "-s", "user=nobody", "probe")
+def test_a_host_as_another_user_holds_no_capability(mnt: DevfsdMount, base: Path) -> None:
+    # Not even those its module declares (the log says so).
+    mod = probe_declaring(base, 'MODULE = ModuleInfo(name="probe", cls=ModuleClass.DRIVER, caps="net_raw")')
+    r = modload(mnt, "-I", "-s", "user=nobody", str(mod))
     assert (r.returncode, r.stderr) == (0, ""), mnt.log_text()
+    assert "module probe declares caps net_raw: a host run as nobody holds none" in mnt.log_text()
+    assert "keeping capabilities none (as nobody)" in mnt.log_text()
     got = caps(mnt)
     # Its bounding set stays (narrowing it takes CAP_SETPCAP); with
     # no_new_privs and nothing permitted, it can gain nothing from it.
