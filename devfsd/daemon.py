@@ -62,6 +62,10 @@ log = logging.getLogger("devfsd")
 PROG: Final = "devfsd"
 #: Seconds the started daemon may take to answer on its own mount and control socket.
 READY_TIMEOUT: Final = 30.0
+#: At shutdown: seconds the control requests in flight get to end once
+#: cancelled, then the modules to unload (systemd's TimeoutStopSec is 30).
+SHUTDOWN_REQUESTS: Final = 5.0
+SHUTDOWN_UNLOAD: Final = 20.0
 #: ``-o public_only``: trio's and pyfuse3's public API only, as ``$DEVFSD_PUBLIC_ONLY``.
 PUBLIC_ONLY: Final = "public_only"
 
@@ -390,7 +394,17 @@ class Daemon:
             await self._load_modules_conf()
             if self.args.reload_modules:
                 await self._reload_modules()
-            await nursery.start(server.serve)
+            requests = trio.CancelScope()
+            served = trio.Event()
+
+            async def serve_control(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                try:
+                    with requests:
+                        await server.serve(task_status=task_status)
+                finally:
+                    served.set()
+
+            await nursery.start(serve_control)
             nursery.start_soon(self._signals, nursery)
             nursery.start_soon(self._watch_mount)
             nursery.start_soon(self._announce, ready)
@@ -404,8 +418,24 @@ class Daemon:
                     watchdog.stop()
                 self.notifier.stopping("stopping: unloading modules")
                 abort_sleepers()
+                # Control requests in flight end first (answered ECANCELED),
+                # then the server: a modload whose INIT never ends holds the
+                # loader's lock, which unload_all takes (the daemon never
+                # ended). Cancelled, it is undone as when its client goes.
+                # Every wait bounded (systemd's stop timeout: 30 s).
                 with trio.CancelScope(shield=True):
-                    await self.loader.unload_all()
+                    await server.stop_requests(SHUTDOWN_REQUESTS)
+                    requests.cancel()
+                    with trio.move_on_after(SHUTDOWN_REQUESTS):
+                        await served.wait()
+                    with trio.move_on_after(SHUTDOWN_UNLOAD) as unloading:
+                        await self.loader.unload_all()
+                    if unloading.cancelled_caught:
+                        log.error(
+                            "shutdown: still loaded after %g s, left without FINI: %s",
+                            SHUTDOWN_UNLOAD,
+                            " ".join(self.loader.modules) or "(a load or unload never ended)",
+                        )
                 nursery.cancel_scope.cancel()
 
     async def _load_modules_conf(self) -> None:

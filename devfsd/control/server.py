@@ -135,6 +135,21 @@ class ControlServer:
         #: Connections waiting for their client's next request, oldest
         #: first, each with the scope that ends it.
         self._waiting: dict[trio.socket.SocketType, trio.CancelScope] = {}
+        #: The scope of each request in flight (``stop_requests``).
+        self._requests: set[trio.CancelScope] = set()
+        self._stopping = False
+        self._drained = trio.Event()
+
+    async def stop_requests(self, timeout: float) -> None:
+        """At shutdown: cancel every request in flight, each answered
+        ``ECANCELED`` (and every later one); return once they have ended,
+        or after ``timeout`` (a driver's wait that trio cannot cancel)."""
+        self._stopping = True
+        for scope in self._requests:
+            scope.cancel()
+        if self._requests:
+            with trio.move_on_after(timeout):
+                await self._drained.wait()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -253,24 +268,43 @@ class ControlServer:
             cs.deadline = trio.current_time() + self._idle()
             await self._send(conn, reply)
 
+    def _ended(self, request: trio.CancelScope) -> None:
+        self._requests.discard(request)
+        if self._stopping and not self._requests:
+            self._drained.set()
+
     async def _handle_watched(
         self, conn: trio.socket.SocketType, msg: dict[str, Any], peer: Lwp
     ) -> dict[str, Any] | None:
-        """``handle``, cancelled if the client goes meanwhile (``None`` then)."""
+        """``handle``, cancelled if the client goes meanwhile (``None`` then)
+        or the daemon stops (``ECANCELED``)."""
+        if self._stopping:
+            return error_reply(errno.ECANCELED, "devfsd is stopping")
+        gone = False
         with trio.CancelScope() as request:
 
             async def watch() -> None:
+                nonlocal gone
                 if await watch_hangup(conn):
+                    gone = True
                     request.cancel()
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch)
-                reply = await self.handle(msg, peer)
-                nursery.cancel_scope.cancel()
-                return reply
-        # Only the watcher cancels that scope, and then handle() did not return.
+            self._requests.add(request)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(watch)
+                    reply = await self.handle(msg, peer)
+                    nursery.cancel_scope.cancel()
+                    return reply
+            finally:
+                self._ended(request)
+        # Only the watcher and stop_requests cancel that scope, and then
+        # handle() did not return.
         op = msg.get("op")
         what = repr(str(op)[:64]) + (f" of {str(msg['module'])[:256]!r}" if "module" in msg else "")
+        if not gone:  # stop_requests
+            log.warning("control request %s (pid %d) cancelled: devfsd is stopping", what, peer.pid)
+            return error_reply(errno.ECANCELED, "devfsd is stopping")
         log.warning("control request %s (pid %d) cancelled: its client went", what, peer.pid)
         return None
 
