@@ -149,6 +149,7 @@ _RUNNER_PRIVATE: Final = (
     "runq",
 )
 _DEADLINES_PRIVATE: Final = ("next_deadline", "_heap")
+_CLOCK_PRIVATE: Final = ("offset", "current_time")
 _ENTRY_QUEUE_PRIVATE: Final = ("queue", "idempotent_queue", "wakeup")
 
 
@@ -156,13 +157,13 @@ _ENTRY_QUEUE_PRIVATE: Final = ("queue", "idempotent_queue", "wakeup")
 class Private:
     """trio's private pieces the fast paths use (``PRIVATE`` when they are on)."""
 
-    __slots__ = ("dict_instruments", "epoll", "instruments", "lean_epoll", "run_context")
+    __slots__ = ("dict_instruments", "epoll", "instruments", "lean_epoll", "run_context", "system_clock")
 
     def __init__(self) -> None:
         from trio._core._entry_queue import EntryQueue
         from trio._core._instrumentation import Instruments
         from trio._core._io_epoll import EpollIOManager
-        from trio._core._run import GLOBAL_RUN_CONTEXT, Deadlines, Runner, Task
+        from trio._core._run import GLOBAL_RUN_CONTEXT, Deadlines, Runner, SystemClock, Task
 
         for cls, names in (
             (Deadlines, _DEADLINES_PRIVATE),
@@ -171,6 +172,7 @@ class Private:
             (trio.CancelScope, _SCOPE_PRIVATE),
             (EpollIOManager, _EPOLL_PRIVATE),
             (Runner, _RUNNER_PRIVATE),
+            (SystemClock, _CLOCK_PRIVATE),
         ):
             have = set(dir(cls)) | {a.name for a in getattr(cls, "__attrs_attrs__", ())}
             missing = [n for n in names if n not in have]
@@ -182,6 +184,8 @@ class Private:
         self.dict_instruments = _dict_instruments(Instruments)
         self.epoll = EpollIOManager
         self.lean_epoll = _lean_epoll(EpollIOManager, GLOBAL_RUN_CONTEXT)
+        #: trio's default clock: its time is ``offset + time.perf_counter()``.
+        self.system_clock: Any = SystemClock
 
 
 #: The private pieces when the fast paths are on, else ``None`` (``choose``).
@@ -407,9 +411,12 @@ def unregister_reader(fd: int, task: trio.lowlevel.Task) -> bool:
 _FD_SETSIZE: Final = 1024
 
 
-def wait_idle_readable(fds: tuple[int, ...], timeout: float) -> list[int]:
+def wait_idle_readable(fds: tuple[int, ...], timeout: float, now: float | None = None) -> list[int]:
     """Block the thread until one of ``fds`` is readable, while trio has
     nothing else to do, for at most ``timeout`` seconds; those readable.
+    ``now``: ``time.perf_counter()`` read just before, if the caller has
+    it (with trio's default clock, trio's time is then known without a
+    call to the clock).
 
     Empty at once with the fast paths off, in a guest run, with a task in
     trio's run queue, a deadline due, or a descriptor ``select(2)`` cannot
@@ -429,10 +436,19 @@ def wait_idle_readable(fds: tuple[int, ...], timeout: float) -> list[int]:
     io = runner.io_manager
     if not isinstance(io, p.epoll):
         return []
-    deadlines = runner.deadlines
+    heap = runner.deadlines._heap
     left = timeout
-    if deadlines._heap:  # none at all (a module host, mostly): no clock to read either
-        left = min(timeout, deadlines.next_deadline() - runner.clock.current_time())
+    if heap:  # none at all (a module host): no clock to read either
+        # next_deadline(), inline unless the first entry is stale (moved or
+        # gone: then trio's own method drops it).
+        deadline, _, cs = heap[0]
+        if deadline != cs._registered_deadline:
+            deadline = runner.deadlines.next_deadline()
+        clock = runner.clock
+        if now is not None and clock.__class__ is p.system_clock:
+            left = min(timeout, deadline - clock.offset - now)  # (clock.current_time())
+        else:
+            left = min(timeout, deadline - clock.current_time())
     ep = io._epoll.fileno()
     if left <= 0 or ep >= _FD_SETSIZE or max(fds) >= _FD_SETSIZE or min(fds) < 0:
         return []

@@ -37,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import faulthandler
+import functools
 import logging
 import mmap
 import os
@@ -113,6 +114,13 @@ _READ: Final = int(P.Kind.READ)
 _READ_ARGS: Final = P.READ
 _READ_SIZE: Final = P.READ.size
 _REPLY: Final = int(P.Kind.REPLY)
+_REPLY_SHM: Final = int(P.Kind.REPLY_SHM)
+_READ_SLOT: Final = P.READ_SLOT
+#: A ``READ`` that lends a slot of the shared buffer: its fields, then the slot's.
+_READ_SLOTTED: Final = P.READ.size + P.READ_SLOT.size
+#: A whole ``REPLY_SHM``: the header, then its count (``SHM_REPLY``).
+_SHM_HEAD: Final = struct.Struct("<IBII")
+_SHM_REPLY_SIZE: Final = P.SHM_REPLY.size
 
 #: Kinds the reader handles at once, without a task (no reply, or PING's).
 _INLINE_KINDS: Final = frozenset(
@@ -298,8 +306,18 @@ class Host:
                 n = len(data)
                 if n < P.SHM_MIN:  # reply_head's, joined to the data: one buffer to send
                     out = P.REPLY_HEAD.pack(P.ERRNO.size + n, _REPLY, m.rid, 0) + data
-                else:
-                    out, more = self._read_reply(m, data)
+                elif (
+                    self.shm is not None
+                    and len(body) >= _READ_SLOTTED
+                    and n <= P.SHM_SLOT
+                    and (slot := _READ_SLOT.unpack_from(body, _READ_SIZE)[0]) < P.SHM_SLOTS
+                ):
+                    # Into the slot it lent: REPLY_SHM with the count.
+                    start = slot * P.SHM_SLOT
+                    self.shm[start : start + n] = data
+                    out = _SHM_HEAD.pack(_SHM_REPLY_SIZE, _REPLY_SHM, m.rid, n)
+                else:  # the header, then the data as it is
+                    out, more = P.reply_head(m.rid, n), data
             else:
                 out = await self._do(m)
         except DevfsdError as exc:
@@ -315,20 +333,6 @@ class Host:
             if req is not None:  # it waited: an INTERRUPT may be left for it
                 forget_interrupt(req[1])
         self.out.send(out, more)
-
-    def _read_reply(self, m: P.Message, data: Buffer) -> tuple[bytes, Buffer]:
-        """A large ``READ``'s reply: in the slot it lent (``REPLY_SHM``),
-        or the header then the data."""
-        n = len(data)
-        body = m.body
-        shm = self.shm
-        if shm is not None and len(body) >= P.READ.size + P.READ_SLOT.size:
-            (slot,) = P.READ_SLOT.unpack_from(body, P.READ.size)
-            if slot < P.SHM_SLOTS and n <= P.SHM_SLOT:  # the slot it lent
-                start = slot * P.SHM_SLOT
-                shm[start : start + n] = data
-                return P.encode(P.Kind.REPLY_SHM, m.rid, P.SHM_REPLY.pack(n)), b""
-        return P.reply_head(m.rid, n), data
 
     def _file(self, fid: int) -> File:
         fp = self.files.get(fid)
@@ -424,7 +428,9 @@ class Host:
         )
         self.loader.host_caps = frozenset(confine.cap_names(self.caps))
         assert self._nursery is not None
-        await self._nursery.start(self.loader.run)
+        # No autounload timer (autotime 0): no deadline in trio's heap, so
+        # idle_but_wakeups reads no clock between two requests.
+        await self._nursery.start(functools.partial(self.loader.run, autounload=False))
         self.spec = SpecFs(None, entry_timeout=timeout)
         if timeout is not None:
             self.watchdog = Watchdog(timeout)

@@ -138,7 +138,13 @@ SYNC_KINDS: Final = frozenset(
     {P.Kind.OPEN, P.Kind.CLOSE, P.Kind.READ, P.Kind.WRITE, P.Kind.POLL, P.Kind.IOCTL}
 )
 _REPLY: Final = int(P.Kind.REPLY)
+_REPLY_SHM: Final = int(P.Kind.REPLY_SHM)
 _ERRNO: Final = P.ERRNO
+_SHM_REPLY: Final = P.SHM_REPLY
+#: The clock of the synchronous waits (``time.perf_counter``: trio's
+#: default clock plus its offset, so ``wait_idle_readable`` needs no call
+#: to trio's clock).
+_clock: Final = time.perf_counter
 #: A reply up to this size is copied out of its message, a larger one viewed.
 _SMALL: Final = 4096
 #: Most (kind, dev) pairs a host keeps a backoff for; past it they are forgotten.
@@ -490,9 +496,17 @@ class HostProcess:
         rid = next(self._rids)
         c = _Call()
         self.pending[rid] = c
-        if P.SHM_MIN <= read <= P.SHM_SLOT and self._free and (slot := self._lendable()) >= 0:
-            self._lent[rid] = (slot, read)  # until its reply, whatever becomes of the call
-            body += P.READ_SLOT.pack(slot)
+        free = self._free
+        if P.SHM_MIN <= read <= P.SHM_SLOT and free:
+            # _lendable(), inline while its first try finds the slot free.
+            slot = free[0]
+            if sys.getrefcount(self._slots[slot]) <= self._slot_refs:
+                free.popleft()
+            else:
+                slot = self._lendable()
+            if slot >= 0:
+                self._lent[rid] = (slot, read)  # until its reply, whatever becomes of the call
+                body += P.READ_SLOT.pack(slot)
         out = self.out
         n = len(body)
         out.send(P.HEADER.pack(n, kind, rid) + body if n <= P.MAX_BODY else P.encode(kind, rid, body))
@@ -518,7 +532,7 @@ class HostProcess:
                 self.pending.pop(rid, None)
                 self.post(P.encode(P.Kind.CANCEL, rid))
             raise
-        if late and time.monotonic() - late < SYNC_LATE:
+        if late and _clock() - late < SYNC_LATE:
             # Its reply missed the wait but came soon after: a busy CPU (other
             # programs' turns), not a driver asleep: no backoff for it.
             self._sync_off.pop((kind, dev or 0), None)
@@ -572,10 +586,16 @@ class HostProcess:
         fds = self._sync_fds
         if self._delivering or self._deferred or fds is None or self._stray_paused:
             return 0.0
-        now = time.monotonic()
+        now = _clock()
         key = (kind, dev or 0)
         off = self._sync_off.get(key) if self._sync_off else None
-        if (off is not None and now < off[0]) or not _waste.allows(now):
+        if off is not None and now < off[0]:
+            return 0.0
+        waste = _waste  # waste.allows(now), inline
+        if now - waste.start >= SYNC_WINDOW:
+            waste.start = now
+            waste.spent = 0.0
+        if waste.spent >= SYNC_WASTE:
             return 0.0
         sock = self.sock
         assert sock is not None  # until reap, as _sync_fds
@@ -584,11 +604,12 @@ class HostProcess:
         waited: tuple[int, ...] = (fd, pidfd) if self._err_paused else fds
         end = now + SYNC_WAIT
         left = SYNC_WAIT
+        t = now
         timed_out = False
         while True:
-            ready = _trioloop.wait_idle_readable(waited, left)
+            ready = _trioloop.wait_idle_readable(waited, left, t)
             if not ready:
-                timed_out = time.monotonic() >= end
+                timed_out = _clock() >= end
                 break
             if err in ready and self._stderr_chunk(err):  # the end of its stderr: it is exiting
                 break
@@ -600,23 +621,36 @@ class HostProcess:
                     if msgs is None:  # the end: the reader task sees it too, and says so
                         break
                     m = msgs[0] if len(msgs) == 1 else None
-                    if m is not None and m.rid == rid and m.kind == _REPLY and not self._lent:
-                        # Its own reply, alone: _take's, inline (parse_reply, finish).
+                    if m is not None and m.rid == rid:
+                        # Its own reply, alone: _take's, inline.
                         body = m.body
-                        e = _ERRNO.unpack_from(body)[0] if len(body) >= _ERRNO.size else -1
-                        if e >= 0:
-                            del self.pending[rid]
-                            c.done = True
-                            c.err = e
-                            # (a view of a large one: no copy)
-                            c.payload = (memoryview(body) if len(body) > _SMALL else body)[_ERRNO.size :]
-                            break
+                        if m.kind == _REPLY and not self._lent:  # (parse_reply, finish)
+                            e = _ERRNO.unpack_from(body)[0] if len(body) >= _ERRNO.size else -1
+                            if e >= 0:
+                                del self.pending[rid]
+                                c.done = True
+                                c.err = e
+                                # (a view of a large one: no copy)
+                                c.payload = (memoryview(body) if len(body) > _SMALL else body)[_ERRNO.size :]
+                                break
+                        elif m.kind == _REPLY_SHM and len(body) == _SHM_REPLY.size and self._slots:
+                            lent = self._lent.get(rid)  # (_from_slot, finish)
+                            n = _SHM_REPLY.unpack_from(body)[0]
+                            if lent is not None and n <= lent[1]:
+                                del self._lent[rid]
+                                self._free.append(lent[0])
+                                del self.pending[rid]
+                                self.shm_replies += 1
+                                c.done = True
+                                c.payload = memoryview(self._slots[lent[0]])[:n]
+                                break
                     self._take_own(msgs, rid)
                 except P.ProtocolError as exc:
                     self._die(f"protocol error: {exc}", kill=True)
             if c.done or self.dead or self._deferred or self._stray_paused:
                 break
-            left = end - time.monotonic()
+            t = _clock()
+            left = end - t
             if left <= 0:
                 timed_out = True
                 break
@@ -629,8 +663,8 @@ class HostProcess:
             # Its reply did not come in time: not this host's fault alone
             # (the CPU may be busy), but this kind on this dev waits the
             # trio way for a while, and the time counts as wasted.
-            later = time.monotonic()
-            _waste.spent += later - now
+            later = _clock()
+            waste.spent += later - now
             n = off[1] + 1 if off is not None else 1
             if len(self._sync_off) >= _SYNC_KEYS:
                 self._sync_off.clear()

@@ -292,16 +292,24 @@ class ModuleLoader:
 
     # -- running --------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Host module threads and the autounload check until cancelled."""
+    async def run(
+        self, *, autounload: bool = True, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Host module threads and the autounload check until cancelled.
+
+        ``autounload`` False: no check at all, not even every 2.5 s with
+        ``autotime`` 0 (a module host: its timer kept a deadline in trio's
+        heap, and trio's clock was read for it on every request).
+        """
         global _root_nursery
         async with trio.open_nursery() as nursery:
             _root_nursery = nursery
             try:
                 task_status.started()
-                while True:
+                while autounload:
                     await trio.sleep(autounload_interval(self.autotime))
                     await self._autounload_pass()
+                await trio.sleep_forever()
             finally:
                 _root_nursery = None
                 nursery.cancel_scope.cancel()

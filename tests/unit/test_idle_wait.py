@@ -63,14 +63,30 @@ async def test_ends_when_something_trio_waits_for_is_ready() -> None:
 
 
 @needs_fast_paths
-async def test_ends_at_trios_next_deadline() -> None:
+@pytest.mark.parametrize("given_now", [False, True])
+async def test_ends_at_trios_next_deadline(given_now: bool) -> None:
+    """With or without the caller's ``time.perf_counter()`` (``now``: trio's
+    own clock is then not asked)."""
     with socket_pair() as (a, _b):
         async with trio.open_nursery() as n:
             n.start_soon(trio.sleep, 0.05)
             await trio.sleep(0.001)  # the sleeper has run: its deadline is registered
             start = time.monotonic()
-            assert wait_idle_readable((a.fileno(),), 5.0) == []
-            assert time.monotonic() - start < 2.0
+            now = time.perf_counter() if given_now else None
+            assert wait_idle_readable((a.fileno(),), 5.0, now) == []
+            assert 0.03 <= time.monotonic() - start < 2.0
+
+
+@needs_fast_paths
+async def test_a_moved_deadline_does_not_end_the_wait() -> None:
+    """A deadline moved later leaves its old entry first in trio's heap:
+    the wait lasts until the one that counts, or the descriptor."""
+    # (No await in the scope: its deadline is what counts here, not a cancellation.)
+    with socket_pair() as (a, b), trio.CancelScope(deadline=trio.current_time() + 0.02) as cs:  # noqa: ASYNC100
+        cs.deadline = trio.current_time() + 10  # the entry for +0.02 is stale
+        t = _send_later(b, 0.1)
+        assert wait_idle_readable((a.fileno(),), 5.0, time.perf_counter()) == [a.fileno()]
+        t.join()
 
 
 @pytest.mark.usefixtures("public_only")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from pathlib import Path
 
@@ -175,6 +176,31 @@ async def test_autounload_after_quiet_period() -> None:
         k.loader.modules["msgq"].last_used -= 11
         await k.loader._autounload_pass()
         assert k.loader.stat() == []
+
+
+@pytest.mark.parametrize("autounload", [True, False])
+async def test_a_loader_run_without_autounload_never_unloads(
+    autounload: bool, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``run(autounload=False)`` (a module host's loader) keeps no
+    autounload timer at all: a module quiet for long stays loaded."""
+    k = Kernel([MODS], autotime=1.0)
+    devsw.reset()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(k.loader.run, autounload=autounload))
+            await k.modload("msgq")
+            await k.modunload("msgq")
+            f = await k.open("msgq", 0)  # autoloaded
+            await f.close()
+            k.loader.modules["msgq"].last_used -= 100  # quiet for long enough
+            await trio.sleep(60)
+            assert [s.name for s in k.loader.stat()] == ([] if autounload else ["msgq"])
+            if not autounload:
+                await k.modunload("msgq")
+            nursery.cancel_scope.cancel()
+    finally:
+        devsw.reset()
 
 
 async def test_driver_exception_is_eio_and_logged(caplog: pytest.LogCaptureFixture) -> None:
