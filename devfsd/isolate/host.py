@@ -1,9 +1,12 @@
 """The module host: an isolated module's own process.
 
-``python -m devfsd.isolate.host FD [SHMFD]``: the daemon starts it with
-one end of a socket pair as descriptor FD and its shared buffer (a sealed
-memfd, ``protocol``'s "Shared memory") as SHMFD (and nothing else but
-stdin on /dev/null and stderr on a pipe the daemon logs), sends ``LOAD``, and from then on the
+``python -m devfsd.isolate.host FD REPLYFD [SHMFD]``: the daemon starts
+it with one end of a socket pair its requests come on as descriptor FD,
+one end of another its replies go on as REPLYFD (``hostproc``, "Two
+sockets", says why two), and its shared buffer (a sealed memfd,
+``protocol``'s "Shared memory") as SHMFD (and nothing else but stdin on
+/dev/null and stderr on a pipe the daemon logs), sends ``LOAD``, and
+from then on the
 host is a small devfsd of one module: its own trio loop, its own device
 switch, module loader, ``SpecFs`` (the entry-point time limit, EIO for a
 driver's bug), sleep clock and stall watchdog. The module runs its usual
@@ -143,10 +146,17 @@ class _Handoff(trio.abc.Instrument):
 
 @final
 class Host:
-    """Serves one module's entry points to the daemon on ``sock``."""
+    """Serves one module's entry points to the daemon: its requests on
+    ``sock``, its replies on ``reply``."""
 
     def __init__(
-        self, sock: socket.socket, shm: int = -1, *, caps: int = 0, refused: DeviceError | None = None
+        self,
+        sock: socket.socket,
+        reply: socket.socket,
+        shm: int = -1,
+        *,
+        caps: int = 0,
+        refused: DeviceError | None = None,
     ) -> None:
         self.sock = sock
         #: The daemon's shared buffer (``protocol``, "Shared memory"), if it gave one.
@@ -158,7 +168,8 @@ class Host:
                 log.warning("no shared buffer: %s", exc)
             finally:
                 os.close(shm)
-        self.out = Sender(sock)
+        reply.setblocking(False)
+        self.out = Sender(reply)
         self.rx = P.Receiver()
         #: The socket is blocking, with ``SO_RCVTIMEO`` at ``SYNC_WAIT``: the
         #: reader may wait for its next request in ``recv`` itself (every
@@ -524,9 +535,9 @@ def main(argv: list[str] | None = None) -> int:
             keep = int(args.pop(0).removeprefix("--caps="), 16)
         except ValueError:
             args = []
-    if len(args) not in (1, 2) or not all(a.isdigit() for a in args):
+    if len(args) not in (2, 3) or not all(a.isdigit() for a in args):
         print(
-            "usage: python -m devfsd.isolate.host [--caps=MASK] FD [SHMFD] (started by devfsd)",
+            "usage: python -m devfsd.isolate.host [--caps=MASK] FD REPLYFD [SHMFD] (started by devfsd)",
             file=sys.stderr,
         )
         return 2
@@ -540,8 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.enable(file=sys.stderr, all_threads=True)
     sock = socket.socket(fileno=int(args[0]))
     sock.setblocking(False)
+    reply = socket.socket(fileno=int(args[1]))
     no_proc_checks()  # the daemon looks for its callers' signals (INTERRUPT)
-    trio.run(Host(sock, int(args[1]) if len(args) > 1 else -1, caps=keep, refused=refused).run)
+    trio.run(Host(sock, reply, int(args[2]) if len(args) > 2 else -1, caps=keep, refused=refused).run)
     return 0
 
 

@@ -1,9 +1,23 @@
-"""One module host as the daemon sees it: the process, its socket, its calls.
+"""One module host as the daemon sees it: the process, its sockets, its calls.
 
 Touches the world: starts ``python -m devfsd.isolate.host``, reads its
 socket and its stderr, waits for it, kills it. ``supervisor`` decides when
 to start one and what to do when one dies; ``proxy`` turns entry-point
 calls into ``call``\\ s.
+
+Two sockets. Requests go on one socket pair, replies and ``NOTIFY``\\ s
+come back on another. On one, the host waiting for its next request in a
+blocking ``recv`` was woken each time the daemon read a reply (the reply's
+bytes are charged to the host's end, and freeing them wakes whoever sleeps
+on that end: an ``AF_UNIX`` stream socket has one wait queue for readers
+and writers, and a reader in ``recv`` does not tell the two apart): on
+one CPU, the host then took the CPU from the daemon, found nothing and
+slept again, two more process switches per call (bench/README.md,
+"Isolated modules": with two sockets and the yield below, ~7 us less CPU
+time per 1-byte read; two sockets alone made the daemon sleep in
+``select`` instead, which cost it more). A host that closes its end of the requests' socket
+is dead (``call`` finds its ``Sender`` closed), as one that closes the
+replies' socket (the reader sees its end).
 
 A call sends its request and sleeps on a ``WaitChannel`` of its own until
 the reply (``_Call``): a sleep, so the daemon's entry-point time limit does
@@ -33,7 +47,12 @@ host answered them, so the waiting call finishes at most its own call,
 and only if its reply is the first in what it read that finishes one;
 from the first that finishes another call on, it leaves the messages to
 the reader task (``_deferred``), which hands them out in order, and no
-call reads the socket while the reader has messages to hand out.
+call reads the socket while the reader has messages to hand out. When the
+daemon may run on one CPU only (``one_cpu``: its affinity when the host
+started, which the host inherits), the call first yields the CPU
+(``sched_yield``): the host, woken by the request, answers at once, and
+``select`` finds the reply there rather than sleeping (its timer armed and
+disarmed) until it comes.
 
 Death. The end of the socket, the end of the process or a malformed
 message makes the host dead (``_die``): every call in flight returns
@@ -234,7 +253,10 @@ class HostProcess:
         self.oom = False
         self.proc: subprocess.Popen[bytes] | None = None
         self._pidfd = -1
+        #: The socket it reads (the host's replies and NOTIFYs), and the one
+        #: its requests go on (``out``).
         self.sock: socket.socket | None = None
+        self._requests: socket.socket | None = None
         self.out: Sender | None = None
         self.rx = P.Receiver()
         #: The socket's receive buffer (the reader's, and a call's that reads its own reply).
@@ -254,6 +276,9 @@ class HostProcess:
         self._sync_fds: tuple[int, int, int] | None = None
         #: Replies read by the call that waited for them (for tests and the bench).
         self.sync_replies = 0
+        #: The daemon (and so the host, which inherits it) may run on one CPU
+        #: only, when it started: a synchronous wait yields to the host first.
+        self.one_cpu = False
         #: The shared buffer (``protocol``, "Shared memory"), mapped read-only
         #: a slot per mapping (and a mapping's reference count with nothing
         #: but this list holding it): its free slots, and the slot and size
@@ -318,9 +343,11 @@ class HostProcess:
                 process is left), e.g. ``EACCES`` for a user who may not
                 run the daemon's interpreter.
         """
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Two socket pairs, one each way (see "Two sockets" above).
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # requests
+        back, theirs_back = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # replies
         shm = _shared_buffer()
-        passed = (theirs.fileno(), shm) if shm >= 0 else (theirs.fileno(),)
+        passed = (theirs.fileno(), theirs_back.fileno(), *((shm,) if shm >= 0 else ()))
         try:
             # Started from the trio thread itself, not trio.lowlevel.open_process
             # (which forks in a worker thread): the host's PR_SET_PDEATHSIG fires
@@ -353,7 +380,9 @@ class HostProcess:
                 self._limit_memory(self.memlimit)
         except BaseException as exc:
             mine.close()
+            back.close()
             theirs.close()
+            theirs_back.close()
             if shm >= 0:
                 os.close(shm)
             if self.proc is not None:
@@ -369,13 +398,17 @@ class HostProcess:
                 raise DeviceError(exc.errno or errno.EIO, why) from None
             raise
         theirs.close()
+        theirs_back.close()
         if shm >= 0:
             self._map_shared(shm)
         assert self.proc.stderr is not None
         os.set_blocking(self.proc.stderr.fileno(), False)
         mine.setblocking(False)
-        self.sock = mine
-        self._sync_fds = (mine.fileno(), self.proc.stderr.fileno(), self._pidfd)
+        back.setblocking(False)
+        self.sock = back
+        self._requests = mine
+        self._sync_fds = (back.fileno(), self.proc.stderr.fileno(), self._pidfd)
+        self.one_cpu = _one_cpu()
         self.out = Sender(mine)
         self.started_at = trio.current_time()
         kept = cap_list(self.caps) if self.user is None else f"none (as {self.user.name})"
@@ -511,7 +544,9 @@ class HostProcess:
         n = len(body)
         out.send(P.HEADER.pack(n, kind, rid) + body if n <= P.MAX_BODY else P.encode(kind, rid, body))
         late = 0.0
-        if kind in SYNC_KINDS and _trioloop.PRIVATE is not None and not out._backlog:  # (out.backlog)
+        if out.closed:  # its end of the requests' socket is gone: nothing reaches it
+            self._die("closed its socket")
+        elif kind in SYNC_KINDS and _trioloop.PRIVATE is not None and not out._backlog:  # (out.backlog)
             late = self._sync_wait(c, rid, kind, dev)
         try:
             if not c.done:
@@ -602,6 +637,8 @@ class HostProcess:
         fd, err, pidfd = fds
         # Its stderr, unless that waits for the next second (_stderr).
         waited: tuple[int, ...] = (fd, pidfd) if self._err_paused else fds
+        if self.one_cpu:
+            os.sched_yield()  # the host runs now, not once select(2) sleeps (above)
         end = now + SYNC_WAIT
         left = SYNC_WAIT
         t = now
@@ -1007,11 +1044,12 @@ class HostProcess:
                 self.proc.send_signal(signal.SIGKILL)  # a no-op once reaped
 
     def close(self) -> None:
-        """End the socket: a healthy host exits (``reap`` waits for it)."""
+        """End the sockets: a healthy host exits (``reap`` waits for it)."""
         self.closing = True
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
+        for sock in (self._requests, self.sock):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     async def reap(self) -> int | None:
         """Make sure the process is gone; its exit status (negative: the
@@ -1043,10 +1081,11 @@ class HostProcess:
             self._pidfd = -1
             if proc.stderr is not None:
                 proc.stderr.close()
-            if self.sock is not None:
-                trio.lowlevel.notify_closing(self.sock)
-                self.sock.close()
-                self.sock = None
+            for sock in (self._requests, self.sock):
+                if sock is not None:
+                    trio.lowlevel.notify_closing(sock)
+                    sock.close()
+            self.sock = self._requests = None
             self._close_slots()
             if self.cgroup is not None:
                 self.oom = self.cgroup.oom_kills() > 0
@@ -1075,6 +1114,14 @@ class HostProcess:
             oom = f" by the OOM killer (its cgroup's limit: {self.memlimit} bytes)" if self.oom else ""
             return f"killed by signal {-rc} ({sig}){oom}"
         return f"exited with status {rc}"
+
+
+def _one_cpu() -> bool:
+    """Whether this thread may run on one CPU only (``sched_getaffinity``)."""
+    try:
+        return len(os.sched_getaffinity(0)) == 1
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return False
 
 
 def _shared_buffer() -> int:

@@ -102,6 +102,42 @@ async def test_a_call_reads_its_own_reply() -> None:
             assert h.host.sync_replies == 0
 
 
+@pytest.mark.parametrize("pinned", [True, False])
+async def test_on_one_cpu_a_call_yields_to_its_host_first(pinned: bool) -> None:
+    # A daemon that may run on one CPU only (its affinity when the host
+    # started, which the host inherits) yields the CPU before it waits for
+    # a reply; the answers are the same either way.
+    cpus = os.sched_getaffinity(0)
+    if not pinned and len(cpus) < 2:
+        pytest.skip("one CPU only")
+    if pinned:
+        os.sched_setaffinity(0, {min(cpus)})
+    try:
+        async with hosted() as h:
+            assert h.host.one_cpu is pinned
+            assert os.sched_getaffinity(h.host.pid) == os.sched_getaffinity(0)
+            fid = await h.open(0)
+            for _ in range(50):
+                assert await h.read(0, fid) == b"fast\n"
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
+async def test_a_host_that_takes_no_more_requests_is_dead() -> None:
+    # Requests and replies take two sockets: a host whose end of the
+    # requests' one is gone (the daemon's sends fail, its Sender is closed)
+    # cannot answer, even with its replies' socket open. The next call gets
+    # EIO at once, not a wait for a reply that cannot come.
+    async with hosted() as h:
+        fid = await h.open(0)
+        assert h.host.out is not None
+        h.host.out.closed = True
+        with pytest.raises(DeviceError) as ei, trio.fail_after(WAIT):
+            await h.host.call(P.Kind.READ, P.READ.pack(fid, 64, 0), h.dev(0), read=64)
+        assert ei.value.errno == errno.EIO
+        assert h.host.dead and h.host.why == "closed its socket"
+
+
 async def test_a_reply_for_another_call_arrives_meanwhile() -> None:
     async with hosted() as h:
         sleeper, waker = await h.open(1), await h.open(2)
