@@ -9,7 +9,13 @@ What it guarantees to drivers and callers (../shared/reference/netbsd.md 4.4):
 - ``d_open`` on every open; ``d_close`` only on the last close of a ``dev``
   (counted over every node and open file with that ``dev``).
 - Opening a ``dev`` whose major has a name but no driver autoloads the
-  module of that name and retries; no driver at all is ``ENXIO``.
+  module of that name and retries; no driver at all is ``ENXIO``. The
+  autoload is part of the open, so it is bounded: not loaded within
+  ``AUTOLOAD_FACTOR`` times ``entry_timeout`` (the lock's wait, a host's
+  start and INIT included), it is cancelled and undone and the open gets
+  ``ETIMEDOUT``; the opener's signal ends its own wait with ``EINTR``
+  (``ModuleLoader.autoload``). An open of a node whose autoload is under
+  way waits for it, even once INIT has attached the driver.
 - A file keeps the ``Cdevsw`` it was opened through; once that is detached
   (module unloaded), read, write and ioctl give ``ENXIO`` and poll
   ``POLLERR``; the last close still runs no driver code.
@@ -73,7 +79,7 @@ if TYPE_CHECKING:
     from devfsd.kern.loader import ModuleLoader
     from devfsd.trace import Tracer
 
-__all__ = ["DEFAULT_ENTRY_TIMEOUT", "S_IFCHR_MODE", "SpecFs", "open_flags_to_fflag"]
+__all__ = ["AUTOLOAD_FACTOR", "DEFAULT_ENTRY_TIMEOUT", "S_IFCHR_MODE", "SpecFs", "open_flags_to_fflag"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,10 @@ _ALL_EVENTS: Final = select.POLLIN | select.POLLOUT | select.POLLRDNORM | select
 _POLL_BITS: Final = 0xFFFF
 #: Seconds an entry point may stay awake (not asleep on a WaitChannel).
 DEFAULT_ENTRY_TIMEOUT: Final = 10.0
+#: An autoload's limit, in entry-point limits: it starts a module (an
+#: isolated one's host is a new interpreter: 0.15-0.7 s measured on a
+#: loaded 2-CPU machine), not one call; 20 s by default.
+AUTOLOAD_FACTOR: Final = 2
 
 
 def open_flags_to_fflag(flags: int) -> int:
@@ -181,16 +191,23 @@ class SpecFs:
         """Open ``dev`` for a caller; ``flags`` are open(2)'s.
 
         Raises:
-            DeviceError: ``ENXIO`` (no driver), or ``d_open``'s error.
+            DeviceError: ``ENXIO`` (no driver), ``ETIMEDOUT`` (its autoload
+                past its limit), ``EINTR`` (a signal for the caller while
+                it waits for the autoload), or ``d_open``'s error.
         """
         maj = major(dev)
         cdev = devsw.lookup(maj)
-        if cdev is None:
+        loader = self.loader
+        if loader is not None and (cdev is None or loader.autoloads):
+            # No driver, or one whose autoload is under way (in process, INIT
+            # may attach it before it returns): wait for that load's end.
             name = devsw.getname(maj)
-            if name is not None and self.loader is not None and await self.loader.autoload(name):
+            if name is not None and (cdev is None or name in loader.autoloads):
+                limit = AUTOLOAD_FACTOR * self.entry_timeout if self.entry_timeout else None
+                await loader.autoload(name, Lwp(pid, uid, gid), limit)
                 cdev = devsw.lookup(maj)
-            if cdev is None:
-                raise DeviceError(errno.ENXIO)
+        if cdev is None:
+            raise DeviceError(errno.ENXIO)
         fp = File(dev, open_flags_to_fflag(flags), pid, uid, gid)
         fp.cdevsw = cdev
         # Count the open before d_open sleeps, so a racing last close of

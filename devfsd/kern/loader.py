@@ -27,7 +27,16 @@ module left attached is detached (with a warning) and its threads are
 cancelled.
 
 *Autoload.* Opening a node whose major has a name but no driver loads the
-module of that name (flag ``a``). An autoloaded module is offered
+module of that name (flag ``a``). The load runs in a task of the loader's
+(``_autoload_run``), one per name at a time: every opener of that name's
+nodes waits for it on a ``WaitChannel`` (so its signal ends its own wait
+with ``EINTR``, and only its wait) and gets the same outcome. Its
+``limit`` (the open's: ``devfsd.specfs.AUTOLOAD_FACTOR`` times the
+entry-point limit) bounds the load, the wait for the lock included: past
+it the load is cancelled, and undone, as a modload whose client went
+(below), and its openers get ``ETIMEDOUT``. Nothing else cancels it (not
+its openers' signals, not their going) but the daemon's end
+(``unload_all``). The next open tries again. An autoloaded module is offered
 ``AUTOUNLOAD`` once it has been quiet (no open files on its majors, no
 opens) for ``autotime`` seconds; 0 or ``ENOTTY`` lets it go, any other
 answer vetoes and it is asked again after another quiet period. (NetBSD
@@ -38,7 +47,8 @@ module attaches during INIT are known exactly by comparing the switch
 before and after.
 
 *Cancelled.* A load or unload may be cancelled (the control request's
-client went: devfsd.control.server), and the lock is then free. A load
+client went: devfsd.control.server; an autoload's limit; the daemon's
+end), and the lock is then free. A load
 cancelled before INIT returned is a failed load: INIT sees ``Cancelled``
 at its wait, and everything is undone as for a failed INIT (the undoing of
 requirements is shielded). An unload cancelled in FINI keeps the module,
@@ -63,6 +73,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import trio
 
 from devfsd.cdevsw import _wait
+from devfsd.cdevsw._switch import Lwp
 from devfsd.cdevsw._table import devsw
 from devfsd.contain import contain, valid_errno
 from devfsd.errors import DeviceError
@@ -117,6 +128,28 @@ class ModStat:
     refs: int
     size: int
     requires: tuple[str, ...]
+
+
+@final
+class _Autoload:
+    """One autoload under way: its cancel scope, and what its openers wait for."""
+
+    __slots__ = ("chan", "changed", "done", "error", "scope")
+
+    def __init__(self, limit: float | None) -> None:
+        self.scope = trio.CancelScope()
+        if limit is not None:
+            self.scope.relative_deadline = limit
+        self.chan = _wait.WaitChannel("autoload")
+        self.done = False
+        #: The module list changed (``autoload``'s answer).
+        self.changed = False
+        #: What each opener gets, else ``None``.
+        self.error: DeviceError | None = None
+
+
+#: The caller of an autoload that names none (no signal to look for).
+_NOBODY: Final = Lwp(0, 0, 0)
 
 
 @final
@@ -274,6 +307,11 @@ class ModuleLoader:
         self.modules: dict[str, LoadedModule] = {}
         self._lock = trio.Lock()
         self._loading: list[str] = []
+        #: Autoloads under way, by name (``autoload``): an open of such a
+        #: name's node joins it even once INIT has attached the driver.
+        self.autoloads: dict[str, _Autoload] = {}
+        #: Where autoloads run while ``run`` runs.
+        self._nursery: trio.Nursery | None = None
         self.generation = 0
         #: Set by the file system: how many files are open on a major.
         self.open_count: Callable[[int], int] = lambda maj: 0
@@ -303,7 +341,7 @@ class ModuleLoader:
         """
         global _root_nursery
         async with trio.open_nursery() as nursery:
-            _root_nursery = nursery
+            _root_nursery = self._nursery = nursery
             try:
                 task_status.started()
                 while autounload:
@@ -311,7 +349,7 @@ class ModuleLoader:
                     await self._autounload_pass()
                 await trio.sleep_forever()
             finally:
-                _root_nursery = None
+                _root_nursery = self._nursery = None
                 nursery.cancel_scope.cancel()
 
     # -- locating -------------------------------------------------------
@@ -602,7 +640,13 @@ class ModuleLoader:
             log.info("unloaded module %s", name)
 
     async def unload_all(self) -> None:
-        """At shutdown: unload every module, dependants first; log refusals."""
+        """At shutdown: unload every module, dependants first; log refusals.
+
+        Autoloads under way are cancelled first (each undone, as past its
+        limit), so that one whose INIT never ends does not hold the lock.
+        """
+        for a in self.autoloads.values():
+            a.scope.cancel()
         async with self._lock:
             progress = True
             while self.modules and progress:
@@ -621,21 +665,65 @@ class ModuleLoader:
 
     # -- autoload ---------------------------------------------------------
 
-    async def autoload(self, name: str) -> bool:
-        """Load ``name`` because a node of its driver was opened.
+    async def autoload(self, name: str, l: Lwp | None = None, limit: float | None = None) -> bool:
+        """Load ``name`` because a node of its driver was opened by ``l``.
+
+        Joins the autoload of ``name`` under way, if one is, else starts
+        one, bounded by ``limit`` seconds (``None``: not bounded); then
+        waits for it to end, as a sleep of ``l``'s (see the module's
+        docstring, *Autoload*).
 
         Returns:
             True if the module list changed (the caller retries the open).
+
+        Raises:
+            DeviceError: ``ETIMEDOUT``: the load was cancelled at its limit;
+                ``EINTR``: ``l`` has a signal to take (the load goes on);
+                ``ENXIO``: the daemon stops; ``EAGAIN``: too many sleepers.
         """
         if not self.autoload_enabled or any(c in name for c in "/.@"):
             return False
+        a = self.autoloads.get(name)
+        if a is None:
+            a = self.autoloads[name] = _Autoload(limit)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._autoload_run, name, a, limit, name=f"autoload {name}")
+            else:  # no loader running (a bare ModuleLoader): in the caller's task
+                await self._autoload_run(name, a, limit)
+        while not a.done:
+            await a.chan.sleep(l or _NOBODY)
+        if a.error is not None:
+            raise DeviceError(a.error.errno)
+        return a.changed
+
+    async def _autoload_run(self, name: str, a: _Autoload, limit: float | None) -> None:
+        """The load of one autoload, under its scope; its openers woken at the end."""
         gen = self.generation
         try:
-            await self.load(name, None, autoload=True)
+            with a.scope:
+                await self.load(name, None, autoload=True)
         except DeviceError as exc:
             if exc.errno != errno.EEXIST:
                 log.info("autoload of %s failed: %s", name, exc)
-        return self.generation != gen or name in self.modules
+        except Exception as exc:  # (an Untrusted is a DeviceError) a bug: not the loader's end
+            a.error = contain(exc, f"autoload of {name}")
+        finally:
+            if a.scope.cancelled_caught:
+                if limit is not None and trio.current_time() >= a.scope.deadline:
+                    log.warning(
+                        "autoload of %s cancelled: not loaded within %g s; its openers get ETIMEDOUT",
+                        name,
+                        limit,
+                    )
+                    a.error = DeviceError(errno.ETIMEDOUT)
+                else:
+                    log.warning("autoload of %s cancelled: devfsd is stopping", name)
+                    a.error = DeviceError(errno.ECANCELED)
+            a.changed = self.generation != gen or name in self.modules
+            a.done = True
+            if self.autoloads.get(name) is a:
+                del self.autoloads[name]
+            a.chan.wakeup()
 
     def note_use(self, maj: int) -> None:
         """An open on ``maj`` happened: restart its module's quiet period."""

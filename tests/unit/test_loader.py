@@ -138,6 +138,73 @@ async def test_open_autoloads_a_named_major() -> None:
         await f.close()
 
 
+async def _slowinit_unloaded(k: Kernel, tmp_path: Path) -> int:
+    """slowinit's major, its driver not loaded: an open autoloads it with no
+    properties, and its INIT never ends."""
+    await k.modload("slowinit", {"hold": str(tmp_path / "no-such-file")})  # returns at once
+    await k.modunload("slowinit")
+    maj = devsw.getmajor("slowinit")
+    assert maj is not None
+    return maj
+
+
+async def _open_slowinit(k: Kernel, errs: list[int]) -> None:
+    """Open slowinit's unit 0; its errno to ``errs``."""
+    try:
+        await k.open("slowinit", 0)
+    except DeviceError as exc:
+        errs.append(exc.errno)
+
+
+async def test_an_autoload_past_its_limit_is_undone_and_its_open_times_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Kernel.running([MODS], entry_timeout=0.1) as k:  # an autoload's limit: 0.2 s
+        maj = await _slowinit_unloaded(k, tmp_path)
+        for tries in (1, 2):  # the next open tries again
+            with pytest.raises(DeviceError) as ei:
+                await k.open("slowinit", 0)
+            assert errno_of(ei) == errno.ETIMEDOUT
+            assert caplog.text.count("autoload of slowinit cancelled: not loaded within 0.2 s") == tries
+            assert k.loader.stat() == [] and devsw.lookup(maj) is None and not k.loader.autoloads
+            with trio.fail_after(5):  # the lock is free
+                await k.modload("msgq")
+                await k.modunload("msgq")
+
+
+async def test_openers_wait_for_one_autoload_even_once_init_attached(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # In process, slowinit's INIT attaches its driver before it waits: an
+    # open meanwhile waits for the load all the same, and shares its end.
+    errs: list[int] = []
+    async with Kernel.running([MODS], entry_timeout=0.1) as k:
+        maj = await _slowinit_unloaded(k, tmp_path)
+        async with trio.open_nursery() as n:
+            n.start_soon(_open_slowinit, k, errs)
+            with trio.fail_after(5):  # attached by the INIT under way (its import done in a thread)
+                while devsw.lookup(maj) is None:  # noqa: ASYNC110 - the switch has no event
+                    await trio.sleep(0.005)
+            n.start_soon(_open_slowinit, k, errs)
+        assert errs == [errno.ETIMEDOUT, errno.ETIMEDOUT]
+        assert caplog.text.count("autoload of slowinit cancelled") == 1
+
+
+async def test_shutdown_cancels_an_autoload_without_a_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    errs: list[int] = []
+    # The kernel's end wakes the opener (ENXIO) and cancels the load, which
+    # holds the lock unload_all takes.
+    with trio.fail_after(10):
+        async with trio.open_nursery() as n, Kernel.running([MODS], entry_timeout=None) as k:
+            await _slowinit_unloaded(k, tmp_path)
+            n.start_soon(_open_slowinit, k, errs)
+            await trio.testing.wait_all_tasks_blocked()
+    assert errs == [errno.ENXIO]
+    assert "autoload of slowinit cancelled: devfsd is stopping" in caplog.text
+
+
 async def test_open_of_unnamed_major_is_enxio() -> None:
     async with Kernel.running([MODS]) as k:
         with pytest.raises(DeviceError) as ei:

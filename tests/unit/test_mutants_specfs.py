@@ -208,8 +208,9 @@ class Loader:
         self.used: list[int] = []
         self.autoloaded: list[str] = []
         self.open_count: Callable[[int], int] | None = None
+        self.autoloads: dict[str, object] = {}
 
-    async def autoload(self, name: str) -> bool:
+    async def autoload(self, name: str, l: Lwp | None = None, limit: float | None = None) -> bool:
         self.autoloaded.append(name)
         return False
 
