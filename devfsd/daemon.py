@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=(
             "cancel a driver entry point awake this long, or interrupt one holding the daemon"
-            " without yielding, with ETIMEDOUT (0: never)"
+            " without yielding, and an autoload not done in twice this, with ETIMEDOUT (0: never)"
         ),
     )
     p.add_argument(
