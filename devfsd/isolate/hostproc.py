@@ -51,8 +51,11 @@ call reads the socket while the reader has messages to hand out. When the
 daemon may run on one CPU only (``one_cpu``: its affinity when the host
 started, which the host inherits), the call first yields the CPU
 (``sched_yield``): the host, woken by the request, answers at once, and
-``select`` finds the reply there rather than sleeping (its timer armed and
-disarmed) until it comes.
+the call reads the reply without ``select`` at all (rather than sleeping
+in it, its timer armed and disarmed, until the reply comes); it waits in
+``select`` only if nothing came. For an error reply read that way it
+first reads what the host wrote on stderr, as ``select`` would have
+shown it (a driver's traceback before its EIO).
 
 Death. The end of the socket, the end of the process or a malformed
 message makes the host dead (``_die``): every call in flight returns
@@ -637,22 +640,27 @@ class HostProcess:
         fd, err, pidfd = fds
         # Its stderr, unless that waits for the next second (_stderr).
         waited: tuple[int, ...] = (fd, pidfd) if self._err_paused else fds
-        if self.one_cpu:
+        # On one CPU, the host answers while this thread yields: its reply
+        # is most likely there already, and the first read goes without
+        # select(2) (``first``); only if nothing came does the call wait.
+        first = self.one_cpu
+        if first:
             os.sched_yield()  # the host runs now, not once select(2) sleeps (above)
         end = now + SYNC_WAIT
         left = SYNC_WAIT
         t = now
         timed_out = False
         while True:
-            ready = _trioloop.wait_idle_readable(waited, left, t)
-            if not ready:
-                timed_out = _clock() >= end
-                break
-            if err in ready and self._stderr_chunk(err):  # the end of its stderr: it is exiting
-                break
-            if pidfd in ready:  # it has ended: _wait says so, at once
-                break
-            if fd in ready:
+            if not first:
+                ready = _trioloop.wait_idle_readable(waited, left, t)
+                if not ready:
+                    timed_out = _clock() >= end
+                    break
+                if err in ready and self._stderr_chunk(err):  # the end of its stderr: it is exiting
+                    break
+                if pidfd in ready:  # it has ended: _wait says so, at once
+                    break
+            if first or fd in ready:
                 try:
                     msgs = receive_now(sock, self.rx, self._buf)
                     if msgs is None:  # the end: the reader task sees it too, and says so
@@ -664,6 +672,10 @@ class HostProcess:
                         if m.kind == _REPLY and not self._lent:  # (parse_reply, finish)
                             e = _ERRNO.unpack_from(body)[0] if len(body) >= _ERRNO.size else -1
                             if e >= 0:
+                                if e and first and not self._err_paused:
+                                    # What select(2) would have seen first: a
+                                    # driver's traceback before its EIO.
+                                    self._stderr_chunk(err)
                                 del self.pending[rid]
                                 c.done = True
                                 c.err = e
@@ -681,9 +693,12 @@ class HostProcess:
                                 c.done = True
                                 c.payload = memoryview(self._slots[lent[0]])[:n]
                                 break
+                    if first and msgs and not self._err_paused:
+                        self._stderr_chunk(err)  # (as above)
                     self._take_own(msgs, rid)
                 except P.ProtocolError as exc:
                     self._die(f"protocol error: {exc}", kill=True)
+            first = False
             if c.done or self.dead or self._deferred or self._stray_paused:
                 break
             t = _clock()

@@ -103,7 +103,9 @@ async def test_a_call_reads_its_own_reply() -> None:
 
 
 @pytest.mark.parametrize("pinned", [True, False])
-async def test_on_one_cpu_a_call_yields_to_its_host_first(pinned: bool) -> None:
+async def test_on_one_cpu_a_call_yields_to_its_host_first(
+    pinned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     # A daemon that may run on one CPU only (its affinity when the host
     # started, which the host inherits) yields the CPU before it waits for
     # a reply; the answers are the same either way.
@@ -116,9 +118,18 @@ async def test_on_one_cpu_a_call_yields_to_its_host_first(pinned: bool) -> None:
         async with hosted() as h:
             assert h.host.one_cpu is pinned
             assert os.sched_getaffinity(h.host.pid) == os.sched_getaffinity(0)
-            fid = await h.open(0)
+            fid, buggy = await h.open(0), await h.open(15)
             for _ in range(50):
                 assert await h.read(0, fid) == b"fast\n"
+            if fast_paths():
+                assert h.host.sync_replies > 0
+            # A driver's traceback is logged before its EIO returns (read
+            # off its stderr first, with or without select(2)).
+            for i in range(3):
+                with pytest.raises(DeviceError) as ei:
+                    await h.read(15, buggy)
+                assert ei.value.errno == errno.EIO
+                assert caplog.text.count("ZeroDivisionError") == i + 1
     finally:
         os.sched_setaffinity(0, cpus)
 

@@ -33,7 +33,9 @@ honest host would. Minors, by what a read does:
   the read's offset (the seed): replies and notifies for any request id
   (its own too), bodies of any size, kinds a host must not send or that
   do not exist, a header that promises more than ``MAX_BODY``; then
-  answers ``fuzzed\n``.
+  answers ``fuzzed\n``;
+- 15: raises ``ZeroDivisionError`` (a driver's bug: the host logs its
+  traceback, then answers ``EIO``).
 
 Its INIT may answer the daemon's ``LOAD`` itself, before the host does
 (whose own answer then comes to a call no longer in flight), by
@@ -166,6 +168,8 @@ async def hostile_read(dev: Dev, uio: Uio, ioflag: int) -> None:
     elif m == 14:
         _fuzz(_host(), uio.offset)
         uio.uiomove(b"fuzzed\n")
+    elif m == 15:
+        uio.uiomove(b"%d\n" % (1 // (m - 15)))
     elif m in (10, 11):
         threading.Thread(target=_chatter if m == 10 else _babble, daemon=True).start()
         uio.uiomove(b"chatter\n" if m == 10 else b"babble\n")
@@ -211,7 +215,7 @@ def _fuzz(host: Any, seed: int) -> None:
 
 
 async def hostile_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
-    if minor(dev) > 14:
+    if minor(dev) > 15:
         raise DeviceError(errno.ENXIO)
 
 
