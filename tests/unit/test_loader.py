@@ -205,6 +205,42 @@ async def test_shutdown_cancels_an_autoload_without_a_limit(
     assert "autoload of slowinit cancelled: devfsd is stopping" in caplog.text
 
 
+async def test_an_autoload_s_bug_fails_its_open_not_the_loader(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The load runs in the loader's nursery: an exception there that no
+    # one catches would end the loader (and the daemon), not the open.
+    async with Kernel.running([MODS]) as k:
+        await _slowinit_unloaded(k, tmp_path)
+
+        async def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("a bug")
+
+        with monkeypatch.context() as mp:
+            mp.setattr(k.loader, "load", broken)
+            with pytest.raises(DeviceError) as ei:
+                await k.open("slowinit", 0)
+        assert errno_of(ei) == errno.EIO
+        assert "autoload of slowinit" in caplog.text and "RuntimeError: a bug" in caplog.text
+        await k.modload("msgq")  # the loader runs on
+        await k.modunload("msgq")
+        assert not k.loader.autoloads
+
+
+async def test_an_autoload_with_no_loader_running_loads_in_its_caller() -> None:
+    from devfsd.kern.loader import ModuleLoader
+
+    loader = ModuleLoader([MODS])  # not run(): no nursery of its own
+    devsw.reset()
+    try:
+        assert await loader.autoload("msgq", limit=5) is True
+        assert [(s.name, s.flags) for s in loader.stat()] == [("msgq", "a")]
+        assert not loader.autoloads
+        await loader.unload("msgq")
+    finally:
+        devsw.reset()
+
+
 async def test_open_of_unnamed_major_is_enxio() -> None:
     async with Kernel.running([MODS]) as k:
         with pytest.raises(DeviceError) as ei:
