@@ -47,15 +47,16 @@ host answered them, so the waiting call finishes at most its own call,
 and only if its reply is the first in what it read that finishes one;
 from the first that finishes another call on, it leaves the messages to
 the reader task (``_deferred``), which hands them out in order, and no
-call reads the socket while the reader has messages to hand out. When the
-daemon may run on one CPU only (``one_cpu``: its affinity when the host
-started, which the host inherits), the call first yields the CPU
-(``sched_yield``): the host, woken by the request, answers at once, and
-the call reads the reply without ``select`` at all (rather than sleeping
-in it, its timer armed and disarmed, until the reply comes); it waits in
-``select`` only if nothing came. For an error reply read that way it
-first reads what the host wrote on stderr, as ``select`` would have
-shown it (a driver's traceback before its EIO).
+call reads the socket while the reader has messages to hand out. The
+call first yields the CPU (``sched_yield``): where the host shares the
+daemon's CPU (one CPU, or a busy machine), the host, woken by the
+request, answers at once, and the call reads the reply without
+``select`` at all (rather than sleeping in it, its timer armed and
+disarmed, until the reply comes); it waits in ``select`` only if nothing
+came (a host on another CPU: one more system call and a ``recv`` that
+finds nothing). For an error reply read that way it first reads what the
+host wrote on stderr, as ``select`` would have shown it (a driver's
+traceback before its EIO).
 
 Death. The end of the socket, the end of the process or a malformed
 message makes the host dead (``_die``): every call in flight returns
@@ -279,9 +280,6 @@ class HostProcess:
         self._sync_fds: tuple[int, int, int] | None = None
         #: Replies read by the call that waited for them (for tests and the bench).
         self.sync_replies = 0
-        #: The daemon (and so the host, which inherits it) may run on one CPU
-        #: only, when it started: a synchronous wait yields to the host first.
-        self.one_cpu = False
         #: The shared buffer (``protocol``, "Shared memory"), mapped read-only
         #: a slot per mapping (and a mapping's reference count with nothing
         #: but this list holding it): its free slots, and the slot and size
@@ -411,7 +409,6 @@ class HostProcess:
         self.sock = back
         self._requests = mine
         self._sync_fds = (back.fileno(), self.proc.stderr.fileno(), self._pidfd)
-        self.one_cpu = _one_cpu()
         self.out = Sender(mine)
         self.started_at = trio.current_time()
         kept = cap_list(self.caps) if self.user is None else f"none (as {self.user.name})"
@@ -640,12 +637,12 @@ class HostProcess:
         fd, err, pidfd = fds
         # Its stderr, unless that waits for the next second (_stderr).
         waited: tuple[int, ...] = (fd, pidfd) if self._err_paused else fds
-        # On one CPU, the host answers while this thread yields: its reply
-        # is most likely there already, and the first read goes without
-        # select(2) (``first``); only if nothing came does the call wait.
-        first = self.one_cpu
-        if first:
-            os.sched_yield()  # the host runs now, not once select(2) sleeps (above)
+        # Where the host shares this CPU, it answers while this thread
+        # yields: its reply is most likely there already, and the first
+        # read goes without select(2) (``first``); only if nothing came
+        # does the call wait.
+        first = True
+        os.sched_yield()  # the host runs now, not once select(2) sleeps (above)
         end = now + SYNC_WAIT
         left = SYNC_WAIT
         t = now
@@ -1129,14 +1126,6 @@ class HostProcess:
             oom = f" by the OOM killer (its cgroup's limit: {self.memlimit} bytes)" if self.oom else ""
             return f"killed by signal {-rc} ({sig}){oom}"
         return f"exited with status {rc}"
-
-
-def _one_cpu() -> bool:
-    """Whether this thread may run on one CPU only (``sched_getaffinity``)."""
-    try:
-        return len(os.sched_getaffinity(0)) == 1
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return False
 
 
 def _shared_buffer() -> int:
