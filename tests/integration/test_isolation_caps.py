@@ -25,7 +25,16 @@ import pytest
 from devfsd.errors import ControlError
 from devfsd.kern.caps import cap_number
 from devfsd.testing.mount import DevfsdMount, tool, wait_for
-from tests.integration.test_isolation_confine import MEMBER, MODS, WAIT, ask, ask_ok, daemon_pid, proc_status
+from tests.integration.test_isolation_confine import (
+    MEMBER,
+    MODS,
+    WAIT,
+    ask,
+    ask_ok,
+    daemon_pid,
+    needs_nobody,
+    proc_status,
+)
 from tests.integration.test_isolation_confine import base as base  # its fixtures
 from tests.integration.test_isolation_confine import mnt as mnt
 
@@ -140,6 +149,7 @@ def test_in_process_a_module_has_the_daemons_capabilities(mnt: DevfsdMount) -> N
     assert ask(mnt, "packet") == "ok"
 
 
+@needs_nobody
 def test_caps_property_rules(base: Path) -> None:
     with DevfsdMount(base, modpath=[MODS], args=["--control-group", "65534"]) as m:
         r = modload(m, "-I", "-s", "caps=net_raw", "probe", member=True)
@@ -155,6 +165,7 @@ def test_caps_property_rules(base: Path) -> None:
         assert m.client().modstat()["modules"] == []
 
 
+@needs_nobody
 def test_a_host_as_another_user_holds_no_capability(mnt: DevfsdMount, base: Path) -> None:
     # Not even those its module declares (the log says so).
     mod = probe_declaring(base, 'MODULE = ModuleInfo(name="probe", cls=ModuleClass.DRIVER, caps="net_raw")')
@@ -170,6 +181,7 @@ def test_a_host_as_another_user_holds_no_capability(mnt: DevfsdMount, base: Path
     assert ask(mnt, "dumpable") == "0"
 
 
+@needs_nobody
 def test_a_host_that_cannot_drop_them_fails_the_load_and_leaves_nothing(base: Path) -> None:
     """A daemon without CAP_SETPCAP starts root hosts that cannot narrow
     their bounding set: the load fails with EPERM and says why; the host
