@@ -15,7 +15,9 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["python_as_nobody"]
+import trio
+
+__all__ = ["python_as_nobody", "tool_as_nobody"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,11 +29,36 @@ def python_as_nobody(scratch: Path, *, gid: int = 65534) -> tuple[list[str], dic
     the copy goes to ``scratch/py``.
     """
     dst = scratch / "py"
-    shutil.copytree(ROOT / "devfsd", dst / "devfsd", ignore=shutil.ignore_patterns("__pycache__"))
+    _readable_copy(ROOT / "devfsd", dst / "devfsd")
+    os.chmod(dst, 0o755)
+    argv = ["setpriv", "--reuid=65534", f"--regid={gid}", "--clear-groups", os.path.realpath(sys.executable)]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(dst), "PYTHONSAFEPATH": "1"}
+    return argv, env
+
+
+#: What the tools import besides devfsd and the standard library: trio
+#: and its dependencies (pure Python), copied from this venv.
+TOOL_DEPS = ("trio", "sniffio", "outcome", "attr", "attrs", "sortedcontainers", "idna")
+
+
+def tool_as_nobody(scratch: Path, name: str, *, gid: int = 65534) -> tuple[list[str], dict[str, str]]:
+    """(argv prefix to run devfsd's tool ``name``, e.g. ``modload``, as uid
+    65534 and ``gid``, its environment): ``python_as_nobody`` running the
+    tool's ``main``, which names itself (``modload: arg: strerror``), with
+    ``TOOL_DEPS`` copied next to devfsd."""
+    argv, env = python_as_nobody(scratch, gid=gid)
+    site = Path(trio.__file__).resolve().parent.parent
+    for dep in TOOL_DEPS:
+        _readable_copy(site / dep, scratch / "py" / dep)
+    code = f"import sys; from devfsd.tools.{name} import main; sys.exit(main())"
+    return [*argv, "-c", code], env
+
+
+def _readable_copy(src: Path, dst: Path) -> None:
+    """``src``'s tree at ``dst``, every directory 0755 and file 0644."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    os.chmod(dst, 0o755)
     for d, _dirs, files in os.walk(dst):
         os.chmod(d, 0o755)
         for f in files:
             os.chmod(os.path.join(d, f), 0o644)
-    argv = ["setpriv", "--reuid=65534", f"--regid={gid}", "--clear-groups", os.path.realpath(sys.executable)]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(dst), "PYTHONSAFEPATH": "1"}
-    return argv, env

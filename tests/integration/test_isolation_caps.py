@@ -26,7 +26,6 @@ from devfsd.errors import ControlError
 from devfsd.kern.caps import cap_number
 from devfsd.testing.mount import DevfsdMount, tool, wait_for
 from tests.integration.test_isolation_confine import (
-    MEMBER,
     MODS,
     WAIT,
     ask,
@@ -37,6 +36,7 @@ from tests.integration.test_isolation_confine import (
 )
 from tests.integration.test_isolation_confine import base as base  # its fixtures
 from tests.integration.test_isolation_confine import mnt as mnt
+from tests.nobody import tool_as_nobody
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
@@ -67,13 +67,12 @@ def probe_declaring(d: Path, declaration: str) -> Path:
 
 
 def modload(m: DevfsdMount, *args: str, member: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*(MEMBER if member else []), tool("modload"), *args],
-        env=m.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    if member:  # nobody may not read the checkout (a clone under /root)
+        prefix, env = tool_as_nobody(m.base / "nobody", "modload")
+        env["DEVFSD_CONTROL"] = m.control
+    else:
+        prefix, env = [tool("modload")], m.env
+    return subprocess.run([*prefix, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_a_root_host_keeps_no_capability_its_module_does_not_declare(mnt: DevfsdMount) -> None:
@@ -149,7 +148,6 @@ def test_in_process_a_module_has_the_daemons_capabilities(mnt: DevfsdMount) -> N
     assert ask(mnt, "packet") == "ok"
 
 
-@needs_nobody
 def test_caps_property_rules(base: Path) -> None:
     with DevfsdMount(base, modpath=[MODS], args=["--control-group", "65534"]) as m:
         r = modload(m, "-I", "-s", "caps=net_raw", "probe", member=True)

@@ -36,6 +36,7 @@ from devfsd.isolate import confine
 from devfsd.state import DB_NAME
 from devfsd.testing.mount import DevfsdMount, tool, wait_for
 from tests.integration.test_isolation import opened_reader
+from tests.nobody import tool_as_nobody
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -220,12 +221,12 @@ def test_host_user_must_reach_the_code(mnt: DevfsdMount) -> None:
         mnt.client().modload(str(mod), isolated=True)  # root's host reaches it
 
 
-@needs_nobody
 def test_user_is_roots_alone_and_only_isolated(base: Path) -> None:
     with DevfsdMount(base, modpath=[MODS], args=["--control-group", "65534"]) as m:
+        member, env = tool_as_nobody(base / "nobody", "modload")  # nobody may not read the checkout
         r = subprocess.run(
-            [*MEMBER, tool("modload"), "-I", "-s", "user=nobody", "probe"],
-            env=m.env,
+            [*member, "-I", "-s", "user=nobody", "probe"],
+            env={**env, "DEVFSD_CONTROL": m.control},
             capture_output=True,
             text=True,
             timeout=60,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from devfsd.testing.mount import DevfsdMount, tool
+from tests.nobody import tool_as_nobody
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
 MODS = Path(__file__).resolve().parent.parent / "modules"
-MEMBER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 @pytest.fixture
@@ -40,8 +40,12 @@ def mnt() -> Iterator[DevfsdMount]:
 
 
 def modload(m: DevfsdMount, *args: str, member: bool = True) -> subprocess.CompletedProcess[str]:
-    argv = [*(MEMBER if member else []), tool("modload"), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=m.env, check=False)
+    if member:  # nobody may not read the checkout (a clone under /root)
+        prefix, env = tool_as_nobody(m.base / "nobody", "modload")
+        env["DEVFSD_CONTROL"] = m.control
+    else:
+        prefix, env = [tool("modload")], m.env
+    return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=30, env=env, check=False)
 
 
 def loaded(m: DevfsdMount) -> list[str]:
