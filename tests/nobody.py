@@ -15,22 +15,29 @@ import shutil
 import sys
 from pathlib import Path
 
-import trio
+import trio as trio_package
 
 __all__ = ["python_as_nobody", "tool_as_nobody"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def python_as_nobody(scratch: Path, *, gid: int = 65534) -> tuple[list[str], dict[str, str]]:
+def python_as_nobody(
+    scratch: Path, *, gid: int = 65534, trio: bool = False
+) -> tuple[list[str], dict[str, str]]:
     """(argv prefix to run ``python`` as uid 65534 and ``gid``, its environment).
 
     ``scratch`` must be a directory nobody can reach (e.g. 0755 under /tmp);
-    the copy goes to ``scratch/py``.
+    the copy goes to ``scratch/py``; with ``trio``, ``TOOL_DEPS`` too (what
+    devfsd's tools and most of its modules import).
     """
     dst = scratch / "py"
     _readable_copy(ROOT / "devfsd", dst / "devfsd")
     os.chmod(dst, 0o755)
+    if trio:
+        site = Path(trio_package.__file__).resolve().parent.parent
+        for dep in TOOL_DEPS:
+            _readable_copy(site / dep, dst / dep)
     argv = ["setpriv", "--reuid=65534", f"--regid={gid}", "--clear-groups", os.path.realpath(sys.executable)]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(dst), "PYTHONSAFEPATH": "1"}
     return argv, env
@@ -46,10 +53,7 @@ def tool_as_nobody(scratch: Path, name: str, *, gid: int = 65534) -> tuple[list[
     65534 and ``gid``, its environment): ``python_as_nobody`` running the
     tool's ``main``, which names itself (``modload: arg: strerror``), with
     ``TOOL_DEPS`` copied next to devfsd."""
-    argv, env = python_as_nobody(scratch, gid=gid)
-    site = Path(trio.__file__).resolve().parent.parent
-    for dep in TOOL_DEPS:
-        _readable_copy(site / dep, scratch / "py" / dep)
+    argv, env = python_as_nobody(scratch, gid=gid, trio=True)
     code = f"import sys; from devfsd.tools.{name} import main; sys.exit(main())"
     return [*argv, "-c", code], env
 
