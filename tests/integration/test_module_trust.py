@@ -171,10 +171,29 @@ def test_rename_exchange_race_runs_no_foreign_code(base: Path) -> None:
     assert not pwned.exists()
 
 
+#: Not copied from a tree that is not a git checkout (a ``git archive`` tarball).
+_UNTRACKED = {".git", ".venv", "__pycache__", "build", "mutants", ".mypy_cache", ".ruff_cache"}
+_UNTRACKED |= {".pytest_cache", ".hypothesis"}
+
+
+def _tracked() -> list[str]:
+    """This checkout's tracked files (also in a clone another user owns:
+    git refuses such a repository to root without ``safe.directory``), or
+    every file of a tree that is no checkout but caches and the venv."""
+    argv = ["git", "-c", f"safe.directory={ROOT}", "ls-files", "-z"]
+    files = subprocess.run(argv, cwd=ROOT, capture_output=True, check=False, timeout=30)
+    if files.returncode == 0:
+        return files.stdout.decode().split("\0")
+    found = []
+    for d, dirs, names in os.walk(ROOT):
+        dirs[:] = [x for x in dirs if x not in _UNTRACKED and not x.endswith(".egg-info")]
+        found += [os.path.relpath(os.path.join(d, n), ROOT) for n in names]
+    return found
+
+
 def _copy_tree(dst: Path) -> Path:
     """The tracked files of this checkout, as ``git archive | tar -x`` as root leaves them."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=30)
-    for rel in files.stdout.decode().split("\0"):
+    for rel in _tracked():
         if not rel or not (ROOT / rel).is_file():
             continue
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
