@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio as trio_package
 
-__all__ = ["python_as_nobody", "tool_as_nobody"]
+from devfsd.testing.mount import tool
+
+if TYPE_CHECKING:
+    from devfsd.testing.mount import DevfsdMount
+
+__all__ = ["modload_on", "python_as_nobody", "tool_as_nobody"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,3 +73,16 @@ def _readable_copy(src: Path, dst: Path) -> None:
         os.chmod(d, 0o755)
         for f in files:
             os.chmod(os.path.join(d, f), 0o644)
+
+
+def modload_on(
+    m: DevfsdMount, *args: str, member: bool, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """modload(8) ``args`` against ``m``: as root, or as nobody (a member of
+    its control group) from ``tool_as_nobody``'s copy under ``m.base``."""
+    if member:
+        prefix, env = tool_as_nobody(m.base / "nobody", "modload")
+        env["DEVFSD_CONTROL"] = m.control
+    else:
+        prefix, env = [tool("modload")], m.env
+    return subprocess.run([*prefix, *args], env=env, capture_output=True, text=True, timeout=timeout)

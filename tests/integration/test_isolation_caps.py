@@ -17,14 +17,14 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from devfsd.errors import ControlError
 from devfsd.kern.caps import cap_number
-from devfsd.testing.mount import DevfsdMount, tool, wait_for
+from devfsd.testing.mount import DevfsdMount, wait_for
 from tests.integration.test_isolation_confine import (
     MODS,
     WAIT,
@@ -36,7 +36,10 @@ from tests.integration.test_isolation_confine import (
 )
 from tests.integration.test_isolation_confine import base as base  # its fixtures
 from tests.integration.test_isolation_confine import mnt as mnt
-from tests.nobody import tool_as_nobody
+from tests.nobody import modload_on
+
+if TYPE_CHECKING:
+    import subprocess
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
@@ -67,12 +70,7 @@ def probe_declaring(d: Path, declaration: str) -> Path:
 
 
 def modload(m: DevfsdMount, *args: str, member: bool = False) -> subprocess.CompletedProcess[str]:
-    if member:  # nobody may not read the checkout (a clone under /root)
-        prefix, env = tool_as_nobody(m.base / "nobody", "modload")
-        env["DEVFSD_CONTROL"] = m.control
-    else:
-        prefix, env = [tool("modload")], m.env
-    return subprocess.run([*prefix, *args], env=env, capture_output=True, text=True, timeout=60)
+    return modload_on(m, *args, member=member)  # nobody may not read the checkout (a clone under /root)
 
 
 def test_a_root_host_keeps_no_capability_its_module_does_not_declare(mnt: DevfsdMount) -> None:

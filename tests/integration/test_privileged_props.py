@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from devfsd.testing.mount import DevfsdMount, tool
-from tests.nobody import tool_as_nobody
+from devfsd.testing.mount import DevfsdMount
+from tests.nobody import modload_on
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Iterator
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
@@ -40,12 +40,7 @@ def mnt() -> Iterator[DevfsdMount]:
 
 
 def modload(m: DevfsdMount, *args: str, member: bool = True) -> subprocess.CompletedProcess[str]:
-    if member:  # nobody may not read the checkout (a clone under /root)
-        prefix, env = tool_as_nobody(m.base / "nobody", "modload")
-        env["DEVFSD_CONTROL"] = m.control
-    else:
-        prefix, env = [tool("modload")], m.env
-    return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=30, env=env, check=False)
+    return modload_on(m, *args, member=member)  # nobody may not read the checkout (a clone under /root)
 
 
 def loaded(m: DevfsdMount) -> list[str]:
