@@ -26,6 +26,18 @@ TREE``: the daemon and its host import devfsd from it through
 so that one run compares the code before a change and after it under the
 same load (rows ``isolated, before``; its ratio is in-process time over
 its time, as the others).
+
+Each round also times the floor of any isolated design on this machine,
+no devfsd code at all: a bare round trip between this process and a new
+Python program pinned alike (``_Echo``: a blocking ``send`` of a
+24-byte request over a socket pair, the other side's blocking
+``recv_into`` and its reply), and for 128 KiB the same plus the other
+side's copy of 128 KiB into a buffer shared with this process (the copy
+an isolated driver's data needs to reach the daemon). An isolated read
+costs at least the in-process read plus that floor (the FUSE side stays
+in the daemon, the driver's own code moves to the host), so the row
+``ceiling`` (in-process time / (in-process time + floor), per round) is
+the best ratio the targets can be held against here.
 """
 
 from __future__ import annotations
@@ -34,9 +46,12 @@ import argparse
 import contextlib
 import mmap
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -49,6 +64,58 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 KIB: Final = 1024
+
+#: The other side of ``_Echo``: answers each request on the socket (fd
+#: argv[1]); a request whose first byte is 1 first copies 128 KiB into the
+#: shared buffer (fd argv[2]).
+_ECHO: Final = """
+import mmap, socket, sys
+s = socket.socket(fileno=int(sys.argv[1]))
+shm = mmap.mmap(int(sys.argv[2]), 131072)
+src = bytes(131072)
+buf = bytearray(64)
+small = bytes(25)
+while n := s.recv_into(buf):
+    if buf[0]:
+        shm[:] = src
+    s.send(small)
+"""
+
+
+class _Echo:
+    """A new Python program answering a socket pair, as a host would with
+    no devfsd code: the floor of a call into another process."""
+
+    def __init__(self, cpus: set[int] | None) -> None:
+        self.sock, theirs = socket.socketpair()
+        fd = os.memfd_create("bench-echo")
+        os.ftruncate(fd, 128 * KIB)
+        self.shm = mmap.mmap(fd, 128 * KIB)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _ECHO, str(theirs.fileno()), str(fd)], pass_fds=(theirs.fileno(), fd)
+        )
+        theirs.close()
+        os.close(fd)
+        if cpus is not None:
+            _pin(self.proc.pid, cpus)
+        self.round_trips(100, big=False)
+        self.round_trips(20, big=True)
+
+    def round_trips(self, calls: int, *, big: bool) -> float:
+        """Seconds per round trip (with the 128 KiB copy if ``big``)."""
+        req = (b"\1" if big else b"\0") * 24
+        buf = bytearray(64)
+        send, recv_into = self.sock.send, self.sock.recv_into
+        t0 = time.perf_counter_ns()
+        for _ in range(calls):
+            send(req)
+            recv_into(buf)
+        return (time.perf_counter_ns() - t0) / 1e9 / calls
+
+    def close(self) -> None:
+        self.sock.close()
+        self.proc.wait(10)
+        self.shm.close()
 
 
 def _children(pid: int) -> list[int]:
@@ -113,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         isos = {"isolated": DevfsdMount(Path(tmp) / "iso", args=["--entry-timeout", "10"])}
         if args.before:
             isos["isolated, before"] = DevfsdMount(Path(tmp) / "before", args=["--entry-timeout", "10"])
+        echo: _Echo | None = None
         try:
             inproc.start()
             for name, m in isos.items():
@@ -139,11 +207,13 @@ def main(argv: list[str] | None = None) -> int:
             for who in procs.values():
                 who["reader"] = os.getpid()
             buf = mmap.mmap(-1, 128 * KIB)
+            echo = _Echo(cpus)
             for fd in fds.values():  # warm-up
                 _run_small(fd, 500)
                 _run_large(fd, buf, 100)
             ratios: dict[str, list[float]] = {"1 B": [], "128 KiB": []}
             ratios_before: dict[str, list[float]] = {"1 B": [], "128 KiB": []}
+            ceiling: dict[str, list[float]] = {"1 B": [], "128 KiB": []}
             per_call: dict[tuple[str, str], list[float]] = {}
             #: (test, variant, process) -> CPU seconds per call, per round.
             cpu: dict[tuple[str, str, str], list[float]] = {}
@@ -166,8 +236,12 @@ def main(argv: list[str] | None = None) -> int:
                     assert n == large_calls * 128 * KIB
                     t[("128 KiB", name)] = secs / large_calls
                     on_cpu("128 KiB", name, large_calls, before)
+                floor = {"1 B": echo.round_trips(small_calls, big=False)}
+                floor["128 KiB"] = echo.round_trips(large_calls, big=True)
                 for test in ratios:
                     ratios[test].append(t[(test, "in process")] / t[(test, "isolated")])
+                    t[(test, "floor")] = floor[test]
+                    ceiling[test].append(t[(test, "in process")] / (t[(test, "in process")] + floor[test]))
                     if args.before:
                         ratios_before[test].append(t[(test, "in process")] / t[(test, "isolated, before")])
                 for k, v in t.items():
@@ -175,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             for fd in fds.values():
                 os.close(fd)
         finally:
+            if echo is not None:
+                echo.close()
             for m in isos.values():
                 m.stop()
             inproc.stop()
@@ -188,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
             if v != "isolated"
         }
         print_ratios("before", ratios_before, renamed)
+    print("floor: a bare round trip to another Python program (128 KiB: and its copy into shared memory)")
+    print(f"{'floor':<8} {'floor':>12} {'in + floor':>12} {'ceil.':>6}  range")
+    for row, rs in ceiling.items():
+        f = statistics.median(per_call[(row, "floor")]) * 1e6
+        a = statistics.median(per_call[(row, "in process")]) * 1e6
+        r = statistics.median(rs)
+        print(f"{row:<8} {f:>10.1f}us {a + f:>10.1f}us {r:>6.2f}  {min(rs):.2f}-{max(rs):.2f}")
     print("CPU time per call (medians): daemon + host + reader = total")
     for test in ratios:
         for name in fds:
