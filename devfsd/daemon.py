@@ -272,11 +272,17 @@ class Daemon:
         self.loader = ModuleLoader(args.modpath, autoload=not args.no_autoload, autotime=args.autotime)
         self.spec = SpecFs(self.loader, entry_timeout=args.entry_timeout or None)
         self.state = StateStore(args.state or default_state_dir(mountpoint))
+        try:  # what the state holds, checked (StateError)
+            isolated, majors = self.state.isolated(), self.state.majors()
+            tree = self.state.load_tree(time.time_ns())
+        except BaseException:
+            self.state.close()  # refused: not held (its lock) by a daemon that never ran
+            raise
         self.loader.host_timeout = self.spec.entry_timeout
         self._fast: list[str] = []
         self.loader.host_restarts = args.host_restarts
         self.loader.isolate_all = args.isolate
-        self.loader.isolated_names = self.state.isolated()
+        self.loader.isolated_names = isolated
         confine.configure(args.host_cgroup, args.host_memlimit)
         for name, spec in self.state.crashed:
             log.error(
@@ -287,9 +293,9 @@ class Daemon:
                 name,
                 spec,
             )
-        devsw.restore(self.state.majors())
+        devsw.restore(majors)
         devsw.on_new_name = self.state.put_major
-        self.fs = DevFs(self.spec, control, table=self.state.load_tree(time.time_ns()))
+        self.fs = DevFs(self.spec, control, table=tree)
         self.fs.table.limits = args.limits
         self.fs.on_change = self.state.apply
         self.api = ControlApi(self.loader, self.fs, mountpoint, self.state)

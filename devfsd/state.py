@@ -41,6 +41,7 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final, final
 
+from devfsd.cdevsw._table import check_major, check_name
 from devfsd.errors import DeviceError
 from devfsd.nodes import NAME_MAX, ROOT_INODE, SYMLINK_MAX, Node, NodeTable
 
@@ -416,15 +417,21 @@ class StateStore:
         """The remembered name -> major table.
 
         Raises:
-            StateError: ``EINVAL`` for a bad name or major, or a major twice.
+            StateError: ``EINVAL`` for a name or a major that ``devsw_attach``
+                would refuse (``check_name``, ``check_major``), or one twice.
         """
         rows = self._read("SELECT name, major FROM majors")
-        seen: set[int] = set()
+        out: dict[str, int] = {}
         for name, maj in rows:
-            if type(name) is not str or not name or not _int(maj, 0, 1 << 20) or maj in seen:
-                raise _bad(f"invalid major row {name!r}: {maj!r}")
-            seen.add(maj)
-        return dict(rows)
+            try:
+                check_name(name)
+                check_major(maj)
+            except DeviceError as exc:
+                raise _bad(f"invalid major row {name!r:.80}: {maj!r:.40} ({exc})") from None
+            if name in out or maj in out.values():
+                raise _bad(f"invalid major row {name!r}: {maj!r} (a name or a major twice)")
+            out[name] = maj
+        return out
 
     def put_major(self, name: str, major: int) -> None:
         self._write(lambda: self.db.execute("INSERT OR REPLACE INTO majors VALUES (?, ?)", (name, major)))

@@ -45,7 +45,15 @@ if TYPE_CHECKING:
 
     from devfsd.cdevsw._switch import Cdevsw
 
-__all__ = ["DYNAMIC_MAJOR_BASE", "MAXDEVNAME", "RESERVED_MAJORS", "DevswTable", "check_name", "devsw"]
+__all__ = [
+    "DYNAMIC_MAJOR_BASE",
+    "MAXDEVNAME",
+    "RESERVED_MAJORS",
+    "DevswTable",
+    "check_major",
+    "check_name",
+    "devsw",
+]
 
 #: Majors reserved by name before any driver attaches (NetBSD's ``majors``).
 #: ``crandom`` takes rperm's 420; ``tunwg`` NetBSD tun's 40; ``mm`` NetBSD's 2.
@@ -78,6 +86,23 @@ def check_name(name: object) -> str:
     if not _NAME_CHARS.issuperset(name) or name[0].isdigit():
         raise DeviceError(errno.EINVAL, f"invalid driver name {name!r}")
     return name
+
+
+def check_major(maj: object) -> Major:
+    """Check a major given, not chosen: an ``int`` (not a ``bool``) from 0
+    to ``MAXDEVSW`` - 1.
+
+    Returns:
+        ``maj``.
+
+    Raises:
+        DeviceError: ``EINVAL`` for anything else.
+    """
+    if not isinstance(maj, int) or isinstance(maj, bool):  # (untyped callers: a module, a host, a state)
+        raise DeviceError(errno.EINVAL, f"major {maj!r} is not an int")
+    if not 0 <= maj < MAXDEVSW:
+        raise DeviceError(errno.EINVAL, f"major {maj} out of range 0..{MAXDEVSW - 1}")
+    return Major(maj)
 
 
 @final
@@ -161,22 +186,20 @@ class DevswTable:
         """What ``attach(name, _, maj)`` would do, changing nothing: the
         major it would attach at, or its error (see ``attach``)."""
         check_name(name)
-        if not isinstance(maj, int) or isinstance(maj, bool):  # (untyped callers: a module, a host)
-            raise DeviceError(errno.EINVAL, f"major {maj!r} is not an int")
+        # -1: the name's major, or a free one.
+        given = None if isinstance(maj, int) and maj == -1 else check_major(maj)
         known = self._conv.get(name)
-        if maj != -1 and not 0 <= maj < MAXDEVSW:
-            raise DeviceError(errno.EINVAL, f"major {maj} out of range 0..{MAXDEVSW - 1}")
         if known is not None:
-            if maj not in (-1, known):
-                raise DeviceError(errno.EINVAL, f"{name} has major {known}, not {maj}")
+            if given not in (None, known):
+                raise DeviceError(errno.EINVAL, f"{name} has major {known}, not {given}")
             chosen = known
-        elif maj == -1:
+        elif given is None:
             chosen = self._free_major()
         else:
-            owner = self._names.get(Major(maj))
+            owner = self._names.get(given)
             if owner is not None:
-                raise DeviceError(errno.EEXIST, f"major {maj} belongs to {owner}")
-            chosen = Major(maj)
+                raise DeviceError(errno.EEXIST, f"major {given} belongs to {owner}")
+            chosen = given
         if chosen in self._slots:
             raise DeviceError(errno.EEXIST, f"major {chosen} is in use")
         return chosen
@@ -205,7 +228,8 @@ class DevswTable:
         self._on_detach = alive
 
     def restore(self, conv: Mapping[str, int]) -> None:
-        """Add remembered name -> major entries (from a state directory)."""
+        """Add remembered name -> major entries (from a state directory,
+        whose ``majors`` checked them with ``check_name`` and ``check_major``)."""
         for n, m in conv.items():
             if n not in self._conv and Major(m) not in self._names:
                 self._conv[n] = Major(m)

@@ -139,6 +139,10 @@ def test_a_second_daemon_on_the_same_state_is_refused(tmp_path: Path) -> None:
         ("UPDATE entries SET name = x'2e2e'", "invalid name"),
         ("UPDATE inodes SET mode = 'abc' WHERE ino != 1", "invalid mode"),
         ("PRAGMA user_version = 7", "schema version 7"),
+        # A driver name with a terminal's escape sequences (modstat, mknod -l
+        # would print them): refused, and said escaped.
+        ("INSERT INTO majors VALUES ('\x1b[2J\x1b[31mred', 300)", "invalid major row '\\x1b[2J\\x1b[31mred'"),
+        ("INSERT INTO majors VALUES ('big', 512)", "invalid major row 'big': 512 (major 512 out of range"),
     ],
 )
 def test_a_damaged_database_is_refused_at_start(tmp_path: Path, damage: str, message: str) -> None:
@@ -155,6 +159,7 @@ def test_a_damaged_database_is_refused_at_start(tmp_path: Path, damage: str, mes
         DevfsdMount(tmp_path, modpath=[MODS]).start()
     assert "devfsd exited with 1" in str(ei.value)
     assert f"devfsd: {m.state}: {DB_NAME}: " in str(ei.value) and message in str(ei.value)
+    assert "\x1b" not in str(ei.value)
     assert not os.path.ismount(m.path)
 
 

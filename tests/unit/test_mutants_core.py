@@ -136,10 +136,10 @@ def test_majors_and_module_rows_refused(tmp_path: Path, table: str, row: str) ->
 def test_majors_zero_and_the_largest_come_back(tmp_path: Path) -> None:
     store = StateStore(str(tmp_path))
     store.put_major("zero", 0)
-    store.put_major("top", (1 << 20) - 1)
+    store.put_major("top", MAXDEVSW - 1)
     store.close()
     store = StateStore(str(tmp_path))
-    assert store.majors() == {"zero": 0, "top": (1 << 20) - 1}
+    assert store.majors() == {"zero": 0, "top": MAXDEVSW - 1}
     store.close()
 
 

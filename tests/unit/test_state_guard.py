@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devfsd.cdevsw import devsw
+from devfsd.cdevsw import MAXDEVSW, devsw
+from devfsd.cdevsw._table import check_major
 from devfsd.errors import DeviceError
 from devfsd.modstate import load_recorded, unload_recorded
 from devfsd.nodes import ROOT_INODE, Node, NodeTable
@@ -125,6 +126,61 @@ def test_bad_majors_and_module_rows_are_refused(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="invalid module row"):
         store.modules()
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("rows", "why"),
+    [
+        (["('\x1b[2J\x1b]0;pwned\x07', 300)"], "invalid driver name '\\x1b[2J\\x1b]0;pwned\\x07'"),
+        (["('a/b', 300)"], "invalid driver name 'a/b'"),
+        (["('a b', 300)"], "invalid driver name 'a b'"),
+        (["('', 300)"], "driver name must be a non-empty string"),
+        ([f"('{'x' * 32}', 300)"], "driver name of 32 characters (at most 31)"),
+        (["('9p', 300)"], "invalid driver name '9p'"),
+        (["('caf\u00e9', 300)"], "invalid driver name"),
+        (["(x'6d', 300)"], "driver name must be a non-empty string"),  # a blob, not text
+        (["('big', 512)"], "major 512 out of range 0..511"),
+        (["('big', 1048575)"], "major 1048575 out of range"),
+        (["('neg', -1)"], "major -1 out of range"),
+        (["('half', 300.5)"], "major 300.5 is not an int"),
+        (["('text', 'abc')"], "major 'abc' is not an int"),
+        (["('null', NULL)"], "major None is not an int"),
+        (["('a', 300)", "('b', 300)"], "a name or a major twice"),
+    ],
+)
+def test_major_rows_devsw_attach_would_refuse_are_refused(tmp_path: Path, rows: list[str], why: str) -> None:
+    """A majors row goes through devsw_attach's rules (``check_name``,
+    ``check_major``): a name that would print a terminal's escape sequences
+    in modstat and mknod -l, or a major past the switch's, never reaches the
+    table; the daemon refuses the directory, naming the row."""
+    made(tmp_path)
+    # No affinity (a hostile file's schema is its own): 300.5, 'abc', NULL kept as given.
+    raw(
+        tmp_path / DB_NAME,
+        "DROP TABLE majors",
+        "CREATE TABLE majors (name, major)",
+        *(f"INSERT INTO majors VALUES {r}" for r in rows),
+    )
+    store = StateStore(str(tmp_path))
+    try:
+        with pytest.raises(StateError) as ei:
+            store.majors()
+    finally:
+        store.close()
+    assert ei.value.errno == errno.EINVAL
+    text = str(ei.value)
+    assert text.startswith(f"{DB_NAME}: invalid major row ") and why in text, text
+    assert text.endswith("; refusing to serve it (move it away to start afresh)")
+    assert text.isprintable()  # the row's text, escaped
+
+
+def test_a_bool_major_is_refused_by_the_same_rule() -> None:
+    """SQLite has no bool (True is stored as 1): the rule itself refuses one."""
+    for bad in (True, False, 1.0, "1", None, -1, MAXDEVSW):
+        with pytest.raises(DeviceError) as ei:
+            check_major(bad)
+        assert ei.value.errno == errno.EINVAL
+    assert check_major(0) == 0 and check_major(MAXDEVSW - 1) == MAXDEVSW - 1
 
 
 def test_an_empty_database_is_refused_not_served_empty(tmp_path: Path) -> None:
