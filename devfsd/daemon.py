@@ -98,7 +98,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="OPT",
         action="append",
         default=[],
-        help="nr_inodes=N, size=BYTES, reserve=PERCENT (the tree's limits), or FUSE mount options",
+        help=(
+            "nr_inodes=N, size=BYTES, reserve=PERCENT (the tree's limits), nr_files=N (open files),"
+            " or FUSE mount options"
+        ),
     )
     p.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog (without -f)")
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages")

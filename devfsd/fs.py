@@ -40,7 +40,7 @@ from devfsd.cdevsw._table import devsw
 from devfsd.contain import contain
 from devfsd.control import CONTROL_XATTR
 from devfsd.errors import DeviceError
-from devfsd.nodes import Node, NodeTable
+from devfsd.nodes import DOT_COOKIE, DOTDOT_COOKIE, Node, NodeTable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -138,7 +138,8 @@ class DevFs(pyfuse3.Operations):
         self.table = table or NodeTable(clock())
         self.control = control_path.encode()
         self.files: dict[int, tuple[File, Node]] = {}
-        self._dirs: dict[int, list[tuple[bytes, int]]] = {}
+        #: Open directories: handle -> inode.
+        self._dirs: dict[int, int] = {}
         self._next_fh = 1
         #: Called with the tree's journal after each change, before the reply
         #: (the state store commits it); None: nothing is kept.
@@ -348,28 +349,36 @@ class DevFs(pyfuse3.Operations):
     # -- directories --------------------------------------------------------
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        # Only the number: readdir lists the live entries from their
+        # cookies (nodes.Entries), no copy per open directory.
         try:
-            d = self.table.dir(inode)
-            entries = [(b".", d.inode), (b"..", d.parent)]
-            entries += [(n, node.inode) for n, node in self.table.entries(inode)]
+            self.table.dir(inode)
+            self._room_to_open(ctx)
         except DeviceError as exc:
             raise _err(exc) from None
         fh = self._next_fh
         self._next_fh += 1
-        self._dirs[fh] = entries
+        self._dirs[fh] = inode
         return fh
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        entries = self._dirs.get(fh)
-        if entries is None:
+        inode = self._dirs.get(fh)
+        if inode is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         nodes = self.table.nodes
-        for i in range(start_id, len(entries)):
-            name, ino = entries[i]
+        d = nodes.get(inode)
+        if d is None or d.children is None:
+            return  # removed meanwhile: nothing in it
+        reply = pyfuse3.readdir_reply
+        if start_id < DOT_COOKIE and not reply(token, b".", self._attr(d), DOT_COOKIE):
+            return
+        if start_id < DOTDOT_COOKIE:
+            up = nodes.get(d.parent, d)
+            if not reply(token, b"..", self._attr(up), DOTDOT_COOKIE):
+                return
+        for cookie, name, ino in d.children.after(start_id):
             node = nodes.get(ino)
-            if node is None:
-                continue
-            if not pyfuse3.readdir_reply(token, name, self._attr(node), i + 1):
+            if node is not None and not reply(token, name, self._attr(node), cookie):
                 return
 
     async def releasedir(self, fh: int) -> None:
@@ -441,6 +450,10 @@ class DevFs(pyfuse3.Operations):
             raise _err(exc) from None
         if not node.is_chr:
             raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.ENXIO)
+        try:
+            self._room_to_open(ctx)
+        except DeviceError as exc:
+            raise _err(exc) from None
         node.nopen += 1
         try:
             fp = await self.spec.open(Dev(node.rdev), flags, ctx.pid, ctx.uid, ctx.gid)
@@ -452,6 +465,13 @@ class DevFs(pyfuse3.Operations):
         self._next_fh += 1
         self.files[fh] = (fp, node)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+
+    def _room_to_open(self, ctx: pyfuse3.RequestContext) -> None:
+        """``ENFILE`` if one more open file would pass ``nr_files`` (a
+        user's share of it, unless ``ctx`` is root's)."""
+        lim = self.table.limits
+        if lim is not None:
+            lim.check_open(len(self.files) + len(self._dirs), ctx.uid == 0)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         # The reply may be any contiguous buffer (fuse.md 1.2), a memoryview

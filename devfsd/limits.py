@@ -8,6 +8,14 @@ its name (roughly what they cost the daemon in memory and the state on
 disk). A part of each, ``reserve`` percent, only root may use, as ext4's
 reserved blocks: when users have filled the tree root can still make
 nodes. Past a limit a call fails with ``ENOSPC``.
+
+Open files are bounded too (``nr_files``: devices and directories open
+through the mount, each ~450 bytes of daemon memory), as NetBSD's
+``kern.maxfiles`` bounds the system's file table: past it an open fails
+with ``ENFILE``, a user's stopping short of root's reserve. Without it
+a user may hold as many files open as the kernel lets one process have
+(a hard ``RLIMIT_NOFILE`` of up to 1,048,576) in as many processes as it
+likes, each costing the daemon memory the OOM killer charges to it.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Final, final
 from devfsd.errors import DeviceError
 
 __all__ = [
+    "DEFAULT_NR_FILES",
     "DEFAULT_NR_INODES",
     "DEFAULT_RESERVE",
     "DEFAULT_SIZE",
@@ -33,6 +42,8 @@ __all__ = [
 DEFAULT_NR_INODES: Final = 32768
 DEFAULT_SIZE: Final = 8 << 20
 DEFAULT_RESERVE: Final = 5
+#: Open files: about 30 MB of daemon memory at most.
+DEFAULT_NR_FILES: Final = 65536
 INODE_COST: Final = 256
 ENTRY_COST: Final = 64
 
@@ -43,11 +54,13 @@ _SCALE: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 @final
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What the tree may hold (0: no limit) and root's reserve, in percent."""
+    """What the tree may hold and how many files may be open (0: no
+    limit), and root's reserve, in percent."""
 
     nr_inodes: int = DEFAULT_NR_INODES
     size: int = DEFAULT_SIZE
     reserve: int = DEFAULT_RESERVE
+    nr_files: int = DEFAULT_NR_FILES
 
     def room(self, privileged: bool) -> tuple[int, int]:
         """(inodes, bytes) a caller may fill up to; 0 for no limit."""
@@ -71,6 +84,17 @@ class Limits:
         ):
             raise DeviceError(errno.ENOSPC)
 
+    def check_open(self, open_now: int, privileged: bool) -> None:
+        """Whether one more file fits beside ``open_now``.
+
+        Raises:
+            DeviceError: ``ENFILE``.
+        """
+        if self.nr_files and open_now >= (
+            self.nr_files if privileged else max(1, self.nr_files * (100 - self.reserve) // 100)
+        ):
+            raise DeviceError(errno.ENFILE)
+
 
 def _number(key: str, text: str) -> int:
     m = _NUMBER.fullmatch(text)
@@ -80,7 +104,7 @@ def _number(key: str, text: str) -> int:
 
 
 def split_options(options: list[str]) -> tuple[Limits, list[str]]:
-    """Take ``nr_inodes=``, ``size=`` and ``reserve=`` out of ``-o`` options.
+    """Take ``nr_inodes=``, ``size=``, ``reserve=`` and ``nr_files=`` out of ``-o`` options.
 
     Args:
         options: the ``-o`` arguments, each comma-separated.
@@ -91,7 +115,12 @@ def split_options(options: list[str]) -> tuple[Limits, list[str]]:
     Raises:
         ValueError: a bad value; ``str()`` is the ``key=value``.
     """
-    vals = {"nr_inodes": DEFAULT_NR_INODES, "size": DEFAULT_SIZE, "reserve": DEFAULT_RESERVE}
+    vals = {
+        "nr_inodes": DEFAULT_NR_INODES,
+        "size": DEFAULT_SIZE,
+        "reserve": DEFAULT_RESERVE,
+        "nr_files": DEFAULT_NR_FILES,
+    }
     rest: list[str] = []
     for o in options:
         kept = []
@@ -105,4 +134,4 @@ def split_options(options: list[str]) -> tuple[Limits, list[str]]:
             rest.append(",".join(k for k in kept if k))
     if vals["reserve"] > 50:
         raise ValueError(f"reserve={vals['reserve']}")
-    return Limits(vals["nr_inodes"], vals["size"], vals["reserve"]), rest
+    return Limits(vals["nr_inodes"], vals["size"], vals["reserve"], vals["nr_files"]), rest

@@ -26,12 +26,20 @@ root's reserve (``devfsd.limits``).
 
 Each change can be taken back (``rollback``) until the next one begins: a
 call whose state write failed leaves the tree as it was before the call.
+
+A directory's entries (``Entries``) carry stable cookies, the offsets
+``readdir`` resumes from, so that an open directory costs the daemon
+nothing but its number (a copy of the entries per open directory let any
+user who may read a large directory spend the daemon's memory by opening
+it many times).
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import stat
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Final, final
 
 from devfsd.errors import DeviceError
@@ -40,7 +48,7 @@ from devfsd.limits import ENTRY_COST, INODE_COST, Limits
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["NAME_MAX", "ROOT_INODE", "Node", "NodeTable"]
+__all__ = ["DOTDOT_COOKIE", "DOT_COOKIE", "NAME_MAX", "ROOT_INODE", "Entries", "Node", "NodeTable"]
 
 ROOT_INODE: Final = 1
 NAME_MAX: Final = 255
@@ -51,6 +59,62 @@ RENAME_EXCHANGE: Final = 2
 
 #: The fields ``rollback`` restores (not the kernel's references).
 _UNDONE: Final = ("mode", "uid", "gid", "rdev", "atime_ns", "mtime_ns", "ctime_ns", "nlink", "parent")
+
+#: ``readdir`` offsets of ``.`` and ``..``; a directory's first entry's
+#: cookie is one more.
+DOT_COOKIE: Final = 1
+DOTDOT_COOKIE: Final = 2
+
+
+class Entries(dict[bytes, int]):
+    """A directory's entries, name -> inode, in creation order, each with
+    a cookie: a number that only grows, given when the name is added and
+    kept while it stays (a rename onto it, an exchange keep it; a name
+    removed and added again gets a new one). Entries that stay are listed
+    from any cookie exactly once, whatever is added or removed meanwhile,
+    as POSIX wants of ``readdir``, with no copy of the directory per
+    reader. Only ``[name] = inode`` and ``del`` change it."""
+
+    __slots__ = ("cookies", "next_cookie")
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: name -> cookie, in the same (creation) order, so rising.
+        self.cookies: dict[bytes, int] = {}
+        self.next_cookie = DOTDOT_COOKIE + 1
+
+    def __setitem__(self, name: bytes, inode: int) -> None:
+        if name not in self.cookies:
+            self.cookies[name] = self.next_cookie
+            self.next_cookie += 1
+        super().__setitem__(name, inode)
+
+    def __delitem__(self, name: bytes) -> None:
+        super().__delitem__(name)
+        del self.cookies[name]
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("Entries change only by [name] = inode and del")
+
+    pop = popitem = setdefault = update = clear = __ior__ = _refuse  # type: ignore[assignment]
+
+    def copy(self) -> Entries:
+        """A copy with the same cookies (``rollback``)."""
+        new = Entries()
+        dict.update(new, self)
+        new.cookies = dict(self.cookies)
+        new.next_cookie = self.next_cookie
+        return new
+
+    def after(self, cookie: int) -> Iterator[tuple[int, bytes, int]]:
+        """(cookie, name, inode) of each entry whose cookie is past
+        ``cookie``, in order. Finds the first in C (one pass over the
+        cookies, no Python loop), so a long directory read in many calls
+        costs each call little."""
+        cookies = self.cookies
+        start = bisect_right(list(cookies.values()), cookie)
+        for name, c in itertools.islice(cookies.items(), start, None):
+            yield c, name, self[name]
 
 
 @final
@@ -86,7 +150,7 @@ class Node:
         self.nopen = 0
         self.parent = 0
         self.target = b""
-        self.children: dict[bytes, int] | None = {} if stat.S_ISDIR(mode) else None
+        self.children: Entries | None = Entries() if stat.S_ISDIR(mode) else None
 
     @property
     def is_dir(self) -> bool:
@@ -147,7 +211,7 @@ class NodeTable:
             saved = (
                 *(getattr(node, f) for f in _UNDONE),
                 node.target,
-                None if children is None else dict(children),
+                None if children is None else children.copy(),
             )
             self._undo[node.inode] = (node, saved, node.inode in self.nodes)
 

@@ -1,10 +1,12 @@
 """The tree's limits against a user filling it, through a real mount:
 user nobody, in a 1777 directory, makes symbolic links with 4,095-byte
 targets (or FIFOs) until ENOSPC; root can still make nodes; the daemon's
-memory, descriptors and state stay bounded."""
+memory, descriptors and state stay bounded. And ``nr_files``: nobody
+opening files until ENFILE, the daemon's memory bounded."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -114,3 +116,79 @@ def test_a_user_cannot_fill_the_tree(args: list[str], kind: str, figures: dict[s
             assert fds1 <= fds0 + 2
             assert rss1 - rss0 < 48 * 1024, (rss0, rss1)  # kB; 20,000 such links took 91 MB
             assert st1 < 32 << 20
+
+
+#: Opens argv[2:] over and over (directories with O_DIRECTORY), up to
+#: argv[1] files, until an error; prints how many and the errno, then
+#: holds them open until its stdin ends.
+OPENER = textwrap.dedent(
+    """
+    import errno, os, resource, sys
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    most, paths = int(sys.argv[1]), sys.argv[2:]
+    fds, err = [], "none"
+    while len(fds) < most:
+        p = paths[len(fds) % len(paths)]
+        try:
+            fds.append(os.open(p, os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(p) else 0)))
+        except OSError as e:
+            err = errno.errorcode[e.errno]
+            break
+    print(len(fds), err, flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_a_user_cannot_spend_the_daemons_memory_on_open_files(figures: dict[str, Any]) -> None:
+    """nobody opens a 3,000-entry directory and a device node over and
+    over: ENFILE at its share of ``nr_files``; root still opens; the
+    daemon's memory stays within a few MB (an open directory used to
+    copy its entries: ~64 B an entry per open, ~300 MB here)."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as base:
+        os.chmod(base, 0o755)
+        with DevfsdMount(base, args=["-o", "nr_files=3000"]) as m:
+            big = m.path / "big"
+            big.mkdir()
+            for i in range(3000):
+                os.mkfifo(big / f"p{i:04d}", 0o600)
+            m.client().modload("mm")
+            null = m.path / "null"
+            os.mknod(null, stat.S_IFCHR | 0o666, makedev(2, 2))
+            rss0, _ = daemon_usage(m)
+            with subprocess.Popen(
+                [*AS_NOBODY, os.path.realpath(sys.executable), "-c", OPENER, "100000", str(big), str(null)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            ) as nobody:
+                try:
+                    assert nobody.stdout is not None
+                    n, err = nobody.stdout.readline().split()
+                    rss1, _ = daemon_usage(m)
+                    assert (int(n), err) == (3000 * 95 // 100, "ENFILE")
+                    # Root's reserve: root still opens, to the limit.
+                    fds = [os.open(big, os.O_RDONLY | os.O_DIRECTORY)]
+                    fds += [os.open(null, os.O_RDONLY) for _ in range(3000 - int(n) - 1)]
+                    with pytest.raises(OSError) as ei:
+                        os.open(null, os.O_RDONLY)
+                    assert ei.value.errno == errno.ENFILE
+                    os.close(fds.pop())
+                    assert len(os.listdir(big)) == 3000  # the directory is read whole
+                    for fd in fds:
+                        os.close(fd)
+                finally:
+                    nobody.communicate(timeout=30)
+            # Closed: room again for nobody.
+            r = subprocess.run(
+                [*AS_NOBODY, os.path.realpath(sys.executable), "-c", OPENER, "10", str(null)],
+                input="",
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            assert r.stdout.split() == ["10", "none"]
+            figures.update({"opened_by_nobody": int(n), "rss_kb_before": rss0, "rss_kb_after": rss1})
+            assert rss1 - rss0 < 16 * 1024, (rss0, rss1)  # kB

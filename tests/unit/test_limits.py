@@ -11,7 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devfsd.errors import DeviceError
-from devfsd.limits import DEFAULT_NR_INODES, DEFAULT_SIZE, ENTRY_COST, INODE_COST, Limits, split_options
+from devfsd.limits import (
+    DEFAULT_NR_FILES,
+    DEFAULT_NR_INODES,
+    DEFAULT_SIZE,
+    ENTRY_COST,
+    INODE_COST,
+    Limits,
+    split_options,
+)
 from devfsd.nodes import ROOT_INODE, NodeTable
 
 CHR = stat.S_IFCHR | 0o600
@@ -31,9 +39,24 @@ def test_options_are_taken_out_of_the_fuse_ones() -> None:
     assert rest == ["allow_other", "debug"]
     assert split_options([]) == (Limits(DEFAULT_NR_INODES, DEFAULT_SIZE, 5), [])
     assert split_options(["size=0,nr_inodes=0"])[0] == Limits(0, 0, 5)  # no limit, as tmpfs
-    for bad in ("size=abc", "nr_inodes=-1", "size=1%", "reserve=51", "size="):
+    assert split_options(["nr_files=1k"])[0] == Limits(DEFAULT_NR_INODES, DEFAULT_SIZE, 5, 1024)
+    assert split_options([])[0].nr_files == DEFAULT_NR_FILES
+    for bad in ("size=abc", "nr_inodes=-1", "size=1%", "reserve=51", "size=", "nr_files=x"):
         with pytest.raises(ValueError, match=bad.split(",")[0]):
             split_options([bad])
+
+
+def test_open_files_limit_and_roots_reserve() -> None:
+    lim = Limits(nr_files=100, reserve=10)
+    lim.check_open(89, privileged=False)
+    with pytest.raises(DeviceError) as ei:
+        lim.check_open(90, privileged=False)  # a user's share: 90
+    assert ei.value.errno == errno.ENFILE
+    lim.check_open(99, privileged=True)
+    with pytest.raises(DeviceError):
+        lim.check_open(100, privileged=True)
+    Limits(nr_files=0).check_open(1 << 30, privileged=False)  # 0: no limit
+    Limits(nr_files=1, reserve=50).check_open(0, privileged=False)  # a user may open one at least
 
 
 def test_inodes_limit_and_roots_reserve() -> None:
