@@ -275,8 +275,10 @@ class Daemon:
         self.loader = ModuleLoader(args.modpath, autoload=not args.no_autoload, autotime=args.autotime)
         self.spec = SpecFs(self.loader, entry_timeout=args.entry_timeout or None)
         self.state = StateStore(args.state or default_state_dir(mountpoint))
-        try:  # what the state holds, checked (StateError)
+        try:  # what the state holds, checked (StateError): refused at start, not when reloaded
             isolated, majors = self.state.isolated(), self.state.majors()
+            self.state.recorded()
+            self.state.quarantined()
             tree = self.state.load_tree(time.time_ns())
         except BaseException:
             self.state.close()  # refused: not held (its lock) by a daemon that never ran
@@ -477,12 +479,14 @@ class Daemon:
     async def _reload_modules(self) -> None:
         for name in self.state.quarantined():
             log.warning("module %s is quarantined: not reloaded (modunload %s lifts it)", name, name)
-        for spec, props in self.state.modules():
+        for name, spec, props in self.state.recorded():
             if _module_name(spec) in self.loader.modules:
                 log.info("reloading module %s: modules.conf loaded it already", spec)
                 continue
+            # By its recorded name: a module loaded isolated by path is isolated again.
+            isolated = True if name in self.loader.isolated_names else None
             try:
-                await load_recorded(self.loader, self.state, spec, props, grace=LOAD_GRACE)
+                await load_recorded(self.loader, self.state, spec, props, isolated=isolated, grace=LOAD_GRACE)
             except DevfsdError as exc:
                 log.warning("reloading module %s: %s", spec, exc)
 

@@ -14,7 +14,13 @@ nodes made one by one wrote ~5 GB. SQLite writes what changed.
 
 Refused, with a clear error, rather than served: a database that is empty
 (0 bytes), not ours (another ``application_id`` or schema version) or
-whose rows do not make a tree (``check_tree``). One daemon per directory:
+whose rows do not make a tree (``check_tree``), or hold what no call
+could have recorded: a driver name or major ``devsw_attach`` refuses
+(``check_name``, ``check_major``), a module name, path or properties
+modload's checks refuse (``validate_module_name``, ``check_props``; a
+recorded path is absolute). What a row is for is checked where it is used,
+as modload's is: ``--reload-modules`` loads through the loader's checks (the
+code's trust, a host's user, caps and memlimit). One daemon per directory:
 ``lock`` is ``flock``'ed for the store's life. A write that fails
 (``ENOSPC``, ``EROFS``, ``EIO``) is rolled back and raised as
 ``StateError`` with that errno; the caller undoes its own change.
@@ -43,6 +49,8 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from devfsd.cdevsw._table import check_major, check_name
 from devfsd.errors import DeviceError
+from devfsd.kern.module import validate_module_name
+from devfsd.kern.props import MAXPROPSLEN, check_props
 from devfsd.nodes import NAME_MAX, ROOT_INODE, SYMLINK_MAX, Node, NodeTable
 
 if TYPE_CHECKING:
@@ -213,6 +221,35 @@ def check_tree(inodes: list[tuple[Any, ...]], entries: list[tuple[Any, ...]]) ->
     lost = set(modes) - seen
     if lost:
         raise _bad(f"inode {min(lost)} is not reachable from the root (a cycle or a lost node)")
+
+
+def _check_module(name: object, spec: object, where: str, *, loaded: bool) -> None:
+    """A module row's (or a loading mark's) name and spec, as a load
+    records them: a module name (``validate_module_name``, as modload's),
+    the row's name; or a path and a name of the load's. A ``loaded`` row
+    (one ``--reload-modules`` loads) has an absolute path (``caller_path``
+    made it so) and the name its ``MODULE`` declared, checked as any; a
+    mark, or a row it quarantined, has the path as given (modules.conf's
+    may be relative) and its last component.
+
+    Raises:
+        StateError: ``EINVAL`` naming the row (``where``) and why.
+    """
+    try:
+        if type(spec) is not str or not spec or "\0" in spec:
+            raise DeviceError(errno.EINVAL, "the module is not a name or a path")
+        if "/" not in spec:
+            if validate_module_name(spec) != name:
+                raise DeviceError(errno.EINVAL, f"module {spec!r} recorded as {name!r:.80}")
+        elif not loaded:
+            if type(name) is not str or "/" in name or "\0" in name:
+                raise DeviceError(errno.EINVAL, "invalid module name")
+        elif not spec.startswith("/"):
+            raise DeviceError(errno.EINVAL, "the module's path is not absolute")
+        else:
+            validate_module_name(name)
+    except DeviceError as exc:
+        raise _bad(f"{where} ({exc})") from None
 
 
 def _lock(directory: str) -> int:
@@ -441,17 +478,18 @@ class StateStore:
     def _module_rows(self, quarantined: int) -> Iterator[tuple[str, str, dict[str, str | int | bool]]]:
         sql = "SELECT name, spec, props FROM modules WHERE quarantined = ? ORDER BY rowid"
         for name, spec, text in self._read(sql, (quarantined,)):
+            where = f"invalid module row {name!r:.80}"
+            _check_module(name, spec, where, loaded=not quarantined)
+            if type(text) is not str:
+                raise _bad(f"{where} (properties are not text)")
+            if len(text) > MAXPROPSLEN:  # more than check_props lets a modload give
+                raise _bad(f"{where} (properties larger than {MAXPROPSLEN} bytes)")
             try:
-                props = json.loads(text) if type(text) is str else None
-            except ValueError:
-                props = None
-            if (
-                type(name) is not str
-                or type(spec) is not str
-                or not isinstance(props, dict)
-                or not all(isinstance(v, str | int | bool) for v in props.values())
-            ):
-                raise _bad(f"invalid module row {name!r}")
+                props = check_props(json.loads(text))
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than json goes
+                raise _bad(f"{where} (properties are not JSON)") from None
+            except DeviceError as exc:  # as modload's: check_props
+                raise _bad(f"{where} ({exc})") from None
             yield name, spec, props
 
     def modules(self) -> list[tuple[str, dict[str, str | int | bool]]]:
@@ -459,9 +497,23 @@ class StateStore:
         not the quarantined ones.
 
         Raises:
-            StateError: ``EINVAL`` for a row that does not validate.
+            StateError: ``EINVAL`` for a row that does not validate (see
+                ``recorded``).
         """
         return [(spec, props) for _, spec, props in self._module_rows(0)]
+
+    def recorded(self) -> list[tuple[str, str, dict[str, str | int | bool]]]:
+        """(name, spec, props) of the modules ``modules`` lists.
+
+        Raises:
+            StateError: ``EINVAL`` for a row a modload could not have
+                recorded: a name ``validate_module_name`` refuses (a
+                terminal's escape sequences), a spec that is neither that
+                name nor an absolute path (``caller_path`` makes a path
+                absolute), properties ``check_props`` refuses (not an
+                int64, str or bool, past ``MAXPROPSLEN``).
+        """
+        return list(self._module_rows(0))
 
     def quarantined(self) -> list[str]:
         """Names of the quarantined modules."""
@@ -531,8 +583,18 @@ class StateStore:
         return had
 
     def isolated(self) -> set[str]:
-        """Names of modules last loaded isolated (``modload -I``)."""
-        return {n for (n,) in self._read("SELECT name FROM isolated") if type(n) is str}
+        """Names of modules last loaded isolated (``modload -I``).
+
+        Raises:
+            StateError: ``EINVAL`` for a name ``validate_module_name`` refuses.
+        """
+        names = set()
+        for (name,) in self._read("SELECT name FROM isolated"):
+            try:
+                names.add(validate_module_name(name))
+            except DeviceError as exc:
+                raise _bad(f"invalid isolated row {name!r:.80} ({exc})") from None
+        return names
 
     def _quarantine_marks(self) -> list[tuple[str, str]]:
         """Turn the loading marks left by a dead daemon into quarantined rows."""
@@ -540,8 +602,7 @@ class StateStore:
         if not marks:
             return []
         for spec, name in marks:
-            if type(spec) is not str or type(name) is not str:
-                raise _bad(f"invalid loading mark {spec!r}")
+            _check_module(name, spec, f"invalid loading mark {spec!r:.200}", loaded=False)
 
         def quarantine() -> None:
             for spec, name in marks:

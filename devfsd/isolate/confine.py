@@ -77,6 +77,7 @@ __all__ = [
     "HostUser",
     "cap_list",
     "cap_names",
+    "check_memlimit",
     "configure",
     "declared_caps",
     "drop_capabilities",
@@ -350,8 +351,23 @@ def configure(setting: str = "", memlimit: int = 0) -> None:
     sweep()
 
 
+def check_memlimit(props: Mapping[str, object]) -> None:
+    """The ``memlimit`` property, if given: an int of bytes above 0 (as
+    ``modload -i memlimit=BYTES`` gives it), not a limit that silently
+    is none (``-1``, ``0``, a string, a bool).
+
+    Raises:
+        DeviceError: ``EINVAL``.
+    """
+    if "memlimit" in props:
+        v = props["memlimit"]
+        if type(v) is not int or v <= 0:
+            raise DeviceError(errno.EINVAL, f"property memlimit: {v!r:.40} is not a number of bytes above 0")
+
+
 def memlimit_of(props: Mapping[str, object]) -> int | None:
-    """A host's memory limit: its ``memlimit`` property, else the daemon's."""
+    """A host's memory limit: its ``memlimit`` property (``check_memlimit``
+    passed it at load), else the daemon's."""
     v = props.get("memlimit")
     if type(v) is int and v > 0:
         return v

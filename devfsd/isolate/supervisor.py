@@ -50,7 +50,14 @@ from devfsd.cdevsw import devsw_detach
 from devfsd.cdevsw._table import devsw
 from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import protocol as P
-from devfsd.isolate.confine import HostUser, declared_caps, host_caps, memlimit_of, resolve_user
+from devfsd.isolate.confine import (
+    HostUser,
+    check_memlimit,
+    declared_caps,
+    host_caps,
+    memlimit_of,
+    resolve_user,
+)
 from devfsd.isolate.hostproc import HostDied, HostProcess, check_reply_json
 from devfsd.isolate.proxy import make_proxy
 from devfsd.kern import trust
@@ -350,9 +357,7 @@ class Supervisor:
             if name != self.mod.name:
                 if not self.by_path:
                     raise DeviceError(errno.ENOENT, f"{self.target} declares module {name[:40]!r}")
-                validate_module_name(name)  # from the host: not trusted
-                if not name.isprintable():  # (modstat, the state directory, the log)
-                    raise DeviceError(errno.EINVAL, f"invalid module name {name!r}")
+                validate_module_name(name)  # from the host: not trusted (modstat, the state, the log)
                 if name in self.loader.modules:
                     raise DeviceError(errno.EEXIST)
             try:
@@ -443,6 +448,7 @@ async def load_hosted(
         if p in props and uid != 0:
             log.warning("module %s: uid %d may not give property %s: root's alone", name, uid, p)
             raise DeviceError(errno.EPERM, f"property {p} is root's alone")
+    check_memlimit(props)
     user = resolve_user(props[HOST_USER]) if HOST_USER in props else None
     given = parse_caps(props[HOST_CAPS], f"property {HOST_CAPS}") if HOST_CAPS in props else ()
     if given and user is not None:

@@ -83,7 +83,9 @@ def validate_module_name(name: object) -> str:
     Raises:
         DeviceError: ``ENOENT`` (empty), ``ENAMETOOLONG`` (``MAXMODNAME`` or
             longer), ``EINVAL`` (not a string, or has ``/``, NUL, ``..``,
-            white space or a leading ``.``).
+            white space, another character that does not print (a name
+            is printed by modstat and logged: no terminal escape
+            sequences) or a leading ``.``).
     """
     if not isinstance(name, str):
         raise DeviceError(errno.EINVAL, "module name must be a string")
@@ -91,7 +93,7 @@ def validate_module_name(name: object) -> str:
         raise DeviceError(errno.ENOENT)
     if len(name) >= MAXMODNAME:
         raise DeviceError(errno.ENAMETOOLONG)
-    if "/" in name or "\0" in name or name.startswith(".") or any(c.isspace() for c in name):
+    if "/" in name or not name.isprintable() or name.startswith(".") or any(c.isspace() for c in name):
         raise DeviceError(errno.EINVAL, f"invalid module name {name!r}")
     return name
 

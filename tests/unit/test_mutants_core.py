@@ -145,11 +145,11 @@ def test_majors_zero_and_the_largest_come_back(tmp_path: Path) -> None:
 
 def test_module_row_isolated_and_marks(tmp_path: Path) -> None:
     store = StateStore(str(tmp_path))
-    store.mark_loading("./a.py", "a")
-    store.put_module("a", "./a.py", {"k": 1})  # not isolated, its mark cleared
+    store.mark_loading("/m/a.py", "a")
+    store.put_module("a", "/m/a.py", {"k": 1})  # not isolated, its mark cleared
     store.mark_loading("b", "b")
     store.put_module("b", "b", {}, isolated=True, keep_mark=True)
-    assert store.module_row("a") == ("./a.py", {"k": 1})
+    assert store.module_row("a") == ("/m/a.py", {"k": 1})
     assert store.module_row("b") == ("b", {})
     assert store.module_row("c") is None
     assert store.isolated() == {"b"}
@@ -177,14 +177,17 @@ def test_module_row_isolated_and_marks(tmp_path: Path) -> None:
     store.close()
 
 
-def test_isolated_names_that_are_not_text_are_left_out(tmp_path: Path) -> None:
+def test_isolated_names_that_are_not_module_names_are_refused(tmp_path: Path) -> None:
     store = StateStore(str(tmp_path))
     store.put_module("a", "a", {}, isolated=True)
     store.close()
     raw(tmp_path, "INSERT INTO isolated VALUES (x'62')")
     store = StateStore(str(tmp_path))
-    assert store.isolated() == {"a"}
+    with pytest.raises(StateError) as ei:
+        store.isolated()
     store.close()
+    assert ei.value.errno == errno.EINVAL
+    assert str(ei.value) == f"{DB_NAME}: invalid isolated row b'b' (module name must be a string){TAIL}"
 
 
 def test_check_tree_says_which_row_and_why() -> None:
@@ -539,7 +542,7 @@ def test_signal_pending_of_a_dead_caller() -> None:
 def test_a_loading_mark_that_is_not_text_is_refused(tmp_path: Path) -> None:
     StateStore(str(tmp_path)).close()
     raw(tmp_path, "INSERT INTO loading VALUES ('s', x'6e')")
-    assert refusal(tmp_path) == f"{DB_NAME}: invalid loading mark 's'{TAIL}"
+    assert refusal(tmp_path) == f"{DB_NAME}: invalid loading mark 's' (module 's' recorded as b'n'){TAIL}"
 
 
 def test_a_row_sqlite_cannot_read_is_refused_as_unreadable(tmp_path: Path) -> None:

@@ -183,6 +183,101 @@ def test_a_bool_major_is_refused_by_the_same_rule() -> None:
     assert check_major(0) == 0 and check_major(MAXDEVSW - 1) == MAXDEVSW - 1
 
 
+ESC = "\x1b]0;pwned\x07\x1b[2J"  # a terminal's title and a clear screen
+
+
+@pytest.mark.parametrize(
+    ("row", "why"),
+    [
+        # Names and specs as modload records them (validate_module_name, caller_path).
+        ((ESC, ESC, "{}", 0), "invalid module row '\\x1b]0;pwned\\x07\\x1b[2J' (invalid module name"),
+        ((ESC, ESC, "{}", 1), "invalid module row '\\x1b]0;pwned"),  # quarantined: logged
+        ((ESC, "/srv/m", "{}", 0), "(invalid module name '\\x1b]0;pwned"),  # MODULE's name
+        (("m", "crandom", "{}", 0), "module 'crandom' recorded as 'm'"),
+        (("m", "mods/m", "{}", 0), "the module's path is not absolute"),  # the daemon's cwd
+        (("m", "/srv/m\0.py", "{}", 0), "the module is not a name or a path"),
+        (("m", b"m", "{}", 0), "the module is not a name or a path"),  # a blob
+        (("m", "m", b"{}", 0), "properties are not text"),
+        # Properties as check_props takes them from the control socket.
+        (("m", "m", '{"memlimit": 1208925819614629174706176}', 0), "property memlimit: value must be"),
+        (("m", "m", '{"memlimit": 1.5}', 0), "property memlimit: value must be"),
+        (("m", "m", '{"user": null}', 0), "property user: value must be"),
+        (("m", "m", '{"caps": ["net_admin"]}', 0), "property caps: value must be"),
+        (("m", "m", f'{{"{"k" * 129}": 1}}', 0), "property name longer than 128 bytes"),
+        (("m", "m", f'{{"k": "{"v" * 4090}"}}', 0), "properties larger than 4096 bytes"),
+        (("m", "m", "[1]", 0), "properties must be a dictionary"),
+        (("m", "m", "[" * 2000 + "]" * 2000, 0), "properties are not JSON"),  # json's recursion
+        (("m", "m", "{", 0), "properties are not JSON"),
+    ],
+)
+def test_module_rows_a_modload_could_not_record_are_refused(
+    tmp_path: Path, row: tuple[object, ...], why: str
+) -> None:
+    """What ``--reload-modules`` loads and the log names goes through the
+    control path's own checks; the daemon refuses the directory at start."""
+    made(tmp_path)
+    c = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    c.execute("INSERT INTO modules VALUES (?, ?, ?, ?)", row)
+    c.close()
+    store = StateStore(str(tmp_path))
+    try:
+        with pytest.raises(StateError) as ei:
+            store.recorded() if row[3] == 0 else store.quarantined()
+    finally:
+        store.close()
+    assert ei.value.errno == errno.EINVAL
+    text = str(ei.value)
+    assert text.startswith(f"{DB_NAME}: invalid module row ") and why in text, text
+    assert text.isprintable()
+
+
+@pytest.mark.parametrize(
+    ("sql", "why"),
+    [
+        (f"INSERT INTO isolated VALUES ('{ESC}')", "invalid isolated row '\\x1b]0;pwned"),
+        ("INSERT INTO isolated VALUES ('a b')", "invalid isolated row 'a b' (invalid module name"),
+        (f"INSERT INTO loading VALUES ('{ESC}', '{ESC}')", "invalid loading mark '\\x1b]0;pwned"),
+        (
+            "INSERT INTO loading VALUES ('/srv/x.py', 'a/b')",
+            "invalid loading mark '/srv/x.py' (invalid module",
+        ),
+    ],
+)
+def test_isolated_rows_and_marks_a_load_could_not_record_are_refused(
+    tmp_path: Path, sql: str, why: str
+) -> None:
+    made(tmp_path)
+    raw(tmp_path / DB_NAME, sql)
+    with pytest.raises(StateError) as ei:
+        _open_isolated(tmp_path)  # marks: quarantined at the open
+    assert ei.value.errno == errno.EINVAL and why in str(ei.value), ei.value
+    assert str(ei.value).isprintable()
+
+
+def _open_isolated(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    try:
+        store.isolated()
+    finally:
+        store.close()
+
+
+def test_rows_the_daemon_writes_pass(tmp_path: Path) -> None:
+    """A mark of modules.conf's relative path, and the row it quarantines,
+    are the daemon's own: they pass (the start after a crash is not refused)."""
+    store = StateStore(str(tmp_path))
+    store.mark_loading("./mods/x.py", "x")
+    store.put_module("tunwg", "/srv/mods/tunwg", {"memlimit": 1 << 30, "user": "nobody", "caps": "net_admin"})
+    store.put_module("mm", "mm", {"k" * 128: "v" * 3900}, isolated=True)
+    store.close()
+    store = StateStore(str(tmp_path))
+    try:
+        assert store.quarantined() == ["x"] and store.isolated() == {"mm"}
+        assert [(n, s) for n, s, _ in store.recorded()] == [("tunwg", "/srv/mods/tunwg"), ("mm", "mm")]
+    finally:
+        store.close()
+
+
 def test_an_empty_database_is_refused_not_served_empty(tmp_path: Path) -> None:
     made(tmp_path).write_bytes(b"")
     assert "empty (0 bytes)" in str(refused(tmp_path))
