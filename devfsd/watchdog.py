@@ -86,6 +86,7 @@ class Watchdog:
         self.interrupted = 0
         self._fired = False
         self._told = False  # a stall outside drivers was logged
+        self._handling = False  # _on_signal is running (its next signal must not re-enter it)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -142,6 +143,21 @@ class Watchdog:
     # -- in the trio thread ----------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # The watchdog signals every quarter limit while the stall lasts; a
+        # handler still at work when the next one comes (a slow log handler,
+        # a loaded machine) would run again inside itself and interrupt the
+        # same stall again from within the first one's log.error (where a
+        # stream or file handler swallows that DriverStall), and so on at
+        # every signal while the log stays slow, until RecursionError.
+        if self._handling:
+            return
+        self._handling = True
+        try:
+            self._check(frame)
+        finally:
+            self._handling = False
+
+    def _check(self, frame: FrameType | None) -> None:
         stalled = self.stalled()
         if not self._fired or stalled <= self.limit:
             return  # not ours, or the loop has answered since

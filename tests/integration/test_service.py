@@ -329,7 +329,7 @@ def test_detached_daemon_leaves_cwd_umask_and_inherited_descriptors(tmp_path: Pa
             status = f.read()
         assert re.search(r"^Umask:\s+0022$", status, re.M), status
         assert os.getsid(pid) == pid  # its own session, no terminal
-        fds = {int(n): os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
+        fds = open_files(pid)
         assert [fds[0], fds[1], fds[2]] == ["/dev/null"] * 3
         assert f"pipe:[{inherited}]" not in fds.values()
         # Relative paths were the caller's: the log and the state are in tmp_path.
@@ -339,6 +339,20 @@ def test_detached_daemon_leaves_cwd_umask_and_inherited_descriptors(tmp_path: Pa
         os.close(inherited_w)
         subprocess.run(["umount", str(mp)], check=False)
         wait_for(lambda: not os.path.exists(ctl), 20, "the daemon to exit")
+
+
+def open_files(pid: int) -> dict[int, str]:
+    """What each of ``pid``'s descriptors names, but those it closes while they are read.
+
+    A daemon that serves has connections coming and going (``detach.holder``'s
+    own, its readiness ping), and each can close between the listing and
+    its readlink(2), the later on a loaded machine.
+    """
+    fds = {}
+    for n in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            fds[int(n)] = os.readlink(f"/proc/{pid}/fd/{n}")
+    return fds
 
 
 # -- logs ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -44,7 +45,13 @@ def fake_driver() -> Iterator[types.ModuleType]:
 
 
 def run_with_watchdog(fn: Callable[[], object]) -> tuple[BaseException | None, float, Watchdog]:
-    """Call ``fn`` from a trio task under a watchdog; what it raised and how long it took."""
+    """Call ``fn`` from a trio task under a watchdog; what it raised and how long the loop was held.
+
+    Held from the call, or from the heartbeat request the watchdog fired on
+    if that came first: a trio thread preempted between ``wd.start()`` and
+    the call (a loaded machine) finds the first request already made, and
+    trio may run this task before the one that answers it.
+    """
     wd = Watchdog(LIMIT)
     got: list[BaseException | None] = [None]
     took = [0.0]
@@ -58,6 +65,7 @@ def run_with_watchdog(fn: Callable[[], object]) -> tuple[BaseException | None, f
                 fn()
             except DriverStall as exc:
                 got[0] = exc
+                t0 = min(t0, wd.asked_at)  # the loop has not run since: still unanswered
             took[0] = time.monotonic() - t0
         finally:
             wd.stop()
@@ -89,6 +97,38 @@ def test_driver_code_that_never_yields_is_interrupted(fake_driver: types.ModuleT
     assert isinstance(exc, DriverStall)
     assert "devfsd_modules.fakestall" in str(exc)
     assert LIMIT * 0.9 <= took < LIMIT + 5
+    assert (wd.stalls, wd.interrupted) == (1, 1)
+
+
+@pytest.mark.usefixtures("alarm")
+def test_a_handler_outlasting_the_next_signal_interrupts_once(
+    fake_driver: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler's log is still being written when the watchdog signals again (a slow
+    log, a loaded machine): that signal does not re-enter the handler."""
+    sent = [0]
+    kill = signal.pthread_kill
+
+    def counting_kill(thread_id: int, signum: int) -> None:
+        sent[0] += 1
+        kill(thread_id, signum)
+
+    class SlowLog(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            until = sent[0] + 2
+            while sent[0] < until:  # two more signals, each taken in here (bounded: alarm)
+                pass
+
+    monkeypatch.setattr(signal, "pthread_kill", counting_kill)
+    logger = logging.getLogger("devfsd.watchdog")
+    slow = SlowLog()
+    logger.addHandler(slow)
+    try:
+        exc, _took, wd = run_with_watchdog(fake_driver.spin)
+    finally:
+        logger.removeHandler(slow)
+    assert isinstance(exc, DriverStall)
+    assert sent[0] >= 3
     assert (wd.stalls, wd.interrupted) == (1, 1)
 
 
