@@ -6,10 +6,12 @@ processes left in a host's cgroup.
 
 *User.* ``-s user=NAME`` (root's alone, as a privileged property) names
 the user a host runs as: ``resolve_user`` looks it up once, at load, and
-``popen_args`` has ``subprocess`` set its groups, gid and uid in the child
-before the interpreter starts (no module code, no devfsd code runs as root
-in it). The host then sets ``no_new_privs`` and makes itself not
-dumpable, as root too (``host.main``).
+the host is started through ``devfsd.isolate.launch`` (``launch_argv``),
+which narrows its bounding set to the module's capabilities, sets its
+groups, gid and uid and executes the host's interpreter as the user (no
+module code, no devfsd code but the launcher's runs as root in it). The
+host then sets ``no_new_privs`` and makes itself not dumpable, as root
+too (``host.main``).
 
 *Capabilities.* A host started as root keeps only the Linux capabilities
 its module declares (``ModuleInfo.caps``, read from its checked source
@@ -23,8 +25,10 @@ ambient and inheritable sets, then the permitted and effective ones
 (``capset(2)``), and checks that what is left is what it asked for. A
 failure is fatal: the host answers ``LOAD`` with its errno and runs
 nothing. A host run as another user holds none (``setuid`` took them);
-its bounding set stays as it was (narrowing it takes ``CAP_SETPCAP``),
-which with ``no_new_privs`` lets it gain none.
+its bounding set is its module's declared capabilities, narrowed by the
+launcher while it was root (``devfsd.isolate.launch``; a daemon without
+``CAP_SETPCAP`` leaves it as it was, from which, with ``no_new_privs`` and
+nothing permitted, the host gains nothing all the same).
 
 *Environment.* ``host_env``: a fixed ``PATH``, ``LANG``, and of the
 daemon's own only ``PYTHONPATH`` (so the host imports the daemon's devfsd)
@@ -61,12 +65,17 @@ import logging
 import os
 import pwd
 import signal
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
 from devfsd import _trioloop
 from devfsd._trioloop import ENV_PUBLIC_ONLY
 from devfsd.errors import DeviceError
+from devfsd.isolate.launch import bounding as _bounding
+from devfsd.isolate.launch import last_cap as last_cap
+from devfsd.isolate.launch import libc as _libc
+from devfsd.isolate.launch import narrow_bounding
 from devfsd.kern.caps import CAP_NAMES, cap_number, parse_caps
 
 if TYPE_CHECKING:
@@ -83,8 +92,8 @@ __all__ = [
     "drop_capabilities",
     "host_caps",
     "host_env",
+    "launch_argv",
     "memlimit_of",
-    "popen_args",
     "resolve_user",
     "sweep",
 ]
@@ -143,18 +152,26 @@ def host_env() -> dict[str, str]:
     return env
 
 
-def popen_args(user: HostUser | None) -> dict[str, object]:
-    """``subprocess.Popen`` arguments that start a host as ``user``
-    (groups, then gid, then uid, in the child before it runs Python)."""
+def launch_argv(user: HostUser | None, caps: int, status: int) -> list[str]:
+    """What a host's command line starts with to run as ``user``: the
+    launcher (``devfsd.isolate.launch``), which narrows its bounding set
+    to ``caps`` (a mask), sets groups, gid and uid, in that order, and
+    executes the rest as ``user``, telling a failure's errno on ``status``.
+    Nothing for a host of the daemon's own user."""
     if user is None:
-        return {}
-    return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
+        return []
+    groups = ",".join(map(str, user.groups))
+    return [
+        *(sys.executable, "-P", "-s", "-m", "devfsd.isolate.launch"),
+        f"--user={user.uid}:{user.gid}:{groups}",
+        f"--caps={caps:x}",
+        f"--status={status}",
+        "--",
+    ]
 
 
 # -- capabilities -----------------------------------------------------------------
 
-_PR_CAPBSET_READ: Final = 23
-_PR_CAPBSET_DROP: Final = 24
 _PR_CAP_AMBIENT: Final = 47
 _PR_CAP_AMBIENT_CLEAR_ALL: Final = 4
 _CAP_SETPCAP: Final = 8
@@ -171,21 +188,6 @@ class _CapData(ctypes.Structure):
         ("permitted", ctypes.c_uint32),
         ("inheritable", ctypes.c_uint32),
     )
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def last_cap() -> int:
-    """The kernel's highest capability number (``CAP_LAST_CAP``)."""
-    try:
-        return int(_read("/proc/sys/kernel/cap_last_cap"))
-    except (OSError, ValueError):  # no /proc: ask the bounding set, which knows every cap
-        libc, n = _libc(), 0
-        while n < 63 and libc.prctl(_PR_CAPBSET_READ, n + 1, 0, 0, 0) >= 0:
-            n += 1
-        return n
 
 
 def cap_names(mask: int) -> tuple[str, ...]:
@@ -278,15 +280,6 @@ def _capset(effective: int, permitted: int, inheritable: int) -> None:
         raise OSError(code, f"capset: {os.strerror(code)}")
 
 
-def _bounding() -> int:
-    """This thread's bounding set, as a mask."""
-    libc, mask = _libc(), 0
-    for i in range(last_cap() + 1):
-        if libc.prctl(_PR_CAPBSET_READ, i, 0, 0, 0) == 1:
-            mask |= 1 << i
-    return mask
-
-
 def drop_capabilities(keep: int) -> int:
     """Drop every capability of this thread's but ``keep`` (a mask), from
     every set; the thread must be its process's only one (capabilities are
@@ -318,10 +311,7 @@ def drop_capabilities(keep: int) -> int:
                 "cannot narrow the bounding set without CAP_SETPCAP"
                 " (give the daemon CAP_SETPCAP, or run the host as another user: -s user=)",
             )
-        for i in range(last_cap() + 1):
-            if bounding >> i & 1 and not keep >> i & 1 and libc.prctl(_PR_CAPBSET_DROP, i, 0, 0, 0) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, f"PR_CAPBSET_DROP {cap_list(1 << i)}: {os.strerror(code)}")
+        narrow_bounding(keep)
     if libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
         code = ctypes.get_errno()
         if code != errno.EINVAL:  # EINVAL: a kernel before 4.3, with no ambient set

@@ -86,6 +86,7 @@ import logging
 import math
 import mmap
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -102,7 +103,7 @@ from devfsd.cdevsw._wait import WaitChannel
 from devfsd.errors import DeviceError
 from devfsd.isolate import protocol as P
 from devfsd.isolate._channel import RECV_SIZE, Sender, receive_now
-from devfsd.isolate.confine import HostCgroup, HostUser, cap_list, host_env, popen_args
+from devfsd.isolate.confine import HostCgroup, HostUser, cap_list, host_env, launch_argv
 
 if TYPE_CHECKING:
     from devfsd.cdevsw._dev import Dev
@@ -113,6 +114,9 @@ log = logging.getLogger("devfsd.isolate")
 
 #: Lines of the host's stderr kept for the report of its death.
 TAIL_LINES: Final = 40
+#: Seconds the launcher of a host as another user may take to execute the
+#: host (``confine.launch_argv``): an interpreter's start; past it, ``ETIMEDOUT``.
+LAUNCH_WAIT: Final = 30.0
 #: What the daemon takes of a host's stderr (the host is not trusted: a
 #: host that writes without end must not fill the daemon's log or take its
 #: CPU time from other nodes): bytes read a second (past them the pipe
@@ -349,6 +353,8 @@ class HostProcess:
         back, theirs_back = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # replies
         shm = _shared_buffer()
         passed = (theirs.fileno(), theirs_back.fileno(), *((shm,) if shm >= 0 else ()))
+        # As another user: the launcher's errno, if it fails (confine.launch_argv).
+        status = os.pipe2(os.O_CLOEXEC) if self.user is not None else None
         try:
             # Started from the trio thread itself, not trio.lowlevel.open_process
             # (which forks in a worker thread): the host's PR_SET_PDEATHSIG fires
@@ -356,9 +362,10 @@ class HostProcess:
             # threads end after ten seconds, killing the host with them.
             # -P -s: nothing from the working directory or a user's site;
             # the environment is host_env's; as ``user`` from its first
-            # instruction (confine).
-            self.proc = subprocess.Popen(  # type: ignore[call-overload]  # noqa: ASYNC220 - see above
+            # instruction, its bounding set narrowed (confine.launch_argv).
+            self.proc = subprocess.Popen(  # noqa: ASYNC220 - see above
                 [
+                    *launch_argv(self.user, self.caps, status[1] if status else -1),
                     sys.executable,
                     "-P",
                     "-s",
@@ -367,21 +374,34 @@ class HostProcess:
                     f"--caps={self.caps:x}",
                     *map(str, passed),
                 ],
-                pass_fds=passed,
+                pass_fds=(*passed, status[1]) if status else passed,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # a ^C to the daemon's group is not the host's
                 cwd="/",
                 env=host_env(),
-                **popen_args(self.user),
             )
             self._pidfd = os.pidfd_open(self.proc.pid)
+            if status is not None:  # the launcher's exec closes it; a failure writes its errno
+                os.close(status[1])
+                status = (status[0], -1)
+                with trio.move_on_after(LAUNCH_WAIT):
+                    await trio.lowlevel.wait_readable(status[0])
+                told = os.read(status[0], 16) if _readable(status[0]) else str(errno.ETIMEDOUT).encode()
+                if told:
+                    code = int(told) if told.isdigit() else errno.EIO
+                    raise OSError(code, os.strerror(code))
             if self.memlimit is not None:
                 self._limit_memory(self.memlimit)
         except BaseException as exc:
             mine.close()
             back.close()
+            if status is not None:
+                for fd in status:
+                    if fd >= 0:
+                        os.close(fd)
+                status = None
             theirs.close()
             theirs_back.close()
             if shm >= 0:
@@ -400,6 +420,8 @@ class HostProcess:
             raise
         theirs.close()
         theirs_back.close()
+        if status is not None:
+            os.close(status[0])
         if shm >= 0:
             self._map_shared(shm)
         assert self.proc.stderr is not None
@@ -411,7 +433,9 @@ class HostProcess:
         self._sync_fds = (back.fileno(), self.proc.stderr.fileno(), self._pidfd)
         self.out = Sender(mine)
         self.started_at = trio.current_time()
-        kept = cap_list(self.caps) if self.user is None else f"none (as {self.user.name})"
+        kept = cap_list(self.caps)
+        if self.user is not None:
+            kept = f"none (as {self.user.name}), bounding set {kept}"
         log.debug("module %s: host %d started, keeping capabilities %s", self.name, self.pid, kept)
         nursery.start_soon(self._read)
         nursery.start_soon(self._stderr)
@@ -1126,6 +1150,11 @@ class HostProcess:
             oom = f" by the OOM killer (its cgroup's limit: {self.memlimit} bytes)" if self.oom else ""
             return f"killed by signal {-rc} ({sig}){oom}"
         return f"exited with status {rc}"
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has data or its end (no wait)."""
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _shared_buffer() -> int:

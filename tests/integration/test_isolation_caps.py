@@ -27,6 +27,7 @@ from devfsd.kern.caps import cap_number
 from devfsd.testing.mount import DevfsdMount, wait_for
 from tests.integration.test_isolation_confine import (
     MODS,
+    NOBODY,
     WAIT,
     ask,
     ask_ok,
@@ -168,13 +169,40 @@ def test_a_host_as_another_user_holds_no_capability(mnt: DevfsdMount, base: Path
     r = modload(mnt, "-I", "-s", "user=nobody", str(mod))
     assert (r.returncode, r.stderr) == (0, ""), mnt.log_text()
     assert "module probe declares caps net_raw: a host run as nobody holds none" in mnt.log_text()
-    assert "keeping capabilities none (as nobody)" in mnt.log_text()
+    assert "keeping capabilities none (as nobody), bounding set net_raw" in mnt.log_text()
     got = caps(mnt)
-    # Its bounding set stays (narrowing it takes CAP_SETPCAP); with
-    # no_new_privs and nothing permitted, it can gain nothing from it.
-    assert (got["Inh"], got["Prm"], got["Eff"], got["Amb"]) == (NONE,) * 4
+    # Its bounding set is what its module declares (the launcher narrowed
+    # it as root); with no_new_privs and nothing permitted, it can gain
+    # nothing from it.
+    assert got == {"Inh": NONE, "Prm": NONE, "Eff": NONE, "Bnd": NET_RAW, "Amb": NONE}
+    assert sets(int(ask(mnt, "pid"))) == got  # as another process sees it
     assert ask(mnt, "packet") == "EPERM"
     assert ask(mnt, "dumpable") == "0"
+
+
+@needs_nobody
+def test_a_host_as_another_user_has_the_bounding_set_its_module_declares(mnt: DevfsdMount) -> None:
+    """Not the daemon's whole one: probe declares nothing, so its host as
+    nobody has an empty bounding set, in its /proc/PID/status, from its
+    start, and so has a restarted host."""
+    c = mnt.client()
+    c.modload("probe", {"user": "nobody"}, isolated=True)
+    pid = int(ask(mnt, "pid"))
+    assert proc_status(pid)["Uid"].split() == [str(NOBODY.pw_uid)] * 4
+    assert sets(pid) == {"Inh": NONE, "Prm": NONE, "Eff": NONE, "Bnd": NONE, "Amb": NONE}
+    assert sets(daemon_pid(mnt))["Bnd"] != NONE  # the daemon's own is untouched
+    assert "keeping capabilities none (as nobody), bounding set none" in mnt.log_text()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: _alive_again(mnt, pid), WAIT, "the host to be restarted")
+    again = int(ask(mnt, "pid"))
+    assert again != pid and sets(again)["Bnd"] == NONE
+
+
+def _alive_again(m: DevfsdMount, old: int) -> bool:
+    try:
+        return int(ask(m, "pid")) != old
+    except OSError:
+        return False
 
 
 @needs_nobody

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import pwd
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -22,8 +24,12 @@ def test_user_by_name_or_uid() -> None:
     assert (u.name, u.uid, u.gid) == ("nobody", pw.pw_uid, pw.pw_gid)
     assert set(u.groups) == set(os.getgrouplist("nobody", pw.pw_gid))
     assert confine.resolve_user(str(pw.pw_uid)) == u == confine.resolve_user(pw.pw_uid)
-    assert confine.popen_args(u) == {"user": u.uid, "group": u.gid, "extra_groups": list(u.groups)}
-    assert confine.popen_args(None) == {}
+    groups = ",".join(map(str, u.groups))
+    assert confine.launch_argv(u, 0x3000, 9) == [
+        *(sys.executable, "-P", "-s", "-m", "devfsd.isolate.launch"),
+        *(f"--user={u.uid}:{u.gid}:{groups}", "--caps=3000", "--status=9", "--"),
+    ]
+    assert confine.launch_argv(None, 0x3000, 9) == []
 
 
 @pytest.mark.parametrize("value", ["no-such-user-here", True, -1, 1 << 40, "", b"nobody"])
@@ -86,3 +92,44 @@ def test_no_memory_cgroup_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert confine.memlimit_of({"memlimit": 5}) == 5
     monkeypatch.setattr(confine, "_memlimit", 7)
     assert (confine.memlimit_of({}), confine.memlimit_of({"memlimit": True})) == (7, 7)
+
+
+def _launch(caps: int, *host: str) -> tuple[subprocess.CompletedProcess[str], bytes]:
+    """The launcher as hostproc starts it (as root), executing ``host`` as nobody."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        nobody = confine.resolve_user("nobody")
+        argv = [*confine.launch_argv(nobody, caps, w), *host]
+        p = subprocess.run(
+            argv, pass_fds=(w,), capture_output=True, text=True, timeout=30, env=confine.host_env()
+        )
+        os.close(w)
+        w = -1
+        return p, os.read(r, 16)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts a process as nobody")
+def test_the_launcher_narrows_the_bounding_set_then_becomes_the_user() -> None:
+    p, told = _launch(0x3000, "/bin/cat", "/proc/self/status")
+    assert (p.returncode, told) == (0, b""), p.stderr  # the exec closed the status pipe
+    st = {k: v.strip() for k, _, v in (line.partition(":") for line in p.stdout.splitlines())}
+    nobody = confine.resolve_user("nobody")
+    assert st["Uid"].split() == [str(nobody.uid)] * 4 and st["Gid"].split() == [str(nobody.gid)] * 4
+    assert sorted(map(int, st["Groups"].split())) == sorted(nobody.groups)
+    assert (st["CapBnd"], st["CapPrm"], st["CapEff"]) == ("0000000000003000", "0" * 16, "0" * 16)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts a process as nobody")
+def test_the_launcher_tells_an_exec_that_fails_by_its_errno(tmp_path: Path) -> None:
+    """A program the user may not run: EACCES on the status pipe, as
+    subprocess tells a failed exec (hostproc raises it: modload's errno)."""
+    prog = tmp_path / "roots-only"
+    prog.write_text("#!/bin/sh\n")
+    prog.chmod(0o700)
+    p, told = _launch(0, str(prog))
+    assert (p.returncode, told) == (127, str(errno.EACCES).encode())
+    assert "devfsd: host launcher: [Errno 13] Permission denied" in p.stderr
