@@ -20,7 +20,7 @@ is dead (``call`` finds its ``Sender`` closed), as one that closes the
 replies' socket (the reader sees its end).
 
 A call sends its request and sleeps on a ``WaitChannel`` of its own until
-the reply (``_Call``): a sleep, so the daemon's entry-point time limit does
+the reply (``InFlight``): a sleep, so the daemon's entry-point time limit does
 not count a read the host keeps asleep for hours, while the host applies
 the limit to the driver itself; and a sleep whose ``Lwp`` has no pid, so
 the daemon does not look for signals: the host's sleep does, and answers
@@ -108,7 +108,7 @@ from devfsd.isolate.confine import HostCgroup, HostUser, cap_list, host_env, lau
 if TYPE_CHECKING:
     from devfsd.cdevsw._dev import Dev
 
-__all__ = ["HostDied", "HostProcess"]
+__all__ = ["HostDied", "HostProcess", "InFlight", "Payload"]
 
 log = logging.getLogger("devfsd.isolate")
 
@@ -166,7 +166,11 @@ SYNC_KINDS: Final = frozenset(
 )
 _REPLY: Final = int(P.Kind.REPLY)
 _REPLY_SHM: Final = int(P.Kind.REPLY_SHM)
-_ERRNO: Final = P.ERRNO
+_REPLY_HEAD: Final = P.REPLY_HEAD
+_HEAD: Final = P.HEADER.size
+_DONTWAIT: Final = socket.MSG_DONTWAIT
+#: A ``recv`` error that is the end of the stream (``receive_now``'s).
+_ENDED: Final = (errno.ECONNRESET, errno.EPIPE, errno.EBADF)
 _SHM_REPLY: Final = P.SHM_REPLY
 #: The clock of the synchronous waits (``time.perf_counter``: trio's
 #: default clock plus its offset, so ``wait_idle_readable`` needs no call
@@ -185,21 +189,32 @@ class HostDied(DeviceError):
         super().__init__(errno.EOWNERDEAD, msg)
 
 
+#: A reply's payload.
+Payload = bytes | memoryview
+
+
 @final
-class _Call:
-    """One request awaiting its reply.
+class InFlight:
+    """One request awaiting its reply (``call_now``, ``reply``).
 
     Its fields start as the class's (no ``__init__`` to run for each call:
     on this VM every distinct Python function a call runs costs about a
-    microsecond, bench/README.md "Isolated modules")."""
+    microsecond, bench/README.md "Isolated modules"); most calls never
+    make one (``call_now`` takes their reply at once)."""
 
+    #: Its request's id, kind and dev.
+    rid = 0
+    kind = 0
+    dev: Dev | None = None
     #: Made when the call sleeps (not for a reply it read itself).
     chan: WaitChannel | None = None
     done = False
     err = 0
-    payload: bytes | memoryview = b""
+    payload: Payload = b""
+    #: When its synchronous wait began, if it ran out (``SYNC_LATE``), else 0.
+    late = 0.0
 
-    def finish(self, err: int, payload: bytes | memoryview = b"") -> None:
+    def finish(self, err: int, payload: Payload = b"") -> None:
         if not self.done:
             self.done = True
             self.err = err
@@ -294,7 +309,7 @@ class HostProcess:
         self._lent: dict[int, tuple[int, int]] = {}
         #: Reads whose data came through the shared buffer (for tests).
         self.shm_replies = 0
-        self.pending: dict[int, _Call] = {}
+        self.pending: dict[int, InFlight] = {}
         #: Armed polls: per file id, the kernel's poll handle of its last
         #: poll (``arm_poll``), until the host's ``NOTIFY`` for it.
         self.polls: dict[int, Any] = {}
@@ -540,6 +555,9 @@ class HostProcess:
         any sleep) is passed on to the host (``INTERRUPT``), whose sleep
         for it ends with ``EINTR``; the host looks for no signals itself.
 
+        ``call_now`` then ``reply``, for an entry point that would rather
+        not be a coroutine more (``proxy``'s ``d_read``).
+
         Returns:
             The reply's payload.
 
@@ -548,11 +566,28 @@ class HostProcess:
                 meanwhile, ``ETIMEDOUT`` if it stopped answering, ``ENXIO``
                 if it is already dead.
         """
+        got = self.call_now(kind, body, dev, read)
+        if got.__class__ is InFlight:
+            return await self.reply(got, caller)
+        return got  # type: ignore[return-value]
+
+    def call_now(self, kind: int, body: bytes, dev: Dev | None = None, read: int = 0) -> Payload | InFlight:
+        """Send one request (``call``'s arguments) and, where it may
+        (``_sync_wait``), take its reply at once: its payload, or the call
+        in flight (``InFlight``, maybe already answered) for ``reply``.
+
+        Its own reply alone in the socket, there after the yield (the host
+        shares the CPU), is taken here, inline: no ``InFlight``, no entry in
+        ``pending``, no parse loop (bench/README.md, "Isolated modules").
+        Anything else goes the general way (``_sync_wait``).
+
+        Raises:
+            DeviceError: the host's errno (a reply taken here); ``ENXIO``
+                if the host is already dead.
+        """
         if self.dead or self.out is None:
             raise DeviceError(errno.ENXIO)
         rid = next(self._rids)
-        c = _Call()
-        self.pending[rid] = c
         free = self._free
         if P.SHM_MIN <= read <= P.SHM_SLOT and free:
             # _lendable(), inline while its first try finds the slot free.
@@ -566,12 +601,114 @@ class HostProcess:
                 body += P.READ_SLOT.pack(slot)
         out = self.out
         n = len(body)
-        out.send(P.HEADER.pack(n, kind, rid) + body if n <= P.MAX_BODY else P.encode(kind, rid, body))
-        late = 0.0
+        msg = P.HEADER.pack(n, kind, rid) + body if n <= P.MAX_BODY else P.encode(kind, rid, body)
+        if out._backlog or out.closed:
+            out.send(msg)
+        else:
+            # out.send(msg), inline while the socket takes it whole.
+            try:
+                sent = out.sock.send(msg, _DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                out.closed = True
+                sent = -1
+            if 0 <= sent < len(msg):
+                out.send(msg[sent:])  # (into its backlog, or what the socket takes now)
         if out.closed:  # its end of the requests' socket is gone: nothing reaches it
+            c = self._in_flight(rid, kind, dev)
             self._die("closed its socket")
-        elif kind in SYNC_KINDS and _trioloop.PRIVATE is not None and not out._backlog:  # (out.backlog)
-            late = self._sync_wait(c, rid, kind, dev)
+            return c
+        fds = self._sync_fds
+        sock = self.sock
+        if (
+            kind not in SYNC_KINDS
+            or _trioloop.PRIVATE is None
+            or out._backlog  # (out.backlog)
+            or self._delivering
+            or self._deferred
+            or fds is None
+            or sock is None
+            or self._stray_paused
+        ):
+            return self._in_flight(rid, kind, dev)
+        now = _clock()
+        off = self._sync_off.get((kind, dev or 0)) if self._sync_off else None
+        if off is not None and now < off[0]:
+            return self._in_flight(rid, kind, dev)
+        waste = _waste  # waste.allows(now), inline
+        if now - waste.start >= SYNC_WINDOW:
+            waste.start = now
+            waste.spent = 0.0
+        if waste.spent >= SYNC_WASTE:
+            return self._in_flight(rid, kind, dev)
+        # Where the host shares this CPU, it answers while this thread
+        # yields: its reply is most likely there already, and the first
+        # read goes without select(2); only if nothing came does the call
+        # wait (_sync_wait).
+        os.sched_yield()
+        buf = self._buf
+        try:
+            got = sock.recv_into(buf, 0, _DONTWAIT)
+        except BlockingIOError:
+            got = -1
+        except OSError as exc:
+            if exc.errno not in _ENDED:
+                raise
+            got = 0
+        rx = self.rx
+        if got >= _REPLY_HEAD.size and rx._view is None and not rx._buf:
+            size, mkind, mrid, e = _REPLY_HEAD.unpack_from(buf)
+            if mrid == rid and size + _HEAD == got:
+                # Its own reply, alone (Receiver.whole, _take, parse_reply, finish; inline).
+                if mkind == _REPLY and e >= 0:
+                    if self._lent:
+                        self._give_back(rid)
+                    if e and not self._err_paused:
+                        # What select(2) would have seen first: a driver's
+                        # traceback before its EIO.
+                        self._stderr_chunk(fds[1])
+                    self.sync_replies += 1
+                    if off is not None:
+                        del self._sync_off[(kind, dev or 0)]
+                    if got <= _SMALL:
+                        data = bytes(buf[_REPLY_HEAD.size : got])
+                    else:
+                        with memoryview(buf) as view:
+                            data = bytes(view[_REPLY_HEAD.size : got])
+                    if e:
+                        raise P.reply_error(e, data)
+                    return data
+                if mkind == _REPLY_SHM and size == _SHM_REPLY.size and self._slots:
+                    lent = self._lent.get(rid)  # (_from_slot, finish)
+                    if lent is not None and 0 <= e <= lent[1]:  # (e: the count)
+                        del self._lent[rid]
+                        self._free.append(lent[0])
+                        self.shm_replies += 1
+                        self.sync_replies += 1
+                        if off is not None:
+                            del self._sync_off[(kind, dev or 0)]
+                        return memoryview(self._slots[lent[0]])[:e]
+        c = self._in_flight(rid, kind, dev)
+        c.late = self._sync_wait(c, rid, kind, dev, now, off, got)
+        return c
+
+    def _in_flight(self, rid: int, kind: int, dev: Dev | None) -> InFlight:
+        """Request ``rid`` (of ``kind`` on ``dev``), sent, now in ``pending``."""
+        c = self.pending[rid] = InFlight()
+        c.rid = rid
+        c.kind = kind
+        c.dev = dev
+        return c
+
+    async def reply(self, c: InFlight, caller: Lwp | None = None) -> bytes | memoryview:
+        """Sleep until the reply to ``c`` (``call_now``'s); ``call``'s ``caller``.
+
+        Raises:
+            DeviceError: as ``call``.
+        """
+        rid = c.rid
+        dev = c.dev
         try:
             if not c.done:
                 chan = c.chan = WaitChannel("host")
@@ -591,10 +728,11 @@ class HostProcess:
                 self.pending.pop(rid, None)
                 self.post(P.encode(P.Kind.CANCEL, rid))
             raise
+        late = c.late
         if late and _clock() - late < SYNC_LATE:
             # Its reply missed the wait but came soon after: a busy CPU (other
             # programs' turns), not a driver asleep: no backoff for it.
-            self._sync_off.pop((kind, dev or 0), None)
+            self._sync_off.pop((c.kind, dev or 0), None)
         if c.err:
             raise P.reply_error(c.err, c.payload)
         return c.payload
@@ -602,7 +740,7 @@ class HostProcess:
     def _interrupt(self, rid: int) -> None:
         self.post(P.encode(P.Kind.INTERRUPT, rid))
 
-    async def _sleep_until_answered(self, c: _Call, chan: WaitChannel, lwp: Lwp, rid: int) -> None:
+    async def _sleep_until_answered(self, c: InFlight, chan: WaitChannel, lwp: Lwp, rid: int) -> None:
         """Sleep until ``c``'s reply (request ``rid``), passing the caller's
         signals on (``INTERRUPT``); if the host has not answered twice
         ``timeout`` after the first, give up with ``EINTR``. An honest host
@@ -634,42 +772,36 @@ class HostProcess:
             )
             raise DeviceError(errno.EINTR)
 
-    def _sync_wait(self, c: _Call, rid: int, kind: int, dev: Dev | None) -> float:
-        """Wait for ``c``'s reply (request ``rid`` of ``kind`` on ``dev``)
-        with the thread blocked while the loop is idle, up to ``SYNC_WAIT``,
+    def _sync_wait(
+        self,
+        c: InFlight,
+        rid: int,
+        kind: int,
+        dev: Dev | None,
+        now: float,
+        off: tuple[float, int] | None,
+        got: int,
+    ) -> float:
+        """Go on waiting for ``c``'s reply (request ``rid`` of ``kind`` on
+        ``dev``) where ``call_now`` left it (its wait began at ``now``,
+        ``off`` the backoff it found, ``got`` what its first ``recv``
+        read into the receive buffer: bytes, -1 nothing, 0 the end), with
+        the thread blocked while the loop is idle, up to ``SYNC_WAIT``,
         taking what comes meanwhile. Returns with ``c`` done, or not (then
         the call sleeps); the time the wait began if it ran out (and set a
         backoff), else 0."""
         # What the host writes on stderr comes before its reply (a driver's
         # traceback before its EIO), and its death ends the wait.
         fds = self._sync_fds
-        if self._delivering or self._deferred or fds is None or self._stray_paused:
-            return 0.0
-        now = _clock()
-        key = (kind, dev or 0)
-        off = self._sync_off.get(key) if self._sync_off else None
-        if off is not None and now < off[0]:
-            return 0.0
-        waste = _waste  # waste.allows(now), inline
-        if now - waste.start >= SYNC_WINDOW:
-            waste.start = now
-            waste.spent = 0.0
-        if waste.spent >= SYNC_WASTE:
-            return 0.0
         sock = self.sock
-        assert sock is not None  # until reap, as _sync_fds
+        assert fds is not None and sock is not None  # (call_now's caller checked)
         fd, err, pidfd = fds
         # Its stderr, unless that waits for the next second (_stderr).
         waited: tuple[int, ...] = (fd, pidfd) if self._err_paused else fds
-        # Where the host shares this CPU, it answers while this thread
-        # yields: its reply is most likely there already, and the first
-        # read goes without select(2) (``first``); only if nothing came
-        # does the call wait.
-        first = True
-        os.sched_yield()  # the host runs now, not once select(2) sleeps (above)
         end = now + SYNC_WAIT
-        left = SYNC_WAIT
-        t = now
+        t = _clock()
+        left = end - t
+        first = True
         timed_out = False
         while True:
             if not first:
@@ -683,39 +815,11 @@ class HostProcess:
                     break
             if first or fd in ready:
                 try:
-                    msgs = receive_now(sock, self.rx, self._buf)
+                    msgs = self._messages(got) if first else receive_now(sock, self.rx, self._buf)
                     if msgs is None:  # the end: the reader task sees it too, and says so
                         break
-                    m = msgs[0] if len(msgs) == 1 else None
-                    if m is not None and m.rid == rid:
-                        # Its own reply, alone: _take's, inline.
-                        body = m.body
-                        if m.kind == _REPLY and not self._lent:  # (parse_reply, finish)
-                            e = _ERRNO.unpack_from(body)[0] if len(body) >= _ERRNO.size else -1
-                            if e >= 0:
-                                if e and first and not self._err_paused:
-                                    # What select(2) would have seen first: a
-                                    # driver's traceback before its EIO.
-                                    self._stderr_chunk(err)
-                                del self.pending[rid]
-                                c.done = True
-                                c.err = e
-                                # (a view of a large one: no copy)
-                                c.payload = (memoryview(body) if len(body) > _SMALL else body)[_ERRNO.size :]
-                                break
-                        elif m.kind == _REPLY_SHM and len(body) == _SHM_REPLY.size and self._slots:
-                            lent = self._lent.get(rid)  # (_from_slot, finish)
-                            n = _SHM_REPLY.unpack_from(body)[0]
-                            if lent is not None and n <= lent[1]:
-                                del self._lent[rid]
-                                self._free.append(lent[0])
-                                del self.pending[rid]
-                                self.shm_replies += 1
-                                c.done = True
-                                c.payload = memoryview(self._slots[lent[0]])[:n]
-                                break
                     if first and msgs and not self._err_paused:
-                        self._stderr_chunk(err)  # (as above)
+                        self._stderr_chunk(err)  # (what select(2) would have seen first)
                     self._take_own(msgs, rid)
                 except P.ProtocolError as exc:
                     self._die(f"protocol error: {exc}", kill=True)
@@ -727,6 +831,7 @@ class HostProcess:
             if left <= 0:
                 timed_out = True
                 break
+        key = (kind, dev or 0)
         if c.done:
             if not self.dead:
                 self.sync_replies += 1
@@ -737,13 +842,31 @@ class HostProcess:
             # (the CPU may be busy), but this kind on this dev waits the
             # trio way for a while, and the time counts as wasted.
             later = _clock()
-            waste.spent += later - now
+            _waste.spent += later - now
             n = off[1] + 1 if off is not None else 1
             if len(self._sync_off) >= _SYNC_KEYS:
                 self._sync_off.clear()
             self._sync_off[key] = (later + min(SYNC_BACKOFF * 2 ** (n - 1), SYNC_BACKOFF_MAX), n)
             return now
         return 0.0
+
+    def _messages(self, got: int) -> list[P.Message] | None:
+        """The whole messages the ``got`` bytes ``call_now`` read complete
+        (``receive_now``'s after its ``recv``)."""
+        if got < 0:
+            return []
+        if not got:
+            return None
+        buf = self._buf
+        m = self.rx.whole(buf, got)
+        if m is not None:
+            return [m]
+        with memoryview(buf) as view:
+            self.rx.feed(view[:got])
+        out = []
+        while (m := self.rx.next_message()) is not None:
+            out.append(m)
+        return out
 
     def _take_own(self, msgs: list[P.Message], rid: int) -> None:
         """Take ``msgs`` (read by the call waiting for request ``rid``) up

@@ -1,6 +1,6 @@
 """The daemon's stand-in for an isolated driver: a ``Cdevsw`` that forwards.
 
-Imports trio-free code and ``hostproc`` (for the type only). ``make_proxy``
+Imports ``hostproc`` (``InFlight``: a reply not taken at once). ``make_proxy``
 builds one ``Cdevsw`` per host (per restart: a new host gets a new proxy,
 so the switch marks the files opened through the old one dead, ``ENXIO``)
 and the supervisor attaches it at every major the module's INIT attached
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 from devfsd.cdevsw._switch import Cdevsw
 from devfsd.errors import DeviceError
 from devfsd.isolate import protocol as P
+from devfsd.isolate.hostproc import InFlight
 
 if TYPE_CHECKING:
     import struct
@@ -103,7 +104,11 @@ def make_proxy(host: HostProcess) -> Cdevsw:
         if hf.__class__ is not _HostFile or hf.host is not host:
             raise DeviceError(errno.ENXIO)
         n = uio.resid
-        uio.uiomove(await host.call(_READ, _READ_ARGS.pack(hf.fid, n, uio.offset), dev, l, read=n))
+        # host.call(), its coroutine spared when the reply comes at once (most reads).
+        got = host.call_now(_READ, _READ_ARGS.pack(hf.fid, n, uio.offset), dev, n)
+        if got.__class__ is InFlight:
+            got = await host.reply(got, l)
+        uio.uiomove(got)  # type: ignore[arg-type]
 
     async def d_write(dev: Dev, uio: Uio, ioflag: int) -> None:
         fid = fid_of(uio.lwp)

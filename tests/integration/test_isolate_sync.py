@@ -134,6 +134,43 @@ async def test_a_call_yields_to_its_host_then_reads_its_reply(
         os.sched_setaffinity(0, cpus)
 
 
+async def test_the_proxys_read_takes_its_reply_at_once_or_sleeps_for_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The proxy's d_read calls call_now, and awaits reply() only when the
+    # reply was not taken at once (a slow driver, the fast paths off): the
+    # bytes and errors are the same either way, through the socket and
+    # through the shared buffer.
+    async with hosted({"slow_ms": 10}) as h:
+        proxy = make_proxy(h.host)
+
+        async def read(unit: int, fid: int, size: int, offset: int = 0) -> bytes:
+            fp = File(h.dev(unit), FREAD, os.getpid(), 0, 0)
+            fp.data = _HostFile(h.host, fid)
+            uio = Uio.for_read(size, Lwp(os.getpid(), 0, 0, fp), offset)
+            with trio.fail_after(WAIT):
+                await proxy.d_read(h.dev(unit), uio, 0)
+            return bytes(uio.moved())
+
+        fast, slow, big, buggy = await h.open(0), await h.open(3), await h.open(7), await h.open(15)
+        before = h.host.sync_replies
+        for _ in range(20):
+            assert await read(0, fast, 64) == b"fast\n"
+        # Most of them at once, on the fast paths (unless the machine is very busy).
+        assert (h.host.sync_replies > before) == fast_paths()
+        assert await read(3, slow, 64) == b"slow\n"  # past SYNC_WAIT: it slept
+        for size in (100, 128 * 1024):
+            shm = h.host.shm_replies
+            assert await read(7, big, size, 5) == bytes((5 + i) * 7 % 251 for i in range(size))
+            assert h.host.shm_replies - shm == (size >= P.SHM_MIN)
+        with pytest.raises(DeviceError) as ei:
+            await read(15, buggy, 64)
+        assert ei.value.errno == errno.EIO
+        assert "ZeroDivisionError" in caplog.text  # logged before its EIO returned
+        assert not h.host.pending
+        assert len(h.host._free) == P.SHM_SLOTS
+
+
 async def test_a_host_that_takes_no_more_requests_is_dead() -> None:
     # Requests and replies take two sockets: a host whose end of the
     # requests' one is gone (the daemon's sends fail, its Sender is closed)
