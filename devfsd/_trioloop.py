@@ -103,12 +103,14 @@ __all__ = [
     "KNOWN_TRIO",
     "PRIVATE",
     "READY",
+    "IdleParts",
     "Private",
     "TurnReaders",
     "choose",
     "fast_instruments",
     "fast_io_wakeups",
     "idle_but_wakeups",
+    "idle_parts",
     "lean_fuse_loop",
     "move_deadline",
     "register_reader",
@@ -484,6 +486,43 @@ def idle_but_wakeups(timeout: float) -> bool:
         return False
     deadlines = runner.deadlines
     return not deadlines._heap or deadlines.next_deadline() - runner.clock.current_time() > timeout
+
+
+@final
+class IdleParts:
+    """The pieces of the running loop that ``idle_but_wakeups`` reads, for
+    a caller that makes the same test itself between two requests, without
+    a call and a dozen attribute lookups each time (a module host's reader,
+    ``host.py``): nothing in ``runq``, ``jobs`` or ``jobs_once``,
+    ``registered`` empty or only ``wakeup_fd``, and no deadline in
+    ``deadlines._heap`` (if there is one, ``idle_but_wakeups`` says). The
+    objects are trio's own and stay the same for the whole run: its run
+    queue, ``run_sync_soon``'s two queues, the epoll manager's
+    registrations, trio's wakeup descriptor, its deadlines."""
+
+    __slots__ = ("deadlines", "jobs", "jobs_once", "registered", "runq", "wakeup_fd")
+
+    def __init__(self, runner: Any) -> None:
+        self.runq: collections.deque[Any] = runner.runq
+        queue = runner.entry_queue
+        self.jobs: collections.deque[Any] = queue.queue
+        self.jobs_once: dict[Any, None] = queue.idempotent_queue
+        self.registered: dict[int, Any] = runner.io_manager._registered
+        self.wakeup_fd: int = queue.wakeup.wakeup_sock.fileno()
+        self.deadlines: Any = runner.deadlines
+
+
+def idle_parts() -> IdleParts | None:
+    """The running loop's ``IdleParts``; None with the fast paths off, in a
+    guest run, or on another I/O manager (``idle_but_wakeups`` is then
+    False too). Call from a task."""
+    p = PRIVATE
+    if p is None:
+        return None
+    runner = p.run_context.runner
+    if runner.is_guest or not isinstance(runner.io_manager, p.epoll):
+        return None
+    return IdleParts(runner)
 
 
 def wake_reader(fd: int, task: trio.lowlevel.Task) -> bool:

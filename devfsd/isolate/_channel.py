@@ -27,11 +27,13 @@ if TYPE_CHECKING:
     from devfsd.cdevsw._uio import Buffer
     from devfsd.isolate.protocol import Message, Receiver
 
-__all__ = ["RECV_SIZE", "Sender", "receive", "receive_now"]
+__all__ = ["ENDED", "RECV_SIZE", "Sender", "receive", "receive_now", "split"]
 
 #: Bytes asked of the socket at a time: a 128 KiB read's reply in one go.
 RECV_SIZE: Final = 256 * 1024
 _DONTWAIT: Final = socket.MSG_DONTWAIT
+#: What ``recv`` fails with once the peer is gone: the end of the stream.
+ENDED: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.EBADF})
 
 
 @final
@@ -120,7 +122,7 @@ def receive_now(
     except BlockingIOError:
         return []
     except OSError as exc:
-        if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
+        if exc.errno in ENDED:
             return None
         raise
     if not n:
@@ -128,6 +130,13 @@ def receive_now(
     m = rx.whole(buf, n)
     if m is not None:
         return [m]
+    return split(rx, buf, n)
+
+
+def split(rx: Receiver, buf: bytearray, n: int) -> list[Message]:
+    """The whole messages ``buf[:n]``, just received, completes (none, one
+    or more), when it is not one whole message alone (``Receiver.whole``,
+    which the caller tried first)."""
     with memoryview(buf) as view:
         rx.feed(view[:n])
     out = []

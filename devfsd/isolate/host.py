@@ -63,7 +63,7 @@ from devfsd.cdevsw._wait import forget_interrupt, interrupt_sleep, no_proc_check
 from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import confine
 from devfsd.isolate import protocol as P
-from devfsd.isolate._channel import RECV_SIZE, Sender, receive, receive_now
+from devfsd.isolate._channel import ENDED, RECV_SIZE, Sender, receive, receive_now, split
 from devfsd.kern import trust
 from devfsd.kern.loader import ModuleLoader, _loading_in
 from devfsd.kern.module import ModCmd
@@ -87,8 +87,14 @@ _PR_SET_NO_NEW_PRIVS: Final = 38
 #: request after answering one (seconds), while the loop is idle.
 SYNC_WAIT: Final = 0.0005
 #: Requests the reader takes that way in a row before it lets trio's loop
-#: turn once all the same.
+#: turn once all the same (a checkpoint: it then goes on waiting as before).
 SYNC_RUN: Final = 64
+#: The longest a ``recv`` with ``SO_RCVTIMEO`` at ``SYNC_WAIT`` may block
+#: (seconds): the kernel counts that timeout in its ticks, rounded up, and
+#: a wait may end a tick later still: one to two ticks, 4-8 ms at
+#: ``HZ=250`` (measured: 4.7-9 ms), up to 20 ms at ``HZ=100``. The reader
+#: blocks there only while no deadline of trio's comes sooner.
+RECV_BOUND: Final = 0.025
 
 
 @final
@@ -228,7 +234,15 @@ class Host:
         self._reading = me
         todo = self._todo
         sock = self.sock
+        rx = self.rx
+        buf = self._buf
         fds = (sock.fileno(),)
+        # The loop's state, tested here between two requests as
+        # idle_but_wakeups would (None: no SO_RCVTIMEO, or the fast paths off).
+        parts = _trioloop.idle_parts() if self._timed_recv else None
+        if parts is not None:
+            runq, jobs, jobs_once = parts.runq, parts.jobs, parts.jobs_once
+            registered, wakeup_fd, deadlines = parts.registered, parts.wakeup_fd, parts.deadlines
         run = 0
         with trio.CancelScope() as scope:
             while True:
@@ -249,17 +263,43 @@ class Host:
                     if self._reading is not me:  # handed off while it waited
                         return
                     answered = True
+                if answered and run >= SYNC_RUN:
+                    run = 0
+                    await trio.lowlevel.checkpoint()  # the loop turns once, then on as before
                 msgs: list[P.Message] | None = []
-                if answered and run < SYNC_RUN:
-                    if self._timed_recv and _trioloop.idle_but_wakeups(SYNC_WAIT):
-                        run += 1  # one system call, where select then recv are two
-                        msgs = receive_now(sock, self.rx, self._buf, 0)  # SO_RCVTIMEO: SYNC_WAIT
+                if answered:
+                    if parts is not None and (
+                        not runq
+                        and not jobs
+                        and not jobs_once
+                        and (not registered or (len(registered) == 1 and wakeup_fd in registered))
+                        and (not deadlines._heap or _trioloop.idle_but_wakeups(RECV_BOUND))
+                    ):
+                        # One system call, where select then recv are two:
+                        # receive_now(sock, rx, buf, 0), inline.
+                        run += 1
+                        try:
+                            n = sock.recv_into(buf, 0, 0)  # blocks, up to SO_RCVTIMEO
+                        except BlockingIOError:
+                            n = -1
+                        except OSError as exc:
+                            if exc.errno not in ENDED:
+                                raise
+                            n = 0
+                        if n > 0:
+                            one = rx.whole(buf, n)
+                            if one is not None:
+                                todo.append(one)
+                                continue
+                            msgs = split(rx, buf, n)
+                        elif n == 0:
+                            msgs = None
                     elif _trioloop.wait_idle_readable(fds, SYNC_WAIT):
                         run += 1
-                        msgs = receive_now(sock, self.rx, self._buf)
+                        msgs = receive_now(sock, rx, buf)
                 if msgs == []:
                     run = 0
-                    msgs = await receive(sock, self.rx, self._buf)
+                    msgs = await receive(sock, rx, buf)
                 if msgs is None:
                     assert self._nursery is not None
                     self._nursery.cancel_scope.cancel()

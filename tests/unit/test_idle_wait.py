@@ -8,7 +8,7 @@ import time
 import pytest
 import trio
 
-from devfsd._trioloop import idle_but_wakeups, wait_idle_readable
+from devfsd._trioloop import idle_but_wakeups, idle_parts, wait_idle_readable
 from tests.unit.conftest import needs_fast_paths
 from tests.unit.sockets import socket_pair
 
@@ -143,3 +143,37 @@ async def test_idle_but_wakeups_not_when_a_deadline_comes_first() -> None:
 @pytest.mark.usefixtures("public_only")
 async def test_idle_but_wakeups_never_with_the_fast_paths_off() -> None:
     assert not idle_but_wakeups(0.0005)
+
+
+# -- idle_parts: the same test, made inline by a module host's reader -----------------
+
+
+@needs_fast_paths
+async def test_idle_parts_are_the_running_loops_own() -> None:
+    # What the host's reader tests between two requests follows the loop
+    # as idle_but_wakeups does: each piece shows what it stands for.
+    parts = idle_parts()
+    assert parts is not None
+    assert parts.registered.keys() == {parts.wakeup_fd}  # trio's own wakeup descriptor only
+    assert not parts.runq and not parts.jobs and not parts.jobs_once and not parts.deadlines._heap
+    async with trio.open_nursery() as n:
+        n.start_soon(trio.sleep, 0)
+        assert parts.runq  # a task waits its turn
+    trio.lowlevel.current_trio_token().run_sync_soon(lambda: None)
+    assert parts.jobs
+    await trio.sleep(0.01)
+    assert not parts.jobs
+    with socket_pair() as (c, _d):
+        async with trio.open_nursery() as n:
+            n.start_soon(trio.lowlevel.wait_readable, c)
+            n.start_soon(trio.sleep, 5.0)
+            await trio.sleep(0.01)
+            assert c.fileno() in parts.registered  # another descriptor waited for
+            assert parts.deadlines._heap  # and a deadline
+            n.cancel_scope.cancel()
+    assert parts.registered.keys() == {parts.wakeup_fd}
+
+
+@pytest.mark.usefixtures("public_only")
+async def test_no_idle_parts_with_the_fast_paths_off() -> None:
+    assert idle_parts() is None
