@@ -20,7 +20,11 @@ could have recorded: a driver name or major ``devsw_attach`` refuses
 modload's checks refuse (``validate_module_name``, ``check_props``; a
 recorded path is absolute). What a row is for is checked where it is used,
 as modload's is: ``--reload-modules`` loads through the loader's checks (the
-code's trust, a host's user, caps and memlimit). One daemon per directory:
+code's trust, a host's user, caps and memlimit). Refused too: a
+directory, one above it, or a file of it that someone but root or the
+daemon's user owns or may write (``EPERM``: the trust rule of module
+code, ``trust.check_path``), since whoever may write it chooses what root
+loads and who may open which node. One daemon per directory:
 ``lock`` is ``flock``'ed for the store's life. A write that fails
 (``ENOSPC``, ``EROFS``, ``EIO``) is rolled back and raised as
 ``StateError`` with that errno; the caller undoes its own change.
@@ -51,6 +55,7 @@ from devfsd.cdevsw._table import check_major, check_name
 from devfsd.errors import DeviceError
 from devfsd.kern.module import validate_module_name
 from devfsd.kern.props import MAXPROPSLEN, check_props
+from devfsd.kern.trust import check_path, check_stat
 from devfsd.nodes import NAME_MAX, ROOT_INODE, SYMLINK_MAX, Node, NodeTable
 
 if TYPE_CHECKING:
@@ -252,6 +257,29 @@ def _check_module(name: object, spec: object, where: str, *, loaded: bool) -> No
         raise _bad(f"{where} ({exc})") from None
 
 
+def _check_owners(directory: str) -> None:
+    """Refuse a state that someone but root or the daemon's user could have
+    written: its rows name the modules root loads again and the owners and
+    modes of the nodes it serves. The trust rule of module code and
+    modules.conf (``trust.check_path``): the directory, every directory
+    above it, and its files.
+
+    Raises:
+        StateError: ``EPERM``, saying which and why.
+    """
+    owners = frozenset({0, os.geteuid()})
+    why = check_path(directory, os.stat(directory), owners)
+    for name in (LOCK_NAME, DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
+        path = os.path.join(directory, name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        why = why or check_stat(path, st, owners)
+    if why is not None:
+        raise StateError(errno.EPERM, f"{why}; refusing a state others could have written")
+
+
 def _lock(directory: str) -> int:
     """``flock`` ``directory/lock`` for the process's life (its descriptor).
 
@@ -282,13 +310,15 @@ class StateStore:
 
     Raises:
         OSError: the directory cannot be made or the lock file opened.
-        StateError: another daemon holds the directory (``EBUSY``), the
+        StateError: others could have written it (``EPERM``, see
+            ``_check_owners``), another daemon holds the directory (``EBUSY``), the
             database is empty, not ours or not a valid tree (``EINVAL``), or
             it cannot be written (``EROFS``, ``ENOSPC``, ``EIO``).
     """
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        _check_owners(directory)
         self._lock_fd = _lock(directory)
         try:
             self._open(directory)

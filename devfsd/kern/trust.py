@@ -58,6 +58,7 @@ __all__ = [
     "TrustedDir",
     "Untrusted",
     "check_code",
+    "check_path",
     "check_stat",
     "devfsd_owner",
     "forget_package",
@@ -121,6 +122,20 @@ def check_stat(path: str, st: os.stat_result, trusted: Collection[int]) -> str |
     if mode & stat.S_IWGRP and st.st_gid != 0:
         return f"{path}: mode {stat.S_IMODE(mode):04o}, writable by group {st.st_gid}"
     return None
+
+
+def check_path(path: str, st: os.stat_result, trusted: Collection[int]) -> str | None:
+    """Why ``path`` (whose ``stat`` is ``st``) or a directory above it
+    (of its real path) fails the trust rule, or ``None``: a file that
+    names what root runs (modules.conf) or serves (the state directory),
+    checked as module code is. Not race-free by itself: whoever passes
+    could not have swapped what was checked."""
+    why = check_stat(path, st, trusted)
+    here = os.path.realpath(path)
+    while why is None and (parent := os.path.dirname(here)) != here:
+        why = check_stat(parent, os.stat(parent), trusted)
+        here = parent
+    return why
 
 
 def _join(parent: str, name: str) -> str:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Final, final
 
 from devfsd.kern.props import PropError
-from devfsd.kern.trust import check_stat
+from devfsd.kern.trust import check_path
 from devfsd.tools import UsageError
 from devfsd.tools.modload import parse_args
 
@@ -90,14 +90,6 @@ def parse(text: str) -> list[Entry | BadLine]:
     return result
 
 
-def _parents(path: str) -> list[str]:
-    out = []
-    while (parent := os.path.dirname(path)) != path:
-        out.append(parent)
-        path = parent
-    return out
-
-
 def read(path: str | None) -> tuple[str, list[Entry | BadLine]]:
     """The file ``path`` (``None``: the default, which may be missing) and its entries.
 
@@ -123,12 +115,9 @@ def read(path: str | None) -> tuple[str, list[Entry | BadLine]]:
         # Module code's trust rule (devfsd.kern.trust), with root and the
         # daemon's user as the owners allowed: the file names modules root loads.
         owners = frozenset({0, os.geteuid()})
-        why = check_stat(name, st, owners)
+        why = check_path(name, st, owners)
         if why is not None:
             why = why.removeprefix(f"{name}: ")  # the file's name leads the message already
-        for parent in _parents(os.path.realpath(name)):
-            why = why or check_stat(parent, os.stat(parent), owners)
-        if why is not None:
             raise OSError(errno.EPERM, why, name)
         chunks = []
         size = 0

@@ -128,3 +128,21 @@ def test_a_module_row_no_modload_records_refuses_the_start(
     assert said in text and "; refusing to serve it" in text, text
     assert "\x1b" not in text and "Traceback" not in text
     assert not os.path.ismount(m.path)
+
+
+def test_a_state_others_may_write_refuses_the_start(tmp_path: Path) -> None:
+    """Whoever may write it chooses what root reloads and who may open
+    which node: refused, as module code others may write is."""
+    with DevfsdMount(tmp_path, modpath=[MODS]) as m:
+        m.client().modload("msgq")
+    os.chmod(m.state, 0o777)
+    with pytest.raises(RuntimeError) as ei:
+        DevfsdMount(tmp_path, modpath=[MODS], args=RELOAD).start()
+    text = str(ei.value)
+    assert "devfsd exited with 1" in text
+    why = f"devfsd: {m.state}: {m.state}: mode 0777, writable by others; refusing a state others could"
+    assert why in text, text
+    assert not os.path.ismount(m.path)
+    os.chmod(m.state, 0o700)
+    with DevfsdMount(tmp_path, modpath=[MODS], args=RELOAD) as m:
+        assert flags(m) == {"msgq": "-"}

@@ -22,6 +22,7 @@ from devfsd.state import _SCHEMA_V0, DB_NAME, SCHEMA_VERSION, StateError, StateS
 from devfsd.testing.harness import Kernel
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 CHR = stat.S_IFCHR | 0o640
@@ -561,3 +562,49 @@ async def test_the_mark_outlives_the_load_by_its_grace(tmp_path: Path) -> None:
     assert store.crashed == [("msgq", "msgq")]
     assert store.modules() == [("crandom", {}), ("mm", {})]
     store.clear_loading()
+
+
+# -- a state others could write ------------------------------------------------------
+
+
+def _group_writable(d: Path, gid: int) -> None:
+    d.chmod(0o770)
+    os.chown(d, 0, gid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chowns to nobody")
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda d: d.chmod(0o777), "{d}: mode 0777, writable by others"),
+        (lambda d: _group_writable(d, 65534), "{d}: mode 0770, writable by group 65534"),
+        (lambda d: os.chown(d, 65534, 0), "{d}: owned by uid 65534, not root"),
+        (lambda d: d.parent.chmod(0o777), "{p}: mode 0777, writable by others"),  # it could be renamed
+        (lambda d: (d / DB_NAME).chmod(0o666), "{d}/devfsd.sqlite: mode 0666, writable by others"),
+        (lambda d: os.chown(d / DB_NAME, 65534, 65534), "{d}/devfsd.sqlite: owned by uid 65534, not root"),
+        (lambda d: os.chown(d / "lock", 65534, 65534), "{d}/lock: owned by uid 65534, not root"),
+    ],
+)
+def test_a_state_others_could_write_is_refused(
+    tmp_path: Path, damage: Callable[[Path], object], why: str
+) -> None:
+    """Whoever may write the state chooses the modules root loads again,
+    their properties (caps=, user=), and the owners and modes of the nodes
+    served: a directory, one above it, or a file others may write (or own)
+    is refused (EPERM), as module code and modules.conf are."""
+    d = tmp_path / "p" / "state"
+    d.mkdir(parents=True)
+    StateStore(str(d)).close()
+    damage(d)
+    with pytest.raises(StateError) as ei:
+        StateStore(str(d)).close()
+    assert ei.value.errno == errno.EPERM
+    assert str(ei.value) == why.format(d=d, p=d.parent) + "; refusing a state others could have written"
+
+
+def test_a_sticky_directory_above_the_state_is_not_others(tmp_path: Path) -> None:
+    (tmp_path / "tmp").mkdir(mode=0o1777)
+    (tmp_path / "tmp").chmod(0o1777)  # as /tmp: only an entry's owner may rename it
+    d = tmp_path / "tmp" / "state"
+    StateStore(str(d)).close()
+    StateStore(str(d)).close()
