@@ -398,6 +398,8 @@ class HostProcess:
                 env=host_env(),
             )
             self._pidfd = os.pidfd_open(self.proc.pid)
+            if self.memlimit is not None:
+                self._limit_memory(self.memlimit)
             if status is not None:  # the launcher's exec closes it; a failure writes its errno
                 os.close(status[1])
                 status = (status[0], -1)
@@ -407,8 +409,6 @@ class HostProcess:
                 if told:
                     code = int(told) if told.isdigit() else errno.EIO
                     raise OSError(code, os.strerror(code))
-            if self.memlimit is not None:
-                self._limit_memory(self.memlimit)
         except BaseException as exc:
             mine.close()
             back.close()

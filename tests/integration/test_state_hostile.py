@@ -23,6 +23,8 @@ import pytest
 from devfsd.errors import ControlError
 from devfsd.state import DB_NAME
 from devfsd.testing.mount import DevfsdMount, wait_for
+from tests.integration.test_isolation_caps import NET_RAW, NONE, caps
+from tests.integration.test_isolation_confine import ask
 from tests.integration.test_state import MODS
 
 if TYPE_CHECKING:
@@ -146,3 +148,16 @@ def test_a_state_others_may_write_refuses_the_start(tmp_path: Path) -> None:
     os.chmod(m.state, 0o700)
     with DevfsdMount(tmp_path, modpath=[MODS], args=RELOAD) as m:
         assert flags(m) == {"msgq": "-"}
+
+
+def test_a_reloaded_host_gets_the_capabilities_recorded_and_no_more(tmp_path: Path) -> None:
+    """The state gives back what root gave, through the same checks:
+    caps=net_raw to a root host loaded by path comes back isolated with
+    that capability alone (it came back in process, with every one)."""
+    with DevfsdMount(tmp_path, modpath=[MODS]) as m:
+        m.client().modload(str(MODS / "probe"), {"caps": "net_raw"}, isolated=True)
+        assert caps(m)["Eff"] == NET_RAW
+    with DevfsdMount(tmp_path, modpath=[MODS], args=RELOAD) as m:
+        assert flags(m) == {"probe": "i"}
+        assert caps(m) == {"Inh": NONE, "Prm": NET_RAW, "Eff": NET_RAW, "Bnd": NET_RAW, "Amb": NONE}
+        assert ask(m, "packet") == "ok"
