@@ -127,6 +127,14 @@ _REPLY_SHM: Final = int(P.Kind.REPLY_SHM)
 _READ_SLOT: Final = P.READ_SLOT
 #: A ``READ`` that lends a slot of the shared buffer: its fields, then the slot's.
 _READ_SLOTTED: Final = P.READ.size + P.READ_SLOT.size
+_HEADER: Final = P.HEADER
+_HEADER_SIZE: Final = P.HEADER.size
+#: Whole ``READ`` messages, header and body, without a slot and with one.
+_READ_WHOLE: Final = _HEADER_SIZE + _READ_SIZE
+_READ_SLOTTED_WHOLE: Final = _HEADER_SIZE + _READ_SLOTTED
+_READ_LENGTHS: Final = frozenset({_READ_WHOLE, _READ_SLOTTED_WHOLE})
+#: Where a whole ``READ``'s slot is.
+_SLOT_AT: Final = _HEADER_SIZE + _READ_SIZE
 #: A whole ``REPLY_SHM``: the header, then its count (``SHM_REPLY``).
 _SHM_HEAD: Final = struct.Struct("<IBII")
 _SHM_REPLY_SIZE: Final = P.SHM_REPLY.size
@@ -244,19 +252,37 @@ class Host:
             runq, jobs, jobs_once = parts.runq, parts.jobs, parts.jobs_once
             registered, wakeup_fd, deadlines = parts.registered, parts.wakeup_fd, parts.deadlines
         run = 0
+        # The request being answered: its id, and its Message, or None for a
+        # READ and its fields (taken from the buffer, or from its Message).
+        taken = False  # a READ taken straight from the buffer, below
+        rid = fid = size = off = 0
+        slot = -1
+        m: P.Message | None
         with trio.CancelScope() as scope:
             while True:
                 answered = False
-                while todo:
-                    m = todo.popleft()
-                    if m.kind in _INLINE_KINDS:
-                        self._dispatch(m)
-                        continue
+                while taken or todo:
+                    if taken:
+                        taken, m = False, None
+                    else:
+                        m = todo.popleft()
+                        if m.kind in _INLINE_KINDS:
+                            self._dispatch(m)
+                            continue
+                        rid, body = m.rid, m.body
+                        if m.kind == _READ and len(body) >= _READ_SIZE:
+                            fid, size, off = _READ_ARGS.unpack_from(body)
+                            slot = (
+                                _READ_SLOT.unpack_from(body, _READ_SIZE)[0]
+                                if len(body) >= _READ_SLOTTED
+                                else -1
+                            )
+                            m = None
                     self._inline = me
-                    self._inline_rid = m.rid
+                    self._inline_rid = rid
                     self._inline_scope = scope
                     try:
-                        await self._handle(m)
+                        await self._answer(rid, m, fid, size, off, slot)
                     finally:
                         if self._inline is me:
                             self._inline = None
@@ -286,6 +312,16 @@ class Host:
                             if exc.errno not in ENDED:
                                 raise
                             n = 0
+                        if n in _READ_LENGTHS:
+                            # A READ alone, the usual request: answered from
+                            # the buffer, no Message (its fields are read
+                            # before it may wait: another reader then reuses buf).
+                            length, kind, rid = _HEADER.unpack_from(buf)
+                            if kind == _READ and length + _HEADER_SIZE == n and not rx.pending:
+                                fid, size, off = _READ_ARGS.unpack_from(buf, _HEADER_SIZE)
+                                slot = -1 if n == _READ_WHOLE else _READ_SLOT.unpack_from(buf, _SLOT_AT)[0]
+                                taken = True
+                                continue
                         if n > 0:
                             one = rx.whole(buf, n)
                             if one is not None:
@@ -341,46 +377,45 @@ class Host:
         else:
             raise P.ProtocolError(errno.EBADMSG, f"{P.Kind(kind).name} sent to a host")
 
-    async def _handle(self, m: P.Message) -> None:
+    async def _answer(
+        self, rid: int, m: P.Message | None, fid: int = 0, size: int = 0, off: int = 0, slot: int = -1
+    ) -> None:
+        """Answer request ``rid``: ``m``, or (``None``) a ``READ`` of ``size``
+        bytes at ``off`` of file ``fid`` (``slot``: the shared buffer's slot
+        it lent, or -1), ``_do``'s, apart: the usual request, which the reader
+        takes from its buffer without a ``Message``."""
         more: Buffer = b""
         try:
-            spec = self.spec
-            if m.kind == _READ and spec is not None:  # _do's, inline: the usual request
-                body = m.body
-                fid, size, off = (
-                    P.unpack(P.READ, body) if len(body) < _READ_SIZE else _READ_ARGS.unpack_from(body)
-                )
+            if m is not None:
+                out = await self._do(m)
+            else:
+                spec = self.spec
+                if spec is None:
+                    raise DeviceError(errno.ENXIO, "no module loaded")
                 fp = self.files.get(fid)
                 if fp is None:
                     raise DeviceError(errno.EBADF)
                 data = await spec.read(fp, size, off)
                 n = len(data)
                 if n < P.SHM_MIN:  # reply_head's, joined to the data: one buffer to send
-                    out = P.REPLY_HEAD.pack(P.ERRNO.size + n, _REPLY, m.rid, 0) + data
-                elif (
-                    self.shm is not None
-                    and len(body) >= _READ_SLOTTED
-                    and n <= P.SHM_SLOT
-                    and (slot := _READ_SLOT.unpack_from(body, _READ_SIZE)[0]) < P.SHM_SLOTS
-                ):
+                    out = P.REPLY_HEAD.pack(P.ERRNO.size + n, _REPLY, rid, 0) + data
+                elif self.shm is not None and 0 <= slot < P.SHM_SLOTS and n <= P.SHM_SLOT:
                     # Into the slot it lent: REPLY_SHM with the count.
                     start = slot * P.SHM_SLOT
                     self.shm[start : start + n] = data
-                    out = _SHM_HEAD.pack(_SHM_REPLY_SIZE, _REPLY_SHM, m.rid, n)
+                    out = _SHM_HEAD.pack(_SHM_REPLY_SIZE, _REPLY_SHM, rid, n)
                 else:  # the header, then the data as it is
-                    out, more = P.reply_head(m.rid, n), data
-            else:
-                out = await self._do(m)
+                    out, more = P.reply_head(rid, n), data
         except DevfsdError as exc:
-            out = P.error_reply(m.rid, exc)
+            out = P.error_reply(rid, exc)
         except Exception:
-            log.exception("request %s failed", P.Kind(m.kind).name)
-            out = P.reply(m.rid, errno.EIO)
+            log.exception("request %s failed", P.Kind(_READ if m is None else m.kind).name)
+            out = P.reply(rid, errno.EIO)
         except trio.Cancelled:  # CANCEL (the daemon gave up on it: it ignores this), or the end
-            self.out.send(P.reply(m.rid, errno.EINTR))
+            self.out.send(P.reply(rid, errno.EINTR))
             raise
         finally:
-            req = self.tasks.pop(m.rid, None)
+            req = self.tasks.pop(rid, None)
             if req is not None:  # it waited: an INTERRUPT may be left for it
                 forget_interrupt(req[1])
         self.out.send(out, more)
@@ -392,14 +427,17 @@ class Host:
         return fp
 
     async def _do(self, m: P.Message) -> bytes:
-        """The reply to ``m`` (not a ``READ``: ``_handle`` answers those)."""
+        """The reply to ``m`` (a ``READ`` too short for its fields: the
+        reader hands ``_answer`` the others')."""
         kind, rid, body = m.kind, m.rid, m.body
         if kind == P.Kind.LOAD:
             return P.reply(rid, 0, P.encode_json(await self._load(P.decode_json(body))))
         spec = self.spec
         if spec is None:
             raise DeviceError(errno.ENXIO, "no module loaded")
-        if kind == P.Kind.WRITE:  # READ: _handle
+        if kind == P.Kind.READ:
+            P.unpack(P.READ, body)  # too short: raises EBADMSG
+        if kind == P.Kind.WRITE:
             fid, off = P.unpack(P.WRITE, body)
             n = await spec.write(self._file(fid), body[P.WRITE.size :], off)
             return P.reply(rid, 0, P.COUNT.pack(n))
