@@ -8,6 +8,7 @@ import contextlib
 import functools
 import inspect
 import os
+import signal
 import threading
 import urllib.parse
 from typing import TYPE_CHECKING
@@ -45,6 +46,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "in_process_only: reads a driver's Python objects; not run with the driver isolated"
     )
+    # A run started with SIGINT ignored (a background job of a shell without
+    # job control, nohup) would pass that on: Python then installs no
+    # KeyboardInterrupt handler, trio none of its own, and every tool a test
+    # starts ignores ^C. The tests of ^C assume what an interactive run has.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(tryfirst=True)
