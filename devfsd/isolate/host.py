@@ -26,9 +26,12 @@ sends it within tens of microseconds, and the host's loop does not turn
 between two requests. When trio waits for no descriptor but its own
 wakeup one (``_trioloop.idle_but_wakeups``: mm, crandom), it waits in
 the socket's own blocking ``recv`` instead, which ``SO_RCVTIMEO`` ends
-after ``SYNC_WAIT``: one system call where ``select`` then ``recv`` are
-two, and a cheaper wake-up; a worker thread's end or a signal then waits
-for the loop at most ``SYNC_WAIT``.
+after ``SYNC_WAIT``, counted in the kernel's ticks (``RECV_BOUND``): one
+system call where ``select`` then ``recv`` are two, and a cheaper
+wake-up; a worker thread's end or a signal then waits for the loop at
+most ``RECV_BOUND``, while no request comes. A ``READ`` alone in what
+either wait takes (the usual request) is answered from the reader's
+buffer, without a ``Message`` (``_answer``).
 ``PING`` is answered by the loop itself, at once: the daemon's heartbeat
 proves the loop is not stuck. The host exits when the socket ends (the
 daemon unloaded the module, or died: ``PR_SET_PDEATHSIG`` kills a host
@@ -63,7 +66,7 @@ from devfsd.cdevsw._wait import forget_interrupt, interrupt_sleep, no_proc_check
 from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import confine
 from devfsd.isolate import protocol as P
-from devfsd.isolate._channel import ENDED, RECV_SIZE, Sender, receive, receive_now, split
+from devfsd.isolate._channel import ENDED, RECV_SIZE, Sender, receive, split
 from devfsd.kern import trust
 from devfsd.kern.loader import ModuleLoader, _loading_in
 from devfsd.kern.module import ModCmd
@@ -120,6 +123,7 @@ class _PollToken:
 
 
 _READ: Final = int(P.Kind.READ)
+_DONTWAIT: Final = socket.MSG_DONTWAIT
 _READ_ARGS: Final = P.READ
 _READ_SIZE: Final = P.READ.size
 _REPLY: Final = int(P.Kind.REPLY)
@@ -294,6 +298,7 @@ class Host:
                     await trio.lowlevel.checkpoint()  # the loop turns once, then on as before
                 msgs: list[P.Message] | None = []
                 if answered:
+                    flags = -1  # how to take the next request at once, if it may be
                     if parts is not None and (
                         not runq
                         and not jobs
@@ -301,11 +306,15 @@ class Host:
                         and (not registered or (len(registered) == 1 and wakeup_fd in registered))
                         and (not deadlines._heap or _trioloop.idle_but_wakeups(RECV_BOUND))
                     ):
-                        # One system call, where select then recv are two:
-                        # receive_now(sock, rx, buf, 0), inline.
+                        flags = (
+                            0  # blocking, up to SO_RCVTIMEO: one system call, where select then recv are two
+                        )
+                    elif _trioloop.wait_idle_readable(fds, SYNC_WAIT):
+                        flags = _DONTWAIT
+                    if flags >= 0:  # receive_now(sock, rx, buf, flags), inline
                         run += 1
                         try:
-                            n = sock.recv_into(buf, 0, 0)  # blocks, up to SO_RCVTIMEO
+                            n = sock.recv_into(buf, 0, flags)
                         except BlockingIOError:
                             n = -1
                         except OSError as exc:
@@ -330,9 +339,6 @@ class Host:
                             msgs = split(rx, buf, n)
                         elif n == 0:
                             msgs = None
-                    elif _trioloop.wait_idle_readable(fds, SYNC_WAIT):
-                        run += 1
-                        msgs = receive_now(sock, rx, buf)
                 if msgs == []:
                     run = 0
                     msgs = await receive(sock, rx, buf)
