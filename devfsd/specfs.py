@@ -79,7 +79,14 @@ if TYPE_CHECKING:
     from devfsd.kern.loader import ModuleLoader
     from devfsd.trace import Tracer
 
-__all__ = ["AUTOLOAD_FACTOR", "DEFAULT_ENTRY_TIMEOUT", "S_IFCHR_MODE", "SpecFs", "open_flags_to_fflag"]
+__all__ = [
+    "AUTOLOAD_FACTOR",
+    "DEFAULT_ENTRY_TIMEOUT",
+    "SYNC_DONE",
+    "S_IFCHR_MODE",
+    "SpecFs",
+    "open_flags_to_fflag",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,14 @@ _POLLERR: Final = select.POLLERR
 _ALL_EVENTS: Final = select.POLLIN | select.POLLOUT | select.POLLRDNORM | select.POLLWRNORM
 #: The largest mask ``d_poll`` may answer (poll(2)'s ``short revents``).
 _POLL_BITS: Final = 0xFFFF
+#: The attribute that marks a ``d_read``/``d_write`` (a function) as one
+#: that may finish without a coroutine: it returns ``None`` when it has
+#: done its work, else an awaitable for the rest, which runs as any
+#: entry point's. Not for drivers (their entry points are coroutines): an
+#: isolated module's proxy, whose read mostly ends at once (the host's
+#: reply read in the same step), spares its coroutine that way. Unmarked,
+#: ``None`` is what a driver's forgotten ``async`` returns: its bug (EIO).
+SYNC_DONE: Final = "devfsd_sync_done"
 #: Seconds an entry point may stay awake (not asleep on a WaitChannel).
 DEFAULT_ENTRY_TIMEOUT: Final = 10.0
 #: An autoload's limit, in entry-point limits: it starts a module (an
@@ -292,7 +307,7 @@ class SpecFs:
         return size - resid
 
     def _rw(
-        self, what: str, fn: Callable[[Dev, Uio, int], Awaitable[object]], fp: File, uio: Uio
+        self, what: str, fn: Callable[[Dev, Uio, int], Awaitable[object] | None], fp: File, uio: Uio
     ) -> Awaitable[None] | None:
         """Run ``d_read``/``d_write``: ``_call_none``, but bytes already
         moved win over ``EINTR``, ``EWOULDBLOCK`` and ``ETIMEDOUT``.
@@ -309,7 +324,10 @@ class SpecFs:
             coro = fn(fp.dev, uio, uio.ioflag)
             if timeout is None or _trioloop.PRIVATE is None or coro.__class__ is not _COROUTINE:
                 # (Also an entry point that is not an ``async def``, whose
-                # awaitable has no first step to take here.)
+                # awaitable has no first step to take here; or one marked
+                # ``SYNC_DONE`` that has finished without one: ``None``.)
+                if coro is None and getattr(fn, SYNC_DONE, False):
+                    return None
                 return self._rw_rest(what, coro, None, None, uio, size)  # type: ignore[arg-type]
             # call_limited(coro, ...), its first step inlined (a fast path).
             status = current_task()._cancel_status

@@ -30,9 +30,11 @@ from devfsd.cdevsw._switch import Cdevsw
 from devfsd.errors import DeviceError
 from devfsd.isolate import protocol as P
 from devfsd.isolate.hostproc import InFlight
+from devfsd.specfs import SYNC_DONE
 
 if TYPE_CHECKING:
     import struct
+    from collections.abc import Awaitable
 
     from devfsd.cdevsw._dev import Dev
     from devfsd.cdevsw._switch import Lwp
@@ -97,18 +99,26 @@ def make_proxy(host: HostProcess) -> Cdevsw:
             host.polls.pop(hf.fid, None)
             await host.call(P.Kind.CLOSE, P.CLOSE.pack(hf.fid, host.newest_fid), dev, l)
 
-    async def d_read(dev: Dev, uio: Uio, ioflag: int) -> None:
+    def d_read(dev: Dev, uio: Uio, ioflag: int) -> Awaitable[None] | None:
+        # A function, not a coroutine (specfs.SYNC_DONE): most reads end
+        # here, their reply taken at once (host.call_now); the others
+        # return what awaits it.
         l = uio.lwp
         fp = l.fp  # fid_of(l), inline: every read(2) comes here
         hf = fp.data if fp is not None else None
         if hf.__class__ is not _HostFile or hf.host is not host:
             raise DeviceError(errno.ENXIO)
         n = uio.resid
-        # host.call(), its coroutine spared when the reply comes at once (most reads).
         got = host.call_now(_READ, _READ_ARGS.pack(hf.fid, n, uio.offset), dev, n)
         if got.__class__ is InFlight:
-            got = await host.reply(got, l)
+            return _read_reply(uio, got, l)
         uio.uiomove(got)  # type: ignore[arg-type]
+        return None
+
+    setattr(d_read, SYNC_DONE, True)
+
+    async def _read_reply(uio: Uio, c: InFlight, l: Lwp) -> None:
+        uio.uiomove(await host.reply(c, l))
 
     async def d_write(dev: Dev, uio: Uio, ioflag: int) -> None:
         fid = fid_of(uio.lwp)
@@ -153,7 +163,7 @@ def make_proxy(host: HostProcess) -> Cdevsw:
     return Cdevsw(
         d_open=d_open,
         d_close=d_close,
-        d_read=d_read,
+        d_read=d_read,  # type: ignore[arg-type]
         d_write=d_write,
         d_ioctl=d_ioctl,
         d_poll=d_poll,

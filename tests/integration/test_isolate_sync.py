@@ -137,19 +137,25 @@ async def test_a_call_yields_to_its_host_then_reads_its_reply(
 async def test_the_proxys_read_takes_its_reply_at_once_or_sleeps_for_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The proxy's d_read calls call_now, and awaits reply() only when the
-    # reply was not taken at once (a slow driver, the fast paths off): the
-    # bytes and errors are the same either way, through the socket and
-    # through the shared buffer.
+    # The proxy's d_read calls call_now, and returns an awaitable (of
+    # reply()) only when the reply was not taken at once (a slow driver,
+    # the fast paths off): the bytes and errors are the same either way,
+    # through the socket and through the shared buffer.
     async with hosted({"slow_ms": 10}) as h:
         proxy = make_proxy(h.host)
 
+        files: dict[int, File] = {}  # (one each: a _HostFile dropped sends RELEASE)
+
         async def read(unit: int, fid: int, size: int, offset: int = 0) -> bytes:
-            fp = File(h.dev(unit), FREAD, os.getpid(), 0, 0)
-            fp.data = _HostFile(h.host, fid)
+            fp = files.get(fid)
+            if fp is None:
+                fp = files[fid] = File(h.dev(unit), FREAD, os.getpid(), 0, 0)
+                fp.data = _HostFile(h.host, fid)
             uio = Uio.for_read(size, Lwp(os.getpid(), 0, 0, fp), offset)
             with trio.fail_after(WAIT):
-                await proxy.d_read(h.dev(unit), uio, 0)
+                rest = proxy.d_read(h.dev(unit), uio, 0)  # (specfs.SYNC_DONE: None when done)
+                if rest is not None:
+                    await rest
             return bytes(uio.moved())
 
         fast, slow, big, buggy = await h.open(0), await h.open(3), await h.open(7), await h.open(15)

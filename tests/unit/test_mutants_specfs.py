@@ -37,7 +37,7 @@ from devfsd.cdevsw import (
     nullopen,
 )
 from devfsd.errors import DeviceError
-from devfsd.specfs import S_IFCHR_MODE, SpecFs, open_flags_to_fflag
+from devfsd.specfs import S_IFCHR_MODE, SYNC_DONE, SpecFs, open_flags_to_fflag
 from devfsd.trace import Tracer
 from devfsd.watchdog import DriverStall
 from tests.unit.test_mutants_core import Handle
@@ -625,4 +625,34 @@ async def test_an_entry_point_that_returns_an_awaitable_not_a_coroutine_is_await
     with attached("mutsp_awaitable", d_read=d_read) as maj:
         fp = await spec.open(makedev(maj, 0), os.O_RDONLY, 1, 0, 0)
         assert bytes(await spec.read(fp, 10)) == b"late"
+        await spec.close(fp)
+
+
+@pytest.mark.usefixtures("trio_path")
+@pytest.mark.parametrize("marked", [True, False])
+async def test_an_entry_point_marked_sync_done_may_finish_without_a_coroutine(
+    marked: bool, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An isolated module's proxy reads this way (specfs.SYNC_DONE): None
+    # when it has done its work, else an awaitable for the rest, run under
+    # the same limit. Unmarked, None is a driver's forgotten async: EIO.
+    def d_read(dev: Dev, uio: Uio, ioflag: int) -> _Moves | None:
+        if uio.offset:
+            return _Moves(uio)
+        uio.uiomove(b"now")
+        return None
+
+    if marked:
+        setattr(d_read, SYNC_DONE, True)
+    spec = SpecFs(None, entry_timeout=1.0)
+    with attached("mutsp_syncdone", d_read=d_read) as maj:
+        fp = await spec.open(makedev(maj, 0), os.O_RDONLY, 1, 0, 0)
+        if marked:
+            assert bytes(await spec.read(fp, 10)) == b"now"
+            assert bytes(await spec.read(fp, 10, 1)) == b"late"
+        else:
+            with pytest.raises(DeviceError) as ei:
+                await spec.read(fp, 10)
+            assert ei.value.errno == errno.EIO
+            assert "TypeError" in caplog.text
         await spec.close(fp)
