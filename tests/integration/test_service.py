@@ -89,6 +89,14 @@ class Daemon:
         )
 
     def wait_ready(self) -> None:
+        """Until the mount and the socket answer and the daemon has said it serves.
+
+        The daemon checks itself (a stat, a ping) from a worker thread before
+        that line; a fatal signal while the thread still runs Python leaves a
+        dump that walks its changing frames (faulthandler), truncated by a
+        second fault in the dump on a loaded machine, without the main thread.
+        """
+
         def ready() -> bool:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
@@ -97,7 +105,7 @@ class Daemon:
                 return False
             with contextlib.suppress(ControlError):
                 Client(self.control).ping()
-                return True
+                return "serving" in self.log_text()
             return False
 
         wait_for(ready, 20, "devfsd to serve")
