@@ -19,6 +19,10 @@ with that exception, which the switch turns into ``ETIMEDOUT`` for the
 caller and a log line with the stack; a module thread dies with it, logged.
 Stuck anywhere else (devfsd's own code, trio), the stack is logged and
 nothing is interrupted.
+Inside code trio protects from ``KeyboardInterrupt`` that a driver called
+(``Event.set``, ``send_nowait``, a cancel) or in a finalizer, nothing is
+raised either (trio's state would be left half changed): the next signal,
+a quarter limit later, tries again.
 
 ``DriverStall`` is an ``Exception``, so every handler that already keeps a
 driver's bug from reaching the daemon keeps this one too. A driver that
@@ -39,6 +43,7 @@ import traceback
 from typing import TYPE_CHECKING, Final, final
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import FrameType
 
     import trio
@@ -92,11 +97,13 @@ class Watchdog:
         self._token: trio.lowlevel.TrioToken | None = None
         self._target = 0
         self._old_handler: object = None
+        self._protected: Callable[[], bool] = lambda: False
 
     def start(self) -> None:
         import trio
 
         self._token = trio.lowlevel.current_trio_token()
+        self._protected = trio.lowlevel.currently_ki_protected
         self._target = threading.get_ident()
         self.asked_at = math.inf
         self._old_handler = signal.signal(SIGNAL, self._on_signal)
@@ -168,8 +175,23 @@ class Watchdog:
                 self._told = True
                 log.error("the daemon has been busy for %.1f s outside any driver:\n%s", stalled, stack)
             return
-        self.interrupted += 1
         module = where.f_globals.get("__name__", "?")
+        if self._protected():
+            # In trio's own bookkeeping that the driver called (Event.set,
+            # send_nowait, a cancel: code trio protects from KeyboardInterrupt),
+            # or in a finalizer: an exception there could leave trio's state
+            # half changed, or be ignored. The next signal tries again.
+            if not self._told:
+                self._told = True
+                log.error(
+                    "driver code (%s) has held the daemon for %.1f s, now inside trio's protected code:"
+                    " interrupted once out of it\n%s",
+                    module,
+                    stalled,
+                    stack,
+                )
+            return
+        self.interrupted += 1
         log.error(
             "driver code (%s) has held the daemon for %.1f s without yielding: interrupted\n%s",
             module,

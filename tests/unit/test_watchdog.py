@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import time
+import traceback
 import types
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,11 @@ def block():
 
 def caller(fn):
     return fn()
+
+def spin_after(fn):
+    fn()
+    while True:
+        pass
 """
 
 
@@ -100,12 +106,9 @@ def test_driver_code_that_never_yields_is_interrupted(fake_driver: types.ModuleT
     assert (wd.stalls, wd.interrupted) == (1, 1)
 
 
-@pytest.mark.usefixtures("alarm")
-def test_a_handler_outlasting_the_next_signal_interrupts_once(
-    fake_driver: types.ModuleType, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The handler's log is still being written when the watchdog signals again (a slow
-    log, a loaded machine): that signal does not re-enter the handler."""
+@pytest.fixture
+def signals_sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many signals the watchdog has sent (``[n]``, counted as they go)."""
     sent = [0]
     kill = signal.pthread_kill
 
@@ -113,13 +116,23 @@ def test_a_handler_outlasting_the_next_signal_interrupts_once(
         sent[0] += 1
         kill(thread_id, signum)
 
+    monkeypatch.setattr(signal, "pthread_kill", counting_kill)
+    return sent
+
+
+@pytest.mark.usefixtures("alarm")
+def test_a_handler_outlasting_the_next_signal_interrupts_once(
+    fake_driver: types.ModuleType, signals_sent: list[int]
+) -> None:
+    """The handler's log is still being written when the watchdog signals again (a slow
+    log, a loaded machine): that signal does not re-enter the handler."""
+
     class SlowLog(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            until = sent[0] + 2
-            while sent[0] < until:  # two more signals, each taken in here (bounded: alarm)
+            until = signals_sent[0] + 2
+            while signals_sent[0] < until:  # two more signals, each taken in here (bounded: alarm)
                 pass
 
-    monkeypatch.setattr(signal, "pthread_kill", counting_kill)
     logger = logging.getLogger("devfsd.watchdog")
     slow = SlowLog()
     logger.addHandler(slow)
@@ -128,8 +141,31 @@ def test_a_handler_outlasting_the_next_signal_interrupts_once(
     finally:
         logger.removeHandler(slow)
     assert isinstance(exc, DriverStall)
-    assert sent[0] >= 3
+    assert signals_sent[0] >= 3
     assert (wd.stalls, wd.interrupted) == (1, 1)
+
+
+@pytest.mark.usefixtures("alarm")
+def test_a_driver_inside_trio_protected_code_is_interrupted_once_out_of_it(
+    fake_driver: types.ModuleType, signals_sent: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Trio's synchronous calls (Event.set, send_nowait, a cancel) are protected from
+    KeyboardInterrupt: an exception half-way through would break trio's state."""
+    left: list[int] = []
+
+    @trio.lowlevel.enable_ki_protection
+    def protected() -> None:  # trio's bookkeeping, called by the driver, while signals come
+        while signals_sent[0] < 2:  # bounded: alarm
+            pass
+        left.append(signals_sent[0])
+
+    exc, _took, wd = run_with_watchdog(lambda: fake_driver.spin_after(protected))
+    assert isinstance(exc, DriverStall)
+    assert left, "interrupted inside protected code"
+    frames = [f.f_code.co_name for f, _ in traceback.walk_tb(exc.__traceback__)]
+    assert frames[frames.index("_on_signal") - 1] == "spin_after"  # where the signal was taken
+    assert (wd.stalls, wd.interrupted) == (1, 1)
+    assert sum("inside trio's protected code" in r.message for r in caplog.records) == 1
 
 
 def test_a_stall_outside_drivers_is_only_logged(caplog: pytest.LogCaptureFixture) -> None:
