@@ -480,7 +480,9 @@ class Daemon:
         for name in self.state.quarantined():
             log.warning("module %s is quarantined: not reloaded (modunload %s lifts it)", name, name)
         for name, spec, props in self.state.recorded():
-            if _module_name(spec) in self.loader.modules:
+            if name in self.loader.modules or _module_name(spec) in self.loader.modules:
+                # (By its recorded name too: loaded by a path whose last
+                # part is not its MODULE name, it was tried again, EEXIST.)
                 log.info("reloading module %s: modules.conf loaded it already", spec)
                 continue
             # By its recorded name: a module loaded isolated by path is isolated again.

@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -474,6 +475,29 @@ def test_modules_conf_errors_stop_the_start(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stderr.decode() == f"devfsd: {unsafe}: mode 0666, writable by others\n"
     assert not is_mounted(tmp_path / "dev")
+
+
+def test_modules_conf_wins_over_reload_modules_for_a_module_loaded_by_path(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """A module loaded by a path whose last part is not its MODULE name
+    (msgq's code in a directory called othername): modules.conf's load of
+    it wins, and --reload-modules does not try it again (it used to, and
+    logged EEXIST)."""
+    code = tmp_path / "code"
+    code.mkdir(mode=0o755)
+    shutil.copytree(MODS / "msgq", code / "othername", ignore=shutil.ignore_patterns("__pycache__"))
+    path = str(code / "othername")
+    with DevfsdMount(tmp_path) as m:
+        m.client().modload(path)
+    conf = write_conf(tmp_path / "modules.conf", f"{path}\n")
+    d = Daemon(tmp_path, ["--modules-conf", str(conf), "--reload-modules"])
+    daemons.append(d)
+    d.wait_ready()
+    assert loaded(d.control) == ["msgq"]
+    log = d.log_text()
+    assert "modules.conf loaded it already" in log
+    assert "File exists" not in log and "EEXIST" not in log, log
 
 
 def test_modules_conf_wins_over_reload_modules(tmp_path: Path, daemons: list[Daemon]) -> None:
