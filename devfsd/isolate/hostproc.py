@@ -102,7 +102,7 @@ from devfsd.cdevsw._switch import Lwp
 from devfsd.cdevsw._wait import WaitChannel
 from devfsd.errors import DeviceError
 from devfsd.isolate import protocol as P
-from devfsd.isolate._channel import RECV_SIZE, Sender, receive_now
+from devfsd.isolate._channel import ENDED, RECV_SIZE, Sender, receive_now
 from devfsd.isolate.confine import HostCgroup, HostUser, cap_list, host_env, launch_argv
 
 if TYPE_CHECKING:
@@ -169,8 +169,6 @@ _REPLY_SHM: Final = int(P.Kind.REPLY_SHM)
 _REPLY_HEAD: Final = P.REPLY_HEAD
 _HEAD: Final = P.HEADER.size
 _DONTWAIT: Final = socket.MSG_DONTWAIT
-#: A ``recv`` error that is the end of the stream (``receive_now``'s).
-_ENDED: Final = (errno.ECONNRESET, errno.EPIPE, errno.EBADF)
 _SHM_REPLY: Final = P.SHM_REPLY
 #: The clock of the synchronous waits (``time.perf_counter``: trio's
 #: default clock plus its offset, so ``wait_idle_readable`` needs no call
@@ -653,7 +651,7 @@ class HostProcess:
         except BlockingIOError:
             got = -1
         except OSError as exc:
-            if exc.errno not in _ENDED:
+            if exc.errno not in ENDED:
                 raise
             got = 0
         rx = self.rx
