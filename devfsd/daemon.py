@@ -29,6 +29,7 @@ import trio
 
 from devfsd import __version__, _fuseintr, _trioloop
 from devfsd._trioloop import fast_instruments, fast_io_wakeups, lean_fuse_loop
+from devfsd.cdevsw._dev import major
 from devfsd.cdevsw._table import devsw
 from devfsd.cdevsw._wait import abort_sleepers
 from devfsd.control import DEFAULT_CONTROL, ENV_CONTROL
@@ -48,12 +49,14 @@ from devfsd.service.logs import Logs
 from devfsd.service.mountwatch import find_mount, read_mountinfo, wait_unmounted
 from devfsd.service.notify import Notifier
 from devfsd.specfs import DEFAULT_ENTRY_TIMEOUT, SpecFs
-from devfsd.state import StateError, StateStore, default_state_dir
+from devfsd.state import DB_NAME, StateError, StateStore, default_state_dir
 from devfsd.tools import subcommands
 from devfsd.watchdog import Watchdog
 
 if TYPE_CHECKING:
     import socket
+
+    from devfsd.nodes import NodeTable
 
 __all__ = ["main"]
 
@@ -265,6 +268,23 @@ def _mount_options(extra: list[str]) -> set[str]:
     return opts
 
 
+def _restore_majors(majors: dict[str, int], tree: NodeTable) -> None:
+    """Give the device switch the state's name -> major rows; log each one
+    a reservation of this devfsd overrides (``DevswTable.restore``: the
+    reservation wins, an upgrade never fails on it), with what it means
+    for the nodes made with its major."""
+    for name, maj, owner, now in devsw.restore(majors):
+        n = sum(1 for node in tree.nodes.values() if node.is_chr and major(node.rdev) == maj)
+        nodes = f"{n} node{'s' * (n != 1)} with major {maj} {'reach' if n != 1 else 'reaches'}"
+        if owner != name:
+            why = f"major {maj} is reserved for {owner}"
+            after = f"{nodes} {owner} now; {name} gets a new major when its driver attaches"
+        else:
+            why = f"{name} has major {now} reserved"
+            after = f"{nodes} no driver (remake them with devfs-mknod); {maj} is given to no other name"
+        log.warning("%s: major row %r: %d left out: %s; %s", DB_NAME, name, maj, why, after)
+
+
 class Daemon:
     """One mount and its control socket."""
 
@@ -298,7 +318,7 @@ class Daemon:
                 name,
                 spec,
             )
-        devsw.restore(majors)
+        _restore_majors(majors, tree)
         devsw.on_new_name = self.state.put_major
         self.fs = DevFs(self.spec, control, table=tree)
         self.fs.table.limits = args.limits

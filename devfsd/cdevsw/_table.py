@@ -11,6 +11,11 @@ every name that ever attached keeps its entry until the daemon stops (or,
 with a state directory, for good). ``_slots`` maps a major to the attached
 ``Cdevsw``, and is cleared by ``devsw_detach``.
 
+A state's rows (``restore``) that clash with a reservation lose to it (an
+upgrade may reserve a name an older devfsd gave another major); a major
+whose name a reservation took is held, given to no other name, so that the
+nodes made with it reach no other driver.
+
 ``devsw_attach(name, cdevsw, -1)`` adopts the name's major if it has one,
 else takes the lowest free major at or above ``DYNAMIC_MAJOR_BASE`` that no
 name reserves. An explicit major that differs from the name's recorded one
@@ -41,7 +46,7 @@ from devfsd.cdevsw._dev import MAXDEVSW, Major
 from devfsd.errors import DeviceError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from devfsd.cdevsw._switch import Cdevsw
 
@@ -117,6 +122,9 @@ class DevswTable:
         self._conv: dict[str, Major] = {n: Major(m) for n, m in reserved.items()}
         self._slots: dict[int, Cdevsw] = {}  # keyed by Major; int for lookup()
         self._names: dict[Major, str] = {m: n for n, m in self._conv.items()}
+        #: Majors a state gave to names a reservation has since taken
+        #: (``restore``): given to no other name.
+        self._held: dict[Major, str] = {}
         self._dynamic_base = dynamic_base
         #: Called with (name, major) whenever ``_conv`` gains an entry, so a
         #: state directory can persist it.
@@ -196,7 +204,7 @@ class DevswTable:
         elif given is None:
             chosen = self._free_major()
         else:
-            owner = self._names.get(given)
+            owner = self._names.get(given) or self._held.get(given)
             if owner is not None:
                 raise DeviceError(errno.EEXIST, f"major {given} belongs to {owner}")
             chosen = given
@@ -227,17 +235,49 @@ class DevswTable:
                 alive.append(ref)
         self._on_detach = alive
 
-    def restore(self, conv: Mapping[str, int]) -> None:
+    def restore(self, conv: Mapping[str, int]) -> list[tuple[str, Major, str, Major]]:
         """Add remembered name -> major entries (from a state directory,
-        whose ``majors`` checked them with ``check_name`` and ``check_major``)."""
+        whose ``majors`` checked them with ``check_name`` and ``check_major``).
+
+        A row that clashes with an entry already here (a reservation: a
+        newer devfsd may reserve a name, or a major, that an older one gave
+        out otherwise) loses: the reservation wins, and the row is left
+        out. Its major, if the reservation took its name, is held: never
+        given to another name, so that nodes made with it never reach a
+        driver they were not made for (and the state never records one
+        major twice).
+
+        Returns:
+            Each row left out, as (name, major, the name that owns the
+            major now or ``name`` itself, the major ``name`` has now or -1).
+        """
+        clashes: list[tuple[str, Major, str, Major]] = []
         for n, m in conv.items():
-            if n not in self._conv and Major(m) not in self._names:
-                self._conv[n] = Major(m)
-                self._names[Major(m)] = n
+            maj = Major(m)
+            known, owner = self._conv.get(n), self._names.get(maj)
+            if known is None and owner is None:
+                self._conv[n] = maj
+                self._names[maj] = n
+            elif known != maj:
+                if owner is None:
+                    self._held[maj] = n
+                clashes.append((n, maj, owner or n, Major(-1) if known is None else known))
+        return clashes
+
+    def held(self) -> list[Major]:
+        """The majors ``restore`` held (a module host is told them)."""
+        return sorted(self._held)
+
+    def hold(self, majors: Iterable[int], name: str = "a state's row") -> None:
+        """Hold ``majors`` (given by a daemon to its module host, so that
+        the host never picks one for a new name) unless a name has them."""
+        for m in majors:
+            if Major(m) not in self._names:
+                self._held.setdefault(Major(m), name)
 
     def _free_major(self) -> Major:
         for m in range(self._dynamic_base, MAXDEVSW):
-            if Major(m) not in self._names and Major(m) not in self._slots:
+            if Major(m) not in self._names and Major(m) not in self._slots and Major(m) not in self._held:
                 return Major(m)
         raise DeviceError(errno.ENOMEM, "no free major")
 

@@ -513,6 +513,7 @@ class Host:
         if isinstance(memlimit, int) and memlimit > 0:
             resource.setrlimit(resource.RLIMIT_AS, (memlimit, memlimit))
         devsw.restore({str(k): int(v) for k, v in dict(req.get("majors", {})).items()})
+        devsw.hold(int(m) for m in req.get("held", ()))
         timeout = req.get("entry_timeout")
         timeout = float(timeout) if isinstance(timeout, int | float) and timeout > 0 else None
         self.loader = ModuleLoader(

@@ -323,6 +323,7 @@ class Supervisor:
             "props": {k: v for k, v in self.mod.props.items() if k not in (HOST_USER, HOST_CAPS)},
             "modpath": [str(p) for p in self.loader.modpath],
             "majors": {n: int(m) for n, m, _ in devsw.entries()},
+            "held": [int(m) for m in devsw.held()],
             "entry_timeout": self.loader.host_timeout,
             "log_level": logging.getLogger().getEffectiveLevel(),
             "memlimit": host.rlimit_as,

@@ -12,14 +12,17 @@ loaded isolated by path comes back isolated.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import sqlite3
+import stat
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from devfsd.cdevsw import makedev
 from devfsd.errors import ControlError
 from devfsd.state import DB_NAME
 from devfsd.testing.mount import DevfsdMount, wait_for
@@ -161,3 +164,38 @@ def test_a_reloaded_host_gets_the_capabilities_recorded_and_no_more(tmp_path: Pa
         assert flags(m) == {"probe": "i"}
         assert caps(m) == {"Inh": NONE, "Prm": NET_RAW, "Eff": NET_RAW, "Bnd": NET_RAW, "Amb": NONE}
         assert ask(m, "packet") == "ok"
+
+
+def test_a_major_row_a_reservation_overrides_is_logged_and_the_reservation_wins(tmp_path: Path) -> None:
+    """A state an older devfsd wrote may give a name this one reserves
+    another major, or a reserved major to another name: the daemon starts
+    (an upgrade must not fail on it), the reservation wins, and the log
+    names the row and what becomes of the nodes made with its major. The
+    major a reservation took the name from is given to no other driver
+    (it was 256 for the next new one, isolated or not, and the state then
+    held it twice: the next start was refused)."""
+    with DevfsdMount(tmp_path, modpath=[MODS]) as m:
+        os.mknod(m.path / "old", stat.S_IFCHR | 0o666, makedev(256, 0))
+        os.mknod(m.path / "null", stat.S_IFCHR | 0o666, makedev(2, 2))
+    rewrite(m, "INSERT INTO majors VALUES ('mm', 256), ('bar', 2)")
+    for _ in range(2):  # and again: the rows stay, the warning too, nothing is refused
+        with DevfsdMount(tmp_path, modpath=[MODS]) as m:
+            log = m.log_text()
+            assert (
+                f"devfsd: {DB_NAME}: major row 'mm': 256 left out: mm has major 2 reserved;"
+                " 1 node with major 256 reaches no driver (remake them with devfs-mknod);"
+                " 256 is given to no other name"
+            ) in log, log
+            assert (
+                f"devfsd: {DB_NAME}: major row 'bar': 2 left out: major 2 is reserved for mm;"
+                " 1 node with major 2 reaches mm now; bar gets a new major when its driver attaches"
+            ) in log, log
+            c = m.client()
+            assert (m.path / "null").read_bytes() == b""  # mm's null, autoloaded at 2
+            with pytest.raises(OSError) as ei:
+                (m.path / "old").read_bytes()
+            assert ei.value.errno == errno.ENXIO
+            if "msgq" not in {n for n, _, _ in c.drivers()}:
+                c.modload("msgq", isolated=True)  # its host picks the major
+            drivers = {n: maj for n, maj, _ in c.drivers()}
+            assert drivers["mm"] == 2 and drivers["msgq"] == 257 and "bar" not in drivers

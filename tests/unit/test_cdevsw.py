@@ -91,6 +91,30 @@ def test_table_majors_persist_and_conflict() -> None:
     assert [e[0] for e in t.entries()] == ["tun", "new", "third"]
 
 
+def test_a_reservation_wins_over_a_states_row_and_the_row_is_said() -> None:
+    """A newer devfsd may reserve a name (or a major) an older one's state
+    gave out otherwise: the reservation wins, the row is returned (the
+    daemon logs it), and a major whose name the reservation took is held:
+    given to no new name (its old nodes must not reach another driver, and
+    the state must never record a major twice), and a host told of it
+    (``hold``) does not pick it either."""
+    t = DevswTable(reserved={"tun": 40, "mm": 2}, dynamic_base=256)
+    clashes = t.restore({"tun": 256, "bar": 2, "same": 300, "mm": 2, "both": 40})
+    assert clashes == [("tun", 256, "tun", 40), ("bar", 2, "mm", -1), ("both", 40, "tun", -1)]
+    assert (t.getmajor("tun"), t.getmajor("mm"), t.getmajor("same")) == (40, 2, 300)
+    assert t.getmajor("bar") is None and t.getmajor("both") is None and t.getname(256) is None
+    assert t.held() == [256]
+    assert t.attach("new", Cdevsw()) == 257  # not the held 256
+    assert t.attach("bar", Cdevsw()) == 258  # bar lost its major: a new one
+    with pytest.raises(DeviceError) as ei:
+        t.attach("other", Cdevsw(), 256)
+    assert ei.value.errno == errno.EEXIST
+    host = DevswTable(reserved={"tun": 40, "mm": 2}, dynamic_base=256)
+    host.restore({n: m for n, m, _ in t.entries()})
+    host.hold(t.held())
+    assert host.attach("fresh", Cdevsw()) == 259
+
+
 def test_table_runs_out() -> None:
     t = DevswTable(reserved={}, dynamic_base=510)
     t.attach("a", Cdevsw())
