@@ -322,6 +322,15 @@ class Daemon:
         devsw.on_new_name = self.state.put_major
         self.fs = DevFs(self.spec, control, table=tree)
         self.fs.table.limits = args.limits
+        over = args.limits.over(tree.inodes_used, tree.bytes_used)
+        if over:
+            # Nothing lost: served whole, as tmpfs serves what it holds;
+            # growth fails ENOSPC until unlinks bring it back under.
+            log.warning(
+                "the tree restored is over its limits, %s: every node is kept;"
+                " calls that add to it fail ENOSPC until it is back under",
+                ", ".join(over),
+            )
         self.fs.on_change = self.state.apply
         self.api = ControlApi(self.loader, self.fs, mountpoint, self.state)
         self.sock: socket.socket | None = None

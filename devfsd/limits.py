@@ -7,7 +7,9 @@ plus its symbolic link target and each directory entry ``ENTRY_COST`` plus
 its name (roughly what they cost the daemon in memory and the state on
 disk). A part of each, ``reserve`` percent, only root may use, as ext4's
 reserved blocks: when users have filled the tree root can still make
-nodes. Past a limit a call fails with ``ENOSPC``.
+nodes. Past a limit a call fails with ``ENOSPC``. A tree restored from a
+state made under larger limits is kept whole (``over`` says which it
+passes, for the log): calls that add to it fail until it is back under.
 
 Open files are bounded too (``nr_files``: devices and directories open
 through the mount, each ~450 bytes of daemon memory), as NetBSD's
@@ -83,6 +85,18 @@ class Limits:
             max_b and more_bytes > 0 and nbytes + more_bytes > max_b
         ):
             raise DeviceError(errno.ENOSPC)
+
+    def over(self, inodes: int, nbytes: int) -> list[str]:
+        """Which limits ``inodes`` and ``nbytes`` pass (a tree restored from
+        a state written under larger ones), as ``"nr_inodes=N (M used)"``;
+        empty if none. Root's reserve is not a limit passed: a full tree is
+        usual."""
+        over = []
+        if self.nr_inodes and inodes > self.nr_inodes:
+            over.append(f"nr_inodes={self.nr_inodes} ({inodes} used)")
+        if self.size and nbytes > self.size:
+            over.append(f"size={self.size} ({nbytes} bytes used)")
+        return over
 
     def check_open(self, open_now: int, privileged: bool) -> None:
         """Whether one more file fits beside ``open_now``.

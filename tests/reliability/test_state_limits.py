@@ -19,7 +19,7 @@ import pytest
 
 from devfsd.cdevsw import makedev
 from devfsd.limits import DEFAULT_SIZE
-from devfsd.testing.mount import DevfsdMount
+from devfsd.testing.mount import DevfsdMount, wait_for
 from tests.reliability.test_load import daemon_usage
 
 if TYPE_CHECKING:
@@ -192,3 +192,35 @@ def test_a_user_cannot_spend_the_daemons_memory_on_open_files(figures: dict[str,
             assert r.stdout.split() == ["10", "none"]
             figures.update({"opened_by_nobody": int(n), "rss_kb_before": rss0, "rss_kb_after": rss1})
             assert rss1 - rss0 < 16 * 1024, (rss0, rss1)  # kB
+
+
+def test_a_tree_restored_over_smaller_limits_is_served_whole(tmp_path: Path) -> None:
+    """A state made under larger limits (50 FIFOs), started with
+    ``nr_inodes=20,size=8k``: nothing is lost, the log says once which
+    limits the tree passes, ``df`` shows it full, nothing adds to it, not
+    even root's mkfifo, until unlinks bring it back under; then it grows."""
+    with DevfsdMount(tmp_path) as m:
+        for i in range(50):
+            os.mkfifo(m.path / f"f{i:02d}")
+    with DevfsdMount(tmp_path, args=["-o", "nr_inodes=20,size=8k"]) as m:
+        said = (
+            "the tree restored is over its limits, nr_inodes=20 (51 used), size=8192 (16406 bytes used):"
+            " every node is kept; calls that add to it fail ENOSPC until it is back under"
+        )
+        assert said in m.log_text(), m.log_text()
+        assert len(os.listdir(m.path)) == 50
+        vfs = os.statvfs(m.path)
+        assert (vfs.f_files, vfs.f_ffree, vfs.f_blocks, vfs.f_bfree, vfs.f_bavail) == (20, 0, 2, 0, 0)
+        for i in range(31):
+            with pytest.raises(OSError) as ei:
+                os.mkfifo(m.path / "new")
+            assert ei.value.errno == errno.ENOSPC
+            os.unlink(m.path / f"f{i:02d}")
+        assert os.statvfs(m.path).f_ffree == 0  # 20 of 20
+        with pytest.raises(OSError):
+            os.mkfifo(m.path / "new")
+        os.unlink(m.path / "f31")
+        # Freed at the kernel's FORGET of the unlinked inodes, which may come later.
+        wait_for(lambda: os.statvfs(m.path).f_ffree == 1, 5, "room for one inode")
+        os.mkfifo(m.path / "new")
+        assert m.log_text().count("the tree restored is over its limits") == 1

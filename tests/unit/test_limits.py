@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import stat
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,10 @@ from devfsd.limits import (
     split_options,
 )
 from devfsd.nodes import ROOT_INODE, NodeTable
+from devfsd.state import StateStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CHR = stat.S_IFCHR | 0o600
 USER = 1000
@@ -104,6 +109,58 @@ def test_size_counts_names_targets_and_entries() -> None:
     assert t.bytes_used == t.limits.size
     t.rename(ROOT_INODE, b"l1", ROOT_INODE, b"l2", 0, 5, privileged=False)  # over another: frees
     assert (t.inodes_used, t.bytes_used) == recount(t)
+
+
+def test_a_tree_restored_over_its_limits_is_kept_whole_and_counted(tmp_path: Path) -> None:
+    """A state written under larger limits: every node comes back, the
+    counters count them all (as made one by one), ``over`` says which
+    limits they pass, nothing adds to the tree, even root's, until unlinks
+    bring it back under; then it grows again."""
+    store = StateStore(str(tmp_path))
+    try:
+        t = store.load_tree(0)
+        t.mkdir(ROOT_INODE, b"d", 0o755, 0, 0, 1)
+        for i in range(20):
+            t.mknod(ROOT_INODE, b"n%d" % i, CHR, 1, 0, 0, 1)
+        t.symlink(ROOT_INODE, b"l", b"t" * 100, 0, 0, 1)
+        t.link(t.lookup(ROOT_INODE, b"n0").inode, ROOT_INODE, b"h", 1)
+        made = (t.inodes_used, t.bytes_used)
+        store.apply(t.take_journal())
+        r = store.load_tree(2)
+    finally:
+        store.close()
+    assert (
+        (r.inodes_used, r.bytes_used)
+        == recount(r)
+        == made
+        == (23, 23 * INODE_COST + 100 + 23 * ENTRY_COST + 53)
+    )
+    r.limits = Limits(nr_inodes=10, size=4096, reserve=5)
+    assert r.limits.over(r.inodes_used, r.bytes_used) == [
+        "nr_inodes=10 (23 used)",
+        f"size=4096 ({made[1]} bytes used)",
+    ]
+    assert Limits(nr_inodes=23, size=made[1]).over(*made) == []  # at the limit is not over it
+    assert Limits(nr_inodes=0, size=0).over(*made) == []  # no limit
+    for call in (
+        lambda: r.mknod(ROOT_INODE, b"new", CHR, 1, 0, 0, 3),
+        lambda: r.mkdir(ROOT_INODE, b"new", 0o755, 0, 0, 3),
+        lambda: r.link(r.lookup(ROOT_INODE, b"n1").inode, ROOT_INODE, b"h2", 3),
+        lambda: r.rename(ROOT_INODE, b"n1", ROOT_INODE, b"n1-longer", 0, 3),
+    ):
+        with pytest.raises(DeviceError) as ei:
+            call()
+        assert ei.value.errno == errno.ENOSPC
+    r.rename(ROOT_INODE, b"n19", ROOT_INODE, b"x", 0, 3)  # shorter: no more room needed
+    r.limits = Limits(nr_inodes=10, size=0, reserve=5)
+    for i in range(1, 14):
+        r.unlink(ROOT_INODE, b"n%d" % i, 4)
+        assert (r.inodes_used, r.bytes_used) == recount(r)
+    with pytest.raises(DeviceError):
+        r.mknod(ROOT_INODE, b"new", CHR, 1, 0, 0, 5)  # 10 used: no room for an 11th
+    r.unlink(ROOT_INODE, b"n14", 5)
+    r.mknod(ROOT_INODE, b"new", CHR, 1, 0, 0, 5)  # 10 of 10: root's reserve
+    assert (r.inodes_used, r.bytes_used) == recount(r) and r.inodes_used == 10
 
 
 NAMES = st.sampled_from([b"a", b"bb", b"c" * 30, b"d" * 255])
