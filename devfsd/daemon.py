@@ -36,7 +36,7 @@ from devfsd.control import DEFAULT_CONTROL, ENV_CONTROL
 from devfsd.control.api import ControlApi
 from devfsd.control.client import Client, Unreachable
 from devfsd.control.server import IDLE_TIMEOUT, ControlServer, bind_control_socket
-from devfsd.errors import ControlError, DevfsdError
+from devfsd.errors import ControlError, DevfsdError, printable
 from devfsd.fs import MAX_TASKS, DevFs
 from devfsd.isolate import confine
 from devfsd.kern.loader import DEFAULT_AUTOTIME, ModuleLoader
@@ -253,7 +253,7 @@ def _clear_stale(mountpoint: str) -> None:
     except OSError as exc:
         if exc.errno != errno.ENOTCONN:
             raise
-        log.warning("clearing stale mount at %s", mountpoint)
+        log.warning("clearing stale mount at %s", printable(mountpoint))
         subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False, capture_output=True)
         os.stat(mountpoint)
 
@@ -313,10 +313,10 @@ class Daemon:
             log.error(
                 "module %s (%s) was loading when devfsd last died: quarantined, not loaded again"
                 " until modunload %s or modload %s",
-                name,
-                spec,
-                name,
-                spec,
+                printable(name),
+                printable(spec),
+                printable(name),
+                printable(spec),
             )
         _restore_majors(majors, tree)
         devsw.on_new_name = self.state.put_major
@@ -386,10 +386,12 @@ class Daemon:
     async def _watch_mount(self) -> None:
         """End the daemon when its mount leaves this namespace (umount), copies elsewhere or not."""
         if self.mount_id is None:
-            log.warning("%s: not in mountinfo; umount is seen only without copies", self.mountpoint)
+            log.warning(
+                "%s: not in mountinfo; umount is seen only without copies", printable(self.mountpoint)
+            )
             return
         await wait_unmounted(self.mount_id)
-        log.info("%s unmounted: shutting down", self.mountpoint)
+        log.info("%s unmounted: shutting down", printable(self.mountpoint))
         self._stop()
 
     async def _announce(self, ready: int | None) -> None:
@@ -406,7 +408,7 @@ class Daemon:
                 deadline = time.monotonic() + READY_TIMEOUT
                 await trio.to_thread.run_sync(_answers, self.control, deadline, abandon_on_cancel=True)
         except (OSError, Unreachable, trio.TooSlowError) as exc:
-            log.error("%s: the daemon does not answer itself: %r", self.mountpoint, exc)
+            log.error("%s: the daemon does not answer itself: %r", printable(self.mountpoint), exc)
             if ready is not None:
                 os.write(ready, f"{PROG}: {self.mountpoint}: does not answer\n".encode())
                 os.close(ready)
@@ -418,7 +420,12 @@ class Daemon:
         n = len(self.loader.modules)
         status = f"serving {self.mountpoint}, {n} module{'s' * (n != 1)} loaded"
         self.notifier.ready(status)
-        log.info("devfsd %s serving %s, control %s", __version__, self.mountpoint, self.control)
+        log.info(
+            "devfsd %s serving %s, control %s",
+            __version__,
+            printable(self.mountpoint),
+            printable(self.control),
+        )
         log.info("%s", _trioloop.describe(self._fast))
 
     async def run(self, ready: int | None) -> None:
@@ -486,10 +493,15 @@ class Daemon:
             self.notifier.status(f"loading modules from {path}")
         for item in entries:
             if isinstance(item, modconf.BadLine):
-                log.error("%s:%d: %s", path, item.lineno, item.reason)
+                log.error("%s:%d: %s", printable(path), item.lineno, printable(item.reason))
                 continue
             if _module_name(item.module) in quarantined:
-                log.warning("%s:%d: module %s is quarantined: not loaded", path, item.lineno, item.module)
+                log.warning(
+                    "%s:%d: module %s is quarantined: not loaded",
+                    printable(path),
+                    item.lineno,
+                    printable(item.module),
+                )
                 continue
             try:
                 isolated = item.isolated or self.loader.isolate_all
@@ -503,23 +515,29 @@ class Daemon:
                     grace=LOAD_GRACE,
                 )
             except DevfsdError as exc:
-                log.error("%s:%d: %s: %s", path, item.lineno, item.module, exc)
+                log.error(
+                    "%s:%d: %s: %s", printable(path), item.lineno, printable(item.module), printable(exc)
+                )
 
     async def _reload_modules(self) -> None:
         for name in self.state.quarantined():
-            log.warning("module %s is quarantined: not reloaded (modunload %s lifts it)", name, name)
+            log.warning(
+                "module %s is quarantined: not reloaded (modunload %s lifts it)",
+                printable(name),
+                printable(name),
+            )
         for name, spec, props in self.state.recorded():
             if name in self.loader.modules or _module_name(spec) in self.loader.modules:
                 # (By its recorded name too: loaded by a path whose last
                 # part is not its MODULE name, it was tried again, EEXIST.)
-                log.info("reloading module %s: modules.conf loaded it already", spec)
+                log.info("reloading module %s: modules.conf loaded it already", printable(spec))
                 continue
             # By its recorded name: a module loaded isolated by path is isolated again.
             isolated = True if name in self.loader.isolated_names else None
             try:
                 await load_recorded(self.loader, self.state, spec, props, isolated=isolated, grace=LOAD_GRACE)
             except DevfsdError as exc:
-                log.warning("reloading module %s: %s", spec, exc)
+                log.warning("reloading module %s: %s", printable(spec), printable(exc))
 
     def finish(self, *, crashed: bool) -> None:
         self._remove_socket()
@@ -531,7 +549,7 @@ class Daemon:
         try:
             pyfuse3.close(unmount=still)
         except Exception as exc:  # never leave a mount behind because of a close error
-            log.warning("close: %s", exc)
+            log.warning("close: %s", printable(exc))
         if _is_mounted(self.mountpoint) and (crashed or self.terminated):
             subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], check=False, capture_output=True)
         log.info("devfsd stopped")
@@ -554,7 +572,7 @@ def _answers(control: str, deadline: float) -> None:
             if exc.errno != errno.EAGAIN:
                 raise
             if time.monotonic() >= deadline:
-                log.warning("%s: listen backlog still full at the readiness check", control)
+                log.warning("%s: listen backlog still full at the readiness check", printable(control))
                 return
             time.sleep(0.01)
         except ControlError:

@@ -16,7 +16,20 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ControlError", "DevfsdError", "DeviceError"]
+__all__ = ["ControlError", "DevfsdError", "DeviceError", "printable"]
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with each character that is not printable (a control
+    character, a line break, a tab) written as Python escapes it
+    (``\\x1b``, ``\\n``), for the log and a terminal: a path, a name or
+    a message that carries one (a module host's text, a control request's
+    path, a state's row, a file name) cannot print a terminal's escape
+    sequences or forge a line of its own."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class DevfsdError(Exception):

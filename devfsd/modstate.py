@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from devfsd.errors import printable
 from devfsd.state import StateError
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ async def _load_marked(
         elif not grace:
             state.clear_loading(spec)
     except StateError as exc:
-        log.error("module %s: %s; unloading it again", mod.name, exc)
+        log.error("module %s: %s; unloading it again", mod.name, printable(exc))
         try:
             # Shielded: a module loaded but not recorded must go, even if
             # the modload asking for it has been cancelled meanwhile.
@@ -133,7 +134,7 @@ async def _clear_later(state: StateStore, spec: str, grace: float) -> None:
     try:
         state.clear_loading(spec)
     except StateError as exc:  # left: the next start quarantines it, which is safe
-        log.error("module %s: %s", spec, exc)
+        log.error("module %s: %s", printable(spec), printable(exc))
 
 
 async def unload_recorded(loader: ModuleLoader, state: StateStore | None, name: str) -> None:

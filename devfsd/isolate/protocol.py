@@ -44,7 +44,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, final
 
-from devfsd.errors import DevfsdError, DeviceError
+from devfsd.errors import DevfsdError, DeviceError, printable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -287,16 +287,6 @@ def parse_reply(body: bytes) -> tuple[int, memoryview]:
     if err < 0:
         raise ProtocolError(errno.EBADMSG, "negative errno in REPLY")
     return err, memoryview(body)[ERRNO.size :]
-
-
-def printable(text: str) -> str:
-    """``text`` with each character that is not printable (a control
-    character, a line break, a tab) written as Python escapes it
-    (``\\x1b``, ``\\n``): what a host sends is not trusted, and its text
-    goes to the log and to modload's terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def reply_error(err: int, payload: bytes | memoryview) -> DeviceError:

@@ -48,7 +48,7 @@ import trio
 
 from devfsd.cdevsw import devsw_detach
 from devfsd.cdevsw._table import devsw
-from devfsd.errors import DevfsdError, DeviceError
+from devfsd.errors import DevfsdError, DeviceError, printable
 from devfsd.isolate import protocol as P
 from devfsd.isolate.confine import (
     HostUser,
@@ -279,7 +279,7 @@ class Supervisor:
                 self._first.set()
                 return
             if err is not None:
-                log.error("module %s: restart failed: %s", self.mod.name, err)
+                log.error("module %s: restart failed: %s", self.mod.name, printable(err))
             if host.why and not host.closing:
                 self._report(host, rc, "")
             uptime = trio.current_time() - host.started_at
@@ -447,7 +447,7 @@ async def load_hosted(
     source = trust.check_code(str(target), package=pkgdir is not None)
     for p in (HOST_USER, HOST_CAPS):
         if p in props and uid != 0:
-            log.warning("module %s: uid %d may not give property %s: root's alone", name, uid, p)
+            log.warning("module %s: uid %d may not give property %s: root's alone", printable(name), uid, p)
             raise DeviceError(errno.EPERM, f"property {p} is root's alone")
     check_memlimit(props)
     user = resolve_user(props[HOST_USER]) if HOST_USER in props else None
@@ -458,7 +458,10 @@ async def load_hosted(
     caps = host_caps(declared, given)
     if declared and user is not None:
         log.warning(
-            "module %s declares caps %s: a host run as %s holds none", name, ",".join(declared), user.name
+            "module %s declares caps %s: a host run as %s holds none",
+            printable(name),
+            ",".join(declared),
+            user.name,
         )
     mod = LoadedModule(ModuleInfo(name=name, cls=ModuleClass.DRIVER), None, path, _code_size(target))  # type: ignore[arg-type]
     mod.props = props

@@ -76,7 +76,7 @@ from devfsd.cdevsw import _wait
 from devfsd.cdevsw._switch import Lwp
 from devfsd.cdevsw._table import devsw
 from devfsd.contain import contain, valid_errno
-from devfsd.errors import DeviceError
+from devfsd.errors import DeviceError, printable
 from devfsd.kern import trust
 from devfsd.kern.modpath import builtin_modules, entry_point_code
 from devfsd.kern.module import (
@@ -388,7 +388,7 @@ class ModuleLoader:
                 real = cand.resolve()
                 if real.parent != d.resolve():
                     # A symbolic link (or ..) leading out of the module path.
-                    log.error("module %s: %s leads out of %s; refused", name, cand, d)
+                    log.error("module %s: %s leads out of %s; refused", name, printable(cand), printable(d))
                     raise DeviceError(errno.EPERM)
                 return (name, real / "__init__.py", real) if pkg else (name, real, None)
         found = entry_point_code(name)
@@ -407,7 +407,7 @@ class ModuleLoader:
         try:
             spec = trust.load_code(qual, str(pkgdir or path), package=pkgdir is not None)
         except trust.Untrusted as exc:
-            log.error("module %s: %s; refused", name, exc)
+            log.error("module %s: %s; refused", printable(name), printable(exc))
             raise
         assert spec.loader is not None
         pymod = importlib.util.module_from_spec(spec)
@@ -417,15 +417,19 @@ class ModuleLoader:
             # Inside the try: a module's __getattr__ is its code too.
             info = getattr(pymod, "MODULE", None)
             if not isinstance(info, ModuleInfo) or not callable(getattr(pymod, "modcmd", None)):
-                log.error("module %s: %s defines no MODULE = ModuleInfo(...) and modcmd()", name, path)
+                log.error(
+                    "module %s: %s defines no MODULE = ModuleInfo(...) and modcmd()",
+                    printable(name),
+                    printable(path),
+                )
                 raise DeviceError(errno.ENOEXEC)
         except trust.Untrusted as exc:  # a submodule it imports
             self._purge(qual)
-            log.error("module %s: %s; refused", name, exc)
+            log.error("module %s: %s; refused", printable(name), printable(exc))
             raise
         except BaseException as exc:
             self._purge(qual)
-            raise contain(exc, f"module {name}: import of {path}", errno.ENOEXEC) from None
+            raise contain(exc, printable(f"module {name}: import of {path}"), errno.ENOEXEC) from None
         return pymod
 
     @staticmethod
@@ -497,7 +501,12 @@ class ModuleLoader:
         mod.autoload = autoload
         self.modules[mod.name] = mod
         self.generation += 1
-        log.info("loaded module %s isolated%s from %s", mod.name, " (autoload)" if autoload else "", mod.path)
+        log.info(
+            "loaded module %s isolated%s from %s",
+            mod.name,
+            " (autoload)" if autoload else "",
+            printable(mod.path),
+        )
         return mod
 
     async def _load(
@@ -533,7 +542,7 @@ class ModuleLoader:
             if info.name != name:
                 if "/" not in spec:
                     self._purge(f"{_PKG}.{name}")
-                    log.error("module %s: %s declares name %r", name, path, info.name)
+                    log.error("module %s: %s declares name %r", printable(name), printable(path), info.name)
                     raise DeviceError(errno.ENOENT)
                 if info.name in self.modules:
                     self._purge(f"{_PKG}.{name}")
@@ -592,7 +601,7 @@ class ModuleLoader:
             self.modules[name] = mod
             self.generation += 1
             brought.append(name)
-            log.info("loaded module %s%s from %s", name, " (autoload)" if autoload else "", path)
+            log.info("loaded module %s%s from %s", name, " (autoload)" if autoload else "", printable(path))
             return mod
         finally:
             self._loading.remove(loading)
@@ -704,7 +713,7 @@ class ModuleLoader:
                 await self.load(name, None, autoload=True)
         except DeviceError as exc:
             if exc.errno != errno.EEXIST:
-                log.info("autoload of %s failed: %s", name, exc)
+                log.info("autoload of %s failed: %s", name, printable(exc))
         except Exception as exc:  # (an Untrusted is a DeviceError) a bug: not the loader's end
             a.error = contain(exc, f"autoload of {name}")
         finally:

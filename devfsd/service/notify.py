@@ -20,6 +20,8 @@ import os
 import socket
 from typing import TYPE_CHECKING, Final, final
 
+from devfsd.errors import printable
+
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
@@ -75,7 +77,9 @@ class Notifier:
         text = environ.pop(ENV_NOTIFY, "")
         addr = address(text)
         if text and addr is None:
-            log.warning("%s=%s: not a path or an abstract socket name; not notifying", ENV_NOTIFY, text)
+            log.warning(
+                "%s=%s: not a path or an abstract socket name; not notifying", ENV_NOTIFY, printable(text)
+            )
         return cls(addr)
 
     @property
