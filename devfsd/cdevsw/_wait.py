@@ -34,7 +34,12 @@ FUSE makes sleeping harder than in a kernel in three ways (see
    opener is not seen.
 2. The task that reads a FUSE request holds it until the reply; a sleeper
    holds a task. The daemon runs thousands of tasks, and ``sleep`` refuses
-   with ``EAGAIN`` beyond ``MAX_SLEEPERS`` so one always stays free.
+   with ``EAGAIN`` beyond ``MAX_SLEEPERS`` so one always stays free. A
+   caller other than root stops ``ROOT_SLEEPERS`` short of it, as a user
+   does short of root's reserve of ``nr_files``: any user who may open a
+   node whose reads block can park reads asleep (each ~10 kB of daemon
+   memory, bench/bench_sleeper_memory.py), and without the reserve one
+   user holding them all made root's blocking reads fail ``EAGAIN`` too.
 3. A detach (module unload) or daemon shutdown must end every sleep: they
    raise ``ENXIO`` in the sleepers (``abort_sleepers``).
 
@@ -99,6 +104,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_SLEEPERS",
+    "ROOT_SLEEPERS",
     "WaitChannel",
     "abort_sleepers",
     "call_limited",
@@ -112,6 +118,8 @@ log = logging.getLogger(__name__)
 #: Most entry points asleep at once, daemon-wide; the FUSE loop must keep
 #: more tasks than this (``devfsd.fs.MAX_TASKS``).
 MAX_SLEEPERS: Final = 4000
+#: The last of them only root's callers may take (5 %, ``-o reserve``'s default).
+ROOT_SLEEPERS: Final = 200
 #: First and longest interval between signal checks of a sleeper (seconds).
 CHECK_FIRST: Final = 0.05
 CHECK_MAX: Final = 0.4
@@ -783,9 +791,11 @@ class WaitChannel:
             DeviceError: ``EINTR`` if the caller has a signal to take,
                 ``EWOULDBLOCK`` when ``timo`` runs out (as ``tsleep``),
                 ``ENXIO`` if the driver was detached or the daemon stops,
-                ``EAGAIN`` if ``MAX_SLEEPERS`` entry points already sleep.
+                ``EAGAIN`` if ``MAX_SLEEPERS`` entry points already sleep
+                (``MAX_SLEEPERS`` - ``ROOT_SLEEPERS`` for a caller other
+                than root).
         """
-        if len(_sleeping) >= MAX_SLEEPERS:
+        if len(_sleeping) >= (MAX_SLEEPERS if l.uid == 0 else MAX_SLEEPERS - ROOT_SLEEPERS):
             raise DeviceError(errno.EAGAIN, "too many sleepers")
         # Stop the entry point's clock (see call_limited) while asleep.
         entry = _entry.get()

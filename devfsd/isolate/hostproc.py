@@ -715,12 +715,14 @@ class HostProcess:
                     while not c.done:
                         await chan.sleep(lwp)
                 elif self.timeout is None:
-                    lwp = Lwp(caller.pid, 0, 0, caller.fp, dev=dev)
+                    lwp = Lwp(caller.pid, caller.uid, caller.gid, caller.fp, dev=dev)
                     intr = functools.partial(self._interrupt, rid)
                     while not c.done:
                         await chan.sleep(lwp, interrupt=intr)
                 else:
-                    await self._sleep_until_answered(c, chan, Lwp(caller.pid, 0, 0, caller.fp, dev=dev), rid)
+                    # The caller's uid: its sleep here counts against a user's share (_wait.ROOT_SLEEPERS).
+                    lwp = Lwp(caller.pid, caller.uid, caller.gid, caller.fp, dev=dev)
+                    await self._sleep_until_answered(c, chan, lwp, rid)
         except BaseException:
             if not c.done:
                 self.pending.pop(rid, None)

@@ -24,8 +24,9 @@ import pytest
 import trio
 
 from devfsd import _trioloop
-from devfsd.cdevsw import FREAD, Dev, Uio, makedev
+from devfsd.cdevsw import FREAD, Dev, Uio, _wait, makedev
 from devfsd.cdevsw._switch import File, Lwp
+from devfsd.cdevsw._wait import sleepers
 from devfsd.errors import DeviceError
 from devfsd.isolate import hostproc
 from devfsd.isolate import protocol as P
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.usefixtures("trio_path")]
 
 HOSTILE = Path(__file__).resolve().parent.parent / "modules" / "hostile"
+MSGQ = HOSTILE.parent / "msgq"
 #: Bound on every call (a loaded machine).
 WAIT = 20.0
 
@@ -560,3 +562,48 @@ def test_a_hosts_output_is_logged_without_control_characters(caplog: pytest.LogC
     logged = [r.getMessage() for r in caplog.records]
     assert logged == ["module hostile[0]: \\x1b[2J\\rmodule mm: forged\\x07", "module hostile[0]: plain"]
     assert list(host.tail) == ["\\x1b[2J\\rmodule mm: forged\\x07", "plain"]
+
+
+async def test_a_call_asleep_on_its_host_counts_as_its_callers_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read asleep in an isolated driver holds a sleep on the daemon's
+    side too, counted against its caller's share (``_wait.ROOT_SLEEPERS``):
+    the daemon's side slept as uid 0, so a user's reads into isolated
+    modules (each host with 4,000 of its own) could take root's reserve."""
+    monkeypatch.setattr(_wait, "MAX_SLEEPERS", 3)
+    monkeypatch.setattr(_wait, "ROOT_SLEEPERS", 1)
+    host = HostProcess("msgq", None)
+    got: list[int] = []
+    async with trio.open_nursery() as nursery:
+        await host.start(nursery)
+        try:
+            req = {"spec": str(MSGQ), "props": {}, "modpath": [], "majors": {}, "uid": 0}
+            with trio.fail_after(WAIT):
+                info = check_reply_json(await host.call(P.Kind.LOAD, P.encode_json(req)))
+                h = Hosted(host, dict(info["majors"])["msgq"])
+                fid = await h.open(0)
+
+            async def read(who: Lwp) -> None:
+                body = P.READ.pack(fid, 64, 0)
+                try:
+                    await host.call(P.Kind.READ, body, h.dev(0), caller=who, read=64)
+                except DeviceError as exc:
+                    got.append(exc.errno)
+
+            user, root = Lwp(os.getpid(), 65534, 65534), Lwp(os.getpid(), 0, 0)
+            for _ in range(2):
+                nursery.start_soon(read, user)
+            with trio.fail_after(WAIT):
+                while sleepers() < 2:  # noqa: ASYNC110 - a count, no event
+                    await trio.sleep(0.01)
+                await read(user)  # past the user's share: refused at once
+                assert got == [errno.EAGAIN]
+                nursery.start_soon(read, root)  # root's reserve
+                while sleepers() < 3:  # noqa: ASYNC110 - a count, no event
+                    await trio.sleep(0.01)
+            assert got == [errno.EAGAIN]
+        finally:
+            host.close()
+            with trio.fail_after(WAIT):
+                await host.reap()
+            nursery.cancel_scope.cancel()
+    assert sleepers() == 0

@@ -237,3 +237,33 @@ async def test_readable_and_woken_in_one_pass() -> None:
             assert got == [True]
             assert r.recv(1) == b"x" and r2.recv(1) == b"y"
     assert sleepers() == 0
+
+
+async def test_root_keeps_a_reserve_of_sleepers_no_user_may_take(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A user who parks reads asleep until ``EAGAIN`` leaves root its
+    reserve (as ``nr_files`` does): before it, a user holding every slot
+    made root's blocking reads fail ``EAGAIN`` too."""
+    monkeypatch.setattr(_wait, "MAX_SLEEPERS", 10)
+    monkeypatch.setattr(_wait, "ROOT_SLEEPERS", 3)
+    chan, user, root = WaitChannel("t"), Lwp(1, 65534, 65534), Lwp(2, 0, 0)
+
+    async def refused(who: Lwp) -> int:
+        try:
+            with trio.fail_after(1):  # (the mock clock's: at once) a sleep let in fails here
+                await chan.sleep(who)
+        except DeviceError as exc:
+            return exc.errno
+        return 0
+
+    async with trio.open_nursery() as n:
+        for who in [user] * 7 + [root] * 3:
+            assert sleepers() < 7 or await refused(user) == errno.EAGAIN
+            n.start_soon(chan.sleep, who)
+            await trio.testing.wait_all_tasks_blocked()
+        assert sleepers() == 10
+        assert await refused(root) == errno.EAGAIN  # the daemon's own bound holds for root too
+        assert sleepers() == 10
+        chan.wakeup()
+    assert sleepers() == 0
