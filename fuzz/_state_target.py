@@ -7,9 +7,11 @@ line, fields split on ``,``; a field of digits is an integer, ``x`` and hex
 digits a blob, anything else text) written into a fresh state database; an
 odd one writes the rest as the database file itself (the seeds are real
 databases, so mutations reach SQLite's pages). Then the daemon's start:
-``StateStore``, ``majors``, ``modules``, ``quarantined``, ``load_tree``.
-Anything but ``StateError`` out of it is a bug, and so is a tree served
-with a name or a link count that is wrong.
+``StateStore``, ``majors``, ``modules``, ``quarantined``, ``load_tree``,
+and the majors given to a device switch (``DevswTable.restore``). Anything
+but ``StateError`` out of it is a bug, and so is a tree served with a name
+or a link count that is wrong, a reservation a row overrode, or a new
+driver given a major a row named.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import stat
 import tempfile
 from typing import Final
 
+from devfsd.cdevsw import Cdevsw, DevswTable
+from devfsd.cdevsw._table import RESERVED_MAJORS
+from devfsd.errors import DeviceError
 from devfsd.nodes import NAME_MAX, ROOT_INODE, NodeTable
 from devfsd.state import DB_NAME, StateError, StateStore
 
@@ -101,7 +106,7 @@ def state_one_input(data: bytes) -> None:
         except StateError:
             return
         try:
-            store.majors()
+            majors = store.majors()
             store.modules()
             store.quarantined()
             store.isolated()
@@ -111,6 +116,30 @@ def state_one_input(data: bytes) -> None:
         finally:
             store.close()
         _check_served(t)
+        _check_majors(majors)
+
+
+def _check_majors(majors: dict[str, int]) -> None:
+    """What a switch given the rows ``majors`` accepted must hold: the
+    reservations as they are, every row they do not override as recorded,
+    each left out said, and a new name given no major a row named."""
+    t = DevswTable()
+    left = {name for name, *_ in t.restore(majors)}
+    for name, maj in RESERVED_MAJORS.items():
+        assert t.getmajor(name) == maj and t.getname(maj) == name
+    for name, maj in majors.items():
+        if name in left:
+            assert name in RESERVED_MAJORS or maj in RESERVED_MAJORS.values(), (name, maj)
+        else:
+            assert t.getmajor(name) == maj and t.getname(maj) == name, (name, maj)
+    new = "new"
+    while new in majors:
+        new += "x"
+    try:
+        got = t.attach(new, Cdevsw())
+    except DeviceError:  # ENOMEM: every major taken or held
+        return
+    assert got not in majors.values() and got not in RESERVED_MAJORS.values(), got
 
 
 def state_seeds() -> list[bytes]:
@@ -125,6 +154,7 @@ def state_seeds() -> list[bytes]:
         b"jmsgq,256\nmcrandom,crandom,{},0\nlx/y/z.py,z\n"
     )
     out = [b"\0" + rows, b"\0" + rows.replace(b"e2,x63,", b"e2,x612f62,")]
+    out.append(b"\0" + rows + b"jmm,257\njbar,40\n")  # rows a reservation overrides
     with tempfile.TemporaryDirectory(prefix="devfsd-fuzz-", dir=_TMP) as d:
         path = os.path.join(d, DB_NAME)
         _rows_db(path, rows)

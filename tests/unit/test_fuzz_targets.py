@@ -87,23 +87,31 @@ def test_state_loader_target(data: bytes) -> None:
 
 
 def test_state_seeds_reach_the_tree() -> None:
-    """A valid tree's rows and its database file are served; a bad name is refused."""
+    """A valid tree's rows and its database file are served; a bad name is
+    refused; rows a reservation overrides are served, and checked."""
     from fuzz import _state_target
 
     served = []
-    check = _state_target._check_served
+    tables: list[dict[str, int]] = []
+    check, check_majors = _state_target._check_served, _state_target._check_majors
     try:
 
         def counting(t: NodeTable) -> None:
             served.append(len(t.nodes))
             check(t)
 
+        def recording(majors: dict[str, int]) -> None:
+            tables.append(majors)
+            check_majors(majors)
+
         _state_target._check_served = counting
+        _state_target._check_majors = recording
         for s in state_seeds():
             state_one_input(s)
     finally:
-        _state_target._check_served = check
-    assert served == [5, 5]
+        _state_target._check_served, _state_target._check_majors = check, check_majors
+    assert served == [5, 5, 5]
+    assert {"msgq": 256, "mm": 257, "bar": 40} in tables
 
 
 @pytest.mark.slow
