@@ -498,9 +498,12 @@ class IdleParts:
     ``deadlines._heap`` (if there is one, ``idle_but_wakeups`` says). The
     objects are trio's own and stay the same for the whole run: its run
     queue, ``run_sync_soon``'s two queues, the epoll manager's
-    registrations, trio's wakeup descriptor, its deadlines."""
+    registrations, trio's wakeup descriptor, its deadlines, and its epoll
+    descriptor (readable when anything trio waits for is ready: a thread
+    waiting in ``poll(2)`` on it while trio is idle wakes for whatever
+    trio would wake for)."""
 
-    __slots__ = ("deadlines", "jobs", "jobs_once", "registered", "runq", "wakeup_fd")
+    __slots__ = ("deadlines", "epoll_fd", "jobs", "jobs_once", "registered", "runq", "wakeup_fd")
 
     def __init__(self, runner: Any) -> None:
         self.runq: collections.deque[Any] = runner.runq
@@ -510,6 +513,7 @@ class IdleParts:
         self.registered: dict[int, Any] = runner.io_manager._registered
         self.wakeup_fd: int = queue.wakeup.wakeup_sock.fileno()
         self.deadlines: Any = runner.deadlines
+        self.epoll_fd: int = runner.io_manager._epoll.fileno()
 
 
 def idle_parts() -> IdleParts | None:

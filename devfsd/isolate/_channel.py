@@ -1,23 +1,29 @@
-"""One end of the daemon-host socket: sending without awaiting, receiving.
+"""One end of a daemon-host pipe: sending without awaiting, receiving.
 
-Touches the world (a non-blocking ``AF_UNIX`` stream socket); used by both
-the daemon (``supervisor``) and the host (``host``).
-
-Every call on the socket but one passes ``MSG_DONTWAIT``: a host's socket
-is a blocking one, whose reader may wait for its next request in a
-blocking ``recv`` (``host.py``); the daemon's is non-blocking anyway.
+Touches the world (a non-blocking pipe end); used by both the daemon
+(``hostproc``) and the host (``host``). Each way has a pipe of its own
+(``pipe``): requests go down one, replies and ``NOTIFY``\\ s come back up
+the other. Pipes, not ``AF_UNIX`` stream socket pairs: a pipe's
+``write`` and ``read`` cost less than a socket's ``send`` and ``recv``
+(no socket buffer allocated and freed per message), ~4 us less per round
+trip between two Python processes on one CPU, a quarter of the floor
+(bench/README.md, "Isolated modules", seventh session). Every end is
+non-blocking; a host waits for its next request in ``poll(2)``
+(``host.py``).
 
 ``Sender.send`` never awaits: a reply, a ``RELEASE`` from a finaliser or a
 poll notification from ``WaitChannel.wakeup`` (all synchronous) can send.
-Whatever the socket does not take at once waits in a backlog, in order,
-which ``Sender.run`` (a task) flushes when the socket is writable again;
+Whatever the pipe does not take at once waits in a backlog, in order,
+which ``Sender.run`` (a task) flushes when the pipe is writable again;
 while there is a backlog every later message queues behind it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import socket
+import fcntl
+import os
 from collections import deque
 from typing import TYPE_CHECKING, Final, final
 
@@ -27,23 +33,37 @@ if TYPE_CHECKING:
     from devfsd.cdevsw._uio import Buffer
     from devfsd.isolate.protocol import Message, Receiver
 
-__all__ = ["ENDED", "RECV_SIZE", "Sender", "receive", "receive_now", "split"]
+__all__ = ["ENDED", "RECV_SIZE", "Sender", "pipe", "receive", "receive_now", "split"]
 
-#: Bytes asked of the socket at a time: a 128 KiB read's reply in one go.
+#: Bytes asked of the pipe at a time, and each pipe's capacity: a 128 KiB
+#: write's request, or a reply that does not go through the shared buffer,
+#: in one go.
 RECV_SIZE: Final = 256 * 1024
-_DONTWAIT: Final = socket.MSG_DONTWAIT
-#: What ``recv`` fails with once the peer is gone: the end of the stream.
+#: What a read or write fails with once the peer is gone: the end of the stream.
 ENDED: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.EBADF})
+
+
+def pipe() -> tuple[int, int]:
+    """A new pipe, ``(read end, write end)``, both close-on-exec, holding
+    ``RECV_SIZE`` bytes where the kernel lets it (a pipe holds 64 KiB by
+    default; past ``/proc/sys/fs/pipe-max-size`` only with
+    ``CAP_SYS_RESOURCE``). Its ends are blocking: each process makes its
+    own end non-blocking (``O_NONBLOCK`` is an end's, not the pipe's)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    with contextlib.suppress(OSError):  # EPERM past pipe-max-size unprivileged, ENOMEM: 64 KiB then
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, RECV_SIZE)
+    return r, w
 
 
 @final
 class Sender:
-    """Sends whole messages on ``sock`` in order, never blocking the caller."""
+    """Sends whole messages on the pipe end ``fd`` (non-blocking) in order,
+    never blocking the caller."""
 
-    __slots__ = ("_backlog", "_wake", "closed", "sock")
+    __slots__ = ("_backlog", "_wake", "closed", "fd")
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
         self._backlog: deque[memoryview] = deque()
         self._wake = trio.Event()
         #: The peer is gone (a send failed): later messages are dropped;
@@ -52,12 +72,12 @@ class Sender:
 
     @property
     def backlog(self) -> bool:
-        """Messages wait for the socket to take them."""
+        """Messages wait for the pipe to take them."""
         return bool(self._backlog)
 
     def send(self, data: bytes, more: Buffer = b"") -> None:
         """Send ``data`` then ``more`` (a payload sent as it is, not joined
-        to ``data`` first; copied only if the socket does not take it all)."""
+        to ``data`` first; copied only if the pipe does not take it all)."""
         if self.closed:
             return
         if self._backlog:
@@ -66,7 +86,7 @@ class Sender:
                 self._backlog.append(memoryview(bytes(more)))
             return
         try:
-            n = self.sock.sendmsg((data, more), (), _DONTWAIT) if more else self.sock.send(data, _DONTWAIT)
+            n = os.writev(self.fd, (data, more)) if more else os.write(self.fd, data)
         except BlockingIOError:
             n = 0
         except OSError:
@@ -88,10 +108,15 @@ class Sender:
             await self._wake.wait()
             self._wake = trio.Event()
             while self._backlog and not self.closed:
-                await trio.lowlevel.wait_writable(self.sock)
+                try:
+                    await trio.lowlevel.wait_writable(self.fd)
+                except trio.ClosedResourceError:  # the daemon ended it (HostProcess.close)
+                    self.closed = True
+                    self._backlog.clear()
+                    break
                 head = self._backlog[0]
                 try:
-                    n = self.sock.send(head, _DONTWAIT)
+                    n = os.write(self.fd, head)
                 except BlockingIOError:
                     continue
                 except OSError:
@@ -104,21 +129,19 @@ class Sender:
                     self._backlog.popleft()
 
 
-def receive_now(
-    sock: socket.socket, rx: Receiver, buf: bytearray, flags: int = socket.MSG_DONTWAIT
-) -> list[Message] | None:
-    """The whole messages the data on ``sock`` completes, without waiting
-    (none if there is no data yet); ``None`` at the end of the stream (the
-    peer closed or died). ``buf`` is scratch space (``RECV_SIZE`` bytes,
-    reused): a fresh ``recv(RECV_SIZE)`` would have malloc map and unmap
-    256 KiB for every message, which cost more than the rest of a round trip.
-    ``flags`` 0 on a blocking socket: wait, up to its ``SO_RCVTIMEO``.
+def receive_now(fd: int, rx: Receiver, buf: bytearray) -> list[Message] | None:
+    """The whole messages the data on the pipe end ``fd`` (non-blocking)
+    completes, without waiting (none if there is no data yet); ``None`` at
+    the end of the stream (the peer closed or died). ``buf`` is scratch
+    space (``RECV_SIZE`` bytes, reused): a fresh ``read(RECV_SIZE)`` would
+    have malloc map and unmap 256 KiB for every message, which cost more
+    than the rest of a round trip.
 
     Raises:
         ProtocolError: the peer sent something malformed.
     """
     try:
-        n = sock.recv_into(buf, 0, flags)
+        n = os.readv(fd, (buf,))
     except BlockingIOError:
         return []
     except OSError as exc:
@@ -145,15 +168,15 @@ def split(rx: Receiver, buf: bytearray, n: int) -> list[Message]:
     return out
 
 
-async def receive(sock: socket.socket, rx: Receiver, buf: bytearray) -> list[Message] | None:
-    """Wait for whole messages on ``sock`` (``receive_now``'s, never an
-    empty list); ``None`` at the end of the stream.
+async def receive(fd: int, rx: Receiver, buf: bytearray) -> list[Message] | None:
+    """Wait for whole messages on the pipe end ``fd`` (``receive_now``'s,
+    never an empty list); ``None`` at the end of the stream.
 
     Raises:
         ProtocolError: the peer sent something malformed.
     """
     while True:
-        await trio.lowlevel.wait_readable(sock)
-        msgs = receive_now(sock, rx, buf)
+        await trio.lowlevel.wait_readable(fd)
+        msgs = receive_now(fd, rx, buf)
         if msgs is None or msgs:
             return msgs

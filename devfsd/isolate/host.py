@@ -1,41 +1,39 @@
 """The module host: an isolated module's own process.
 
 ``python -m devfsd.isolate.host FD REPLYFD [SHMFD]``: the daemon starts
-it with one end of a socket pair its requests come on as descriptor FD,
-one end of another its replies go on as REPLYFD (``hostproc``, "Two
-sockets", says why two), and its shared buffer (a sealed memfd,
-``protocol``'s "Shared memory") as SHMFD (and nothing else but stdin on
-/dev/null and stderr on a pipe the daemon logs), sends ``LOAD``, and
-from then on the
+it with the read end of the pipe its requests come down as descriptor
+FD, the write end of another its replies go up as REPLYFD (``hostproc``,
+"Two pipes"), and its shared buffer (a sealed memfd, ``protocol``'s
+"Shared memory") as SHMFD (and nothing else but stdin on /dev/null and
+stderr on a pipe the daemon logs), sends ``LOAD``, and from then on the
 host is a small devfsd of one module: its own trio loop, its own device
 switch, module loader, ``SpecFs`` (the entry-point time limit, EIO for a
 driver's bug), sleep clock and stall watchdog. The module runs its usual
 code against the usual ``devfsd.cdevsw``/``devfsd.kern`` API, unchanged.
 
-Touches the world: the socket, stderr, rlimits, prctl (``_confine``), its
+Touches the world: the pipes, stderr, rlimits, prctl (``_confine``), its
 capabilities (``main`` drops all but those the daemon lets it keep,
 before it serves: ``confine.drop_capabilities``). The task reading
-the socket answers each request itself; when one waits (a read may sleep
-for hours), another task takes over the socket (``_Handoff``), so
+the pipe answers each request itself; when one waits (a read may sleep
+for hours), another task takes over the pipe (``_Handoff``), so
 requests never queue behind one that sleeps; ``CANCEL`` cancels it (the
 cancel scope of the task that kept it: a request that does not wait never
-enters one). Having answered, the reader waits for the next request in
-``select(2)`` while the loop is idle, up to ``SYNC_WAIT``
+enters one). Having answered, the reader waits for the next request
+without leaving its step while trio's loop has nothing to do: with no
+deadline in trio's heap (mm, crandom), in one ``poll(2)`` on the pipe
+and trio's own epoll descriptor, with no timeout (nothing trio could
+wake for comes meanwhile but through that descriptor, which ends the
+wait: a worker thread's end, a signal, a driver's socket); with one, in
+``select(2)`` up to ``SYNC_WAIT`` or the deadline
 (``_trioloop.wait_idle_readable``): a daemon reading a node in a loop
-sends it within tens of microseconds, and the host's loop does not turn
-between two requests. When trio waits for no descriptor but its own
-wakeup one (``_trioloop.idle_but_wakeups``: mm, crandom), it waits in
-the socket's own blocking ``recv`` instead, which ``SO_RCVTIMEO`` ends
-after ``SYNC_WAIT``, counted in the kernel's ticks (``RECV_BOUND``): one
-system call where ``select`` then ``recv`` are two, and a cheaper
-wake-up; a worker thread's end or a signal then waits for the loop at
-most ``RECV_BOUND``, while no request comes. A ``READ`` alone in what
-either wait takes (the usual request) is answered from the reader's
-buffer, without a ``Message`` (``_answer``).
+sends its next request within tens of microseconds, and the host's loop
+does not turn between two requests. A ``READ`` alone in what either
+wait reads (the usual request) is answered from the reader's buffer,
+without a ``Message`` (``_answer``).
 ``PING`` is answered by the loop itself, at once: the daemon's heartbeat
-proves the loop is not stuck. The host exits when the socket ends (the
-daemon unloaded the module, or died: ``PR_SET_PDEATHSIG`` kills a host
-stuck in C then too).
+proves the loop is not stuck. The host exits when the requests' pipe
+ends (the daemon unloaded the module, or died: ``PR_SET_PDEATHSIG``
+kills a host stuck in C then too).
 """
 
 from __future__ import annotations
@@ -48,8 +46,8 @@ import logging
 import mmap
 import os
 import resource
+import select
 import signal
-import socket
 import struct
 import sys
 import weakref
@@ -87,17 +85,12 @@ _PR_SET_PDEATHSIG: Final = 1
 _PR_SET_DUMPABLE: Final = 4
 _PR_SET_NO_NEW_PRIVS: Final = 38
 #: The longest the reader blocks the host's thread waiting for the next
-#: request after answering one (seconds), while the loop is idle.
+#: request after answering one (seconds), while the loop is idle but has
+#: a deadline (with none, it waits as long as it takes: see above).
 SYNC_WAIT: Final = 0.0005
 #: Requests the reader takes that way in a row before it lets trio's loop
 #: turn once all the same (a checkpoint: it then goes on waiting as before).
 SYNC_RUN: Final = 64
-#: The longest a ``recv`` with ``SO_RCVTIMEO`` at ``SYNC_WAIT`` may block
-#: (seconds): the kernel counts that timeout in its ticks, rounded up, and
-#: a wait may end a tick later still: one to two ticks, 4-8 ms at
-#: ``HZ=250`` (measured: 4.7-9 ms), up to 20 ms at ``HZ=100``. The reader
-#: blocks there only while no deadline of trio's comes sooner.
-RECV_BOUND: Final = 0.025
 
 
 @final
@@ -123,7 +116,6 @@ class _PollToken:
 
 
 _READ: Final = int(P.Kind.READ)
-_DONTWAIT: Final = socket.MSG_DONTWAIT
 _READ_ARGS: Final = P.READ
 _READ_SIZE: Final = P.READ.size
 _REPLY: Final = int(P.Kind.REPLY)
@@ -152,10 +144,22 @@ _INLINE_KINDS: Final = frozenset(
 @final
 class _Handoff(trio.abc.Instrument):
     """Sees the reader's request wait (its task step ends while it answers
-    one) and has another task take over the socket at once."""
+    one) and has another task take over the pipe at once; and keeps
+    ``Host.due``: the tasks trio has scheduled and not yet stepped, in its
+    run queue or in the batch it is running (which no public or private
+    object shows: trio takes a batch out of its run queue before it runs
+    it). The reader waits for a request without a bound only while that
+    is empty: else a task of its own batch would wait behind it."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
+        self.due = host.due
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        self.due.add(task)
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.due.discard(task)
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         if task is self.host._inline:
@@ -164,35 +168,33 @@ class _Handoff(trio.abc.Instrument):
 
 @final
 class Host:
-    """Serves one module's entry points to the daemon: its requests on
-    ``sock``, its replies on ``reply``."""
+    """Serves one module's entry points to the daemon: its requests come
+    down the pipe end ``fd``, its replies go up ``reply``."""
 
     def __init__(
         self,
-        sock: socket.socket,
-        reply: socket.socket,
+        fd: int,
+        reply: int,
         shm: int = -1,
         *,
         caps: int = 0,
         refused: DeviceError | None = None,
     ) -> None:
-        self.sock = sock
+        #: The requests' pipe end (non-blocking, as ``reply``).
+        self.fd = fd
+        os.set_blocking(fd, False)
         #: The daemon's shared buffer (``protocol``, "Shared memory"), if it gave one.
         self.shm: mmap.mmap | None = None
         if shm >= 0:
             try:
                 self.shm = mmap.mmap(shm, P.SHM_SLOTS * P.SHM_SLOT)
-            except (OSError, ValueError) as exc:  # reads answer on the socket
+            except (OSError, ValueError) as exc:  # reads answer on the pipe
                 log.warning("no shared buffer: %s", exc)
             finally:
                 os.close(shm)
-        reply.setblocking(False)
+        os.set_blocking(reply, False)
         self.out = Sender(reply)
         self.rx = P.Receiver()
-        #: The socket is blocking, with ``SO_RCVTIMEO`` at ``SYNC_WAIT``: the
-        #: reader may wait for its next request in ``recv`` itself (every
-        #: other call on it passes ``MSG_DONTWAIT``, ``_channel``).
-        self._timed_recv = _timed_recv(sock)
         self.files: dict[int, File] = {}
         #: Poll tokens armed by a ``POLL`` and not yet notified (``_PollToken``).
         self.armed: set[int] = set()
@@ -206,7 +208,9 @@ class Host:
         self._buf = bytearray(RECV_SIZE)
         #: Messages read but not yet dispatched (the reader's, in order).
         self._todo: deque[P.Message] = deque()
-        #: The task reading the socket (None: being handed off).
+        #: Tasks scheduled and not yet stepped (``_Handoff``).
+        self.due: set[trio.lowlevel.Task] = set()
+        #: The task reading the pipe (None: being handed off).
         self._reading: trio.lowlevel.Task | None = None
         #: The reader while it answers a request itself, the request's id,
         #: and the reader's cancel scope (which a CANCEL of it cancels, once
@@ -220,7 +224,7 @@ class Host:
         self.refused = refused
 
     async def run(self) -> None:
-        """Serve until the daemon closes the socket."""
+        """Serve until the daemon closes the requests' pipe."""
         _trioloop.fast_instruments()
         _trioloop.fast_io_wakeups()
         handoff = _Handoff(self)
@@ -236,7 +240,7 @@ class Host:
                 self.watchdog.stop()
 
     async def _reader(self) -> None:
-        """Read the socket and answer requests in this task, one after the
+        """Read the pipe and answer requests in this task, one after the
         other, while they answer without waiting (a read of mm's zero). The
         first that waits (a sleep, a lock, a checkpoint) makes ``_Handoff``
         start another reader; this task then finishes its request and ends.
@@ -245,16 +249,22 @@ class Host:
         me = trio.lowlevel.current_task()
         self._reading = me
         todo = self._todo
-        sock = self.sock
+        fd = self.fd
+        due = self.due
         rx = self.rx
         buf = self._buf
-        fds = (sock.fileno(),)
-        # The loop's state, tested here between two requests as
-        # idle_but_wakeups would (None: no SO_RCVTIMEO, or the fast paths off).
-        parts = _trioloop.idle_parts() if self._timed_recv else None
+        bufs = (buf,)
+        fds = (fd,)
+        # The loop's state, tested here between two requests (None: the fast
+        # paths are off), and the poll(2) on the pipe and trio's epoll
+        # descriptor that waits while trio has nothing to do.
+        parts = _trioloop.idle_parts()
         if parts is not None:
-            runq, jobs, jobs_once = parts.runq, parts.jobs, parts.jobs_once
-            registered, wakeup_fd, deadlines = parts.registered, parts.wakeup_fd, parts.deadlines
+            runq, jobs, jobs_once, deadlines = parts.runq, parts.jobs, parts.jobs_once, parts.deadlines
+            idle = select.poll()
+            idle.register(fd, select.POLLIN)
+            idle.register(parts.epoll_fd, select.POLLIN)
+            wait_idle = idle.poll
         run = 0
         # The request being answered: its id, and its Message, or None for a
         # READ and its fields (taken from the buffer, or from its Message).
@@ -298,23 +308,20 @@ class Host:
                     await trio.lowlevel.checkpoint()  # the loop turns once, then on as before
                 msgs: list[P.Message] | None = []
                 if answered:
-                    flags = -1  # how to take the next request at once, if it may be
-                    if parts is not None and (
-                        not runq
-                        and not jobs
-                        and not jobs_once
-                        and (not registered or (len(registered) == 1 and wakeup_fd in registered))
-                        and (not deadlines._heap or _trioloop.idle_but_wakeups(RECV_BOUND))
-                    ):
-                        flags = (
-                            0  # blocking, up to SO_RCVTIMEO: one system call, where select then recv are two
-                        )
+                    ready = False  # whether the next request may be taken at once
+                    if due:  # a task waits to run (in this batch, or the next)
+                        pass
+                    elif parts is not None and not (runq or jobs or jobs_once or deadlines._heap):
+                        # Nothing for trio to do until its epoll descriptor
+                        # says so: wait for that or the pipe, however long.
+                        woke = wait_idle()
+                        ready = len(woke) == 1 and woke[0][0] == fd
                     elif _trioloop.wait_idle_readable(fds, SYNC_WAIT):
-                        flags = _DONTWAIT
-                    if flags >= 0:  # receive_now(sock, rx, buf, flags), inline
+                        ready = True
+                    if ready:  # receive_now(fd, rx, buf), inline
                         run += 1
                         try:
-                            n = sock.recv_into(buf, 0, flags)
+                            n = os.readv(fd, bufs)
                         except BlockingIOError:
                             n = -1
                         except OSError as exc:
@@ -341,7 +348,7 @@ class Host:
                             msgs = None
                 if msgs == []:
                     run = 0
-                    msgs = await receive(sock, rx, buf)
+                    msgs = await receive(fd, rx, buf)
                 if msgs is None:
                     assert self._nursery is not None
                     self._nursery.cancel_scope.cancel()
@@ -351,7 +358,7 @@ class Host:
     def _hand_off(self) -> None:
         """The request being answered in the reader waits: a CANCEL of it
         now cancels the reader's scope (the reader ends with the request),
-        and another reader takes the socket."""
+        and another reader takes the pipe."""
         if self._inline_scope is not None and self._inline is not None:
             self.tasks[self._inline_rid] = (self._inline_scope, self._inline)
         self._inline = None
@@ -525,7 +532,7 @@ class Host:
         self.loader.host_caps = frozenset(confine.cap_names(self.caps))
         assert self._nursery is not None
         # No autounload timer (autotime 0): no deadline in trio's heap, so
-        # idle_but_wakeups reads no clock between two requests.
+        # the reader waits for requests in poll(2) with no timeout.
         await self._nursery.start(functools.partial(self.loader.run, autounload=False))
         self.spec = SpecFs(None, entry_timeout=timeout)
         if timeout is not None:
@@ -572,19 +579,6 @@ class Host:
             self.module = None
         else:
             await mod.modcmd(cmd, None)
-
-
-def _timed_recv(sock: socket.socket) -> bool:
-    """Make ``sock`` blocking, its ``recv`` timing out after ``SYNC_WAIT``;
-    False (and left non-blocking) where the timeout cannot be set."""
-    usec = round(SYNC_WAIT * 1e6)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, usec))
-    except OSError as exc:
-        log.debug("no SO_RCVTIMEO: %s", exc)
-        return False
-    sock.setblocking(True)
-    return True
 
 
 def _confine() -> None:
@@ -634,11 +628,11 @@ def main(argv: list[str] | None = None) -> int:
     refused = _drop_capabilities(keep)
     os.dup2(2, 1)  # a module's print() reaches the daemon's log too
     faulthandler.enable(file=sys.stderr, all_threads=True)
-    sock = socket.socket(fileno=int(args[0]))
-    sock.setblocking(False)
-    reply = socket.socket(fileno=int(args[1]))
     no_proc_checks()  # the daemon looks for its callers' signals (INTERRUPT)
-    trio.run(Host(sock, reply, int(args[2]) if len(args) > 2 else -1, caps=keep, refused=refused).run)
+    fd, reply = int(args[0]), int(args[1])
+    for end in (fd, reply):  # not to a driver's subprocess
+        os.set_inheritable(end, False)
+    trio.run(Host(fd, reply, int(args[2]) if len(args) > 2 else -1, caps=keep, refused=refused).run)
     return 0
 
 

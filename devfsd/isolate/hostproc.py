@@ -1,23 +1,20 @@
-"""One module host as the daemon sees it: the process, its sockets, its calls.
+"""One module host as the daemon sees it: the process, its pipes, its calls.
 
 Touches the world: starts ``python -m devfsd.isolate.host``, reads its
-socket and its stderr, waits for it, kills it. ``supervisor`` decides when
+pipe and its stderr, waits for it, kills it. ``supervisor`` decides when
 to start one and what to do when one dies; ``proxy`` turns entry-point
 calls into ``call``\\ s.
 
-Two sockets. Requests go on one socket pair, replies and ``NOTIFY``\\ s
-come back on another. On one, the host waiting for its next request in a
-blocking ``recv`` was woken each time the daemon read a reply (the reply's
-bytes are charged to the host's end, and freeing them wakes whoever sleeps
-on that end: an ``AF_UNIX`` stream socket has one wait queue for readers
-and writers, and a reader in ``recv`` does not tell the two apart): on
-one CPU, the host then took the CPU from the daemon, found nothing and
-slept again, two more process switches per call (bench/README.md,
-"Isolated modules": with two sockets and the yield below, ~7 us less CPU
-time per 1-byte read; two sockets alone made the daemon sleep in
-``select`` instead, which cost it more). A host that closes its end of the requests' socket
-is dead (``call`` finds its ``Sender`` closed), as one that closes the
-replies' socket (the reader sees its end).
+Two pipes. Requests go down one pipe, replies and ``NOTIFY``\\ s come
+back up another (``_channel.pipe``). They were two ``AF_UNIX`` socket
+pairs, and one pair before that: on one, the host waiting for its next
+request in a blocking ``recv`` was woken each time the daemon read a
+reply (a stream socket has one wait queue for readers and writers), two
+more process switches per call (bench/README.md, "Isolated modules": with
+two and the yield below, ~7 us less CPU time per 1-byte read); pipes then
+took ~4 us more off a round trip (``_channel``). A host that closes its
+end of the requests' pipe is dead (``call`` finds its ``Sender``
+closed), as one that closes the replies' pipe (the reader sees its end).
 
 A call sends its request and sleeps on a ``WaitChannel`` of its own until
 the reply (``InFlight``): a sleep, so the daemon's entry-point time limit does
@@ -31,7 +28,7 @@ already taken). A call cancelled in the daemon (shutdown, unload) sends
 The waiting call reads its own reply. Most replies come within tens of
 microseconds (mm's zero: ~60 us a round trip); waking the reader task,
 which then wakes the call, costs two more turns of the daemon's loop than
-the reply itself. So a call first waits for the socket in ``select(2)``
+the reply itself. So a call first waits for the pipe in ``select(2)``
 (``_trioloop.wait_idle_readable``) and reads what came itself; it sleeps
 as above only if its own reply has not come. The thread is blocked only
 while trio has nothing else to do (the wait ends as soon as anything trio
@@ -47,7 +44,7 @@ host answered them, so the waiting call finishes at most its own call,
 and only if its reply is the first in what it read that finishes one;
 from the first that finishes another call on, it leaves the messages to
 the reader task (``_deferred``), which hands them out in order, and no
-call reads the socket while the reader has messages to hand out. The
+call reads the pipe while the reader has messages to hand out. The
 call first yields the CPU (``sched_yield``): where the host shares the
 daemon's CPU (one CPU, or a busy machine), the host, woken by the
 request, answers at once, and the call reads the reply without
@@ -58,7 +55,7 @@ finds nothing). For an error reply read that way it first reads what the
 host wrote on stderr, as ``select`` would have shown it (a driver's
 traceback before its EIO).
 
-Death. The end of the socket, the end of the process or a malformed
+Death. The end of the pipe, the end of the process or a malformed
 message makes the host dead (``_die``): every call in flight returns
 ``EIO`` at once, every poll it remembered is notified (the poller then
 sees ``POLLERR`` from the switch), and ``died`` is set. ``reap`` then
@@ -88,7 +85,6 @@ import mmap
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -102,7 +98,7 @@ from devfsd.cdevsw._switch import Lwp
 from devfsd.cdevsw._wait import WaitChannel
 from devfsd.errors import DeviceError
 from devfsd.isolate import protocol as P
-from devfsd.isolate._channel import ENDED, RECV_SIZE, Sender, receive_now
+from devfsd.isolate._channel import ENDED, RECV_SIZE, Sender, pipe, receive_now
 from devfsd.isolate.confine import HostCgroup, HostUser, cap_list, host_env, launch_argv
 
 if TYPE_CHECKING:
@@ -128,7 +124,7 @@ STDERR_LINES: Final = 200
 STDERR_LINE_MAX: Final = 4096
 #: Messages a host may send a second that answer nothing (a REPLY for no
 #: call in flight, a NOTIFY for no armed poll: an honest host sends them
-#: only in races, a few at a time). Past them its socket is not read for
+#: only in races, a few at a time). Past them its pipe is not read for
 #: the rest of the second: a host that floods the daemon slows its own
 #: calls, not the daemon's other nodes.
 STRAY_RATE: Final = 10_000
@@ -136,7 +132,7 @@ STRAY_RATE: Final = 10_000
 #: a few requirements and drivers) is a few hundred; 4 MiB of JSON took
 #: the daemon's thread a quarter of a second to parse and check.
 LOAD_REPLY_MAX: Final = 64 << 10
-#: Seconds a host that closed its socket gets to exit before SIGKILL.
+#: Seconds a host that closed its pipe gets to exit before SIGKILL.
 EXIT_GRACE: Final = 2.0
 #: Seconds a new host gets to answer its first PING (start the interpreter,
 #: import trio and devfsd) before the heartbeat's limit applies.
@@ -168,7 +164,6 @@ _REPLY: Final = int(P.Kind.REPLY)
 _REPLY_SHM: Final = int(P.Kind.REPLY_SHM)
 _REPLY_HEAD: Final = P.REPLY_HEAD
 _HEAD: Final = P.HEADER.size
-_DONTWAIT: Final = socket.MSG_DONTWAIT
 _SHM_REPLY: Final = P.SHM_REPLY
 #: The clock of the synchronous waits (``time.perf_counter``: trio's
 #: default clock plus its offset, so ``wait_idle_readable`` needs no call
@@ -244,7 +239,7 @@ _waste = _SyncWaste()
 
 @final
 class HostProcess:
-    """A module host process and the daemon's end of its socket.
+    """A module host process and the daemon's end of its pipe.
 
     Args:
         name: the module's name (for the log).
@@ -274,25 +269,26 @@ class HostProcess:
         self.oom = False
         self.proc: subprocess.Popen[bytes] | None = None
         self._pidfd = -1
-        #: The socket it reads (the host's replies and NOTIFYs), and the one
-        #: its requests go on (``out``).
-        self.sock: socket.socket | None = None
-        self._requests: socket.socket | None = None
+        #: The pipe end it reads (the host's replies and NOTIFYs), and the one
+        #: its requests go down (``out``); -1 when closed.
+        self.rfd = -1
+        self._wfd = -1
         self.out: Sender | None = None
         self.rx = P.Receiver()
-        #: The socket's receive buffer (the reader's, and a call's that reads its own reply).
+        #: The pipe's receive buffer (the reader's, and a call's that reads its own reply).
         self._buf = bytearray(RECV_SIZE)
+        self._bufs = (self._buf,)
         #: The reader task, and whether it is handing out messages (it
         #: awaits between two callers it wakes: nobody reads meanwhile).
         self._reader: trio.lowlevel.Task | None = None
         self._delivering = False
         #: Messages a waiting call read and left for the reader, in order:
-        #: they came before anything still in the socket.
+        #: they came before anything still in the pipe.
         self._deferred: list[P.Message] = []
         #: Per (kind, dev) whose last synchronous wait ran out: the time
         #: before which its calls sleep at once, and how many ran out in a row.
         self._sync_off: dict[tuple[int, int], tuple[float, int]] = {}
-        #: What a call waits for in ``_sync_wait`` (the socket, stderr, the
+        #: What a call waits for in ``_sync_wait`` (the pipe, stderr, the
         #: pidfd), while they are open (from ``start`` to ``reap``).
         self._sync_fds: tuple[int, int, int] | None = None
         #: Replies read by the call that waited for them (for tests and the bench).
@@ -361,11 +357,11 @@ class HostProcess:
                 process is left), e.g. ``EACCES`` for a user who may not
                 run the daemon's interpreter.
         """
-        # Two socket pairs, one each way (see "Two sockets" above).
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # requests
-        back, theirs_back = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # replies
+        # Two pipes, one each way (see "Two pipes" above).
+        theirs, mine = pipe()  # requests
+        back, theirs_back = pipe()  # replies
         shm = _shared_buffer()
-        passed = (theirs.fileno(), theirs_back.fileno(), *((shm,) if shm >= 0 else ()))
+        passed = (theirs, theirs_back, *((shm,) if shm >= 0 else ()))
         # As another user: the launcher's errno, if it fails (confine.launch_argv).
         status = os.pipe2(os.O_CLOEXEC) if self.user is not None else None
         try:
@@ -408,15 +404,13 @@ class HostProcess:
                     code = int(told) if told.isdigit() else errno.EIO
                     raise OSError(code, os.strerror(code))
         except BaseException as exc:
-            mine.close()
-            back.close()
+            for fd in (mine, back, theirs, theirs_back):
+                os.close(fd)
             if status is not None:
                 for fd in status:
                     if fd >= 0:
                         os.close(fd)
                 status = None
-            theirs.close()
-            theirs_back.close()
             if shm >= 0:
                 os.close(shm)
             if self.proc is not None:
@@ -431,19 +425,19 @@ class HostProcess:
                 log.error("%s", why)
                 raise DeviceError(exc.errno or errno.EIO, why) from None
             raise
-        theirs.close()
-        theirs_back.close()
+        os.close(theirs)
+        os.close(theirs_back)
         if status is not None:
             os.close(status[0])
         if shm >= 0:
             self._map_shared(shm)
         assert self.proc.stderr is not None
         os.set_blocking(self.proc.stderr.fileno(), False)
-        mine.setblocking(False)
-        back.setblocking(False)
-        self.sock = back
-        self._requests = mine
-        self._sync_fds = (back.fileno(), self.proc.stderr.fileno(), self._pidfd)
+        os.set_blocking(mine, False)
+        os.set_blocking(back, False)
+        self.rfd = back
+        self._wfd = mine
+        self._sync_fds = (back, self.proc.stderr.fileno(), self._pidfd)
         self.out = Sender(mine)
         self.started_at = trio.current_time()
         kept = cap_list(self.caps)
@@ -467,7 +461,7 @@ class HostProcess:
             ]
             self._slot_refs = sys.getrefcount(self._slots[0])
             self._free.extend(range(P.SHM_SLOTS))
-        except (OSError, ValueError) as exc:  # reads take the socket
+        except (OSError, ValueError) as exc:  # reads take the pipe
             self._close_slots()
             log.debug("module %s: no shared buffer: %s", self.name, exc)
         finally:
@@ -574,7 +568,7 @@ class HostProcess:
         (``_sync_wait``), take its reply at once: its payload, or the call
         in flight (``InFlight``, maybe already answered) for ``reply``.
 
-        Its own reply alone in the socket, there after the yield (the host
+        Its own reply alone in the pipe, there after the yield (the host
         shares the CPU), is taken here, inline: no ``InFlight``, no entry in
         ``pending``, no parse loop (bench/README.md, "Isolated modules").
         Anything else goes the general way (``_sync_wait``).
@@ -603,22 +597,21 @@ class HostProcess:
         if out._backlog or out.closed:
             out.send(msg)
         else:
-            # out.send(msg), inline while the socket takes it whole.
+            # out.send(msg), inline while the pipe takes it whole.
             try:
-                sent = out.sock.send(msg, _DONTWAIT)
+                sent = os.write(out.fd, msg)
             except BlockingIOError:
                 sent = 0
             except OSError:
                 out.closed = True
                 sent = -1
             if 0 <= sent < len(msg):
-                out.send(msg[sent:])  # (into its backlog, or what the socket takes now)
-        if out.closed:  # its end of the requests' socket is gone: nothing reaches it
+                out.send(msg[sent:])  # (into its backlog, or what the pipe takes now)
+        if out.closed:  # its end of the requests' pipe is gone: nothing reaches it
             c = self._in_flight(rid, kind, dev)
-            self._die("closed its socket")
+            self._die("closed its pipe")
             return c
         fds = self._sync_fds
-        sock = self.sock
         if (
             kind not in SYNC_KINDS
             or _trioloop.PRIVATE is None
@@ -626,7 +619,6 @@ class HostProcess:
             or self._delivering
             or self._deferred
             or fds is None
-            or sock is None
             or self._stray_paused
         ):
             return self._in_flight(rid, kind, dev)
@@ -647,7 +639,7 @@ class HostProcess:
         os.sched_yield()
         buf = self._buf
         try:
-            got = sock.recv_into(buf, 0, _DONTWAIT)
+            got = os.readv(fds[0], self._bufs)
         except BlockingIOError:
             got = -1
         except OSError as exc:
@@ -793,8 +785,7 @@ class HostProcess:
         # What the host writes on stderr comes before its reply (a driver's
         # traceback before its EIO), and its death ends the wait.
         fds = self._sync_fds
-        sock = self.sock
-        assert fds is not None and sock is not None  # (call_now's caller checked)
+        assert fds is not None  # (call_now's caller checked)
         fd, err, pidfd = fds
         # Its stderr, unless that waits for the next second (_stderr).
         waited: tuple[int, ...] = (fd, pidfd) if self._err_paused else fds
@@ -815,7 +806,7 @@ class HostProcess:
                     break
             if first or fd in ready:
                 try:
-                    msgs = self._messages(got) if first else receive_now(sock, self.rx, self._buf)
+                    msgs = self._messages(got) if first else receive_now(fd, self.rx, self._buf)
                     if msgs is None:  # the end: the reader task sees it too, and says so
                         break
                     if first and msgs and not self._err_paused:
@@ -893,8 +884,8 @@ class HostProcess:
         if msgs:
             self._deferred.extend(msgs)
             reader = self._reader
-            if reader is not None and self.sock is not None:
-                _trioloop.wake_reader(self.sock.fileno(), reader)
+            if reader is not None and self.rfd >= 0:
+                _trioloop.wake_reader(self.rfd, reader)
 
     # -- the tasks -----------------------------------------------------------------
 
@@ -945,7 +936,7 @@ class HostProcess:
     def _stray(self) -> None:
         """One more message that answered nothing. A second's window opens
         at the first of them; the ``STRAY_RATE``-th within it makes reading
-        the socket wait for the rest of that second."""
+        the pipe wait for the rest of that second."""
         self.strays += 1
         now = time.monotonic()
         if now - self._stray_since >= 1.0:  # the first of a new window
@@ -959,7 +950,7 @@ class HostProcess:
         """Wait out the second whose ``STRAY_RATE`` the host has used up."""
         log.warning(
             "module %s: host %d sent %d messages that answer nothing within a second:"
-            " its socket waits for the rest of it",
+            " its pipe waits for the rest of it",
             self.name,
             self.pid,
             self._strays,
@@ -997,19 +988,19 @@ class HostProcess:
         return memoryview(self._slots[slot])[:n] if want else b""
 
     async def _read(self) -> None:
-        sock = self.sock
-        assert sock is not None
+        fd = self.rfd
+        assert fd >= 0
         self._reader = trio.lowlevel.current_task()
         try:
             while True:
                 if self._stray_paused:
                     await self._stray_pause()
                 if not self._deferred:
-                    await trio.lowlevel.wait_readable(sock)
-                if self._deferred:  # left by a waiting call: older than the socket's
+                    await trio.lowlevel.wait_readable(fd)
+                if self._deferred:  # left by a waiting call: older than the pipe's
                     msgs, self._deferred = self._deferred, []
                 else:
-                    got = receive_now(sock, self.rx, self._buf)
+                    got = receive_now(fd, self.rx, self._buf)
                     if got is None:
                         break
                     msgs = got
@@ -1032,7 +1023,7 @@ class HostProcess:
         except P.ProtocolError as exc:
             self._die(f"protocol error: {exc}", kill=True)
         else:
-            self._die("closed its socket")
+            self._die("closed its pipe")
 
     async def _stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -1203,12 +1194,16 @@ class HostProcess:
                 self.proc.send_signal(signal.SIGKILL)  # a no-op once reaped
 
     def close(self) -> None:
-        """End the sockets: a healthy host exits (``reap`` waits for it)."""
+        """End the requests' pipe: a healthy host exits (``reap`` waits for
+        it, and closes the replies' pipe). Nothing is sent after this."""
         self.closing = True
-        for sock in (self._requests, self.sock):
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+        if self._wfd >= 0:
+            if self.out is not None:  # its sends fail (EBADF: closed) from now on
+                self.out.closed = True
+                self.out.fd = -1
+            trio.lowlevel.notify_closing(self._wfd)
+            os.close(self._wfd)
+            self._wfd = -1
 
     async def reap(self) -> int | None:
         """Make sure the process is gone; its exit status (negative: the
@@ -1240,11 +1235,11 @@ class HostProcess:
             self._pidfd = -1
             if proc.stderr is not None:
                 proc.stderr.close()
-            for sock in (self._requests, self.sock):
-                if sock is not None:
-                    trio.lowlevel.notify_closing(sock)
-                    sock.close()
-            self.sock = self._requests = None
+            for fd in (self._wfd, self.rfd):
+                if fd >= 0:
+                    trio.lowlevel.notify_closing(fd)
+                    os.close(fd)
+            self.rfd = self._wfd = -1
             self._close_slots()
             if self.cgroup is not None:
                 self.oom = self.cgroup.oom_kills() > 0
@@ -1283,7 +1278,7 @@ def _readable(fd: int) -> bool:
 def _shared_buffer() -> int:
     """A memfd of ``SHM_SLOTS`` slots for a new host, sealed so that it can
     neither shrink (a mapping's page past the end is SIGBUS) nor grow, nor
-    be sealed further; -1 where there is none (the socket carries all)."""
+    be sealed further; -1 where there is none (the pipe carries all)."""
     try:
         fd = os.memfd_create("devfsd-host", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     except (AttributeError, OSError):

@@ -191,7 +191,7 @@ async def test_a_host_that_takes_no_more_requests_is_dead() -> None:
         with pytest.raises(DeviceError) as ei, trio.fail_after(WAIT):
             await h.host.call(P.Kind.READ, P.READ.pack(fid, 64, 0), h.dev(0), read=64)
         assert ei.value.errno == errno.EIO
-        assert h.host.dead and h.host.why == "closed its socket"
+        assert h.host.dead and h.host.why == "closed its pipe"
 
 
 async def test_a_reply_for_another_call_arrives_meanwhile() -> None:

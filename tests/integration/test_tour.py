@@ -183,7 +183,7 @@ def test_a_driver_crashes_tour(tmp_path: Path) -> None:
         log = ok(sh(m, f"grep -A3 'killed by' {m.log}")).decode()
         assert re.search(
             r" ERROR devfsd\.isolate: module crashy: host \d+ killed by signal 11 \(SIGSEGV\)"
-            r" \((closed its socket|exited)\); its last output:\n",
+            r" \((closed its pipe|exited)\); its last output:\n",
             log,
         ), log
         assert "Fatal Python error: Segmentation fault" in m.log_text()
