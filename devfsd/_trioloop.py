@@ -109,7 +109,6 @@ __all__ = [
     "choose",
     "fast_instruments",
     "fast_io_wakeups",
-    "idle_but_wakeups",
     "idle_parts",
     "lean_fuse_loop",
     "move_deadline",
@@ -460,66 +459,32 @@ def wait_idle_readable(fds: tuple[int, ...], timeout: float, now: float | None =
     return ready
 
 
-def idle_but_wakeups(timeout: float) -> bool:
-    """True if the thread may block for ``timeout`` seconds in a system
-    call trio cannot end (a module host's blocking ``recv``, bounded by
-    ``SO_RCVTIMEO``): trio has nothing else to do, no deadline comes
-    before ``timeout``, nothing waits in ``run_sync_soon``'s queue, and no
-    task waits for a descriptor but trio's own wakeup one. Only a thread's
-    ``run_sync_soon`` (a worker thread's end) or a signal could need the
-    loop meanwhile, and those then wait at most ``timeout``. False with the
-    fast paths off, in a guest run, or on another I/O manager. Call from a
-    task's step, between awaits (as ``wait_idle_readable``).
-    """
-    p = PRIVATE
-    if p is None:
-        return False
-    runner = p.run_context.runner
-    if runner.runq or runner.is_guest:
-        return False
-    io = runner.io_manager
-    queue = runner.entry_queue
-    if not isinstance(io, p.epoll) or queue.queue or queue.idempotent_queue:
-        return False
-    registered = io._registered
-    if len(registered) > 1 or (registered and queue.wakeup.wakeup_sock.fileno() not in registered):
-        return False
-    deadlines = runner.deadlines
-    return not deadlines._heap or deadlines.next_deadline() - runner.clock.current_time() > timeout
-
-
 @final
 class IdleParts:
-    """The pieces of the running loop that ``idle_but_wakeups`` reads, for
-    a caller that makes the same test itself between two requests, without
-    a call and a dozen attribute lookups each time (a module host's reader,
-    ``host.py``): nothing in ``runq``, ``jobs`` or ``jobs_once``,
-    ``registered`` empty or only ``wakeup_fd``, and no deadline in
-    ``deadlines._heap`` (if there is one, ``idle_but_wakeups`` says). The
-    objects are trio's own and stay the same for the whole run: its run
-    queue, ``run_sync_soon``'s two queues, the epoll manager's
-    registrations, trio's wakeup descriptor, its deadlines, and its epoll
-    descriptor (readable when anything trio waits for is ready: a thread
+    """The pieces of the running loop a module host's reader tests between
+    two requests (``host.py``), without a call and a dozen attribute
+    lookups each time: nothing in ``runq``, ``jobs`` or ``jobs_once``, no
+    deadline in ``deadlines._heap``; and trio's epoll descriptor, readable
+    when anything trio waits for is ready (a descriptor of a task's, trio's
+    wakeup one: a thread's ``run_sync_soon``, a signal), so that a thread
     waiting in ``poll(2)`` on it while trio is idle wakes for whatever
-    trio would wake for)."""
+    trio would wake for. The objects are trio's own and stay the same for
+    the whole run."""
 
-    __slots__ = ("deadlines", "epoll_fd", "jobs", "jobs_once", "registered", "runq", "wakeup_fd")
+    __slots__ = ("deadlines", "epoll_fd", "jobs", "jobs_once", "runq")
 
     def __init__(self, runner: Any) -> None:
         self.runq: collections.deque[Any] = runner.runq
         queue = runner.entry_queue
         self.jobs: collections.deque[Any] = queue.queue
         self.jobs_once: dict[Any, None] = queue.idempotent_queue
-        self.registered: dict[int, Any] = runner.io_manager._registered
-        self.wakeup_fd: int = queue.wakeup.wakeup_sock.fileno()
         self.deadlines: Any = runner.deadlines
         self.epoll_fd: int = runner.io_manager._epoll.fileno()
 
 
 def idle_parts() -> IdleParts | None:
     """The running loop's ``IdleParts``; None with the fast paths off, in a
-    guest run, or on another I/O manager (``idle_but_wakeups`` is then
-    False too). Call from a task."""
+    guest run, or on another I/O manager. Call from a task."""
     p = PRIVATE
     if p is None:
         return None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 
 import pytest
 import trio
 
-from devfsd._trioloop import idle_but_wakeups, idle_parts, wait_idle_readable
+from devfsd._trioloop import idle_parts, wait_idle_readable
 from tests.unit.conftest import needs_fast_paths
 from tests.unit.sockets import socket_pair
 
@@ -98,63 +99,20 @@ async def test_public_only_never_blocks() -> None:
         assert time.monotonic() - start < 1.0
 
 
-# -- idle_but_wakeups: a module host's blocking recv (SO_RCVTIMEO) -------------------
+# -- idle_parts: what a module host's reader tests between two requests ---------------
 
 
-@needs_fast_paths
-async def test_idle_but_wakeups_when_trio_waits_for_nothing_else() -> None:
-    assert idle_but_wakeups(0.0005)
-
-
-@needs_fast_paths
-async def test_idle_but_wakeups_not_while_a_task_is_runnable_or_queued() -> None:
-    async with trio.open_nursery() as n:
-        n.start_soon(trio.sleep, 0)  # in the run queue until this step ends
-        assert not idle_but_wakeups(0.0005)
-    token = trio.lowlevel.current_trio_token()
-    token.run_sync_soon(lambda: None)  # a thread's run_sync_soon, waiting its turn
-    assert not idle_but_wakeups(0.0005)
-    await trio.sleep(0.01)
-    assert idle_but_wakeups(0.0005)
-
-
-@needs_fast_paths
-async def test_idle_but_wakeups_not_while_a_task_waits_for_a_descriptor() -> None:
-    # A blocking recv would not see it become ready: select must.
-    with socket_pair() as (c, _d):
-        async with trio.open_nursery() as n:
-            n.start_soon(trio.lowlevel.wait_readable, c)
-            await trio.sleep(0.01)  # the task is in trio's epoll record of c
-            assert not idle_but_wakeups(0.0005)
-            n.cancel_scope.cancel()
-    assert idle_but_wakeups(0.0005)
-
-
-@needs_fast_paths
-async def test_idle_but_wakeups_not_when_a_deadline_comes_first() -> None:
-    async with trio.open_nursery() as n:
-        n.start_soon(trio.sleep, 5.0)
-        await trio.sleep(0.001)  # the sleeper's deadline is registered
-        assert not idle_but_wakeups(10.0)
-        assert idle_but_wakeups(0.0005)
-        n.cancel_scope.cancel()
-
-
-@pytest.mark.usefixtures("public_only")
-async def test_idle_but_wakeups_never_with_the_fast_paths_off() -> None:
-    assert not idle_but_wakeups(0.0005)
-
-
-# -- idle_parts: the same test, made inline by a module host's reader -----------------
+def _readable(fd: int) -> bool:
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(0))
 
 
 @needs_fast_paths
 async def test_idle_parts_are_the_running_loops_own() -> None:
-    # What the host's reader tests between two requests follows the loop
-    # as idle_but_wakeups does: each piece shows what it stands for.
+    # Each piece shows what it stands for.
     parts = idle_parts()
     assert parts is not None
-    assert parts.registered.keys() == {parts.wakeup_fd}  # trio's own wakeup descriptor only
     assert not parts.runq and not parts.jobs and not parts.jobs_once and not parts.deadlines._heap
     async with trio.open_nursery() as n:
         n.start_soon(trio.sleep, 0)
@@ -163,15 +121,37 @@ async def test_idle_parts_are_the_running_loops_own() -> None:
     assert parts.jobs
     await trio.sleep(0.01)
     assert not parts.jobs
-    with socket_pair() as (c, _d):
+    async with trio.open_nursery() as n:
+        n.start_soon(trio.sleep, 5.0)
+        await trio.sleep(0.01)
+        assert parts.deadlines._heap  # a deadline
+        n.cancel_scope.cancel()
+
+
+@needs_fast_paths
+async def test_the_epoll_descriptor_is_readable_when_anything_trio_waits_for_is_ready() -> None:
+    # The host's reader waits in poll(2) on it and its pipe with no
+    # timeout: it must wake for all that trio would wake for.
+    parts = idle_parts()
+    assert parts is not None
+    await trio.sleep(0.01)
+    assert not _readable(parts.epoll_fd)  # idle: nothing for trio
+    with socket_pair() as (c, d):
         async with trio.open_nursery() as n:
             n.start_soon(trio.lowlevel.wait_readable, c)
-            n.start_soon(trio.sleep, 5.0)
-            await trio.sleep(0.01)
-            assert c.fileno() in parts.registered  # another descriptor waited for
-            assert parts.deadlines._heap  # and a deadline
-            n.cancel_scope.cancel()
-    assert parts.registered.keys() == {parts.wakeup_fd}
+            await trio.sleep(0.01)  # the task is in trio's epoll record of c
+            assert not _readable(parts.epoll_fd)
+            d.send(b"x")  # a driver's socket becomes readable
+            assert _readable(parts.epoll_fd)
+    await trio.sleep(0.01)
+    assert not _readable(parts.epoll_fd)
+    token = trio.lowlevel.current_trio_token()
+    t = threading.Thread(target=token.run_sync_soon, args=(lambda: None,))
+    t.start()  # a worker thread's end
+    t.join()
+    assert _readable(parts.epoll_fd)
+    await trio.sleep(0.01)
+    assert not _readable(parts.epoll_fd)
 
 
 @pytest.mark.usefixtures("public_only")
