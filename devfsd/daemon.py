@@ -36,7 +36,7 @@ from devfsd.control import DEFAULT_CONTROL, ENV_CONTROL
 from devfsd.control.api import ControlApi
 from devfsd.control.client import Client, Unreachable
 from devfsd.control.server import IDLE_TIMEOUT, ControlServer, bind_control_socket
-from devfsd.errors import ControlError, DevfsdError, printable
+from devfsd.errors import ControlError, DevfsdError
 from devfsd.fs import MAX_TASKS, DevFs
 from devfsd.isolate import confine
 from devfsd.kern.loader import DEFAULT_AUTOTIME, ModuleLoader
@@ -253,7 +253,7 @@ def _clear_stale(mountpoint: str) -> None:
     except OSError as exc:
         if exc.errno != errno.ENOTCONN:
             raise
-        log.warning("clearing stale mount at %s", printable(mountpoint))
+        log.warning("clearing stale mount at %s", mountpoint)
         subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False, capture_output=True)
         os.stat(mountpoint)
 
@@ -313,10 +313,10 @@ class Daemon:
             log.error(
                 "module %s (%s) was loading when devfsd last died: quarantined, not loaded again"
                 " until modunload %s or modload %s",
-                printable(name),
-                printable(spec),
-                printable(name),
-                printable(spec),
+                name,
+                spec,
+                name,
+                spec,
             )
         _restore_majors(majors, tree)
         devsw.on_new_name = self.state.put_major
@@ -386,12 +386,10 @@ class Daemon:
     async def _watch_mount(self) -> None:
         """End the daemon when its mount leaves this namespace (umount), copies elsewhere or not."""
         if self.mount_id is None:
-            log.warning(
-                "%s: not in mountinfo; umount is seen only without copies", printable(self.mountpoint)
-            )
+            log.warning("%s: not in mountinfo; umount is seen only without copies", self.mountpoint)
             return
         await wait_unmounted(self.mount_id)
-        log.info("%s unmounted: shutting down", printable(self.mountpoint))
+        log.info("%s unmounted: shutting down", self.mountpoint)
         self._stop()
 
     async def _announce(self, ready: int | None) -> None:
@@ -408,7 +406,7 @@ class Daemon:
                 deadline = time.monotonic() + READY_TIMEOUT
                 await trio.to_thread.run_sync(_answers, self.control, deadline, abandon_on_cancel=True)
         except (OSError, Unreachable, trio.TooSlowError) as exc:
-            log.error("%s: the daemon does not answer itself: %r", printable(self.mountpoint), exc)
+            log.error("%s: the daemon does not answer itself: %r", self.mountpoint, exc)
             if ready is not None:
                 os.write(ready, f"{PROG}: {self.mountpoint}: does not answer\n".encode())
                 os.close(ready)
@@ -423,8 +421,8 @@ class Daemon:
         log.info(
             "devfsd %s serving %s, control %s",
             __version__,
-            printable(self.mountpoint),
-            printable(self.control),
+            self.mountpoint,
+            self.control,
         )
         log.info("%s", _trioloop.describe(self._fast))
 
@@ -493,14 +491,14 @@ class Daemon:
             self.notifier.status(f"loading modules from {path}")
         for item in entries:
             if isinstance(item, modconf.BadLine):
-                log.error("%s:%d: %s", printable(path), item.lineno, printable(item.reason))
+                log.error("%s:%d: %s", path, item.lineno, item.reason)
                 continue
             if _module_name(item.module) in quarantined:
                 log.warning(
                     "%s:%d: module %s is quarantined: not loaded",
-                    printable(path),
+                    path,
                     item.lineno,
-                    printable(item.module),
+                    item.module,
                 )
                 continue
             try:
@@ -515,29 +513,27 @@ class Daemon:
                     grace=LOAD_GRACE,
                 )
             except DevfsdError as exc:
-                log.error(
-                    "%s:%d: %s: %s", printable(path), item.lineno, printable(item.module), printable(exc)
-                )
+                log.error("%s:%d: %s: %s", path, item.lineno, item.module, exc)
 
     async def _reload_modules(self) -> None:
         for name in self.state.quarantined():
             log.warning(
                 "module %s is quarantined: not reloaded (modunload %s lifts it)",
-                printable(name),
-                printable(name),
+                name,
+                name,
             )
         for name, spec, props in self.state.recorded():
             if name in self.loader.modules or _module_name(spec) in self.loader.modules:
                 # (By its recorded name too: loaded by a path whose last
                 # part is not its MODULE name, it was tried again, EEXIST.)
-                log.info("reloading module %s: modules.conf loaded it already", printable(spec))
+                log.info("reloading module %s: modules.conf loaded it already", spec)
                 continue
             # By its recorded name: a module loaded isolated by path is isolated again.
             isolated = True if name in self.loader.isolated_names else None
             try:
                 await load_recorded(self.loader, self.state, spec, props, isolated=isolated, grace=LOAD_GRACE)
             except DevfsdError as exc:
-                log.warning("reloading module %s: %s", printable(spec), printable(exc))
+                log.warning("reloading module %s: %s", spec, exc)
 
     def finish(self, *, crashed: bool) -> None:
         self._remove_socket()
@@ -549,7 +545,7 @@ class Daemon:
         try:
             pyfuse3.close(unmount=still)
         except Exception as exc:  # never leave a mount behind because of a close error
-            log.warning("close: %s", printable(exc))
+            log.warning("close: %s", exc)
         if _is_mounted(self.mountpoint) and (crashed or self.terminated):
             subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], check=False, capture_output=True)
         log.info("devfsd stopped")
@@ -572,7 +568,7 @@ def _answers(control: str, deadline: float) -> None:
             if exc.errno != errno.EAGAIN:
                 raise
             if time.monotonic() >= deadline:
-                log.warning("%s: listen backlog still full at the readiness check", printable(control))
+                log.warning("%s: listen backlog still full at the readiness check", control)
                 return
             time.sleep(0.01)
         except ControlError:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ControlError", "DevfsdError", "DeviceError", "printable"]
+__all__ = ["ControlError", "DevfsdError", "DeviceError", "Verbatim", "printable"]
 
 
 def printable(text: object) -> str:
@@ -30,6 +30,15 @@ def printable(text: object) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class Verbatim(str):
+    """Text the log shows as it is, line breaks and all, where a message's
+    arguments are otherwise escaped (``devfsd.service.logs.EscapeArgs``):
+    devfsd's own lines (a stack it took), or lines each already escaped
+    (a module host's last output)."""
+
+    __slots__ = ()
 
 
 class DevfsdError(Exception):

@@ -39,7 +39,7 @@ from devfsd.cdevsw._dev import Dev, major, minor
 from devfsd.cdevsw._table import devsw
 from devfsd.contain import contain
 from devfsd.control import CONTROL_XATTR
-from devfsd.errors import DeviceError, printable
+from devfsd.errors import DeviceError
 from devfsd.nodes import DOT_COOKIE, DOTDOT_COOKIE, Node, NodeTable
 
 if TYPE_CHECKING:
@@ -193,9 +193,7 @@ class DevFs(pyfuse3.Operations):
             except DeviceError as exc:
                 self.table.rollback()
                 if exc.errno != self._state_failing:  # once per stretch: a full disk is not flooded
-                    log.error(
-                        "%s; the call is undone, and the calls after it until writes succeed", printable(exc)
-                    )
+                    log.error("%s; the call is undone, and the calls after it until writes succeed", exc)
                     self._state_failing = exc.errno
                 raise _err(exc) from None
             if self._state_failing:

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from devfsd.errors import printable
 from devfsd.state import StateError
 
 if TYPE_CHECKING:
@@ -112,7 +111,7 @@ async def _load_marked(
         elif not grace:
             state.clear_loading(spec)
     except StateError as exc:
-        log.error("module %s: %s; unloading it again", mod.name, printable(exc))
+        log.error("module %s: %s; unloading it again", mod.name, exc)
         try:
             # Shielded: a module loaded but not recorded must go, even if
             # the modload asking for it has been cancelled meanwhile.
@@ -134,7 +133,7 @@ async def _clear_later(state: StateStore, spec: str, grace: float) -> None:
     try:
         state.clear_loading(spec)
     except StateError as exc:  # left: the next start quarantines it, which is safe
-        log.error("module %s: %s", printable(spec), printable(exc))
+        log.error("module %s: %s", spec, exc)
 
 
 async def unload_recorded(loader: ModuleLoader, state: StateStore | None, name: str) -> None:

@@ -42,6 +42,8 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Final, final
 
+from devfsd.errors import Verbatim
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import FrameType
@@ -169,7 +171,7 @@ class Watchdog:
         if not self._fired or stalled <= self.limit:
             return  # not ours, or the loop has answered since
         where = driver_frame(frame)
-        stack = "".join(traceback.format_stack(frame))
+        stack = Verbatim("".join(traceback.format_stack(frame)))
         if where is None:
             if not self._told:  # once per stall: it may last
                 self._told = True

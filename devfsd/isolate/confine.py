@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Final, final
 
 from devfsd import _trioloop
 from devfsd._trioloop import ENV_PUBLIC_ONLY
-from devfsd.errors import DeviceError, printable
+from devfsd.errors import DeviceError
 from devfsd.isolate.launch import bounding as _bounding
 from devfsd.isolate.launch import last_cap as last_cap
 from devfsd.isolate.launch import libc as _libc
@@ -503,9 +503,9 @@ def sweep() -> None:
             with contextlib.suppress(OSError):
                 for h in os.listdir(d):
                     if os.path.isdir(os.path.join(d, h)) and not _rmdir(os.path.join(d, h)):
-                        log.warning("cgroup %s: still busy, left", printable(os.path.join(d, h)))
+                        log.warning("cgroup %s: still busy, left", os.path.join(d, h))
             if _rmdir(d):
-                log.info("removed cgroup %s of a devfsd that is gone", printable(d))
+                log.info("removed cgroup %s of a devfsd that is gone", d)
         with contextlib.suppress(OSError):
             os.rmdir(top)
 

@@ -48,7 +48,7 @@ import trio
 
 from devfsd.cdevsw import devsw_detach
 from devfsd.cdevsw._table import devsw
-from devfsd.errors import DevfsdError, DeviceError, printable
+from devfsd.errors import DevfsdError, DeviceError, Verbatim
 from devfsd.isolate import protocol as P
 from devfsd.isolate.confine import (
     HostUser,
@@ -279,7 +279,7 @@ class Supervisor:
                 self._first.set()
                 return
             if err is not None:
-                log.error("module %s: restart failed: %s", self.mod.name, printable(err))
+                log.error("module %s: restart failed: %s", self.mod.name, err)
             if host.why and not host.closing:
                 self._report(host, rc, "")
             uptime = trio.current_time() - host.started_at
@@ -299,7 +299,7 @@ class Supervisor:
             await trio.sleep(delay)
 
     def _report(self, host: HostProcess, rc: int | None, when: str) -> None:
-        tail = "\n".join(host.tail)
+        tail = "\n".join(host.tail)  # (each line escaped: HostProcess._err_log)
         log.error(
             "module %s: host %d %s%s (%s)%s",
             self.mod.name,
@@ -307,7 +307,7 @@ class Supervisor:
             host.describe_status(rc),
             f" {when}" if when else "",
             host.why,
-            f"; its last output:\n{tail}" if tail else "; it wrote nothing",
+            Verbatim(f"; its last output:\n{tail}") if tail else "; it wrote nothing",
         )
 
     async def _load(self, host: HostProcess) -> dict[str, Any]:
@@ -447,7 +447,7 @@ async def load_hosted(
     source = trust.check_code(str(target), package=pkgdir is not None)
     for p in (HOST_USER, HOST_CAPS):
         if p in props and uid != 0:
-            log.warning("module %s: uid %d may not give property %s: root's alone", printable(name), uid, p)
+            log.warning("module %s: uid %d may not give property %s: root's alone", name, uid, p)
             raise DeviceError(errno.EPERM, f"property {p} is root's alone")
     check_memlimit(props)
     user = resolve_user(props[HOST_USER]) if HOST_USER in props else None
@@ -459,7 +459,7 @@ async def load_hosted(
     if declared and user is not None:
         log.warning(
             "module %s declares caps %s: a host run as %s holds none",
-            printable(name),
+            name,
             ",".join(declared),
             user.name,
         )

@@ -388,7 +388,7 @@ class ModuleLoader:
                 real = cand.resolve()
                 if real.parent != d.resolve():
                     # A symbolic link (or ..) leading out of the module path.
-                    log.error("module %s: %s leads out of %s; refused", name, printable(cand), printable(d))
+                    log.error("module %s: %s leads out of %s; refused", name, cand, d)
                     raise DeviceError(errno.EPERM)
                 return (name, real / "__init__.py", real) if pkg else (name, real, None)
         found = entry_point_code(name)
@@ -407,7 +407,7 @@ class ModuleLoader:
         try:
             spec = trust.load_code(qual, str(pkgdir or path), package=pkgdir is not None)
         except trust.Untrusted as exc:
-            log.error("module %s: %s; refused", printable(name), printable(exc))
+            log.error("module %s: %s; refused", name, exc)
             raise
         assert spec.loader is not None
         pymod = importlib.util.module_from_spec(spec)
@@ -419,13 +419,13 @@ class ModuleLoader:
             if not isinstance(info, ModuleInfo) or not callable(getattr(pymod, "modcmd", None)):
                 log.error(
                     "module %s: %s defines no MODULE = ModuleInfo(...) and modcmd()",
-                    printable(name),
-                    printable(path),
+                    name,
+                    path,
                 )
                 raise DeviceError(errno.ENOEXEC)
         except trust.Untrusted as exc:  # a submodule it imports
             self._purge(qual)
-            log.error("module %s: %s; refused", printable(name), printable(exc))
+            log.error("module %s: %s; refused", name, exc)
             raise
         except BaseException as exc:
             self._purge(qual)
@@ -505,7 +505,7 @@ class ModuleLoader:
             "loaded module %s isolated%s from %s",
             mod.name,
             " (autoload)" if autoload else "",
-            printable(mod.path),
+            mod.path,
         )
         return mod
 
@@ -542,7 +542,7 @@ class ModuleLoader:
             if info.name != name:
                 if "/" not in spec:
                     self._purge(f"{_PKG}.{name}")
-                    log.error("module %s: %s declares name %r", printable(name), printable(path), info.name)
+                    log.error("module %s: %s declares name %r", name, path, info.name)
                     raise DeviceError(errno.ENOENT)
                 if info.name in self.modules:
                     self._purge(f"{_PKG}.{name}")
@@ -601,7 +601,7 @@ class ModuleLoader:
             self.modules[name] = mod
             self.generation += 1
             brought.append(name)
-            log.info("loaded module %s%s from %s", name, " (autoload)" if autoload else "", printable(path))
+            log.info("loaded module %s%s from %s", name, " (autoload)" if autoload else "", path)
             return mod
         finally:
             self._loading.remove(loading)
@@ -713,7 +713,7 @@ class ModuleLoader:
                 await self.load(name, None, autoload=True)
         except DeviceError as exc:
             if exc.errno != errno.EEXIST:
-                log.info("autoload of %s failed: %s", name, printable(exc))
+                log.info("autoload of %s failed: %s", name, exc)
         except Exception as exc:  # (an Untrusted is a DeviceError) a bug: not the loader's end
             a.error = contain(exc, f"autoload of {name}")
         finally:

@@ -21,8 +21,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final
 
-from devfsd.errors import printable
-
 __all__ = ["ENTRY_POINT_GROUP", "builtin_modules", "entry_point_code"]
 
 log = logging.getLogger(__name__)
@@ -76,5 +74,5 @@ def entry_point_code(name: str) -> tuple[Path, bool] | None:
         mod = Path(str(ep.dist.locate_file(rel + ".py")))
         if mod.is_file():
             return mod, False
-        log.warning("entry point %s = %r: %s not found; ignored", name, ep.value, printable(pkg))
+        log.warning("entry point %s = %r: %s not found; ignored", name, ep.value, pkg)
     return None

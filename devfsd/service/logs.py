@@ -11,6 +11,14 @@
   lines are as in a log file.
 - otherwise syslog(3) through /dev/log, else ``FALLBACK_LOG``.
 
+Whatever the destination, the arguments of every message are escaped
+(``EscapeArgs``, ``devfsd.errors.printable``): a path, a name or an error
+text that someone else chose (a control client, a state's row, a file
+name) and that carries a line break or a terminal's escape sequence
+cannot forge a line of the log or drive the reader's terminal. So text
+from others goes into a message as an argument (``log.info("%s", path)``),
+never into its format string.
+
 faulthandler writes to the same file (with syslog: to ``FALLBACK_LOG``):
 the Python stack of every thread on a fatal signal (SIGSEGV, SIGFPE,
 SIGABRT, SIGBUS, SIGILL) and on SIGUSR1, which does not stop the daemon.
@@ -26,12 +34,14 @@ import logging.handlers
 import os
 import signal
 import sys
-from typing import IO, TYPE_CHECKING, Final, final
+from typing import IO, TYPE_CHECKING, Any, Final, final
+
+from devfsd.errors import Verbatim, printable
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["FALLBACK_LOG", "JournalFormatter", "Logs", "journal_priority", "under_journal"]
+__all__ = ["FALLBACK_LOG", "EscapeArgs", "JournalFormatter", "Logs", "journal_priority", "under_journal"]
 
 FALLBACK_LOG: Final = "/var/log/devfsd.log"
 ENV_JOURNAL: Final = "JOURNAL_STREAM"
@@ -76,6 +86,36 @@ def under_journal(environ: Mapping[str, str] = os.environ, fd: int = 2) -> bool:
         return False
 
 
+def _escaped(arg: Any) -> Any:
+    """``arg``, or its text escaped if that is not printable (numbers and
+    ``None`` as they are: ``%d`` still takes them; ``Verbatim`` too)."""
+    if arg is None or isinstance(arg, int | float | Verbatim):
+        return arg
+    try:
+        text = str(arg)
+    except Exception:  # an object that cannot say what it is: %s will say so itself
+        return arg
+    return arg if text.isprintable() else printable(text)
+
+
+@final
+class EscapeArgs(logging.Filter):
+    """Escapes the arguments of each record the handler gets (see above):
+    a record's arguments are the text others may have chosen; its format
+    string is devfsd's own, as is an argument marked ``Verbatim`` (a
+    stack, a host's last output escaped line by line), and may hold line
+    breaks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            if args:
+                record.args = tuple(map(_escaped, args))
+        elif args:
+            record.args = {k: _escaped(v) for k, v in args.items()}
+        return True
+
+
 @final
 class Logs:
     """The root logger's one handler and faulthandler's file, set up once per process."""
@@ -98,6 +138,7 @@ class Logs:
         if self.path is not None:
             handler = logging.FileHandler(self.path, encoding="utf-8")
             handler.setFormatter(logging.Formatter(_FILE_FORMAT))
+        handler.addFilter(EscapeArgs())
         self.handler = handler
         root = logging.getLogger()
         root.setLevel(logging.DEBUG if debug else logging.INFO)

@@ -20,8 +20,6 @@ import os
 import socket
 from typing import TYPE_CHECKING, Final, final
 
-from devfsd.errors import printable
-
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
@@ -77,9 +75,7 @@ class Notifier:
         text = environ.pop(ENV_NOTIFY, "")
         addr = address(text)
         if text and addr is None:
-            log.warning(
-                "%s=%s: not a path or an abstract socket name; not notifying", ENV_NOTIFY, printable(text)
-            )
+            log.warning("%s=%s: not a path or an abstract socket name; not notifying", ENV_NOTIFY, text)
         return cls(addr)
 
     @property

@@ -17,8 +17,9 @@ import pytest
 import trio
 
 from devfsd.daemon import main as devfsd_main
+from devfsd.errors import Verbatim
 from devfsd.service import modconf, notify, unit
-from devfsd.service.logs import JournalFormatter, journal_priority, under_journal
+from devfsd.service.logs import EscapeArgs, JournalFormatter, journal_priority, under_journal
 from devfsd.service.modconf import BadLine, Entry
 from devfsd.service.mountwatch import find_mount, mount_ids, read_mountinfo, wait_unmounted
 from devfsd.tools.modload import parse_args
@@ -193,6 +194,37 @@ def test_journal_formatter_prefixes_every_line_and_no_timestamp() -> None:
     assert lines[0] == "<3>ERROR devfsd.x: failed here"
     assert len(lines) > 2 and all(line.startswith("<3>") for line in lines)
     assert lines[-1] == "<3>ValueError: boom"
+
+
+def test_a_messages_arguments_are_escaped_and_its_format_is_not() -> None:
+    # Text others chose reaches the log as an argument: it cannot forge a
+    # line or drive a terminal. devfsd's own format string keeps its lines.
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    h = Keep()
+    h.addFilter(EscapeArgs())
+    log = logging.getLogger("devfsd.test-escape")
+    log.propagate = False
+    log.addHandler(h)
+    try:
+        log.warning("module %s: %d in %r", "m\n2026 devfsd[1] ERROR forged\x1b[2J", 7, OSError(2, "a\rb"))
+        log.warning("%(path)s at %(n)d", {"path": "/x\ny", "n": 3})
+        log.warning("its last output:\n%s", "plain")
+        log.warning("a stack:\n%s", Verbatim("line 1\nline 2"))
+        log.warning("nothing to escape %s %s", "ok", None)
+    finally:
+        log.removeHandler(h)
+    assert lines == [
+        "module m\\n2026 devfsd[1] ERROR forged\\x1b[2J: 7 in '[Errno 2] a\\\\rb'",
+        "/x\\ny at 3",
+        "its last output:\nplain",
+        "a stack:\nline 1\nline 2",
+        "nothing to escape ok None",
+    ]
 
 
 def test_under_journal_matches_the_stream(tmp_path: Path) -> None:
