@@ -1,7 +1,7 @@
 """What a read asleep in a driver costs the daemon, against what it costs
 the user who parks it there.
 
-``python bench/bench_sleeper_memory.py [--counts 1000,2000,4000] [--isolated] [--user nobody]``
+``python bench/bench_sleeper_memory.py [--counts 1000,2000,4000] [--isolated] [--user nobody] [--share 100]``
 
 Any user who may open a node whose reads block (msgq's, before anything is
 written; tunwg's, with no packet) can leave a read asleep in the daemon:
@@ -19,10 +19,13 @@ waits until the daemon reports N sleepers, and reads:
   threads and their FUSE requests (machine-wide: other load moves Slab
   a little; KernelStack and PageTables are exact enough).
 
-Then, when N reaches a user's share of the daemon's sleepers
-(``MAX_SLEEPERS`` less root's ``ROOT_SLEEPERS``), one more read by the same
-user and one by root: the errno each gets, or "asleep" (the read sleeps:
-the reserve let it in; 2 s is taken as asleep). Every sleeper is
+The daemon runs with ``-o share=`` ``--share`` (100 by default: one user
+may take the users' whole part, ``MAX_SLEEPERS`` less root's
+``ROOT_SLEEPERS``, so that one user's sleepers measure the most the
+daemon holds; the daemon's own default lets one user take half). When N
+reaches that user's share, one more read by the same user and one by
+root: the errno each gets, or "asleep" (the read sleeps: the reserve let
+it in; 2 s is taken as asleep). Every sleeper is
 killed, the daemon stopped and its mount removed, also on failure.
 
 Reference figures, not a test. Needs root and /dev/fuse.
@@ -46,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from devfsd.cdevsw import makedev  # noqa: E402
 from devfsd.cdevsw._wait import MAX_SLEEPERS, ROOT_SLEEPERS  # noqa: E402
+from devfsd.limits import Limits  # noqa: E402
 from devfsd.testing.mount import DevfsdMount, wait_for  # noqa: E402
 
 MODS = ROOT / "tests" / "modules"
@@ -107,8 +111,8 @@ def as_user(user: str) -> list[str]:
     return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups"]
 
 
-def one(n: int, isolated: bool, user: str) -> dict[str, object]:
-    args = ["--isolate"] if isolated else []
+def one(n: int, isolated: bool, user: str, share: int) -> dict[str, object]:
+    args = ["-o", f"share={share}", *(["--isolate"] if isolated else [])]
     base = tempfile.mkdtemp(dir="/tmp")
     os.chmod(base, 0o755)
     python = os.path.realpath(sys.executable)
@@ -140,7 +144,7 @@ def one(n: int, isolated: bool, user: str) -> dict[str, object]:
             daemon1 = sum(rss_kb(p) for p in family(m.proc.pid))
             user_rss = rss_kb(proc.pid)
             past = {}
-            if n >= MAX_SLEEPERS - ROOT_SLEEPERS:
+            if n >= Limits(share=share).share_of(MAX_SLEEPERS - ROOT_SLEEPERS):
                 for who in (user, "root"):
                     r = subprocess.run(
                         [*as_user(who), python, "-c", ONE_MORE, paths[units]],
@@ -157,6 +161,7 @@ def one(n: int, isolated: bool, user: str) -> dict[str, object]:
                 "sleepers": n,
                 "isolated": isolated,
                 "user": user,
+                "share": share,
                 "daemon_rss_kb": [daemon0, daemon1],
                 "daemon_kb_per_sleeper": round((daemon1 - daemon0) / n, 2),
                 "user_rss_kb": user_rss,
@@ -183,9 +188,10 @@ def main() -> int:
     ap.add_argument("--counts", default="1000,2000,4000")
     ap.add_argument("--isolated", action="store_true")
     ap.add_argument("--user", default="nobody", help="who parks the reads (default nobody)")
+    ap.add_argument("--share", type=int, default=100, help="the daemon's -o share= (default 100)")
     a = ap.parse_args()
     for n in (int(x) for x in a.counts.split(",")):
-        print(json.dumps(one(n, a.isolated, a.user)), flush=True)
+        print(json.dumps(one(n, a.isolated, a.user, a.share)), flush=True)
     return 0
 
 

@@ -31,7 +31,7 @@ from devfsd import __version__, _fuseintr, _trioloop
 from devfsd._trioloop import fast_instruments, fast_io_wakeups, lean_fuse_loop
 from devfsd.cdevsw._dev import major
 from devfsd.cdevsw._table import devsw
-from devfsd.cdevsw._wait import abort_sleepers
+from devfsd.cdevsw._wait import abort_sleepers, share_sleepers
 from devfsd.control import DEFAULT_CONTROL, ENV_CONTROL
 from devfsd.control.api import ControlApi
 from devfsd.control.client import Client, Unreachable
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help=(
             "nr_inodes=N, size=BYTES, reserve=PERCENT (the tree's limits), nr_files=N (open files),"
-            " or FUSE mount options"
+            " share=PERCENT (one user's most of open files and sleepers), or FUSE mount options"
         ),
     )
     p.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog (without -f)")
@@ -322,6 +322,7 @@ class Daemon:
         devsw.on_new_name = self.state.put_major
         self.fs = DevFs(self.spec, control, table=tree)
         self.fs.table.limits = args.limits
+        share_sleepers(args.limits.share)
         over = args.limits.over(tree.inodes_used, tree.bytes_used)
         if over:
             # Nothing lost: served whole, as tmpfs serves what it holds;

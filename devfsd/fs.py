@@ -140,6 +140,12 @@ class DevFs(pyfuse3.Operations):
         self.files: dict[int, tuple[File, Node]] = {}
         #: Open directories: handle -> inode.
         self._dirs: dict[int, int] = {}
+        #: Open files and directories counted against a user's share of
+        #: ``nr_files`` (``Limits.share``): handle -> uid; and how many each
+        #: such uid holds (none: no entry). Root's, and all while
+        #: ``nr_files`` is 0, are not counted.
+        self._owner: dict[int, int] = {}
+        self._uid_files: dict[int, int] = {}
         self._next_fh = 1
         #: Called with the tree's journal after each change, before the reply
         #: (the state store commits it); None: nothing is kept.
@@ -353,12 +359,14 @@ class DevFs(pyfuse3.Operations):
         # cookies (nodes.Entries), no copy per open directory.
         try:
             self.table.dir(inode)
-            self._room_to_open(ctx)
+            uid = self._room_to_open(ctx)
         except DeviceError as exc:
             raise _err(exc) from None
         fh = self._next_fh
         self._next_fh += 1
         self._dirs[fh] = inode
+        if uid:
+            self._owner[fh] = uid
         return fh
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -382,7 +390,8 @@ class DevFs(pyfuse3.Operations):
                 return
 
     async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
+        if self._dirs.pop(fh, None) is not None and self._owner:
+            self._uncount(fh)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         s = pyfuse3.StatvfsData()
@@ -451,27 +460,57 @@ class DevFs(pyfuse3.Operations):
         if not node.is_chr:
             raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.ENXIO)
         try:
-            self._room_to_open(ctx)
+            uid = self._room_to_open(ctx)
         except DeviceError as exc:
             raise _err(exc) from None
+        fh = self._next_fh
+        self._next_fh += 1
+        if uid:  # counted while the driver opens it: a user's opens in flight do not pass the share
+            self._owner[fh] = uid
         node.nopen += 1
         try:
             fp = await self.spec.open(Dev(node.rdev), flags, ctx.pid, ctx.uid, ctx.gid)
-        except DeviceError as exc:
+        except BaseException as exc:
             node.nopen -= 1
             self.table.maybe_free(node)
-            raise _err_mountwide(exc) from None
-        fh = self._next_fh
-        self._next_fh += 1
+            if uid:
+                self._uncount(fh)
+            if isinstance(exc, DeviceError):
+                raise _err_mountwide(exc) from None
+            raise
         self.files[fh] = (fp, node)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
-    def _room_to_open(self, ctx: pyfuse3.RequestContext) -> None:
-        """``ENFILE`` if one more open file would pass ``nr_files`` (a
-        user's share of it, unless ``ctx`` is root's)."""
+    def _room_to_open(self, ctx: pyfuse3.RequestContext) -> int:
+        """``ENFILE`` if one more open file would pass ``nr_files`` (root's
+        reserve less, unless ``ctx`` is root's), ``EMFILE`` if it would
+        pass the caller's share; else count it against the caller's share.
+
+        Returns:
+            The uid it counts against (0: none, root's or no limit); the
+            caller puts it in ``_owner`` for the handle.
+        """
         lim = self.table.limits
-        if lim is not None:
-            lim.check_open(len(self.files) + len(self._dirs), ctx.uid == 0)
+        if lim is None or not lim.nr_files:
+            return 0
+        uid = ctx.uid
+        if not uid:
+            lim.check_open(len(self.files) + len(self._dirs), True)
+            return 0
+        mine = self._uid_files.get(uid, 0)
+        lim.check_open(len(self.files) + len(self._dirs), False, mine)
+        self._uid_files[uid] = mine + 1
+        return uid
+
+    def _uncount(self, fh: int) -> None:
+        """Give back the place ``fh`` held in its uid's share, if any."""
+        uid = self._owner.pop(fh, 0)
+        if uid:
+            n = self._uid_files[uid] - 1
+            if n:
+                self._uid_files[uid] = n
+            else:
+                del self._uid_files[uid]
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         # The reply may be any contiguous buffer (fuse.md 1.2), a memoryview
@@ -514,6 +553,8 @@ class DevFs(pyfuse3.Operations):
         entry = self.files.pop(fh, None)
         if entry is None:
             return
+        if self._owner:
+            self._uncount(fh)
         fp, node = entry
         try:
             await self.spec.close(fp)

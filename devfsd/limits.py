@@ -18,6 +18,15 @@ with ``ENFILE``, a user's stopping short of root's reserve. Without it
 a user may hold as many files open as the kernel lets one process have
 (a hard ``RLIMIT_NOFILE`` of up to 1,048,576) in as many processes as it
 likes, each costing the daemon memory the OOM killer charges to it.
+
+Nor may one user take the whole of what is left to users: ``share``
+percent of it (``share_of``) is the most one uid other than root may hold,
+of open files past ``EMFILE`` and of sleepers
+(``devfsd.cdevsw._wait.USER_SLEEPERS``) past ``EAGAIN``, as Linux bounds a
+process's descriptors (``RLIMIT_NOFILE``) and a user's processes
+(``RLIMIT_NPROC``) below the system's tables. Half by default: a user may
+still park 1,900 reads asleep and hold 31,000 files, while the user who
+does leaves the other half to everyone else.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ __all__ = [
     "DEFAULT_NR_FILES",
     "DEFAULT_NR_INODES",
     "DEFAULT_RESERVE",
+    "DEFAULT_SHARE",
     "DEFAULT_SIZE",
     "ENTRY_COST",
     "INODE_COST",
@@ -46,6 +56,9 @@ DEFAULT_SIZE: Final = 8 << 20
 DEFAULT_RESERVE: Final = 5
 #: Open files: about 30 MB of daemon memory at most.
 DEFAULT_NR_FILES: Final = 65536
+#: The most of the users' part of open files and sleepers one user may
+#: hold, in percent.
+DEFAULT_SHARE: Final = 50
 INODE_COST: Final = 256
 ENTRY_COST: Final = 64
 
@@ -57,12 +70,17 @@ _SCALE: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 @dataclass(frozen=True, slots=True)
 class Limits:
     """What the tree may hold and how many files may be open (0: no
-    limit), and root's reserve, in percent."""
+    limit), root's reserve and one user's share, in percent."""
 
     nr_inodes: int = DEFAULT_NR_INODES
     size: int = DEFAULT_SIZE
     reserve: int = DEFAULT_RESERVE
     nr_files: int = DEFAULT_NR_FILES
+    share: int = DEFAULT_SHARE
+
+    def share_of(self, users: int) -> int:
+        """The most of ``users`` (what root's reserve leaves) one user may hold."""
+        return max(1, users * self.share // 100)
 
     def room(self, privileged: bool) -> tuple[int, int]:
         """(inodes, bytes) a caller may fill up to; 0 for no limit."""
@@ -98,16 +116,26 @@ class Limits:
             over.append(f"size={self.size} ({nbytes} bytes used)")
         return over
 
-    def check_open(self, open_now: int, privileged: bool) -> None:
-        """Whether one more file fits beside ``open_now``.
+    def check_open(self, open_now: int, privileged: bool, mine: int = 0) -> None:
+        """Whether one more file fits beside ``open_now``, ``mine`` of them
+        the caller's (its uid's; counted for users only).
 
         Raises:
-            DeviceError: ``ENFILE``.
+            DeviceError: ``ENFILE`` past ``nr_files`` (less root's reserve
+                for a user), ``EMFILE`` past a user's share.
         """
-        if self.nr_files and open_now >= (
-            self.nr_files if privileged else max(1, self.nr_files * (100 - self.reserve) // 100)
-        ):
+        n = self.nr_files
+        if not n:
+            return
+        if privileged:
+            if open_now >= n:
+                raise DeviceError(errno.ENFILE)
+            return
+        users = max(1, n * (100 - self.reserve) // 100)
+        if open_now >= users:
             raise DeviceError(errno.ENFILE)
+        if mine >= self.share_of(users):
+            raise DeviceError(errno.EMFILE, "this user's share of nr_files")
 
 
 def _number(key: str, text: str) -> int:
@@ -118,7 +146,7 @@ def _number(key: str, text: str) -> int:
 
 
 def split_options(options: list[str]) -> tuple[Limits, list[str]]:
-    """Take ``nr_inodes=``, ``size=``, ``reserve=`` and ``nr_files=`` out of ``-o`` options.
+    """Take ``nr_inodes=``, ``size=``, ``reserve=``, ``nr_files=`` and ``share=`` out of ``-o`` options.
 
     Args:
         options: the ``-o`` arguments, each comma-separated.
@@ -134,6 +162,7 @@ def split_options(options: list[str]) -> tuple[Limits, list[str]]:
         "size": DEFAULT_SIZE,
         "reserve": DEFAULT_RESERVE,
         "nr_files": DEFAULT_NR_FILES,
+        "share": DEFAULT_SHARE,
     }
     rest: list[str] = []
     for o in options:
@@ -148,4 +177,6 @@ def split_options(options: list[str]) -> tuple[Limits, list[str]]:
             rest.append(",".join(k for k in kept if k))
     if vals["reserve"] > 50:
         raise ValueError(f"reserve={vals['reserve']}")
-    return Limits(vals["nr_inodes"], vals["size"], vals["reserve"], vals["nr_files"]), rest
+    if not 1 <= vals["share"] <= 100:
+        raise ValueError(f"share={vals['share']}")
+    return Limits(vals["nr_inodes"], vals["size"], vals["reserve"], vals["nr_files"], vals["share"]), rest

@@ -40,6 +40,17 @@ FUSE makes sleeping harder than in a kernel in three ways (see
    node whose reads block can park reads asleep (each ~10 kB of daemon
    memory, bench/bench_sleeper_memory.py), and without the reserve one
    user holding them all made root's blocking reads fail ``EAGAIN`` too.
+   Nor may one uid other than root hold more than ``USER_SLEEPERS`` of
+   what is left (``-o share``, half by default: ``devfsd.limits``), or it
+   would make every other user's blocking reads fail ``EAGAIN``. The
+   count is kept per uid in ``_by_uid`` from the ``_sleeping.add`` to the
+   sleep's end (``_Sleeper.wake`` or ``abort``, whichever comes first,
+   every way a sleep can end going through one of them), and a uid's
+   entry goes at zero. A caller's uid is its fsuid, the opener's on
+   read/write (``Lwp``), and the daemon's side of an isolated call sleeps
+   as its caller (``devfsd.isolate.hostproc``), so a user's reads into
+   module hosts count too; a host counts no shares of its own
+   (``no_shares``).
 3. A detach (module unload) or daemon shutdown must end every sleep: they
    raise ``ENXIO`` in the sleepers (``abort_sleepers``).
 
@@ -95,6 +106,7 @@ from devfsd._fuseintr import unwatch, watch
 from devfsd._trioloop import move_deadline, register_reader, unregister_reader
 from devfsd.cdevsw._dev import major
 from devfsd.errors import DeviceError
+from devfsd.limits import DEFAULT_SHARE
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -105,12 +117,15 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_SLEEPERS",
     "ROOT_SLEEPERS",
+    "USER_SLEEPERS",
     "WaitChannel",
     "abort_sleepers",
     "call_limited",
     "finish_limited",
+    "share_sleepers",
     "signal_pending",
     "sleepers",
+    "sleepers_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -120,6 +135,9 @@ log = logging.getLogger(__name__)
 MAX_SLEEPERS: Final = 4000
 #: The last of them only root's callers may take (5 %, ``-o reserve``'s default).
 ROOT_SLEEPERS: Final = 200
+#: The most of the rest one uid other than root may hold (``-o share``,
+#: set by ``share_sleepers``): 1,900 by default.
+USER_SLEEPERS = (MAX_SLEEPERS - ROOT_SLEEPERS) * DEFAULT_SHARE // 100
 #: First and longest interval between signal checks of a sleeper (seconds).
 CHECK_FIRST: Final = 0.05
 CHECK_MAX: Final = 0.4
@@ -148,6 +166,7 @@ class _Sleeper:
         "pid",
         "scope",
         "task",
+        "uid",
     )
 
     def __init__(
@@ -189,6 +208,8 @@ class _Sleeper:
         self.intr = 0
         #: What the INTERRUPT does instead of ``wake(EINTR)`` (``sleep``'s ``interrupt``).
         self.on_intr: Callable[[], None] | None = None
+        #: The uid this sleep counts against in ``_by_uid`` (0: none, or given back).
+        self.uid = 0
 
     def wake(self, err: int = 0) -> None:
         """End the sleep: it returns (``err`` 0) or raises ``DeviceError(err)``."""
@@ -198,6 +219,8 @@ class _Sleeper:
             if self.intr > 0:
                 unwatch(self.intr)
             _sleeping.discard(self)
+            if self.uid:
+                _uncount(self)
             self.chan._sleepers.pop(self, None)
             if self.fd < 0:
                 if self.scope is None:
@@ -214,6 +237,8 @@ class _Sleeper:
         if self.intr > 0:
             unwatch(self.intr)
         _sleeping.discard(self)
+        if self.uid:
+            _uncount(self)
         self.chan._sleepers.pop(self, None)
         if self.fd >= 0:
             unregister_reader(self.fd, self.task)
@@ -221,6 +246,21 @@ class _Sleeper:
 
 
 _sleeping: set[_Sleeper] = set()
+#: How many of ``_sleeping`` each uid other than root holds; a uid with
+#: none has no entry.
+_by_uid: dict[int, int] = {}
+
+
+def _uncount(s: _Sleeper) -> None:
+    """Give ``s``'s place in its uid's count back (once: ``s.uid`` goes 0)."""
+    uid, s.uid = s.uid, 0
+    n = _by_uid[uid] - 1
+    if n:
+        _by_uid[uid] = n
+    else:
+        del _by_uid[uid]
+
+
 #: The sleep each task is in, for ``finish_limited`` to find.
 _asleep: dict[trio.lowlevel.Task, _Sleeper] = {}
 
@@ -625,6 +665,18 @@ def sleepers() -> int:
     return len(_sleeping)
 
 
+def sleepers_of(uid: int) -> int:
+    """How many of them count against ``uid``'s share (0 for root)."""
+    return _by_uid.get(uid, 0)
+
+
+def share_sleepers(percent: int) -> None:
+    """One uid other than root may hold ``percent`` of the sleepers root's
+    reserve leaves (``-o share``, ``devfsd.limits.Limits.share``)."""
+    global USER_SLEEPERS
+    USER_SLEEPERS = max(1, (MAX_SLEEPERS - ROOT_SLEEPERS) * percent // 100)
+
+
 def abort_sleepers(maj: int | None = None, err: int = errno.ENXIO) -> int:
     """End every sleep on ``maj`` (every sleep if ``None``) with ``err``.
 
@@ -653,6 +705,14 @@ def no_proc_checks() -> None:
     """Sleeps look for no signals in /proc from now on (a module host)."""
     global _proc_checks
     _proc_checks = False
+
+
+def no_shares() -> None:
+    """No uid's share is counted from now on (a module host: each of its
+    sleepers is a call the daemon's side sleeps on, counted there against
+    the caller's share; a host counting too would apply the default share
+    where the daemon's ``-o share`` is larger)."""
+    share_sleepers(100)
 
 
 def interrupt_sleep(task: trio.lowlevel.Task) -> None:
@@ -793,9 +853,14 @@ class WaitChannel:
                 ``ENXIO`` if the driver was detached or the daemon stops,
                 ``EAGAIN`` if ``MAX_SLEEPERS`` entry points already sleep
                 (``MAX_SLEEPERS`` - ``ROOT_SLEEPERS`` for a caller other
-                than root).
+                than root), or ``USER_SLEEPERS`` of the caller's uid.
         """
-        if len(_sleeping) >= (MAX_SLEEPERS if l.uid == 0 else MAX_SLEEPERS - ROOT_SLEEPERS):
+        uid = l.uid
+        if uid:
+            mine = _by_uid.get(uid, 0)
+            if len(_sleeping) >= MAX_SLEEPERS - ROOT_SLEEPERS or mine >= USER_SLEEPERS:
+                raise DeviceError(errno.EAGAIN, "too many sleepers")
+        elif len(_sleeping) >= MAX_SLEEPERS:
             raise DeviceError(errno.EAGAIN, "too many sleepers")
         # Stop the entry point's clock (see call_limited) while asleep.
         entry = _entry.get()
@@ -822,6 +887,9 @@ class WaitChannel:
         elif l.pid > 0 or timo is not None:  # else the clock has nothing to look at
             _sleep_clock().add(s)
         _sleeping.add(s)
+        if uid:  # given back where it leaves _sleeping (_Sleeper.wake, abort)
+            _by_uid[uid] = mine + 1
+            s.uid = uid
         self._sleepers[s] = None
         _asleep[task] = s
         if entry is not None:

@@ -60,7 +60,7 @@ from devfsd import _trioloop
 from devfsd.cdevsw._dev import Dev
 from devfsd.cdevsw._switch import FNONBLOCK, Lwp
 from devfsd.cdevsw._table import devsw
-from devfsd.cdevsw._wait import forget_interrupt, interrupt_sleep, no_proc_checks
+from devfsd.cdevsw._wait import forget_interrupt, interrupt_sleep, no_proc_checks, no_shares
 from devfsd.errors import DevfsdError, DeviceError
 from devfsd.isolate import confine
 from devfsd.isolate import protocol as P
@@ -629,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)  # a module's print() reaches the daemon's log too
     faulthandler.enable(file=sys.stderr, all_threads=True)
     no_proc_checks()  # the daemon looks for its callers' signals (INTERRUPT)
+    no_shares()  # and counts their sleeps against their uids' shares
     fd, reply = int(args[0]), int(args[1])
     for end in (fd, reply):  # not to a driver's subprocess
         os.set_inheritable(end, False)

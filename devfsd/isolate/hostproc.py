@@ -712,7 +712,8 @@ class HostProcess:
                     while not c.done:
                         await chan.sleep(lwp, interrupt=intr)
                 else:
-                    # The caller's uid: its sleep here counts against a user's share (_wait.ROOT_SLEEPERS).
+                    # The caller's uid: its sleep here counts against its share
+                    # (_wait.USER_SLEEPERS) and stops short of root's reserve.
                     lwp = Lwp(caller.pid, caller.uid, caller.gid, caller.fp, dev=dev)
                     await self._sleep_until_answered(c, chan, lwp, rid)
         except BaseException:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyfuse3
 import pytest
+import trio
+import trio.testing
 
 from devfsd import _fuseintr
 from devfsd.cdevsw import Cdevsw, Lwp, Uio, WaitChannel, devsw, makedev
@@ -460,7 +462,7 @@ async def test_a_listing_in_many_reads_returns_every_entry_that_stays_exactly_on
 async def test_open_files_and_directories_count_against_nr_files() -> None:
     async with devfs() as (fs, _):
         a = await mknod(fs, b"a")
-        fs.table.limits = Limits(nr_files=4, reserve=50)  # users: 2 open files
+        fs.table.limits = Limits(nr_files=4, reserve=50, share=100)  # users: 2 open files, one user all
         f = await fs.open(a.st_ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
         d = await fs.opendir(R, USER)  # type: ignore[arg-type]
         for attempt in (fs.open(a.st_ino, os.O_RDONLY, USER), fs.opendir(R, USER)):  # type: ignore[arg-type]
@@ -484,6 +486,88 @@ async def test_open_files_and_directories_count_against_nr_files() -> None:
         f3 = await fs.open(a.st_ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
         for fh in (f2.fh, f3.fh):
             await fs.release(fh)
+
+
+USER2 = Ctx(uid=1001, gid=1001, pid=os.getpid())
+USER3 = Ctx(uid=1002, gid=1002, pid=os.getpid())
+
+
+async def test_one_user_holds_at_most_its_share_of_nr_files() -> None:
+    """``share``: one user past its share of the users' open files gets
+    ``EMFILE`` (another user still opens); the users' part full, ``ENFILE``
+    (root still opens); a close gives the place back, and the counts drop
+    a uid that holds nothing."""
+    async with devfs() as (fs, _):
+        a = await mknod(fs, b"a")
+        fs.table.limits = Limits(nr_files=10, reserve=20, share=50)  # users: 8, one user 4
+        mine = [(await fs.open(a.st_ino, os.O_RDONLY, USER)).fh for _ in range(2)]  # type: ignore[arg-type]
+        mine += [await fs.opendir(R, USER) for _ in range(2)]  # type: ignore[arg-type]
+        for attempt in (fs.open(a.st_ino, os.O_RDONLY, USER), fs.opendir(R, USER)):  # type: ignore[arg-type]
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await attempt
+            assert fuse_errno(ei) == errno.EMFILE
+        assert fs._uid_files == {USER.uid: 4}
+        theirs = [(await fs.open(a.st_ino, os.O_RDONLY, USER2)).fh for _ in range(4)]  # type: ignore[arg-type]
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.open(a.st_ino, os.O_RDONLY, USER3)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.ENFILE  # the users' part is full: no share of it left
+        roots = [(await fs.open(a.st_ino, os.O_RDONLY, ROOT)).fh for _ in range(2)]  # type: ignore[arg-type]
+        assert fs._uid_files == {USER.uid: 4, USER2.uid: 4}  # root's are not counted
+        for fh in roots:
+            await fs.release(fh)
+        # A close gives one back to its user.
+        await fs.release(mine.pop(0))
+        await fs.releasedir(mine.pop())
+        assert fs._uid_files == {USER.uid: 2, USER2.uid: 4}
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.open(a.st_ino, os.O_RDONLY, USER2)  # type: ignore[arg-type]
+        assert fuse_errno(ei) == errno.EMFILE
+        mine.append((await fs.open(a.st_ino, os.O_RDONLY, USER)).fh)  # type: ignore[arg-type]
+        for fh in mine[:1] + theirs + mine[2:]:
+            await fs.release(fh)
+        await fs.releasedir(mine[1])
+        assert fs._uid_files == {} and fs._owner == {}
+        assert fs.table.get(a.st_ino).nopen == 0
+        # No nr_files: nothing counted, no share.
+        fs.table.limits = Limits(nr_files=0, share=1)
+        fhs = [(await fs.open(a.st_ino, os.O_RDONLY, USER)).fh for _ in range(20)]  # type: ignore[arg-type]
+        assert fs._uid_files == {} and fs._owner == {}
+        for fh in fhs:
+            await fs.release(fh)
+
+
+async def test_an_open_refused_or_cancelled_in_its_driver_gives_its_share_back() -> None:
+    """The place a user's open takes in its share while the driver opens
+    goes back when the driver refuses, and when the open is cancelled
+    (the daemon stopping) while the driver waits: none leaks."""
+    async with recorder() as (fs, r, ino):
+        fs.table.limits = Limits(nr_files=10, reserve=0, share=20)  # one user: 2
+        r.refuse = True
+        for _ in range(3):
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await fs.open(ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
+            assert fuse_errno(ei) == errno.EBUSY
+        assert fs._uid_files == {} and fs._owner == {}
+        r.refuse = False
+        r.hold = trio.Event()
+        with trio.CancelScope() as cs:
+            async with trio.open_nursery() as n:
+                for _ in range(2):
+                    n.start_soon(fs.open, ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
+                await trio.testing.wait_all_tasks_blocked()
+                # Both in the driver, counted: a third is past the share.
+                assert fs._uid_files == {USER.uid: 2}
+                with pytest.raises(pyfuse3.FUSEError) as ei:
+                    await fs.open(ino, os.O_RDONLY, USER)  # type: ignore[arg-type]
+                assert fuse_errno(ei) == errno.EMFILE
+                cs.cancel()
+        assert fs._uid_files == {} and fs._owner == {} and not fs.files
+        assert (await fs.getattr(ino, ROOT)).st_nlink == 1  # type: ignore[arg-type]
+        r.hold = None
+        fhs = [(await fs.open(ino, os.O_RDONLY, USER)).fh for _ in range(2)]  # type: ignore[arg-type]
+        for fh in fhs:
+            await fs.release(fh)
+        assert fs._uid_files == {}
 
 
 async def test_open_directories_cost_no_copy_of_their_entries() -> None:
@@ -669,10 +753,13 @@ class Recorder:
         self.refuse = False
         self.open_errno = errno.EBUSY  # d_open's refusal while refuse is set
         self.poll_errno = 0  # d_poll's refusal, if not 0
+        self.hold: trio.Event | None = None  # d_open waits for it, if set
 
     async def d_open(self, dev: int, flag: int, mode: int, l: Lwp) -> None:
         if self.refuse:
             raise DeviceError(self.open_errno)
+        if self.hold is not None:
+            await self.hold.wait()
         self.callers.append((l.pid, l.uid, l.gid))
 
     async def d_close(self, dev: int, flag: int, mode: int, l: Lwp) -> None:

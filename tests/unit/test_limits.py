@@ -15,6 +15,7 @@ from devfsd.errors import DeviceError
 from devfsd.limits import (
     DEFAULT_NR_FILES,
     DEFAULT_NR_INODES,
+    DEFAULT_SHARE,
     DEFAULT_SIZE,
     ENTRY_COST,
     INODE_COST,
@@ -46,7 +47,18 @@ def test_options_are_taken_out_of_the_fuse_ones() -> None:
     assert split_options(["size=0,nr_inodes=0"])[0] == Limits(0, 0, 5)  # no limit, as tmpfs
     assert split_options(["nr_files=1k"])[0] == Limits(DEFAULT_NR_INODES, DEFAULT_SIZE, 5, 1024)
     assert split_options([])[0].nr_files == DEFAULT_NR_FILES
-    for bad in ("size=abc", "nr_inodes=-1", "size=1%", "reserve=51", "size=", "nr_files=x"):
+    assert split_options(["share=25,nr_files=1k"])[0] == Limits(DEFAULT_NR_INODES, DEFAULT_SIZE, 5, 1024, 25)
+    assert split_options([])[0].share == DEFAULT_SHARE == 50
+    for bad in (
+        "size=abc",
+        "nr_inodes=-1",
+        "size=1%",
+        "reserve=51",
+        "size=",
+        "nr_files=x",
+        "share=0",
+        "share=101",
+    ):
         with pytest.raises(ValueError, match=bad.split(",")[0]):
             split_options([bad])
 
@@ -62,6 +74,25 @@ def test_open_files_limit_and_roots_reserve() -> None:
         lim.check_open(100, privileged=True)
     Limits(nr_files=0).check_open(1 << 30, privileged=False)  # 0: no limit
     Limits(nr_files=1, reserve=50).check_open(0, privileged=False)  # a user may open one at least
+
+
+def test_one_users_share_of_open_files() -> None:
+    """``share`` percent of the users' part (``nr_files`` less root's
+    reserve) is the most one user may hold: ``EMFILE`` past it, ``ENFILE``
+    past the users' part whatever the user holds; root has no share."""
+    lim = Limits(nr_files=1000, reserve=10, share=50)  # users: 900, one user 450
+    assert lim.share_of(900) == 450
+    lim.check_open(10, privileged=False, mine=449)
+    with pytest.raises(DeviceError) as ei:
+        lim.check_open(10, privileged=False, mine=450)
+    assert ei.value.errno == errno.EMFILE
+    with pytest.raises(DeviceError) as ei:
+        lim.check_open(900, privileged=False, mine=0)
+    assert ei.value.errno == errno.ENFILE
+    lim.check_open(999, privileged=True, mine=999)
+    assert Limits(nr_files=1000, reserve=10, share=100).share_of(900) == 900  # the old bound: no share
+    assert Limits(nr_files=3, reserve=50, share=1).share_of(1) == 1  # a user may open one at least
+    Limits(nr_files=0, share=1).check_open(10**6, privileged=False, mine=10**6)  # no limit, no share
 
 
 def test_inodes_limit_and_roots_reserve() -> None:
@@ -221,3 +252,11 @@ def test_counters_match_the_tree_and_the_limits_hold(
         mi, mb = lim.room(root)
         # A call may only pass the caller's room by shrinking.
         assert t.inodes_used <= max(mi, before[0]) and t.bytes_used <= max(mb, before[1])
+
+
+@pytest.mark.parametrize("bad", ["share=0", "share=101", "share=half"])
+def test_the_daemon_refuses_a_bad_share_before_anything(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from devfsd import daemon
+
+    assert daemon.main(["-f", "-o", f"nr_files=100,{bad}", "/nonexistent"]) == 1
+    assert capsys.readouterr().err == f"devfsd: {bad}: Invalid argument\n"

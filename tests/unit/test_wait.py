@@ -30,6 +30,17 @@ async def _sleep_errno(chan: WaitChannel, lwp: Lwp, timo: float | None = None) -
     return 0
 
 
+async def _refused(chan: WaitChannel, who: Lwp) -> int:
+    """The errno of ``who``'s sleep on ``chan``, refused at once (with the
+    mock clock's ``fail_after``, a sleep let in fails the test at once)."""
+    try:
+        with trio.fail_after(1):
+            await chan.sleep(who)
+    except DeviceError as exc:
+        return exc.errno
+    return 0
+
+
 async def test_timo_ends_the_sleep_with_ewouldblock(autojump_clock: trio.testing.MockClock) -> None:
     chan = WaitChannel("t")
     t0 = trio.current_time()
@@ -249,21 +260,124 @@ async def test_root_keeps_a_reserve_of_sleepers_no_user_may_take(
     monkeypatch.setattr(_wait, "ROOT_SLEEPERS", 3)
     chan, user, root = WaitChannel("t"), Lwp(1, 65534, 65534), Lwp(2, 0, 0)
 
-    async def refused(who: Lwp) -> int:
-        try:
-            with trio.fail_after(1):  # (the mock clock's: at once) a sleep let in fails here
-                await chan.sleep(who)
-        except DeviceError as exc:
-            return exc.errno
-        return 0
-
     async with trio.open_nursery() as n:
         for who in [user] * 7 + [root] * 3:
-            assert sleepers() < 7 or await refused(user) == errno.EAGAIN
+            assert sleepers() < 7 or await _refused(chan, user) == errno.EAGAIN
             n.start_soon(chan.sleep, who)
             await trio.testing.wait_all_tasks_blocked()
         assert sleepers() == 10
-        assert await refused(root) == errno.EAGAIN  # the daemon's own bound holds for root too
+        assert await _refused(chan, root) == errno.EAGAIN  # the daemon's own bound holds for root too
         assert sleepers() == 10
         chan.wakeup()
     assert sleepers() == 0
+
+
+async def test_one_user_holds_at_most_its_share_of_sleepers(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A user who parks reads asleep until ``EAGAIN`` stops at its share
+    (``USER_SLEEPERS``, ``-o share``): another user still sleeps, and root;
+    before the share, one user holding the users' part made every other
+    user's blocking reads fail ``EAGAIN``."""
+    monkeypatch.setattr(_wait, "MAX_SLEEPERS", 12)
+    monkeypatch.setattr(_wait, "ROOT_SLEEPERS", 2)
+    monkeypatch.setattr(_wait, "USER_SLEEPERS", _wait.USER_SLEEPERS)  # put back after
+    _wait.share_sleepers(40)  # users: 10, one user 4
+    chan = WaitChannel("t")
+    a, b, c, root = Lwp(1, 1000, 1000), Lwp(2, 1001, 1001), Lwp(3, 1002, 1002), Lwp(4, 0, 0)
+    assert _wait.USER_SLEEPERS == 4
+    async with trio.open_nursery() as n:
+        for who in [a] * 4 + [b] * 4:
+            n.start_soon(chan.sleep, who)
+            await trio.testing.wait_all_tasks_blocked()  # asleep in this order
+        assert (_wait.sleepers_of(a.uid), _wait.sleepers_of(b.uid), _wait.sleepers_of(0)) == (4, 4, 0)
+        assert await _refused(chan, a) == errno.EAGAIN  # a's share
+        assert await _refused(chan, b) == errno.EAGAIN
+        for who in (c, c):  # c still sleeps, to the users' part
+            n.start_soon(chan.sleep, who)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sleepers() == 10 and _wait._by_uid == {1000: 4, 1001: 4, 1002: 2}
+        assert await _refused(chan, c) == errno.EAGAIN  # the users' part
+        chan.wakeup_one()  # a's first: a may sleep once more
+        await trio.testing.wait_all_tasks_blocked()
+        assert _wait.sleepers_of(a.uid) == 3
+        n.start_soon(chan.sleep, a)
+        await trio.testing.wait_all_tasks_blocked()
+        assert _wait.sleepers_of(a.uid) == 4
+        for who in (root, root):  # root's reserve
+            n.start_soon(chan.sleep, who)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sleepers() == 12 and _wait.sleepers_of(0) == 0
+        chan.wakeup()
+    assert sleepers() == 0 and _wait._by_uid == {}
+
+
+async def test_every_end_of_a_users_sleep_gives_its_share_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Woken, timed out, signalled, cancelled, aborted, on a readable
+    descriptor, interrupted: each sleep gives its place in its uid's
+    count back, once, and a uid at zero leaves the counts (no growth
+    with every uid that ever slept)."""
+    chan = WaitChannel("t")
+
+    def user(uid: int, pid: int = 0) -> Lwp:
+        return Lwp(pid, uid, uid)
+
+    async def asleep(n: int) -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        assert sum(_wait._by_uid.values()) == n
+
+    async with trio.open_nursery() as nursery:
+        for uid in (1000, 1001):
+            nursery.start_soon(_sleep_errno, chan, user(uid))
+        await asleep(2)
+        chan.wakeup_one()
+        chan.wakeup()
+        await asleep(0)
+        assert await _sleep_errno(chan, user(1002), 0.5) == errno.EWOULDBLOCK
+        assert await _sleep_errno(chan, user(1003, GONE)) == errno.EINTR
+        assert _wait._by_uid == {}
+        nursery.start_soon(_sleep_errno, chan, user(1004))
+        await asleep(1)
+        assert abort_sleepers() == 1
+        await asleep(0)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(_sleep_errno, chan, user(1006))
+            await asleep(1)
+            inner.cancel_scope.cancel()
+        await asleep(0)
+        with socket_pair() as (r, w):
+            got: list[bool] = []
+
+            async def on_fd() -> None:
+                got.append(await chan.sleep(user(1007), fd=r))
+
+            nursery.start_soon(on_fd)
+            await asleep(1)
+            w.send(b"x")
+            await asleep(0)
+            assert got == [True]
+        done: list[int] = []
+
+        async def interrupted() -> None:
+            done.append(await _sleep_errno(chan, user(1008)))
+
+        nursery.start_soon(interrupted)
+        await asleep(1)
+        (task,) = [t for t, s in _wait._asleep.items() if s.uid == 1008]
+        _wait.interrupt_sleep(task)
+        await asleep(0)
+        assert done == [errno.EINTR]
+        _wait.forget_interrupt(task)
+    assert sleepers() == 0 and _wait._by_uid == {}
+
+
+async def test_a_module_host_counts_no_shares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host (``no_shares``) leaves the share to the daemon, whose side of
+    each call sleeps as the caller: one user's sleeps in it are bounded by
+    the users' part only, not by a default share smaller than the daemon's."""
+    assert _wait.USER_SLEEPERS == 1900  # the default: half of 3,800
+    monkeypatch.setattr(_wait, "USER_SLEEPERS", 1)  # put back after
+    _wait.no_shares()
+    assert _wait.USER_SLEEPERS == _wait.MAX_SLEEPERS - _wait.ROOT_SLEEPERS
