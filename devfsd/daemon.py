@@ -50,7 +50,8 @@ from devfsd.service.mountwatch import find_mount, read_mountinfo, wait_unmounted
 from devfsd.service.notify import Notifier
 from devfsd.specfs import DEFAULT_ENTRY_TIMEOUT, SpecFs
 from devfsd.state import DB_NAME, StateError, StateStore, default_state_dir
-from devfsd.tools import subcommands
+from devfsd.tools import errline, subcommands
+from devfsd.tools.argparser import ArgumentParser
 from devfsd.watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ PUBLIC_ONLY: Final = "public_only"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description="Mount a userland /dev whose character devices are loadable Python drivers.",
         epilog=subcommands.EPILOG,
@@ -223,8 +224,7 @@ def _seconds(text: str) -> float:
 
 
 def _die(arg: str, err: int | str) -> int:
-    text = os.strerror(err) if isinstance(err, int) else err
-    print(f"{PROG}: {arg}: {text}", file=sys.stderr)
+    sys.stderr.write(errline(PROG, arg, err))
     return 1
 
 
@@ -627,16 +627,14 @@ def main(argv: list[str] | None = None) -> int:
         logs = Logs(log_file=args.log, foreground=args.foreground, debug=args.debug)
         conf = modconf.read(args.modules_conf)
     except OSError as exc:
-        return _startup_failed(ready, f"{PROG}: {exc.filename}: {exc.strerror}\n")
+        return _startup_failed(ready, exc.filename, exc.strerror or exc.errno or errno.EIO)
     notifier = Notifier.from_environ()
     try:
         d = Daemon(args, mountpoint, control)
     except OSError as exc:
-        return _startup_failed(
-            ready, f"{PROG}: {exc.filename or args.state}: {os.strerror(exc.errno or errno.EIO)}\n"
-        )
+        return _startup_failed(ready, exc.filename or args.state, exc.errno or errno.EIO)
     except (sqlite3.Error, StateError) as exc:
-        return _startup_failed(ready, f"{PROG}: {args.state or default_state_dir(mountpoint)}: {exc}\n")
+        return _startup_failed(ready, args.state or default_state_dir(mountpoint), str(exc))
     d.logs, d.notifier, d.modules_conf = logs, notifier, conf
     try:
         try:
@@ -647,12 +645,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         err = exc.errno or errno.EIO
         arg = exc.filename if isinstance(exc.filename, str) else args.mountpoint
-        msg = f"{PROG}: {arg}: {os.strerror(err)}"
+        text = os.strerror(err)
         if err == errno.EADDRINUSE and arg == control and (who := detach.holder(control)):
-            msg += f": pid {who[0]} ({who[1]}) is serving it"
-        return _startup_failed(ready, msg + "\n")
+            text += f": pid {who[0]} ({who[1]}) is serving it"
+        return _startup_failed(ready, arg, text)
     except RuntimeError as exc:
-        return _startup_failed(ready, f"{PROG}: {args.mountpoint}: {exc}\n")
+        return _startup_failed(ready, args.mountpoint, str(exc))
     if ready is not None:
         detach.null_stdio()
     crashed = True
@@ -668,7 +666,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _startup_failed(ready: int | None, msg: str) -> int:
+def _startup_failed(ready: int | None, arg: object, text: int | str) -> int:
+    """``devfsd: arg: text`` (``errline``) on stderr, or through the
+    ready pipe to the parent that prints it; exit 1."""
+    msg = errline(PROG, arg, text)
     if ready is not None:
         os.write(ready, msg.encode())
         os.close(ready)

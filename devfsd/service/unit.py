@@ -18,6 +18,8 @@ import shutil
 import sys
 from typing import TYPE_CHECKING, Final
 
+from devfsd.tools import errline
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -98,7 +100,8 @@ def logrotate_text(log: str = DEFAULT_LOG) -> str:
 def _bad_path(prog: str, arg: str) -> bool:
     # systemd and logrotate split on white space; '%' and '$' are expanded.
     if not arg.startswith("/") or any(c.isspace() or c in "%$\\\"'" for c in arg):
-        sys.stderr.write(f"devfsd {prog}: {arg}: not an absolute path without spaces, quotes, % or $\n")
+        what = "not an absolute path without spaces, quotes, % or $"
+        sys.stderr.write(errline(f"devfsd {prog}", arg, what))
         return True
     return False
 

@@ -23,7 +23,7 @@ the script ends::
 
 from __future__ import annotations
 
-import argparse
+import errno
 import os
 import subprocess
 import sys
@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Final, final
 
 from devfsd.errors import ControlError
 from devfsd.testing.mount import DevfsdMount
+from devfsd.tools import errline
+from devfsd.tools.argparser import ArgumentParser
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -164,7 +166,7 @@ def run_script(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``devfsd regress [-I] [--module M]... [--modpath DIR]... SCRIPT...``: exit 0 if all pass."""
-    p = argparse.ArgumentParser(prog=PROG, description="Run shell scenarios against fresh devfsd mounts.")
+    p = ArgumentParser(prog=PROG, description="Run shell scenarios against fresh devfsd mounts.")
     p.add_argument(
         "-m", "--module", action="append", default=[], help="load module M (a name or a directory)"
     )
@@ -182,18 +184,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = 0
     for script in a.scripts:
         if not os.path.isfile(script):
-            print(f"{PROG}: {script}: No such file or directory", file=sys.stderr)
+            sys.stderr.write(errline(PROG, script, errno.ENOENT))
             failed += 1
             continue
         try:
             args = ["--isolate"] if a.isolate else []
             r = run_script(script, a.module, modpath=a.modpath, args=args, timeout=a.timeout)
         except ControlError as exc:
-            print(f"{PROG}: {script}: modload: {exc}", file=sys.stderr)
+            sys.stderr.write(errline(PROG, script, f"modload: {exc}"))
             failed += 1
             continue
         except (RuntimeError, TimeoutError) as exc:
-            print(f"{PROG}: {script}: {exc}", file=sys.stderr)
+            sys.stderr.write(errline(PROG, script, str(exc)))
             failed += 1
             continue
         if not r.passed or a.verbose:

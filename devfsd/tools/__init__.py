@@ -14,6 +14,13 @@ The strerror texts are the host's (``os.strerror``), not NetBSD's, and not
 the text a daemon reply carries: what a tool prints depends only on the
 errno, as with err(3).
 
+That line is made in one place, ``errline``, for the tools and for the
+daemon's own start-up errors alike: its argument goes through
+``devfsd.errors.printable``, as the log's arguments do, so a path with a
+line break or a terminal escape sequence in it (``mkdir $'a\nb'`` is
+anyone's to make) prints as one line, escaped, not as a line of its own or
+a command to the terminal.
+
 When the daemon cannot be reached at all, ``modload: crandom: No such file
 or directory`` would blame the module; the tools name the socket instead
 (``modload: /run/devfsd/control.sock: Connection refused``). ``unreachable``
@@ -41,6 +48,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Final, final
 
+from devfsd.errors import printable
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
@@ -53,6 +62,7 @@ __all__ = [
     "GetoptError",
     "UsageError",
     "err",
+    "errline",
     "errx",
     "failed",
     "interrupted",
@@ -150,15 +160,30 @@ class Getopt:
         self.operands = argv[i:]
 
 
+def errline(prog: str, arg: object, text: int | str | None = None) -> str:
+    """err(3)'s line, ``prog: arg: text`` and a newline, for stderr.
+
+    ``text`` is an errno (its ``os.strerror``), what follows ``arg``, or
+    ``None`` for ``prog: arg`` alone. ``arg`` and ``text`` go through
+    ``printable``: whatever a path holds, this is one line.
+    """
+    if text is None:
+        return f"{prog}: {printable(arg)}\n"
+    if isinstance(text, int):
+        text = os.strerror(text)
+    return f"{prog}: {printable(arg)}: {printable(text)}\n"
+
+
 def warnx(prog: str, message: str) -> None:
-    """``prog: message`` on stderr (warnx(3))."""
-    sys.stderr.write(f"{prog}: {message}\n")
+    """``prog: message`` on stderr (warnx(3)), one line (``errline``)."""
+    sys.stderr.write(errline(prog, message))
     sys.stderr.flush()
 
 
 def warn(prog: str, message: str, errno: int) -> None:
-    """``prog: message: strerror`` on stderr (warn(3))."""
-    warnx(prog, f"{message}: {os.strerror(errno)}")
+    """``prog: message: strerror`` on stderr (warn(3)), one line (``errline``)."""
+    sys.stderr.write(errline(prog, message, errno))
+    sys.stderr.flush()
 
 
 def err(prog: str, arg: str, errno: int) -> int:

@@ -12,11 +12,8 @@ existing ``DIR/NAME`` is never touched.
 
 from __future__ import annotations
 
-import argparse
 import errno
-import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -24,8 +21,11 @@ from typing import TYPE_CHECKING, Final
 from devfsd.cdevsw._table import check_name
 from devfsd.errors import DeviceError
 from devfsd.kern.module import validate_module_name
+from devfsd.tools import err
+from devfsd.tools.argparser import ArgumentParser
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Sequence
 
 __all__ = ["main", "render", "write_module"]
@@ -415,7 +415,7 @@ def write_module(name: str, directory: str | os.PathLike[str] = ".") -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``devfsd new-module NAME [DIR]``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=f"{PROG} new-module",
         description="Write a working driver module skeleton, with tests, a man page and a regress script.",
     )
@@ -425,10 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         moddir = write_module(a.name, a.dir)
     except DeviceError as exc:
-        print(f"{PROG}: {a.name}: {os.strerror(exc.errno)}", file=sys.stderr)
-        return 1
+        return err(PROG, a.name, exc.errno)
     except OSError as exc:
-        print(f"{PROG}: {exc.filename}: {os.strerror(exc.errno or errno.EIO)}", file=sys.stderr)
-        return 1
+        return err(PROG, exc.filename, exc.errno or errno.EIO)
     print(f"{moddir}: test with: python -m pytest {moddir}/tests")
     return 0

@@ -70,9 +70,9 @@ def test_refuses_to_overwrite_and_bad_names(tmp_path: Path) -> None:
     assert (r.returncode, r.stderr) == (1, f"devfsd: {'x' * 32}: File name too long\n".encode())
     # A module name its driver cannot take (devsw_attach's rule): the
     # skeleton's INIT would fail, so none is written.
-    for name in ("2fast", "caf\u00e9", "esc\x1b"):
+    for name, shown in (("2fast", "2fast"), ("caf\u00e9", "caf\u00e9"), ("esc\x1b", "esc\\x1b")):
         r = run(["devfsd", "new-module", name, str(tmp_path)])
-        assert (r.returncode, r.stderr) == (1, f"devfsd: {name}: Invalid argument\n".encode())
+        assert (r.returncode, r.stderr) == (1, f"devfsd: {shown}: Invalid argument\n".encode())  # escaped
         assert not (tmp_path / name).exists()
 
 
