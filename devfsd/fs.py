@@ -146,6 +146,10 @@ class DevFs(pyfuse3.Operations):
         #: ``nr_files`` is 0, are not counted.
         self._owner: dict[int, int] = {}
         self._uid_files: dict[int, int] = {}
+        #: Opens in their driver's ``d_open`` now (counted against
+        #: ``nr_files`` as open: a driver whose opens wait must not let
+        #: opens in flight pass the limit).
+        self._opening = 0
         self._next_fh = 1
         #: Called with the tree's journal after each change, before the reply
         #: (the state store commits it); None: nothing is kept.
@@ -468,9 +472,11 @@ class DevFs(pyfuse3.Operations):
         if uid:  # counted while the driver opens it: a user's opens in flight do not pass the share
             self._owner[fh] = uid
         node.nopen += 1
+        self._opening += 1
         try:
             fp = await self.spec.open(Dev(node.rdev), flags, ctx.pid, ctx.uid, ctx.gid)
         except BaseException as exc:
+            self._opening -= 1
             node.nopen -= 1
             self.table.maybe_free(node)
             if uid:
@@ -478,12 +484,14 @@ class DevFs(pyfuse3.Operations):
             if isinstance(exc, DeviceError):
                 raise _err_mountwide(exc) from None
             raise
+        self._opening -= 1
         self.files[fh] = (fp, node)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     def _room_to_open(self, ctx: pyfuse3.RequestContext) -> int:
         """``ENFILE`` if one more open file would pass ``nr_files`` (root's
-        reserve less, unless ``ctx`` is root's), ``EMFILE`` if it would
+        reserve less, unless ``ctx`` is root's; opens still in their
+        driver count as open), ``EMFILE`` if it would
         pass the caller's share; else count it against the caller's share.
 
         Returns:
@@ -494,11 +502,12 @@ class DevFs(pyfuse3.Operations):
         if lim is None or not lim.nr_files:
             return 0
         uid = ctx.uid
+        now = len(self.files) + len(self._dirs) + self._opening
         if not uid:
-            lim.check_open(len(self.files) + len(self._dirs), True)
+            lim.check_open(now, True)
             return 0
         mine = self._uid_files.get(uid, 0)
-        lim.check_open(len(self.files) + len(self._dirs), False, mine)
+        lim.check_open(now, False, mine)
         self._uid_files[uid] = mine + 1
         return uid
 

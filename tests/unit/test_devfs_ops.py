@@ -570,6 +570,29 @@ async def test_an_open_refused_or_cancelled_in_its_driver_gives_its_share_back()
         assert fs._uid_files == {}
 
 
+async def test_opens_still_in_their_driver_count_against_nr_files() -> None:
+    """Opens a driver keeps waiting (a d_open that sleeps) are open files
+    for ``nr_files``: many users' opens in flight together cannot pass it."""
+    async with recorder() as (fs, r, ino):
+        fs.table.limits = Limits(nr_files=3, reserve=0, share=50)  # one user: 1
+        r.hold = trio.Event()
+        with trio.CancelScope() as cs:
+            async with trio.open_nursery() as n:
+                for who in (USER, USER2, USER3):
+                    n.start_soon(fs.open, ino, os.O_RDONLY, who)  # type: ignore[arg-type]
+                await trio.testing.wait_all_tasks_blocked()
+                assert not fs.files  # all three still in the driver
+                with pytest.raises(pyfuse3.FUSEError) as ei:
+                    await fs.open(ino, os.O_RDONLY, ROOT)  # type: ignore[arg-type]
+                assert fuse_errno(ei) == errno.ENFILE
+                cs.cancel()
+        assert fs._opening == 0 and not fs.files
+        r.hold = None
+        fhs = [(await fs.open(ino, os.O_RDONLY, who)).fh for who in (USER, USER2, ROOT)]  # type: ignore[arg-type]
+        for fh in fhs:
+            await fs.release(fh)
+
+
 async def test_open_directories_cost_no_copy_of_their_entries() -> None:
     """Opening a large directory many times (any user who may read it can)
     does not copy its entries per open: 500 opens of a 2,000-entry
