@@ -467,7 +467,7 @@ class IdleParts:
     deadline in ``deadlines._heap``; and trio's epoll descriptor, readable
     when anything trio waits for is ready (a descriptor of a task's, trio's
     wakeup one: a thread's ``run_sync_soon``, a signal), so that a thread
-    waiting in ``poll(2)`` on it while trio is idle wakes for whatever
+    waiting on it (``poll``, ``epoll``) while trio is idle wakes for whatever
     trio would wake for. The objects are trio's own and stay the same for
     the whole run."""
 

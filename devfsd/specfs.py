@@ -283,6 +283,41 @@ class SpecFs:
             _bad_uio("d_read", f"moved {len(out)} bytes as {type(out).__name__} for a read of {size}")
         return out
 
+    def read_now(self, fp: File, size: int, offset: int = 0) -> Buffer | Coroutine[Any, Any, Buffer]:
+        """``read``, as a plain function: its data when the driver finished
+        in its first step (most do; taken inline only on the fast path,
+        ``_rw``), else a coroutine to await for it (the rest of the call,
+        or all of it while a tracer is attached). For a
+        module host, which answers a ``READ`` without a coroutine of its own
+        around it; the daemon's ``DevFs.read`` awaits ``read``.
+
+        Raises:
+            DeviceError: as ``read``.
+        """
+        if size <= 0:
+            return b""
+        if self.trace is not None:
+            return self.read(fp, size, offset)
+        cdev = fp.cdevsw
+        if cdev is None:
+            raise DeviceError(errno.ENXIO)
+        uio = Uio(UIO_READ, offset, size, fp.lwp, IO_NDELAY if fp.flag & FNONBLOCK else 0)
+        rest = self._rw("d_read", cdev.d_read, fp, uio)
+        if rest is not None:
+            return self._read_rest(rest, uio, size)
+        out = uio.moved()
+        if len(out) > size or (out.__class__ is not memoryview and out.__class__ is not bytes):
+            _bad_uio("d_read", f"moved {len(out)} bytes as {type(out).__name__} for a read of {size}")
+        return out
+
+    async def _read_rest(self, rest: Awaitable[None], uio: Uio, size: int) -> Buffer:
+        """``read_now``'s call whose driver did not finish in its first step."""
+        await rest
+        out = uio.moved()
+        if len(out) > size or (out.__class__ is not memoryview and out.__class__ is not bytes):
+            _bad_uio("d_read", f"moved {len(out)} bytes as {type(out).__name__} for a read of {size}")
+        return out
+
     async def write(self, fp: File, data: Buffer, offset: int = 0) -> int:
         """One write(2); returns the bytes the driver took.
 

@@ -8,7 +8,7 @@ the other. Pipes, not ``AF_UNIX`` stream socket pairs: a pipe's
 (no socket buffer allocated and freed per message), ~4 us less per round
 trip between two Python processes on one CPU, a quarter of the floor
 (bench/README.md, "Isolated modules", seventh session). Every end is
-non-blocking; a host waits for its next request in ``poll(2)``
+non-blocking; a host waits for its next request in ``epoll_wait(2)``
 (``host.py``).
 
 ``Sender.send`` never awaits: a reply, a ``RELEASE`` from a finaliser or a

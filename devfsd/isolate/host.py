@@ -20,8 +20,9 @@ requests never queue behind one that sleeps; ``CANCEL`` cancels it (the
 cancel scope of the task that kept it: a request that does not wait never
 enters one). Having answered, the reader waits for the next request
 without leaving its step while trio's loop has nothing to do: with no
-deadline in trio's heap (mm, crandom), in one ``poll(2)`` on the pipe
-and trio's own epoll descriptor, with no timeout (nothing trio could
+deadline in trio's heap (mm, crandom), in one ``epoll_wait(2)`` on a
+set of its own (made once: ``_idle_waiter``) holding the pipe and
+trio's own epoll descriptor, with no timeout (nothing trio could
 wake for comes meanwhile but through that descriptor, which ends the
 wait: a worker thread's end, a signal, a driver's socket); with one, in
 ``select(2)`` up to ``SYNC_WAIT`` or the deadline
@@ -29,7 +30,9 @@ wait: a worker thread's end, a signal, a driver's socket); with one, in
 sends its next request within tens of microseconds, and the host's loop
 does not turn between two requests. A ``READ`` alone in what either
 wait reads (the usual request) is answered from the reader's buffer,
-without a ``Message`` (``_answer``).
+without a ``Message``, and, when its driver finishes in its first step
+(mm, crandom), without a coroutine of the host's either (``_read_now``,
+``SpecFs.read_now``).
 ``PING`` is answered by the loop itself, at once: the daemon's heartbeat
 proves the loop is not stuck. The host exits when the requests' pipe
 ends (the daemon unloaded the module, or died: ``PR_SET_PDEATHSIG``
@@ -50,6 +53,7 @@ import select
 import signal
 import struct
 import sys
+import types
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, final
@@ -73,6 +77,8 @@ from devfsd.specfs import SpecFs
 from devfsd.watchdog import Watchdog
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+
     from devfsd.cdevsw._switch import File
     from devfsd.cdevsw._uio import Buffer
     from devfsd.kern.loader import LoadedModule
@@ -134,6 +140,9 @@ _SLOT_AT: Final = _HEADER_SIZE + _READ_SIZE
 #: A whole ``REPLY_SHM``: the header, then its count (``SHM_REPLY``).
 _SHM_HEAD: Final = struct.Struct("<IBII")
 _SHM_REPLY_SIZE: Final = P.SHM_REPLY.size
+_REPLY_HEAD: Final = P.REPLY_HEAD
+_ERRNO_SIZE: Final = P.ERRNO.size
+_COROUTINE: Final = types.CoroutineType
 
 #: Kinds the reader handles at once, without a task (no reply, or PING's).
 _INLINE_KINDS: Final = frozenset(
@@ -222,6 +231,8 @@ class Host:
         #: host could not drop the others (``LOAD`` then fails with it).
         self.caps = caps
         self.refused = refused
+        #: The readers' wait while trio is idle (``_idle_waiter``).
+        self._idle: select.epoll | None = None
 
     async def run(self) -> None:
         """Serve until the daemon closes the requests' pipe."""
@@ -236,6 +247,8 @@ class Host:
                 nursery.start_soon(self._reader)
         finally:
             trio.lowlevel.remove_instrument(handoff)
+            if self._idle is not None:
+                self._idle.close()
             if self.watchdog is not None:
                 self.watchdog.stop()
 
@@ -256,15 +269,12 @@ class Host:
         bufs = (buf,)
         fds = (fd,)
         # The loop's state, tested here between two requests (None: the fast
-        # paths are off), and the poll(2) on the pipe and trio's epoll
-        # descriptor that waits while trio has nothing to do.
+        # paths are off), and the wait on the pipe and trio's epoll
+        # descriptor while trio has nothing to do.
         parts = _trioloop.idle_parts()
         if parts is not None:
             runq, jobs, jobs_once, deadlines = parts.runq, parts.jobs, parts.jobs_once, parts.deadlines
-            idle = select.poll()
-            idle.register(fd, select.POLLIN)
-            idle.register(parts.epoll_fd, select.POLLIN)
-            wait_idle = idle.poll
+            wait_idle = self._idle_waiter(parts.epoll_fd)
         run = 0
         # The request being answered: its id, and its Message, or None for a
         # READ and its fields (taken from the buffer, or from its Message).
@@ -292,11 +302,17 @@ class Host:
                                 else -1
                             )
                             m = None
+                    rest = None
+                    if m is None:  # a READ: answered here if its driver needs no second step
+                        rest = self._read_now(rid, fid, size, off, slot)
+                        if rest is None:
+                            answered = True
+                            continue
                     self._inline = me
                     self._inline_rid = rid
                     self._inline_scope = scope
                     try:
-                        await self._answer(rid, m, fid, size, off, slot)
+                        await self._answer(rid, m, slot, rest)
                     finally:
                         if self._inline is me:
                             self._inline = None
@@ -355,6 +371,18 @@ class Host:
                     return
                 todo.extend(msgs)
 
+    def _idle_waiter(self, trio_fd: int) -> Callable[[], list[tuple[int, int]]]:
+        """The wait for the pipe or trio's epoll descriptor ``trio_fd``,
+        unbounded: the descriptors ready. An epoll set of the host's own,
+        made once and shared by its readers (one at a time waits): a
+        ``poll(2)`` would add and remove a wait on both at every request."""
+        if self._idle is None:
+            self._idle = select.epoll(2)
+            self._idle.register(self.fd, select.EPOLLIN)
+            self._idle.register(trio_fd, select.EPOLLIN)
+        # maxevents 2: with the default, each call allocates a 1023-event array.
+        return functools.partial(self._idle.poll, -1, 2)
+
     def _hand_off(self) -> None:
         """The request being answered in the reader waits: a CANCEL of it
         now cancels the reader's scope (the reader ends with the request),
@@ -390,35 +418,67 @@ class Host:
         else:
             raise P.ProtocolError(errno.EBADMSG, f"{P.Kind(kind).name} sent to a host")
 
+    def _read_now(
+        self, rid: int, fid: int, size: int, off: int, slot: int
+    ) -> Coroutine[Any, Any, Buffer] | None:
+        """Answer request ``rid``, a ``READ`` of ``size`` bytes at ``off`` of
+        file ``fid`` (``slot``: the shared buffer's slot it lent, or -1),
+        without a coroutine of the host's when its driver finishes in its
+        first step (``SpecFs.read_now``), as most do; else the rest of the
+        read, for ``_answer`` to await (None: answered)."""
+        more: Buffer = b""
+        try:
+            spec = self.spec
+            if spec is None:
+                raise DeviceError(errno.ENXIO, "no module loaded")
+            fp = self.files.get(fid)
+            if fp is None:
+                raise DeviceError(errno.EBADF)
+            data = spec.read_now(fp, size, off)
+            if data.__class__ is _COROUTINE:
+                return data
+            n = len(data)  # type: ignore[arg-type]
+            if n < P.SHM_MIN:  # (_read_reply's first case, inline)
+                out = _REPLY_HEAD.pack(_ERRNO_SIZE + n, _REPLY, rid, 0) + data  # type: ignore[operator]
+            else:
+                out, more = self._read_reply(rid, data, slot)  # type: ignore[arg-type]
+        except DevfsdError as exc:
+            out = P.error_reply(rid, exc)
+        except Exception:
+            log.exception("request READ failed")
+            out = P.reply(rid, errno.EIO)
+        except trio.Cancelled:  # (a driver's first step that saw the end: as _answer)
+            self.out.send(P.reply(rid, errno.EINTR))
+            raise
+        self.out.send(out, more)
+        return None
+
+    def _read_reply(self, rid: int, data: Buffer, slot: int) -> tuple[bytes, Buffer]:
+        """The reply to ``READ`` ``rid`` whose driver gave ``data`` (``slot``
+        as ``_read_now``'s): what to send, and a payload to send after it."""
+        n = len(data)
+        if n < P.SHM_MIN:  # reply_head's, joined to the data: one buffer to send
+            return _REPLY_HEAD.pack(_ERRNO_SIZE + n, _REPLY, rid, 0) + data, b""
+        if self.shm is not None and 0 <= slot < P.SHM_SLOTS and n <= P.SHM_SLOT:
+            # Into the slot it lent: REPLY_SHM with the count.
+            start = slot * P.SHM_SLOT
+            self.shm[start : start + n] = data
+            return _SHM_HEAD.pack(_SHM_REPLY_SIZE, _REPLY_SHM, rid, n), b""
+        return P.reply_head(rid, n), data  # the header, then the data as it is
+
     async def _answer(
-        self, rid: int, m: P.Message | None, fid: int = 0, size: int = 0, off: int = 0, slot: int = -1
+        self, rid: int, m: P.Message | None, slot: int = -1, rest: Awaitable[Buffer] | None = None
     ) -> None:
-        """Answer request ``rid``: ``m``, or (``None``) a ``READ`` of ``size``
-        bytes at ``off`` of file ``fid`` (``slot``: the shared buffer's slot
-        it lent, or -1), ``_do``'s, apart: the usual request, which the reader
-        takes from its buffer without a ``Message``."""
+        """Answer request ``rid``: ``m``, or (``None``) a ``READ`` whose
+        driver did not finish in its first step, ``rest`` (``_read_now``'s;
+        ``slot`` as there)."""
         more: Buffer = b""
         try:
             if m is not None:
                 out = await self._do(m)
             else:
-                spec = self.spec
-                if spec is None:
-                    raise DeviceError(errno.ENXIO, "no module loaded")
-                fp = self.files.get(fid)
-                if fp is None:
-                    raise DeviceError(errno.EBADF)
-                data = await spec.read(fp, size, off)
-                n = len(data)
-                if n < P.SHM_MIN:  # reply_head's, joined to the data: one buffer to send
-                    out = P.REPLY_HEAD.pack(P.ERRNO.size + n, _REPLY, rid, 0) + data
-                elif self.shm is not None and 0 <= slot < P.SHM_SLOTS and n <= P.SHM_SLOT:
-                    # Into the slot it lent: REPLY_SHM with the count.
-                    start = slot * P.SHM_SLOT
-                    self.shm[start : start + n] = data
-                    out = _SHM_HEAD.pack(_SHM_REPLY_SIZE, _REPLY_SHM, rid, n)
-                else:  # the header, then the data as it is
-                    out, more = P.reply_head(rid, n), data
+                assert rest is not None
+                out, more = self._read_reply(rid, await rest, slot)
         except DevfsdError as exc:
             out = P.error_reply(rid, exc)
         except Exception:
@@ -441,7 +501,7 @@ class Host:
 
     async def _do(self, m: P.Message) -> bytes:
         """The reply to ``m`` (a ``READ`` too short for its fields: the
-        reader hands ``_answer`` the others')."""
+        reader answers the others: ``_read_now``)."""
         kind, rid, body = m.kind, m.rid, m.body
         if kind == P.Kind.LOAD:
             return P.reply(rid, 0, P.encode_json(await self._load(P.decode_json(body))))
@@ -532,7 +592,7 @@ class Host:
         self.loader.host_caps = frozenset(confine.cap_names(self.caps))
         assert self._nursery is not None
         # No autounload timer (autotime 0): no deadline in trio's heap, so
-        # the reader waits for requests in poll(2) with no timeout.
+        # the reader waits for requests with no timeout (_idle_waiter).
         await self._nursery.start(functools.partial(self.loader.run, autounload=False))
         self.spec = SpecFs(None, entry_timeout=timeout)
         if timeout is not None:

@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import select
+from collections.abc import Coroutine
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import pytest
 import trio
 import trio.testing
 
+from devfsd import _trioloop
 from devfsd.cdevsw import (
     FNONBLOCK,
     FREAD,
@@ -45,7 +47,7 @@ from tests.unit.test_mutants_core import Handle
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator, Iterator
 
-    from devfsd.cdevsw import Dev, Uio
+    from devfsd.cdevsw import Dev, File, Uio
 
 
 @contextmanager
@@ -655,4 +657,52 @@ async def test_an_entry_point_marked_sync_done_may_finish_without_a_coroutine(
                 await spec.read(fp, 10)
             assert ei.value.errno == errno.EIO
             assert "TypeError" in caplog.text
+        await spec.close(fp)
+
+
+async def _read_now(spec: SpecFs, fp: File, size: int, off: int = 0) -> bytes:
+    """``spec.read_now``'s data, awaited if it gave a coroutine."""
+    got = spec.read_now(fp, size, off)
+    if isinstance(got, Coroutine):
+        return bytes(await got)
+    return bytes(got)
+
+
+@pytest.mark.usefixtures("trio_path")
+@pytest.mark.parametrize("traced", [False, True])
+async def test_read_now_gives_a_first_step_read_at_once_and_a_coroutine_for_the_rest(
+    traced: bool, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A module host answers READ this way (SpecFs.read_now): the data when
+    # the driver finished in its first step, else (a sleep; or a tracer
+    # attached, or the fast paths off) a coroutine that gives it, checked
+    # as read's.
+    at_once = not traced and _trioloop.PRIVATE is not None
+
+    async def d_read(dev: Dev, uio: Uio, ioflag: int) -> None:
+        if uio.offset == 1:
+            await trio.sleep(0.5)
+        if uio.offset == 2:
+            raise DeviceError(errno.EPERM)
+        uio.uiomove(b"now")
+
+    spec = SpecFs(None, entry_timeout=1.0)
+    with attached("mutsp_readnow", d_read=d_read) as maj:
+        fp = await spec.open(makedev(maj, 0), os.O_RDONLY, 1, 0, 0)
+        with _traced(spec, maj, traced):
+            assert spec.read_now(fp, 0) == b""
+            now = spec.read_now(fp, 10)
+            assert isinstance(now, Coroutine) is not at_once
+            assert bytes(await now if isinstance(now, Coroutine) else now) == b"now"
+            later = spec.read_now(fp, 10, 1)  # asleep in its first step
+            assert isinstance(later, Coroutine)
+            assert bytes(await later) == b"now"
+            with pytest.raises(DeviceError) as ei:  # the driver's error, as read's
+                await _read_now(spec, fp, 3, 2)
+            assert ei.value.errno == errno.EPERM
+        assert fp.cdevsw is not None
+        devsw_detach(fp.cdevsw)
+        with pytest.raises(DeviceError) as ei:
+            await _read_now(spec, fp, 10)
+        assert ei.value.errno == errno.ENXIO
         await spec.close(fp)
