@@ -85,6 +85,7 @@ import mmap
 import os
 import select
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -161,6 +162,10 @@ SYNC_KINDS: Final = frozenset(
     {P.Kind.OPEN, P.Kind.CLOSE, P.Kind.READ, P.Kind.WRITE, P.Kind.POLL, P.Kind.IOCTL}
 )
 _REPLY: Final = int(P.Kind.REPLY)
+_READ: Final = int(P.Kind.READ)
+_READ_ARGS: Final = P.READ
+#: A whole ``READ`` request: the header, then its fields (``read_now``).
+_READ_MSG: Final = struct.Struct("<" + P.HEADER.format.lstrip("<") + P.READ.format.lstrip("<"))
 _REPLY_SHM: Final = int(P.Kind.REPLY_SHM)
 _REPLY_HEAD: Final = P.REPLY_HEAD
 _HEAD: Final = P.HEADER.size
@@ -681,6 +686,81 @@ class HostProcess:
                         return memoryview(self._slots[lent[0]])[:e]
         c = self._in_flight(rid, kind, dev)
         c.late = self._sync_wait(c, rid, kind, dev, now, off, got)
+        return c
+
+    def read_now(self, fid: int, size: int, off: int, dev: Dev) -> Payload | InFlight:
+        """``call_now`` of a ``READ`` of ``size`` bytes at ``off`` of file
+        ``fid``, the proxy's every read: its data, or the call in flight.
+
+        A small read while nothing is out of the ordinary (no backlog, no
+        messages left for the reader, no backoff or wasted wait pending,
+        the fast paths on) goes a leaner way than ``call_now``'s, the way
+        most reads of a host on this CPU go: one ``pack`` of the whole
+        request, its ``write``, the yield and one ``read``, and its reply,
+        if alone and not an error, taken there (no clock, no window to
+        roll: those are needed only once a wait did not get its reply).
+        Anything else goes ``call_now``'s way, before the request is sent
+        or, once it is, from what the read brought (``_sync_wait``).
+        Measured: ~2 us less of the daemon's CPU time per 1-byte read than
+        ``call_now``'s way (bench/README.md, "Isolated modules", eighth
+        session).
+
+        Raises:
+            DeviceError: as ``call_now``.
+        """
+        out = self.out
+        if (
+            size >= P.SHM_MIN
+            or out is None
+            or out._backlog
+            or out.closed
+            or self.dead
+            or self._delivering
+            or self._deferred
+            or self._sync_off
+            or _waste.spent
+            or self._stray_paused
+            or self._sync_fds is None
+            or _trioloop.PRIVATE is None
+        ):
+            return self.call_now(_READ, _READ_ARGS.pack(fid, size, off), dev, size)
+        rid = next(self._rids)
+        msg = _READ_MSG.pack(_READ_ARGS.size, _READ, rid, fid, size, off)
+        try:
+            sent = os.write(out.fd, msg)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            out.closed = True
+            sent = -1
+        if sent != len(msg):  # (as call_now: a backlog, or the host's end gone)
+            if sent >= 0:
+                out.send(msg[sent:])
+            c = self._in_flight(rid, _READ, dev)
+            if out.closed:
+                self._die("closed its pipe")
+            return c
+        os.sched_yield()  # (call_now's: the host, on this CPU, answers meanwhile)
+        buf = self._buf
+        try:
+            got = os.readv(self.rfd, self._bufs)
+        except BlockingIOError:
+            got = -1
+        except OSError as exc:
+            if exc.errno not in ENDED:
+                raise
+            got = 0
+        if got >= _REPLY_HEAD.size and self.rx._view is None and not self.rx._buf:
+            length, mkind, mrid, e = _REPLY_HEAD.unpack_from(buf)
+            if mrid == rid and length + _HEAD == got and mkind == _REPLY and e == 0:
+                self.sync_replies += 1
+                return bytes(buf[_REPLY_HEAD.size : got])
+        # Not its own data alone: the general way, from what came.
+        now = _clock()
+        if now - _waste.start >= SYNC_WINDOW:  # (call_now's window, rolled here)
+            _waste.start = now
+        c = self._in_flight(rid, _READ, dev)
+        c.late = self._sync_wait(c, rid, _READ, dev, now, None, got)
         return c
 
     def _in_flight(self, rid: int, kind: int, dev: Dev | None) -> InFlight:

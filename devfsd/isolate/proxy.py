@@ -24,7 +24,7 @@ the last close; a file opened since has a larger id).
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, final
 
 from devfsd.cdevsw._switch import Cdevsw
 from devfsd.errors import DeviceError
@@ -42,9 +42,6 @@ if TYPE_CHECKING:
     from devfsd.isolate.hostproc import HostProcess
 
 __all__ = ["make_proxy"]
-
-_READ: Final = int(P.Kind.READ)
-_READ_ARGS: Final = P.READ
 
 
 @final
@@ -101,7 +98,7 @@ def make_proxy(host: HostProcess) -> Cdevsw:
 
     def d_read(dev: Dev, uio: Uio, ioflag: int) -> Awaitable[None] | None:
         # A function, not a coroutine (specfs.SYNC_DONE): most reads end
-        # here, their reply taken at once (host.call_now); the others
+        # here, their reply taken at once (host.read_now); the others
         # return what awaits it.
         l = uio.lwp
         fp = l.fp  # fid_of(l), inline: every read(2) comes here
@@ -109,7 +106,7 @@ def make_proxy(host: HostProcess) -> Cdevsw:
         if hf.__class__ is not _HostFile or hf.host is not host:
             raise DeviceError(errno.ENXIO)
         n = uio.resid
-        got = host.call_now(_READ, _READ_ARGS.pack(hf.fid, n, uio.offset), dev, n)
+        got = host.read_now(hf.fid, n, uio.offset, dev)
         if got.__class__ is InFlight:
             return _read_reply(uio, got, l)
         uio.uiomove(got)  # type: ignore[arg-type]

@@ -607,3 +607,50 @@ async def test_a_call_asleep_on_its_host_counts_as_its_callers_sleep(monkeypatch
                 await host.reap()
             nursery.cancel_scope.cancel()
     assert sleepers() == 0
+
+
+async def test_a_small_read_goes_the_lean_way_unless_something_is_out_of_the_ordinary(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HostProcess.read_now: a small read, nothing out of the ordinary, is
+    # sent, yielded for and taken without call_now; an error reply read
+    # that way goes on the general way (its driver's traceback logged
+    # before its EIO); a wasted wait pending sends reads call_now's way
+    # until its window has rolled. Bytes and errors the same every way.
+    async with hosted() as h:
+        general = 0
+        call_now = h.host.call_now
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal general
+            general += 1
+            return call_now(*args, **kwargs)
+
+        monkeypatch.setattr(h.host, "call_now", counted)
+        monkeypatch.setattr(hostproc._waste, "spent", 0.0)  # (another test's wasted waits: all hosts')
+
+        async def read(fid: int, unit: int) -> bytes:
+            with trio.fail_after(WAIT):
+                got = h.host.read_now(fid, 64, 0, h.dev(unit))
+                if isinstance(got, hostproc.InFlight):
+                    got = await h.host.reply(got)
+            return bytes(got)
+
+        fast, buggy = await h.open(0), await h.open(15)
+        before = h.host.sync_replies
+        general = 0
+        for _ in range(20):
+            assert await read(fast, 0) == b"fast\n"
+        # (Not all on a very busy machine: a wait that runs out sends the
+        # rest call_now's way, below.)
+        assert general < 20 if fast_paths() else general == 20
+        assert (h.host.sync_replies > before) == fast_paths()
+        with pytest.raises(DeviceError) as ei:
+            await read(buggy, 15)
+        assert ei.value.errno == errno.EIO
+        assert "ZeroDivisionError" in caplog.text  # logged before its EIO returned
+        general = 0
+        monkeypatch.setattr(hostproc._waste, "spent", hostproc.SYNC_WAIT)
+        assert await read(fast, 0) == b"fast\n"
+        assert general == 1
+        assert not h.host.pending
