@@ -309,6 +309,10 @@ class HostProcess:
         #: Reads whose data came through the shared buffer (for tests).
         self.shm_replies = 0
         self.pending: dict[int, InFlight] = {}
+        #: File ids the daemon dropped (``release``, from a finaliser) whose
+        #: ``RELEASE`` has not gone yet, and the loop's token that sends them.
+        self._released: list[int] = []
+        self._token: trio.lowlevel.TrioToken | None = None
         #: Armed polls: per file id, the kernel's poll handle of its last
         #: poll (``arm_poll``), until the host's ``NOTIFY`` for it.
         self.polls: dict[int, Any] = {}
@@ -445,6 +449,7 @@ class HostProcess:
         self._sync_fds = (back, self.proc.stderr.fileno(), self._pidfd)
         self.out = Sender(mine)
         self.started_at = trio.current_time()
+        self._token = trio.lowlevel.current_trio_token()
         kept = cap_list(self.caps)
         if self.user is not None:
             kept = f"none (as {self.user.name}), bounding set {kept}"
@@ -535,9 +540,34 @@ class HostProcess:
         return fresh
 
     def post(self, data: bytes) -> None:
-        """Send a message that gets no reply (``RELEASE``)."""
+        """Send a message that gets no reply (``CANCEL``, ``INTERRUPT``)."""
         if not self.dead and self.out is not None:
             self.out.send(data)
+
+    def release(self, fid: int) -> None:
+        """File ``fid`` is gone from the daemon (not its dev's last close):
+        its ``RELEASE`` goes soon, from the loop, not from here.
+
+        Called from a finaliser (``proxy._HostFile``), which the cyclic GC
+        runs at any allocation: also in the middle of a send on the
+        requests' pipe, between a partial write and the queueing of its
+        rest. A ``RELEASE`` sent from there went into the pipe (or the
+        backlog) inside the other message, and the host, finding garbage,
+        died: a user who could make the pipe fill and files be collected
+        at such a moment killed the module, and the restart limit then kept
+        it down. So this only notes ``fid`` and asks the loop
+        (``run_sync_soon``, which is safe from a finaliser or a signal
+        handler) to send what is noted, between messages."""
+        if self.dead or self._token is None:
+            return
+        self._released.append(fid)
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._send_released, idempotent=True)
+
+    def _send_released(self) -> None:
+        fids, self._released = self._released, []
+        for fid in fids:
+            self.post(P.encode(P.Kind.RELEASE, 0, P.FID.pack(fid)))
 
     async def call(
         self, kind: int, body: bytes, dev: Dev | None = None, caller: Lwp | None = None, *, read: int = 0

@@ -12,9 +12,11 @@ Files. ``d_open`` gives each open a file id and keeps it in the daemon's
 ``File.data`` (a ``_HostFile``); the host keeps its own ``File`` under that
 id. The last close of a dev reaches ``d_close``, which sends ``CLOSE``;
 every other close reaches no driver code in the daemon, so the
-``_HostFile``'s finaliser sends ``RELEASE`` when the daemon drops the
+``_HostFile``'s finaliser has ``RELEASE`` sent when the daemon drops the
 ``File`` (late: a ``File`` and its ``Lwp`` refer to each other, so the
-cyclic GC frees them), and the host forgets its copy. So that a late
+cyclic GC frees them; and from the loop, not the finaliser, which may run
+in the middle of another send: ``HostProcess.release``), and the host
+forgets its copy. So that a late
 ``RELEASE`` does not keep the host from seeing the last close, ``CLOSE``
 closes every file of the dev the host still holds that was opened before
 it (none of them can still be open in the daemon, or this would not be
@@ -58,7 +60,7 @@ class _HostFile:
     def __del__(self) -> None:
         self.host.polls.pop(self.fid, None)
         if not self.closed:
-            self.host.post(P.encode(P.Kind.RELEASE, 0, P.FID.pack(self.fid)))
+            self.host.release(self.fid)  # (sent from the loop: see release)
 
 
 def _fields(host: HostProcess, st: struct.Struct, payload: bytes | memoryview) -> tuple[Any, ...]:

@@ -28,7 +28,7 @@ from devfsd.cdevsw import FREAD, Dev, Uio, _wait, makedev
 from devfsd.cdevsw._switch import File, Lwp
 from devfsd.cdevsw._wait import sleepers
 from devfsd.errors import DeviceError
-from devfsd.isolate import hostproc
+from devfsd.isolate import _channel, hostproc
 from devfsd.isolate import protocol as P
 from devfsd.isolate.hostproc import HostProcess, check_reply_json
 from devfsd.isolate.proxy import _HostFile, make_proxy
@@ -654,3 +654,59 @@ async def test_a_small_read_goes_the_lean_way_unless_something_is_out_of_the_ord
         assert await read(fast, 0) == b"fast\n"
         assert general == 1
         assert not h.host.pending
+
+
+async def test_a_file_dropped_in_the_middle_of_a_send_is_released_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cyclic GC runs a daemon File's finaliser (_HostFile: the file's
+    # RELEASE) at any allocation: also right after a write on the requests'
+    # pipe took part of a request that does not fit (1 MiB; the pipe holds
+    # 256 KiB), before the rest was queued. The RELEASE went into the pipe
+    # inside that request, and the host, finding garbage, died: a user who
+    # could time it killed the module (and its restarts). Here the
+    # finaliser runs exactly there, every time a write on that pipe does
+    # not take a whole message; the RELEASE now goes after it.
+    async with hosted() as h:
+        fast, dropped = await h.open(0), await h.open(0)
+        files = [_HostFile(h.host, dropped)]
+        out = h.host.out
+        assert out is not None
+        real = os.write
+        dropped_at: list[int] = []
+
+        def write(fd: int, data: Any) -> int:
+            done = 0
+            try:
+                done = real(fd, data)
+                return done
+            finally:
+                if fd == out.fd and done < len(data) and files:
+                    dropped_at.append(done)
+                    files.clear()  # its finaliser runs now, as the GC's would
+
+        class Os:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(os, name)
+
+        patched = Os()
+        patched.write = write  # type: ignore[attr-defined]
+        monkeypatch.setattr(_channel, "os", patched)
+        monkeypatch.setattr(hostproc, "os", patched)
+        data = b"x" * (1 << 20)
+        with trio.fail_after(WAIT):
+            reply = await h.host.call(P.Kind.WRITE, P.WRITE.pack(fast, 0) + data, h.dev(0))
+        assert dropped_at, "no write on the pipe was partial"
+        assert P.COUNT.unpack(reply) == (len(data),)
+        assert await h.read(0, fast) == b"fast\n"
+        assert not h.host.dead
+
+        async def released() -> bool:
+            with contextlib.suppress(DeviceError):
+                await h.read(0, dropped)
+                return False
+            return True
+
+        # Its RELEASE reached the host (a read of it: EBADF there).
+        with trio.fail_after(WAIT):
+            while not await released():
+                await trio.sleep(0.01)
+        assert not h.host.dead
