@@ -178,6 +178,12 @@ _clock: Final = time.perf_counter
 _SMALL: Final = 4096
 #: Most (kind, dev) pairs a host keeps a backoff for; past it they are forgotten.
 _SYNC_KEYS: Final = 256
+#: The largest request id (the header's field is 32 bits). Past it, ids
+#: start again at 1, skipping those still in use (``_rid_again``): until the
+#: ninth session the 2**32nd request of a host failed to pack, and every one
+#: after it, so a user reading an isolated node for a few days (tunwg: two
+#: calls a packet) left its module answering nothing but EIO.
+RID_MAX: Final = 0xFFFFFFFF
 
 
 class HostDied(DeviceError):
@@ -317,6 +323,9 @@ class HostProcess:
         #: poll (``arm_poll``), until the host's ``NOTIFY`` for it.
         self.polls: dict[int, Any] = {}
         self._rids = itertools.count(1)
+        #: Ids past this go through ``_rid_again`` (0 once ids have wrapped:
+        #: from then on each is checked against those in use).
+        self._rid_max = RID_MAX
         #: The last file id handed out (ids only grow).
         self.newest_fid = 0
         self.dead = False
@@ -615,6 +624,8 @@ class HostProcess:
         if self.dead or self.out is None:
             raise DeviceError(errno.ENXIO)
         rid = next(self._rids)
+        if rid > self._rid_max:
+            rid = self._rid_again(rid)
         free = self._free
         if P.SHM_MIN <= read <= P.SHM_SLOT and free:
             # _lendable(), inline while its first try finds the slot free.
@@ -755,6 +766,8 @@ class HostProcess:
         ):
             return self.call_now(_READ, _READ_ARGS.pack(fid, size, off), dev, size)
         rid = next(self._rids)
+        if rid > self._rid_max:
+            rid = self._rid_again(rid)
         msg = _READ_MSG.pack(_READ_ARGS.size, _READ, rid, fid, size, off)
         try:
             sent = os.write(out.fd, msg)
@@ -792,6 +805,20 @@ class HostProcess:
         c = self._in_flight(rid, _READ, dev)
         c.late = self._sync_wait(c, rid, _READ, dev, now, None, got)
         return c
+
+    def _rid_again(self, rid: int) -> int:
+        """A request id for a new call, ``rid`` being the counter's next once
+        past ``_rid_max``: from ``RID_MAX`` on, ids start again at 1, and
+        each is one no call in flight and no lent slot holds (0 is the
+        heartbeat's)."""
+        while True:
+            if rid > RID_MAX:
+                self._rids = itertools.count(1)
+                self._rid_max = 0
+                rid = next(self._rids)
+            if rid not in self.pending and rid not in self._lent:
+                return rid
+            rid = next(self._rids)
 
     def _in_flight(self, rid: int, kind: int, dev: Dev | None) -> InFlight:
         """Request ``rid`` (of ``kind`` on ``dev``), sent, now in ``pending``."""

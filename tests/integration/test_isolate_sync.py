@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import time
@@ -709,4 +710,27 @@ async def test_a_file_dropped_in_the_middle_of_a_send_is_released_after_it(monke
         with trio.fail_after(WAIT):
             while not await released():
                 await trio.sleep(0.01)
+        assert not h.host.dead
+
+
+async def test_request_ids_start_again_past_32_bits_skipping_those_in_use() -> None:
+    # A request id is 32 bits in the header. The 2**32nd request of a host
+    # failed to pack, and every one after it: a user who read an isolated
+    # node for a few days left its module answering EIO to everyone. Ids
+    # now start again at 1, skipping a call still in flight (the sleeper's).
+    async with hosted() as h:
+        fast, sleeper, waker = await h.open(0), await h.open(1), await h.open(2)
+        got: list[bytes] = []
+        async with trio.open_nursery() as n:
+            n.start_soon(_read_into, h, sleeper, got)
+            await _wait_pending(h.host, 1)
+            (asleep,) = h.host.pending
+            h.host._rids = itertools.count((1 << 32) - 3)  # (the last 3 ids of 32 bits)
+            for _ in range(asleep + 5):  # past RID_MAX, then past the sleeper's id again
+                assert await h.read(0, fast) == b"fast\n"
+                assert list(h.host.pending) == [asleep]
+            got.append(await h.read(2, waker))
+        assert got == [b"woken\n", b"waker\n"]
+        assert await h.read(0, fast) == b"fast\n"
+        assert not h.host.pending
         assert not h.host.dead
