@@ -47,6 +47,14 @@ directory per daemon, ``d<PID>``, one per host below it, ``h<PID>``:
 - cgroup v1's memory hierarchy: ``memory.limit_in_bytes`` and, where
   swap is accounted, ``memory.memsw.limit_in_bytes``, both the limit.
 
+Every host gets a cgroup there, with a limit or without (``make``'s
+``None``): a cgroup holds every process the host's driver starts, whatever
+its session or process group (a double fork and ``setsid`` leave the
+host's process group, which is all the daemon killed before the ninth
+session, not its cgroup), and they are killed with it. A host as another
+user cannot leave it (cgroup files are root's); one as root can (it is
+uid 0: see devfsd-module(9), ISOLATION).
+
 ``devfsd --host-cgroup DIR`` names another directory for ``devfsd/`` (one
 delegated to the daemon), ``none`` turns cgroups off. A host's cgroup goes
 with the host (``remove``: what is left in it is killed first); a daemon's
@@ -524,7 +532,7 @@ def _alive(pid: int) -> bool:
 class HostCgroup:
     """One host's memory cgroup."""
 
-    def __init__(self, path: str, version: int, limit: int) -> None:
+    def __init__(self, path: str, version: int, limit: int | None) -> None:
         self.path = path
         self.version = version
         self.limit = limit
@@ -533,9 +541,11 @@ class HostCgroup:
         return f"cgroup v{self.version} {self.path}"
 
     @classmethod
-    def make(cls, pid: int, limit: int) -> HostCgroup | str:
-        """A cgroup for the host ``pid``, limited to ``limit`` bytes, with
-        the host in it; or why there is none (then ``RLIMIT_AS`` it is)."""
+    def make(cls, pid: int, limit: int | None) -> HostCgroup | str:
+        """A cgroup for the host ``pid``, limited to ``limit`` bytes (``None``:
+        no limit, only what the host starts kept in it, to be killed with
+        it), with the host in it; or why there is none (then ``RLIMIT_AS``
+        it is, for a limit)."""
         got = _daemon_dir()
         if isinstance(got, str):
             return got
@@ -545,7 +555,9 @@ class HostCgroup:
             _mkdir(path)
             self = cls(path, v, limit)
             try:
-                if v == 2:
+                if limit is None:
+                    pass
+                elif v == 2:
                     _write(os.path.join(path, "memory.max"), str(limit))
                     for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
                         if os.path.exists(os.path.join(path, name)):

@@ -59,8 +59,8 @@ Death. The end of the pipe, the end of the process or a malformed
 message makes the host dead (``_die``): every call in flight returns
 ``EIO`` at once, every poll it remembered is notified (the poller then
 sees ``POLLERR`` from the switch), and ``died`` is set. ``reap`` then
-makes sure the process is gone, kills its process group (what its driver
-started), and collects its status and the last lines it wrote
+makes sure the process is gone, kills its process group and its cgroup
+(what its driver started), and collects its status and the last lines it wrote
 (faulthandler's traceback, for a crash in C).
 
 Heartbeat. With ``timeout`` set, once the host has answered its first
@@ -410,8 +410,7 @@ class HostProcess:
                 env=host_env(),
             )
             self._pidfd = os.pidfd_open(self.proc.pid)
-            if self.memlimit is not None:
-                self._limit_memory(self.memlimit)
+            self._contain(self.memlimit)
             if status is not None:  # the launcher's exec closes it; a failure writes its errno
                 os.close(status[1])
                 status = (status[0], -1)
@@ -509,21 +508,31 @@ class HostProcess:
             with contextlib.suppress(BufferError):
                 m.close()
 
-    def _limit_memory(self, limit: int) -> None:
-        """A cgroup of its own, before it has loaded anything; else it sets
-        ``RLIMIT_AS`` itself (``rlimit_as``)."""
+    def _contain(self, limit: int | None) -> None:
+        """A cgroup of its own, before it has loaded anything: it holds
+        every process its driver starts (killed with it: ``reap``), and its
+        memory limit if it has one; without a cgroup, a limit is the
+        ``RLIMIT_AS`` it sets itself (``rlimit_as``), and only its process
+        group dies with it."""
         assert self.proc is not None
         got = HostCgroup.make(self.proc.pid, limit)
         if isinstance(got, HostCgroup):
             self.cgroup = got
-            log.info("module %s: host %d: memory limit %d bytes by %s", self.name, self.pid, limit, got)
-        else:
+            if limit is not None:
+                log.info("module %s: host %d: memory limit %d bytes by %s", self.name, self.pid, limit, got)
+            else:
+                log.debug("module %s: host %d: in %s", self.name, self.pid, got)
+        elif limit is not None:
             log.info(
                 "module %s: host %d: memory limit %d bytes by RLIMIT_AS (no memory cgroup: %s)",
                 self.name,
                 self.pid,
                 limit,
                 got,
+            )
+        else:
+            log.debug(
+                "module %s: host %d: no cgroup (%s): only its process group ends with it", self.name, self.pid, got
             )
 
     @property
@@ -1360,7 +1369,8 @@ class HostProcess:
             await self._ended()
             # Its group (it leads a session of its own): the processes its
             # driver started go with it, before the restart's INIT; while
-            # it is not yet reaped, no other group can have its pid.
+            # it is not yet reaped, no other group can have its pid. Those
+            # that left the group (setsid) go with its cgroup, below.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()  # it has ended: this only collects the status
@@ -1403,7 +1413,11 @@ class HostProcess:
                 sig = signal.Signals(-rc).name
             except ValueError:
                 sig = "?"
-            oom = f" by the OOM killer (its cgroup's limit: {self.memlimit} bytes)" if self.oom else ""
+            oom = ""
+            if self.oom:
+                oom = " by the OOM killer"
+                if self.memlimit is not None:
+                    oom += f" (its cgroup's limit: {self.memlimit} bytes)"
             return f"killed by signal {-rc} ({sig}){oom}"
         return f"exited with status {rc}"
 

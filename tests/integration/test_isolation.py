@@ -289,26 +289,40 @@ def test_a_restart_runs_init_with_the_same_properties(mnt: DevfsdMount) -> None:
         assert errno_of(lambda: f.write(b"x" * 65)) == errno.EFBIG  # maxlen again
 
 
+@pytest.mark.parametrize("what", ["child", "orphan"])
 @pytest.mark.parametrize("how", ["sigkill", "unload"])
-def test_the_hosts_children_end_with_it(mnt: DevfsdMount, how: str) -> None:
-    # A driver that started a process (crashy's "child": sleep 600): when
-    # its host dies or its module unloads, the process goes too.
+def test_the_hosts_children_end_with_it(mnt: DevfsdMount, how: str, what: str) -> None:
+    # A driver that started a process (crashy's "child": sleep 600; its
+    # "orphan": a double fork, a grandchild in a session of its own whose
+    # parent is gone, holding the host's pipes and shared buffer): when its
+    # host dies or its module unloads, the process goes too. The orphan
+    # left the host's process group: before the ninth session it outlived
+    # the host, unload and restart alike (a host's cgroup now holds it).
     c = mnt.client()
     c.modload("crashy", isolated=True)
     node(mnt, "crashy", 0, "cmd")
     with open(mnt.path / "cmd", "wb", buffering=0) as f:
-        f.write(b"child")
+        f.write(what.encode())
     child = host_pid(node(mnt, "crashy", 3, "child"))
-    assert child > 0 and Path(f"/proc/{child}").exists()
+    assert child > 0 and alive(child)
     try:
         if how == "sigkill":
             crash("sigkill", mnt)
         else:
             c.modunload("crashy")
-        wait_for(lambda: not Path(f"/proc/{child}").exists(), WAIT, "the host's child to go")
+        wait_for(lambda: not alive(child), WAIT, "the host's child to go")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)  # (a failed test leaves no sleep 600)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def test_an_init_that_never_ends_on_restart_holds_up_nothing_else(mnt: DevfsdMount, tmp_path: Path) -> None:

@@ -338,6 +338,11 @@ def test_driver_past_its_cgroup_limit_dies_alone_and_its_cgroup_goes(mnt: Devfsd
     new = int(ask(mnt, "pid"))
     assert str(new) in (cg.parent / f"h{new}" / "cgroup.procs").read_text().split()
     c.modunload("probe")
+    wait_for(lambda: not (cg.parent / f"h{new}").exists(), WAIT, "the unloaded host's cgroup to go")
+    # mm's host, with no limit, has a cgroup too (what its driver starts
+    # dies with it): the daemon's directory goes with that last host.
+    assert [p.name for p in cg.parent.glob("h*")] != []
+    c.modunload("mm")
     wait_for(lambda: not cg.parent.exists(), WAIT, "the daemon's cgroup directory to go with its last host")
 
 

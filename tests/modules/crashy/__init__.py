@@ -4,10 +4,12 @@ Minor 0: a read returns ``ok\\n`` and a write of a command does it:
 ``segv`` (a NULL read through ctypes), ``abort``, ``exit`` (``os._exit(3)``),
 ``kill`` (SIGKILL to itself), ``stop`` (SIGSTOP to itself: a host that no
 longer answers), ``hog`` (allocate 1 GiB), ``spin`` (a Python loop the stall watchdog ends),
-``child`` (start ``sleep 600``, a child process), anything
-else is taken and ignored. Minor 1: reads sleep until a write to minor 1
-queues a message (as msgq). Minor 2: a read returns the process id;
-minor 3, the last child's.
+``child`` (start ``sleep 600``, a child process), ``orphan`` (a
+double fork: a grandchild in a session of its own, its parent gone, that
+keeps every descriptor and mapping of the host's and sleeps 600 s without
+``exec``), anything else is taken and ignored. Minor 1: reads sleep until
+a write to minor 1 queues a message (as msgq). Minor 2: a read returns
+the process id; minor 3, the last child's (or orphan's).
 Load property ``initcrash`` (bool): INIT segfaults; ``inithang`` (a
 path): INIT says so in the log and waits while that file exists.
 """
@@ -49,6 +51,28 @@ queue: deque[bytes] = deque()
 chan = WaitChannel("crashy")
 hog: list[bytearray] = []
 children: list[subprocess.Popen[bytes]] = []
+#: The last child's or orphan's pid.
+last_child = 0
+
+
+def orphan() -> int:
+    """Start a grandchild that leaves the host's session and outlives its
+    parent, holding the host's descriptors (no exec); its pid."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                os.write(w, b"%d" % os.getpid())
+                os.close(w)
+                time.sleep(600)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as f:
+        return int(f.read() or 0)
 
 
 def segv() -> None:
@@ -56,6 +80,7 @@ def segv() -> None:
 
 
 def do(cmd: bytes) -> None:
+    global last_child
     if cmd == b"segv":
         segv()
     elif cmd == b"abort":
@@ -70,6 +95,9 @@ def do(cmd: bytes) -> None:
         hog.append(bytearray(1 << 30))
     elif cmd == b"child":
         children.append(subprocess.Popen(["sleep", "600"]))
+        last_child = children[-1].pid
+    elif cmd == b"orphan":
+        last_child = orphan()
     elif cmd == b"spin":
         end = time.monotonic() + 60
         while time.monotonic() < end:
@@ -89,7 +117,7 @@ async def crashy_read(dev: Dev, uio: Uio, ioflag: int) -> None:
     elif m == 2:
         uio.uiomove(f"{os.getpid()}\n".encode())
     else:
-        uio.uiomove(f"{children[-1].pid if children else 0}\n".encode())
+        uio.uiomove(f"{last_child}\n".encode())
 
 
 async def crashy_write(dev: Dev, uio: Uio, ioflag: int) -> None:
