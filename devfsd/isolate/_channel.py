@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING, Final, final
 
 import trio
 
+from devfsd.isolate.protocol import Message
+
 if TYPE_CHECKING:
     from devfsd.cdevsw._uio import Buffer
-    from devfsd.isolate.protocol import Message, Receiver
+    from devfsd.isolate.protocol import Receiver
 
-__all__ = ["ENDED", "RECV_SIZE", "Sender", "pipe", "receive", "receive_now", "split"]
+__all__ = ["ENDED", "MORE", "RECV_SIZE", "Sender", "more", "pipe", "receive", "receive_now", "split"]
 
 #: Bytes asked of the pipe at a time, and each pipe's capacity: a 128 KiB
 #: write's request, or a reply that does not go through the shared buffer,
@@ -41,6 +43,10 @@ __all__ = ["ENDED", "RECV_SIZE", "Sender", "pipe", "receive", "receive_now", "sp
 RECV_SIZE: Final = 256 * 1024
 #: What a read or write fails with once the peer is gone: the end of the stream.
 ENDED: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.EBADF})
+#: Ends a list of messages cut at its limit (``split``'s ``limit``): more
+#: whole messages may wait in the ``Receiver``; ``more`` takes them. (Kind
+#: 0: no message has it.)
+MORE: Final = Message(0, 0, b"")
 
 
 def pipe() -> tuple[int, int]:
@@ -129,13 +135,13 @@ class Sender:
                     self._backlog.popleft()
 
 
-def receive_now(fd: int, rx: Receiver, buf: bytearray) -> list[Message] | None:
+def receive_now(fd: int, rx: Receiver, buf: bytearray, limit: int = 0) -> list[Message] | None:
     """The whole messages the data on the pipe end ``fd`` (non-blocking)
     completes, without waiting (none if there is no data yet); ``None`` at
     the end of the stream (the peer closed or died). ``buf`` is scratch
     space (``RECV_SIZE`` bytes, reused): a fresh ``read(RECV_SIZE)`` would
     have malloc map and unmap 256 KiB for every message, which cost more
-    than the rest of a round trip.
+    than the rest of a round trip. ``limit``: as ``split``'s.
 
     Raises:
         ProtocolError: the peer sent something malformed.
@@ -153,18 +159,40 @@ def receive_now(fd: int, rx: Receiver, buf: bytearray) -> list[Message] | None:
     m = rx.whole(buf, n)
     if m is not None:
         return [m]
-    return split(rx, buf, n)
+    return split(rx, buf, n, limit)
 
 
-def split(rx: Receiver, buf: bytearray, n: int) -> list[Message]:
+def split(rx: Receiver, buf: bytearray, n: int, limit: int = 0) -> list[Message]:
     """The whole messages ``buf[:n]``, just received, completes (none, one
     or more), when it is not one whole message alone (``Receiver.whole``,
-    which the caller tried first)."""
+    which the caller tried first). With a ``limit``, at most that many,
+    then ``MORE`` if there may be more (``more`` takes them; ``buf`` may be
+    reused meanwhile): a read of 256 KiB holds 29,000 empty messages, which
+    took the daemon's thread 30 ms to parse in one go."""
     with memoryview(buf) as view:
         rx.feed(view[:n])
+    if limit:
+        return more(rx, limit)
     out = []
     while (m := rx.next_message()) is not None:
         out.append(m)
+    return out
+
+
+def more(rx: Receiver, limit: int) -> list[Message]:
+    """Up to ``limit`` whole messages ``rx`` holds, then ``MORE`` if there
+    may be more (what is left copied out of the caller's buffer).
+
+    Raises:
+        ProtocolError: the peer sent something malformed.
+    """
+    out = []
+    while (m := rx.next_message()) is not None:
+        out.append(m)
+        if len(out) >= limit:
+            rx.detach()
+            out.append(MORE)
+            break
     return out
 
 

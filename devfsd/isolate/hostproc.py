@@ -99,7 +99,7 @@ from devfsd.cdevsw._switch import Lwp
 from devfsd.cdevsw._wait import WaitChannel
 from devfsd.errors import DeviceError
 from devfsd.isolate import protocol as P
-from devfsd.isolate._channel import ENDED, RECV_SIZE, Sender, pipe, receive_now
+from devfsd.isolate._channel import ENDED, MORE, RECV_SIZE, Sender, more, pipe, receive_now
 from devfsd.isolate.confine import HostCgroup, HostUser, cap_list, host_env, launch_argv
 
 if TYPE_CHECKING:
@@ -123,6 +123,12 @@ LAUNCH_WAIT: Final = 30.0
 STDERR_RATE: Final = 256 << 10
 STDERR_LINES: Final = 200
 STDERR_LINE_MAX: Final = 4096
+#: Messages taken from the host's pipe in one step of the daemon's loop:
+#: one read of 256 KiB may hold 29,000 of them (empty NOTIFYs), which took
+#: 30 ms to parse and 8 ms more to take up to STRAY_RATE (the second's
+#: strays at once), every second, while no other node was answered. Past
+#: this many, the reader lets the loop turn (``MORE``).
+TAKE_BATCH: Final = 256
 #: Messages a host may send a second that answer nothing (a REPLY for no
 #: call in flight, a NOTIFY for no armed poll: an honest host sends them
 #: only in races, a few at a time). Past them its pipe is not read for
@@ -953,7 +959,7 @@ class HostProcess:
                     break
             if first or fd in ready:
                 try:
-                    msgs = self._messages(got) if first else receive_now(fd, self.rx, self._buf)
+                    msgs = self._messages(got) if first else receive_now(fd, self.rx, self._buf, TAKE_BATCH)
                     if msgs is None:  # the end: the reader task sees it too, and says so
                         break
                     if first and msgs and not self._err_paused:
@@ -1001,10 +1007,7 @@ class HostProcess:
             return [m]
         with memoryview(buf) as view:
             self.rx.feed(view[:got])
-        out = []
-        while (m := self.rx.next_message()) is not None:
-            out.append(m)
-        return out
+        return more(self.rx, TAKE_BATCH)
 
     def _take_own(self, msgs: list[P.Message], rid: int) -> None:
         """Take ``msgs`` (read by the call waiting for request ``rid``) up
@@ -1015,6 +1018,9 @@ class HostProcess:
             ProtocolError: a message a host must not send.
         """
         for i, m in enumerate(msgs):
+            if m is MORE:  # more in the receiver: the reader's, after a turn
+                self._defer(msgs[i:])
+                return
             if (m.kind == P.Kind.REPLY or m.kind == P.Kind.REPLY_SHM) and m.rid in self.pending:
                 if m.rid == rid:
                     self._take(m)
@@ -1147,7 +1153,7 @@ class HostProcess:
                 if self._deferred:  # left by a waiting call: older than the pipe's
                     msgs, self._deferred = self._deferred, []
                 else:
-                    got = receive_now(fd, self.rx, self._buf)
+                    got = receive_now(fd, self.rx, self._buf, TAKE_BATCH)
                     if got is None:
                         break
                     msgs = got
@@ -1155,6 +1161,10 @@ class HostProcess:
                 try:
                     woke = False
                     for i, m in enumerate(msgs):
+                        if m is MORE:  # (the last) the rest of what was read: after a turn
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                            self._deferred = more(self.rx, TAKE_BATCH)
+                            break
                         if woke:
                             # Callers resume in the order the host answered them
                             # (trio runs tasks woken together in any order):

@@ -358,6 +358,13 @@ class Receiver:
         with memoryview(data) as view:  # one copy, not two
             return _message((kind, rid, bytes(view[HEADER.size : n])))
 
+    def detach(self) -> None:
+        """Copy what is left of the fed data, so that the caller may reuse
+        it before ``next_message`` has returned ``None`` (a caller that takes
+        a limited number of messages at a time)."""
+        if self._view is not None:
+            self._keep()
+
     @property
     def pending(self) -> int:
         """Bytes held that are not yet a whole message."""

@@ -734,3 +734,33 @@ async def test_request_ids_start_again_past_32_bits_skipping_those_in_use() -> N
         assert await h.read(0, fast) == b"fast\n"
         assert not h.host.pending
         assert not h.host.dead
+
+
+async def test_a_flood_of_small_messages_is_taken_a_batch_a_turn() -> None:
+    # One read of the pipe (256 KiB) holds 29,000 empty NOTIFYs: the daemon
+    # parsed them all, then took up to STRAY_RATE of them, in one step of
+    # its loop (~40 ms of its thread's CPU time, every second of a flood,
+    # during which no other node was answered). Now at most TAKE_BATCH a
+    # step: measured as the thread's CPU time between two turns of another
+    # task (CPU time, not the clock: other programs' turns do not count).
+    async with hosted({"flood": 3 * hostproc.STRAY_RATE}) as h:
+        fid = await h.open(4)
+        worst = 0.0
+        done = False
+
+        async def turns() -> None:
+            nonlocal worst
+            last = time.thread_time()
+            while not done:
+                await trio.lowlevel.checkpoint()
+                now = time.thread_time()
+                worst = max(worst, now - last)
+                last = now
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(turns)
+            assert await h.read(4, fid) == b"flood\n"
+            done = True
+        assert h.host.strays >= 3 * hostproc.STRAY_RATE
+        assert not h.host.dead
+        assert worst < 0.010, f"{worst * 1e3:.1f} ms of CPU time in one step"
