@@ -397,6 +397,47 @@ def test_hung_host_times_out_then_is_killed_and_restarted(mnt: DevfsdMount) -> N
     wait_for(lambda: _reads_ok(mnt.path / "cmd"), WAIT, "the restart")
 
 
+def test_a_host_that_stops_halfway_through_a_message_is_timed_out_then_restarted(mnt: DevfsdMount) -> None:
+    # hostile's minor 17 writes the first half of a message, then goes on
+    # as an honest host: its reply and its heartbeat's answers all fall
+    # inside that message's body, so nothing more of it reaches the daemon.
+    # Its read gets ETIMEDOUT (1.5 x --entry-timeout), the host is killed
+    # (2 x) and restarted; meanwhile an in-process node and another host's
+    # answer, each at once.
+    c = mnt.client()
+    c.modload("hostile", isolated=True)
+    (pid,) = hosts_of(mnt)
+    c.modload("crashy", isolated=True)
+    zero, other = node(mnt, "mm", 12, "zero"), node(mnt, "crashy", 0, "ok")
+    half, fast = node(mnt, "hostile", 17, "half"), node(mnt, "hostile", 0, "fast")
+    start = time.monotonic()
+
+    def read_half() -> object:
+        with open(half, "rb", buffering=0) as f:
+            return f.read(64)
+
+    t, out = call_in_thread(read_half)
+    with open(zero, "rb", buffering=0) as z, open(other, "rb", buffering=0) as o:
+        while t.is_alive() and time.monotonic() - start < WAIT:
+            began = time.monotonic()
+            assert z.read(1) == b"\0"
+            assert o.read(10) == b"ok\n"
+            assert time.monotonic() - began < 1.0
+    t.join(WAIT)
+    assert len(out) == 1 and isinstance(out[0], OSError) and out[0].errno == errno.ETIMEDOUT, out
+    assert time.monotonic() - start < 10
+    wait_for(lambda: f"host {pid} has not answered" in mnt.log_text(), WAIT, "the kill")
+    wait_for(lambda: _fast_ok(fast) and pid not in hosts_of(mnt), WAIT, "the restart")
+
+
+def _fast_ok(p: Path) -> bool:
+    try:
+        with open(p, "rb", buffering=0) as f:
+            return f.read(10) == b"fast\n"
+    except OSError:
+        return False
+
+
 def test_a_caller_whose_host_ignores_its_signal_is_let_go(mnt: DevfsdMount) -> None:
     # hostile's minor 12 sleeps again after every EINTR, and its host
     # answers its heartbeat: the daemon gives up on the interrupted call

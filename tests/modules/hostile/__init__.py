@@ -35,7 +35,15 @@ honest host would. Minors, by what a read does:
   do not exist, a header that promises more than ``MAX_BODY``; then
   answers ``fuzzed\n``;
 - 15: raises ``ZeroDivisionError`` (a driver's bug: the host logs its
-  traceback, then answers ``EIO``).
+  traceback, then answers ``EIO``);
+- 16: writes ``NOTIFY`` messages for tokens nobody holds, each with a
+  body of ``flood_body`` bytes (property, default 1 MiB; an honest one
+  has none), for ``flood_s`` seconds (property, default 1), straight into
+  its pipe as fast as the daemon takes them (its loop held meanwhile),
+  then answers ``bigflood\n``;
+- 17: writes the first half of a message (a header promising 64 KiB,
+  and 100 bytes), then goes on as an honest host would: its reply to
+  this read, its heartbeat's answers, all inside that message's body.
 
 Its INIT may answer the daemon's ``LOAD`` itself, before the host does
 (whose own answer then comes to a call no longer in flight), by
@@ -47,11 +55,13 @@ the text ``text``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import itertools
 import os
 import random
+import select
 import sys
 import threading
 import time
@@ -170,6 +180,12 @@ async def hostile_read(dev: Dev, uio: Uio, ioflag: int) -> None:
         uio.uiomove(b"fuzzed\n")
     elif m == 15:
         uio.uiomove(b"%d\n" % (1 // (m - 15)))
+    elif m == 16:
+        _big_flood(_host_out())
+        uio.uiomove(b"bigflood\n")
+    elif m == 17:
+        _host_out().send(P.HEADER.pack(64 << 10, P.Kind.REPLY, 0) + bytes(100))
+        uio.uiomove(b"never seen\n")
     elif m in (10, 11):
         threading.Thread(target=_chatter if m == 10 else _babble, daemon=True).start()
         uio.uiomove(b"chatter\n" if m == 10 else b"babble\n")
@@ -180,6 +196,21 @@ async def hostile_read(dev: Dev, uio: Uio, ioflag: int) -> None:
         uio.uiomove(b"never seen\n")
     else:
         uio.uiomove(_shrink_shared())
+
+
+def _big_flood(out: Any) -> None:
+    """Large stray NOTIFYs for ``flood_s`` seconds, written whole (waiting
+    for the pipe in ``select``), so that none is cut by another message."""
+    size = int(props.get("flood_body", 1 << 20))  # type: ignore[call-overload]
+    end = time.monotonic() + float(props.get("flood_s", 1))  # type: ignore[arg-type]
+    token = 2_000_000
+    while time.monotonic() < end:
+        view = memoryview(P.encode(P.Kind.NOTIFY, token, bytes(size)))
+        token += 1
+        while view:
+            select.select([], [out.fd], [], 1.0)
+            with contextlib.suppress(BlockingIOError):
+                view = view[os.write(out.fd, view) :]
 
 
 def _fuzz(host: Any, seed: int) -> None:
@@ -215,7 +246,7 @@ def _fuzz(host: Any, seed: int) -> None:
 
 
 async def hostile_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
-    if minor(dev) > 15:
+    if minor(dev) > 17:
         raise DeviceError(errno.ENXIO)
 
 
