@@ -538,7 +538,10 @@ class HostProcess:
             )
         else:
             log.debug(
-                "module %s: host %d: no cgroup (%s): only its process group ends with it", self.name, self.pid, got
+                "module %s: host %d: no cgroup (%s): only its process group ends with it",
+                self.name,
+                self.pid,
+                got,
             )
 
     @property

@@ -657,7 +657,9 @@ async def test_a_small_read_goes_the_lean_way_unless_something_is_out_of_the_ord
         assert not h.host.pending
 
 
-async def test_a_file_dropped_in_the_middle_of_a_send_is_released_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_file_dropped_in_the_middle_of_a_send_is_released_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The cyclic GC runs a daemon File's finaliser (_HostFile: the file's
     # RELEASE) at any allocation: also right after a write on the requests'
     # pipe took part of a request that does not fit (1 MiB; the pipe holds
@@ -708,7 +710,7 @@ async def test_a_file_dropped_in_the_middle_of_a_send_is_released_after_it(monke
 
         # Its RELEASE reached the host (a read of it: EBADF there).
         with trio.fail_after(WAIT):
-            while not await released():
+            while not await released():  # noqa: ASYNC110 - the host's table, no event
                 await trio.sleep(0.01)
         assert not h.host.dead
 
