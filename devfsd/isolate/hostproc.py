@@ -190,6 +190,11 @@ _SYNC_KEYS: Final = 256
 #: after it, so a user reading an isolated node for a few days (tunwg: two
 #: calls a packet) left its module answering nothing but EIO.
 RID_MAX: Final = 0xFFFFFFFF
+#: The largest file id (32 bits in every message that names a file).
+#: Past it, ids start again at 1, skipping those the host may still hold
+#: (``new_fid``): until the ninth session a host's 2**32nd open failed to
+#: pack, and every later one (EIO), for good.
+FID_MAX: Final = 0xFFFFFFFF
 
 
 class HostDied(DeviceError):
@@ -332,8 +337,12 @@ class HostProcess:
         #: Ids past this go through ``_rid_again`` (0 once ids have wrapped:
         #: from then on each is checked against those in use).
         self._rid_max = RID_MAX
-        #: The last file id handed out (ids only grow).
+        #: The last file id handed out (ids only grow, until FID_MAX).
         self.newest_fid = 0
+        #: Ids handed out that the host may still hold (not yet closed or
+        #: released), and whether ids have started again at 1 (``new_fid``).
+        self.fids: set[int] = set()
+        self.fids_wrapped = False
         self.dead = False
         #: Why it died (empty while alive); ``closing``: the daemon ended it.
         self.why = ""
@@ -552,8 +561,34 @@ class HostProcess:
     # -- calls -------------------------------------------------------------------
 
     def new_fid(self) -> int:
-        self.newest_fid += 1
-        return self.newest_fid
+        """An id for a new open file, held (``fids``) until ``drop_fid``.
+        Past ``FID_MAX`` ids start again at 1, skipping those still held."""
+        fid = self.newest_fid + 1
+        if fid > FID_MAX or self.fids_wrapped:
+            while True:
+                if fid > FID_MAX:
+                    self.fids_wrapped = True
+                    fid = 1
+                if fid not in self.fids:
+                    break
+                fid += 1
+        self.newest_fid = fid
+        self.fids.add(fid)
+        return fid
+
+    def drop_fid(self, fid: int) -> None:
+        """File ``fid``'s CLOSE or RELEASE has gone (or its open failed):
+        its id may be handed out again once ids start again."""
+        self.fids.discard(fid)
+
+    @property
+    def close_newest(self) -> int:
+        """A CLOSE's newest file id: the host closes every other file of
+        the dev up to it (see ``proxy``). Once ids have started again, an
+        older file may have a larger id: every file the host holds of the
+        dev then (none was opened after the CLOSE was sent: the pipe keeps
+        the order)."""
+        return FID_MAX if self.fids_wrapped else self.newest_fid
 
     def arm_poll(self, fid: int, handle: Any) -> bool:
         """Remember ``handle`` for file ``fid``'s polls: the host's
@@ -595,6 +630,7 @@ class HostProcess:
         fids, self._released = self._released, []
         for fid in fids:
             self.post(P.encode(P.Kind.RELEASE, 0, P.FID.pack(fid)))
+            self.fids.discard(fid)
 
     async def call(
         self, kind: int, body: bytes, dev: Dev | None = None, caller: Lwp | None = None, *, read: int = 0

@@ -20,7 +20,10 @@ forgets its copy. So that a late
 ``RELEASE`` does not keep the host from seeing the last close, ``CLOSE``
 closes every file of the dev the host still holds that was opened before
 it (none of them can still be open in the daemon, or this would not be
-the last close; a file opened since has a larger id).
+the last close; a file opened since has a larger id, until ids start
+again at 1 past 32 bits: then every file of the dev it holds, none of
+which can have been opened since, the pipe keeping the order:
+``HostProcess.new_fid``, ``close_newest``).
 """
 
 from __future__ import annotations
@@ -84,7 +87,12 @@ def make_proxy(host: HostProcess) -> Cdevsw:
 
     async def d_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
         fid = host.new_fid()
-        await host.call(P.Kind.OPEN, P.OPEN.pack(dev, flag, l.pid, l.uid, l.gid, fid), dev, l)
+        try:
+            await host.call(P.Kind.OPEN, P.OPEN.pack(dev, flag, l.pid, l.uid, l.gid, fid), dev, l)
+        except DeviceError as exc:
+            if exc.errno not in (errno.ETIMEDOUT, errno.EINTR):  # (the host may open it yet)
+                host.drop_fid(fid)
+            raise
         hf = _HostFile(host, fid)
         if l.fp is not None:
             l.fp.data = hf
@@ -96,7 +104,10 @@ def make_proxy(host: HostProcess) -> Cdevsw:
         if isinstance(hf, _HostFile) and hf.host is host:
             hf.closed = True
             host.polls.pop(hf.fid, None)
-            await host.call(P.Kind.CLOSE, P.CLOSE.pack(hf.fid, host.newest_fid), dev, l)
+            try:
+                await host.call(P.Kind.CLOSE, P.CLOSE.pack(hf.fid, host.close_newest), dev, l)
+            finally:
+                host.drop_fid(hf.fid)
 
     def d_read(dev: Dev, uio: Uio, ioflag: int) -> Awaitable[None] | None:
         # A function, not a coroutine (specfs.SYNC_DONE): most reads end

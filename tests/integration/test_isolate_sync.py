@@ -766,3 +766,39 @@ async def test_a_flood_of_small_messages_is_taken_a_batch_a_turn() -> None:
         assert h.host.strays >= 3 * hostproc.STRAY_RATE
         assert not h.host.dead
         assert worst < 0.010, f"{worst * 1e3:.1f} ms of CPU time in one step"
+
+
+async def test_file_ids_start_again_past_32_bits_skipping_those_in_use() -> None:
+    # A file id is 32 bits in every message that names a file: the 2**32nd
+    # open of a host failed to pack, and every later one (EIO), until root
+    # reloaded the module. Ids now start again at 1, skipping a file still
+    # open (held: id 1), through the proxy's d_open and d_close.
+    async with hosted() as h:
+        proxy = make_proxy(h.host)
+        dev = h.dev(0)
+
+        async def open_file() -> File:
+            fp = File(dev, FREAD, os.getpid(), 0, 0)
+            with trio.fail_after(WAIT):
+                await proxy.d_open(dev, FREAD, 0, Lwp(os.getpid(), 0, 0, fp))
+            return fp
+
+        def fid(fp: File) -> int:
+            assert isinstance(fp.data, _HostFile)
+            return fp.data.fid
+
+        held = await open_file()
+        h.host.newest_fid = (1 << 32) - 3  # (the last ids of 32 bits)
+        files = [await open_file() for _ in range(4)]
+        assert [fid(f) for f in files] == [(1 << 32) - 2, (1 << 32) - 1, 2, 3]
+        for fp in [held, *files]:
+            assert await h.read(0, fid(fp)) == b"fast\n"
+        for fp in [*files, held]:  # the last close: CLOSE, every file of the dev
+            fp.data.closed = True
+            with trio.fail_after(WAIT):
+                await proxy.d_close(dev, FREAD, 0, Lwp(os.getpid(), 0, 0, fp))
+        assert not h.host.fids
+        again = await open_file()
+        assert fid(again) == 4  # (on from the last)
+        assert await h.read(0, fid(again)) == b"fast\n"
+        assert not h.host.dead
