@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -192,7 +193,18 @@ class Supervisor:
         if cmd == ModCmd.FINI:
             if alive:
                 assert host is not None
-                await host.call(P.Kind.MODCMD, P.CMD.pack(int(cmd)))
+                if not await self._ask(host, cmd):
+                    # The module goes all the same, with its host: FINI runs
+                    # under the loader's lock (an autounload's too, which
+                    # nobody can interrupt), and a host that never answered
+                    # it held every load and unload of the daemon for ever.
+                    log.error(
+                        "module %s: host %d did not answer FINI in %g s: killed",
+                        self.mod.name,
+                        host.pid,
+                        self._limit,
+                    )
+                    host.kill()
             self.stopping = True
             self._detach()
             if host is not None:
@@ -205,7 +217,30 @@ class Supervisor:
                 return
             raise DeviceError(errno.ENXIO)
         assert host is not None
-        await host.call(P.Kind.MODCMD, P.CMD.pack(int(cmd)))
+        if not await self._ask(host, cmd):
+            # (AUTOUNLOAD: a veto; the autounload pass, which asks every
+            # module in turn, goes on to the others.)
+            raise DeviceError(
+                errno.ETIMEDOUT, f"module {self.mod.name}: {cmd.name} not answered in {self._limit:g} s"
+            )
+
+    @property
+    def _limit(self) -> float:
+        """How long a host may take to answer FINI, STAT or AUTOUNLOAD:
+        twice ``--entry-timeout``, as a caller's interrupted call (none
+        with ``--entry-timeout 0``)."""
+        t = self.loader.host_timeout
+        return 2 * t if t else math.inf
+
+    async def _ask(self, host: HostProcess, cmd: ModCmd) -> bool:
+        """``cmd`` to ``host``; False if it did not answer within ``_limit``.
+
+        Raises:
+            DeviceError: the module's answer (FINI refused), or the host's end.
+        """
+        with trio.move_on_after(self._limit) as scope:
+            await host.call(P.Kind.MODCMD, P.CMD.pack(int(cmd)))
+        return not scope.cancelled_caught
 
     # -- the reincarnation server --------------------------------------------------
 

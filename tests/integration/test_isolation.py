@@ -438,6 +438,38 @@ def _fast_ok(p: Path) -> bool:
         return False
 
 
+@pytest.mark.parametrize("unit", [18, 19], ids=["fini", "autounload"])
+def test_a_host_that_never_answers_its_autounload_holds_up_nothing(tmp_path: Path, unit: int) -> None:
+    # hostile's minor 18 makes its FINI never end (19: its AUTOUNLOAD),
+    # while its host answers its heartbeat. Autoloaded, it is offered
+    # autounload once quiet: its FINI ran under the loader's lock, which
+    # nobody could interrupt, and every modload, modunload and autoload of
+    # the daemon waited for ever; its AUTOUNLOAD held up the autounload of
+    # every other module. Now a host gets 2 x --entry-timeout to answer:
+    # past it FINI's host is killed (the module goes), AUTOUNLOAD is a veto.
+    args = ["--debug", "--isolate", "--autotime", "0.5", "--entry-timeout", "1"]
+    with DevfsdMount(tmp_path, modpath=[MODS], args=args) as m:
+        c = m.client()
+        c.modload("hostile")  # (its major, for the node; then an autoload)
+        p = node(m, "hostile", unit, "arm")
+        c.modunload("hostile")
+        with open(p, "rb", buffering=0) as f:  # autoloads it
+            assert f.read(10) == b"armed\n"
+        assert flags(m, "hostile") == "ai"
+        (pid,) = hosts_of(m)
+        if unit == 18:
+            wait_for(lambda: flags(m, "hostile") is None, WAIT, "the autounload")
+            assert f"host {pid} did not answer FINI in 2 s: killed" in m.log_text()
+            wait_for(lambda: pid not in hosts_of(m), WAIT, "the host to go")
+            c.modload("crashy")  # the loader's lock is free
+            assert flags(m, "crashy") == "i"
+        else:
+            with open(node(m, "mm", 12, "zero"), "rb", buffering=0) as f:  # autoloads mm
+                assert f.read(1) == b"\0"
+            wait_for(lambda: flags(m, "mm") is None, WAIT, "mm's autounload")
+            assert flags(m, "hostile") == "ai"  # (it vetoed)
+
+
 def test_a_caller_whose_host_ignores_its_signal_is_let_go(mnt: DevfsdMount) -> None:
     # hostile's minor 12 sleeps again after every EINTR, and its host
     # answers its heartbeat: the daemon gives up on the interrupted call

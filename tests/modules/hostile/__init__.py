@@ -43,7 +43,10 @@ honest host would. Minors, by what a read does:
   then answers ``bigflood\n``;
 - 17: writes the first half of a message (a header promising 64 KiB,
   and 100 bytes), then goes on as an honest host would: its reply to
-  this read, its heartbeat's answers, all inside that message's body.
+  this read, its heartbeat's answers, all inside that message's body;
+- 18: answers ``armed\n``, and from then on the module's FINI never
+  ends (it sleeps), while the host answers its heartbeat; 19: the same
+  for its AUTOUNLOAD.
 
 Its INIT may answer the daemon's ``LOAD`` itself, before the host does
 (whose own answer then comes to a call no longer in flight), by
@@ -183,6 +186,9 @@ async def hostile_read(dev: Dev, uio: Uio, ioflag: int) -> None:
     elif m == 16:
         _big_flood(_host_out())
         uio.uiomove(b"bigflood\n")
+    elif m in (18, 19):
+        props["hang"] = ModCmd.FINI if m == 18 else ModCmd.AUTOUNLOAD
+        uio.uiomove(b"armed\n")
     elif m == 17:
         _host_out().send(P.HEADER.pack(64 << 10, P.Kind.REPLY, 0) + bytes(100))
         uio.uiomove(b"never seen\n")
@@ -246,7 +252,7 @@ def _fuzz(host: Any, seed: int) -> None:
 
 
 async def hostile_open(dev: Dev, flag: int, mode: int, l: Lwp) -> None:
-    if minor(dev) > 17:
+    if minor(dev) > 19:
         raise DeviceError(errno.ENXIO)
 
 
@@ -299,6 +305,8 @@ def _lie_about_load() -> None:
 
 
 async def modcmd(cmd: ModCmd, p: Props | None) -> None:
+    if cmd != ModCmd.INIT and props.get("hang") == cmd:
+        await trio.sleep_forever()
     if cmd == ModCmd.INIT:
         props.clear()
         props.update(p or {})
