@@ -328,7 +328,7 @@ class HostProcess:
         self.pending: dict[int, InFlight] = {}
         #: File ids the daemon dropped (``release``, from a finaliser) whose
         #: ``RELEASE`` has not gone yet, and the loop's token that sends them.
-        self._released: list[int] = []
+        self._released: deque[int] = deque()
         self._token: trio.lowlevel.TrioToken | None = None
         #: Armed polls: per file id, the kernel's poll handle of its last
         #: poll (``arm_poll``), until the host's ``NOTIFY`` for it.
@@ -618,8 +618,9 @@ class HostProcess:
         died: a user who could make the pipe fill and files be collected
         at such a moment killed the module, and the restart limit then kept
         it down. So this only notes ``fid`` and asks the loop
-        (``run_sync_soon``, which is safe from a finaliser or a signal
-        handler) to send what is noted, between messages."""
+        (``run_sync_soon``, which is safe from a finaliser, a signal
+        handler or another thread: the GC may run in a worker thread too)
+        to send what is noted, between messages."""
         if self.dead or self._token is None:
             return
         self._released.append(fid)
@@ -627,8 +628,9 @@ class HostProcess:
             self._token.run_sync_soon(self._send_released, idempotent=True)
 
     def _send_released(self) -> None:
-        fids, self._released = self._released, []
-        for fid in fids:
+        released = self._released
+        while released:  # (a deque: a finaliser in another thread may append meanwhile)
+            fid = released.popleft()
             self.post(P.encode(P.Kind.RELEASE, 0, P.FID.pack(fid)))
             self.fids.discard(fid)
 
