@@ -88,6 +88,9 @@ log = logging.getLogger("devfsd.isolate")
 HOST_USER: Final = "user"
 #: The property adding capabilities a root host keeps (``-s caps=net_admin,net_raw``).
 HOST_CAPS: Final = "caps"
+#: The properties that are the host's, not INIT's: in process they are
+#: EINVAL (``ModuleLoader.load``), in a host INIT never sees them.
+HOST_PROPS: Final = (HOST_USER, HOST_CAPS, "memlimit")
 #: Deaths in a row after which a module stays down.
 DEFAULT_RESTARTS: Final = 5
 #: Seconds before the first restart; doubled for each death in a row.
@@ -354,8 +357,9 @@ class Supervisor:
         """
         req: dict[str, Any] = {
             "spec": self.target,
-            # ``user`` and ``caps`` are the host's, not INIT's (in the host, INIT runs in process).
-            "props": {k: v for k, v in self.mod.props.items() if k not in (HOST_USER, HOST_CAPS)},
+            # ``user``, ``caps`` and ``memlimit`` are the host's, not INIT's (in
+            # the host, INIT runs in process, where the loader refuses them).
+            "props": {k: v for k, v in self.mod.props.items() if k not in HOST_PROPS},
             "modpath": [str(p) for p in self.loader.modpath],
             "majors": {n: int(m) for n, m, _ in devsw.entries()},
             "held": [int(m) for m in devsw.held()],

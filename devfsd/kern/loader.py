@@ -478,12 +478,16 @@ class ModuleLoader:
             try:
                 down = self.modules.get(spec)
                 if down is not None and down.host is not None and down.host.down and not autoload:
-                    # An isolated module that died too often: modload starts it afresh.
+                    # An isolated module that died too often: modload starts it
+                    # afresh, isolated as it was (with -I or without: a plain
+                    # modload must not bring a crashing driver into the daemon;
+                    # modunload, then modload, does that).
                     self._undo(self.modules.pop(spec))
                     self.generation += 1
+                    isolated = True
                 if isolated or (isolated is None and (self.isolate_all or spec in self.isolated_names)):
                     return await self._load_isolated(spec, checked, autoload=autoload, uid=uid)
-                for host_prop in ("user", "caps"):  # a host's (devfsd.isolate): not for INIT alone
+                for host_prop in ("user", "caps", "memlimit"):  # supervisor.HOST_PROPS: a host's, not INIT's
                     if host_prop in checked:
                         raise DeviceError(
                             errno.EINVAL, f"property {host_prop}: only with an isolated load (-I)"

@@ -370,9 +370,15 @@ def test_restart_limit_keeps_it_down_until_modload(mnt: DevfsdMount) -> None:
         assert f"module crashy: restarting in {delay} s (death {n} in a row)" in log
     assert "(death 3 in a row)" not in log
     assert errno_of(lambda: os.open(mnt.path / "cmd", os.O_RDONLY)) == errno.ENXIO
-    c.modload("crashy", isolated=True)
+    # A plain modload, as modload(8) and the README's tour have it, starts it
+    # afresh isolated as it was, not in the daemon (where its next crash
+    # would take every node with it).
+    r = run(["modload", "crashy"], env=mnt.env)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
     assert _reads_ok(mnt.path / "cmd")
     assert flags(mnt, "crashy") == "i"
+    r = run(["modload", "crashy"], env=mnt.env)  # once up, loaded is loaded
+    assert (r.returncode, r.stderr) == (1, b"modload: crashy: File exists\n")
 
 
 def test_init_that_kills_its_host_fails_modload(mnt: DevfsdMount) -> None:
@@ -550,6 +556,39 @@ def test_memlimit_caps_the_host(tmp_path: Path) -> None:
         assert errno_of(lambda: crash("hog", mnt)) == errno.EIO  # MemoryError in the driver
         assert "MemoryError" in mnt.log_text()
         assert _reads_ok(mnt.path / "cmd")
+
+
+def test_memlimit_and_user_as_modload_8_takes_them(mnt: DevfsdMount) -> None:
+    """modload(8): a memlimit of 0 or less, or not an integer, is EINVAL; so
+    is memlimit, user or caps without -I (in process they would cap or
+    confine nothing); user may be a uid. Nothing is loaded by a refusal."""
+    for argv in (
+        ["-I", "-i", "memlimit=0"],
+        ["-I", "-i", "memlimit=-5"],
+        ["-I", "-s", "memlimit=1g"],
+        ["-I", "-b", "memlimit=true"],
+        ["-i", "memlimit=512m"],
+        ["-s", "user=nobody"],
+        ["-s", "caps=net_raw"],
+    ):
+        r = run(["modload", *argv, "crashy"], env=mnt.env)
+        assert (r.returncode, r.stdout, r.stderr) == (1, b"", b"modload: crashy: Invalid argument\n"), argv
+        assert flags(mnt, "crashy") is None, argv
+    # modload(8)'s example, by path: a memlimit with -I, which INIT does not see.
+    r = run(["modload", "-I", "-i", "memlimit=512m", str(MODS / "crashy")], env=mnt.env)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    with open(f"/proc/{host_pid(node(mnt, 'crashy', 2, 'pid'))}/status") as f:
+        assert re.search(r"^Uid:\t0\t", f.read(), re.M)
+    assert ok_unload(mnt, "crashy")
+    r = run(["modload", "-I", "-s", "user=65534", "crashy"], env=mnt.env)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    with open(f"/proc/{host_pid(mnt.path / 'pid')}/status") as f:
+        assert re.search(r"^Uid:\t65534\t65534\t65534\t65534$", f.read(), re.M)
+
+
+def ok_unload(m: DevfsdMount, name: str) -> bool:
+    r = run(["modunload", name], env=m.env)
+    return (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
 
 
 def test_unload_stops_the_host(mnt: DevfsdMount) -> None:

@@ -728,6 +728,10 @@ async def test_which_loads_go_to_a_host_of_their_own(tmp_path: Path) -> None:
             await k.loader.load("quiet", {"user": "nobody"})  # a host's user, in process
         assert ei.value.errno == errno.EINVAL
         assert str(ei.value) == "property user: only with an isolated load (-I)"
+        with pytest.raises(DeviceError) as ei:
+            await k.loader.load("quiet", {"memlimit": 1 << 30})  # a host's limit, in process
+        assert str(ei.value) == "property memlimit: only with an isolated load (-I)"
+        assert not k.loader.modules
         k.loader.isolated_names = {"quiet"}
         await k.loader.load("quiet", {"p": 1}, autoload=True, uid=0)  # named: isolated
         await k.loader.load("held")  # not named: in process
