@@ -1,7 +1,7 @@
 """``devfsd WORD ...``: the developer subcommands, dispatched by devfsd's main.
 
 ``devfsd new-module NAME [DIR]`` writes a module skeleton
-(``devfsd.tools.newmodule``); ``devfsd regress [--module M]... SCRIPT...``
+(``devfsd.tools.newmodule``); ``devfsd regress [-Iv] [-m M]... SCRIPT...``
 runs shell scenarios against fresh mounts (``devfsd.testing.regress``);
 ``devfsd trace [-b events] [-c path] [-n count] node|-m driver`` prints
 the calls reaching a driver as they happen (``devfsd.tools.trace``);
@@ -25,7 +25,7 @@ NAMES: Final = frozenset({"new-module", "regress", "trace", "unit", "logrotate"}
 
 EPILOG: Final = (
     "subcommands: 'devfsd new-module NAME [DIR]' writes a driver module skeleton with tests; "
-    "'devfsd regress [--module M]... SCRIPT...' runs shell scenarios against fresh mounts; "
+    "'devfsd regress [-Iv] [-m M]... SCRIPT...' runs shell scenarios against fresh mounts; "
     "'devfsd trace [-b events] [-c path] [-n count] node|-m driver' prints the calls reaching a driver; "
     "'devfsd unit [MOUNTPOINT]' and 'devfsd logrotate [FILE]' print a systemd unit and a logrotate file. "
     "A mountpoint named like a subcommand is given as ./NAME."
