@@ -612,6 +612,19 @@ def test_daemon_option_isolates_every_module(tmp_path: Path) -> None:
             assert f.read(3) == b"\0\0\0"
 
 
+def test_what_isolate_loaded_stays_isolated_without_it(tmp_path: Path) -> None:
+    """devfsd(8), --isolate: a module it loaded is remembered as isolated, as
+    after modload -I, until modunload; a module unloaded meanwhile is not."""
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--isolate"]) as m:
+        m.client().modload("mm")
+        m.client().modload("msgq")
+        m.client().modunload("msgq")
+    with DevfsdMount(tmp_path, modpath=[MODS], args=["--reload-modules"]) as m:
+        assert flags(m, "mm") == "i"
+        m.client().modload("msgq")
+        assert flags(m, "msgq") == "-"
+
+
 def test_modules_conf_minus_i_loads_isolated(tmp_path: Path) -> None:
     conf = tmp_path / "modules.conf"
     conf.write_text("msgq -I\nmm\n")
