@@ -95,6 +95,16 @@ def test_one_users_share_of_open_files() -> None:
     Limits(nr_files=0, share=1).check_open(10**6, privileged=False, mine=10**6)  # no limit, no share
 
 
+def test_the_default_share_is_devfsd_8s_figure() -> None:
+    """devfsd(8), share=: "Half lets a user ... hold 31129 open files with
+    the defaults" (nr_files 65536, reserve 5: 62259 for users)."""
+    lim = split_options([])[0]
+    lim.check_open(100, privileged=False, mine=31128)
+    with pytest.raises(DeviceError) as ei:
+        lim.check_open(100, privileged=False, mine=31129)
+    assert ei.value.errno == errno.EMFILE
+
+
 def test_inodes_limit_and_roots_reserve() -> None:
     t = NodeTable(0)
     t.limits = Limits(nr_inodes=10, size=0, reserve=20)  # users: 8 inodes, the root one included
