@@ -224,16 +224,28 @@ def test_host_user_must_reach_the_code(mnt: DevfsdMount) -> None:
 def test_user_is_roots_alone_and_only_isolated(base: Path) -> None:
     with DevfsdMount(base, modpath=[MODS], args=["--control-group", "65534"]) as m:
         member, env = tool_as_nobody(base / "nobody", "modload")  # nobody may not read the checkout
-        r = subprocess.run(
-            [*member, "-I", "-s", "user=nobody", "probe"],
-            env={**env, "DEVFSD_CONTROL": m.control},
-            capture_output=True,
-            text=True,
-            timeout=60,
+
+        def modload(*argv: str) -> tuple[int, str, str]:
+            r = subprocess.run(
+                [*member, *argv],
+                env={**env, "DEVFSD_CONTROL": m.control},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            return r.returncode, r.stdout, r.stderr
+
+        assert modload("-I", "-s", "user=nobody", "probe") == (
+            1,
+            "",
+            "modload: probe: Operation not permitted\n",
         )
-        assert (r.returncode, r.stderr) == (1, "modload: probe: Operation not permitted\n")
         assert "may not give property user: root's alone" in m.log_text()
+        # -I itself and memlimit are not root's alone (modload(8)).
+        assert modload("-I", "-i", "memlimit=300m", "probe") == (0, "", "")
         c = m.client()
+        assert [(row["name"], row["flags"]) for row in c.modstat()["modules"]] == [("probe", "i")]
+        c.modunload("probe")
         with pytest.raises(ControlError) as ei:
             c.modload("probe", {"user": "nobody"})  # in process: no host to run as anyone
         assert ei.value.errno == errno.EINVAL
