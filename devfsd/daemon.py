@@ -104,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help=(
             "nr_inodes=N, size=BYTES, reserve=PERCENT (the tree's limits), nr_files=N (open files),"
-            " share=PERCENT (one user's most of open files and sleepers), or FUSE mount options"
+            " share=PERCENT (one user's most of open files and sleepers), public_only (no fast"
+            " paths through trio's and pyfuse3's private state), or FUSE mount options"
         ),
     )
     p.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog (without -f)")
