@@ -591,6 +591,18 @@ def ok_unload(m: DevfsdMount, name: str) -> bool:
     return (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
 
 
+def test_an_isolated_modules_requirements_are_its_hosts(mnt: DevfsdMount) -> None:
+    """modstat(8): an isolated module's REQUIRES is ``-``, and what it
+    requires is not listed: it loaded privately in its host."""
+    r = run(["modload", "-I", "needsmsgq"], env=mnt.env)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    out = run(["modstat"], env=mnt.env).stdout.decode().splitlines()
+    assert len(out) == 2, out
+    assert re.fullmatch(r"needsmsgq        misc     filesys  i        0 +\d+ -", out[1]), out
+    r = run(["modload", "msgq"], env=mnt.env)  # the daemon's own msgq: none was loaded
+    assert (r.returncode, r.stderr) == (0, b"")
+
+
 def test_unload_stops_the_host(mnt: DevfsdMount) -> None:
     c = mnt.client()
     c.modload("crashy", isolated=True)
