@@ -460,6 +460,11 @@ class SpecFs:
         if fp not in self.files:
             return
         self.files.discard(fp)
+        chans = fp.selchans
+        if chans is not None:  # its recorded polls go with it
+            fp.selchans = None
+            for chan in chans:
+                chan.seldrain(fp)
         if not self._drop(fp.dev):
             return
         cdev = fp.cdevsw  # None once detached (_detached): no driver code

@@ -32,6 +32,7 @@ from devfsd.errors import DeviceError
 if TYPE_CHECKING:
     from devfsd.cdevsw._dev import Dev
     from devfsd.cdevsw._uio import Uio
+    from devfsd.cdevsw._wait import WaitChannel
 
 __all__ = [
     "D_MPSAFE",
@@ -96,9 +97,11 @@ class File:
             it when a read or write of this file ends in ``EWOULDBLOCK``,
             so that an edge-triggered poller (``EPOLLET``) that drained
             the file is polled again and the driver records the poll then.
+        selchans: the wait channels holding a poll of it (``selrecord``),
+            told when it closes (``WaitChannel.seldrain``).
     """
 
-    __slots__ = ("cdevsw", "data", "dev", "flag", "gid", "lwp", "pid", "poll_kept", "uid")
+    __slots__ = ("cdevsw", "data", "dev", "flag", "gid", "lwp", "pid", "poll_kept", "selchans", "uid")
 
     def __init__(self, dev: Dev, flag: int, pid: int, uid: int, gid: int) -> None:
         self.dev = dev
@@ -109,6 +112,9 @@ class File:
         self.data: Any = None
         self.cdevsw: Cdevsw | None = None
         self.poll_kept: Any = None
+        #: The wait channels that recorded a poll of it (``selrecord``),
+        #: which forget it when it closes.
+        self.selchans: set[WaitChannel] | None = None
         self.lwp = Lwp(pid, uid, gid, self, dev=dev)
 
     def __repr__(self) -> str:

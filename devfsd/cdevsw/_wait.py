@@ -112,7 +112,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Generator
     from socket import socket
 
-    from devfsd.cdevsw._switch import Lwp
+    from devfsd.cdevsw._switch import File, Lwp
 
 __all__ = [
     "MAX_SLEEPERS",
@@ -774,7 +774,9 @@ class WaitChannel:
         self.name = name
         #: The sleepers, oldest first (a dict: ordered, O(1) removal).
         self._sleepers: dict[_Sleeper, None] = {}
-        self._polls: list[Any] = []
+        #: Recorded polls: per open file (its ``File``; a poll with no file:
+        #: its handle), the kernel's handle of its last poll.
+        self._polls: dict[Any, Any] = {}
 
     def __repr__(self) -> str:
         return f"<WaitChannel {self.name} sleepers={len(self._sleepers)}>"
@@ -804,19 +806,41 @@ class WaitChannel:
             self._notify_polls()
 
     def _notify_polls(self) -> None:
-        polls, self._polls = self._polls, []
-        for h in polls:
+        polls, self._polls = self._polls, {}
+        for h in polls.values():
             try:
                 h.notify()
             except OSError as exc:  # the poller is gone: nothing to tell
                 log.debug("poll notify failed: %s", exc)
 
     def selrecord(self, l: Lwp) -> None:
-        """Remember ``l``'s poll handle; the next ``wakeup`` notifies it."""
+        """Remember ``l``'s poll handle; the next ``wakeup`` notifies it.
+
+        One per open file, its last (the kernel has one poll handle per
+        file: notifying it wakes every poller of the file), forgotten when
+        the file closes (``seldrain``). Until the ninth session each poll
+        added one, kept until a wakeup: a user polling an idle node (a
+        msgq nobody writes) grew the daemon, or an isolated driver's host,
+        by ~56 bytes a poll of one file, ~450 a file opened, polled and
+        closed, without end.
+        """
         h = l.poll_handle
         if h is not None:
             l.poll_handle = None
-            self._polls.append(h)
+            fp = l.fp
+            if fp is None:
+                self._polls[h] = h
+                return
+            self._polls[fp] = h
+            chans = fp.selchans
+            if chans is None:
+                fp.selchans = {self}
+            else:
+                chans.add(self)
+
+    def seldrain(self, fp: File) -> None:
+        """``fp`` is closed: forget its recorded poll (NetBSD ``seldrain``)."""
+        self._polls.pop(fp, None)
 
     async def sleep(
         self,

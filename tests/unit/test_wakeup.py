@@ -8,13 +8,19 @@ test within seconds instead of hanging the run.
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
+from pathlib import Path
 
 import trio
 import trio.testing
 
-from devfsd.cdevsw import Lwp, WaitChannel
+from devfsd.cdevsw import POLLIN, Lwp, WaitChannel
 from devfsd.cdevsw._wait import sleepers
+from devfsd.testing.harness import Kernel
+
+MODS = Path(__file__).resolve().parent.parent / "modules"
 
 #: Seconds a wait that should end may take before the test fails.
 BOUND = 5.0
@@ -129,3 +135,39 @@ async def test_wakeup_one_notifies_every_recorded_poll() -> None:
     assert [h.notified for h in hs] == [1, 1]
     chan.wakeup_one()  # notified once: the poll must record itself again
     assert [h.notified for h in hs] == [1, 1]
+
+
+async def test_a_files_polls_are_kept_once_and_go_when_it_closes() -> None:
+    # selrecord kept every poll's handle until a wakeup: a user polling an
+    # idle node (a msgq nobody writes) grew the daemon (an isolated
+    # driver's host, likewise) by ~56 bytes a poll of one file, and ~450 a
+    # file opened, polled and closed, without end. Now a file's last
+    # handle only, forgotten when it closes; a wakeup notifies that one.
+    class Handle:
+        notified = 0
+
+        def notify(self) -> None:
+            self.notified += 1
+
+    async with Kernel.running([MODS]) as k:
+        await k.modload("msgq")
+        f = await k.open("msgq", 0, os.O_RDONLY)
+        handles = [Handle() for _ in range(100)]
+        for h in handles:
+            await f.poll(POLLIN, h)
+        last = handles[-1]
+        earlier = [weakref.ref(h) for h in handles[:-1]]
+        del handles, h
+        gc.collect()
+        assert [r for r in earlier if r() is not None] == []  # nothing keeps them
+        closed = await k.open("msgq", 0, os.O_RDONLY)
+        h = Handle()
+        await closed.poll(POLLIN, h)
+        gone = weakref.ref(h)
+        del h
+        await closed.close()
+        gc.collect()
+        assert gone() is None
+        w = await k.open("msgq", 0, os.O_WRONLY)
+        await w.write(b"wake")
+        assert last.notified == 1
