@@ -427,6 +427,18 @@ def test_without_cgroups_memlimit_is_rlimit_as(base: Path, where: str, why: str)
         assert int(ask(m, "pid")) == pid
 
 
+def test_a_host_without_a_limit_says_its_cgroup_only_with_debug(base: Path) -> None:
+    """devfsd(8): the log says what holds a host without a memory limit only
+    with -d; --host-cgroup naming no cgroup leaves it its process group."""
+    for debug in ([], ["--debug"]):
+        with DevfsdMount(base, modpath=[MODS], args=["--host-cgroup", "/nonexistent", *debug]) as m:
+            m.client().modload("probe", isolated=True)
+            pid = int(ask(m, "pid"))
+            said = f"module probe: host {pid}: no cgroup (/nonexistent: not a memory cgroup): only its"
+            assert (said in m.log_text()) == bool(debug), m.log_text()
+            assert "memory limit" not in m.log_text()
+
+
 # -- the host's own trust check --------------------------------------------------
 
 
