@@ -45,7 +45,10 @@ directory per daemon, ``d<PID>``, one per host below it, ``h<PID>``:
   host's children with it), the controller enabled in ``subtree_control``
   on the way down;
 - cgroup v1's memory hierarchy: ``memory.limit_in_bytes`` and, where
-  swap is accounted, ``memory.memsw.limit_in_bytes``, both the limit.
+  swap is accounted, ``memory.memsw.limit_in_bytes``, both the limit;
+- a cgroup v2 hierarchy without the memory controller (where v1 has it,
+  or nothing does): no limit written (``HostCgroup.limit`` ``None``), the
+  host's ``RLIMIT_AS`` is its limit; the cgroup still holds what it starts.
 
 Every host gets a cgroup there, with a limit or without (``make``'s
 ``None``): a cgroup holds every process the host's driver starts, whatever
@@ -57,7 +60,8 @@ uid 0: see devfsd-module(9), ISOLATION).
 
 ``devfsd --host-cgroup DIR`` names another directory for ``devfsd/`` (one
 delegated to the daemon), ``none`` turns cgroups off. A host's cgroup goes
-with the host (``remove``: what is left in it is killed first); a daemon's
+with the host (``remove``: what is left in it is killed first, by
+``cgroup.kill`` on v2); a daemon's
 directory goes with its last host; ``sweep`` (at the daemon's start)
 removes the directories of daemons that are gone (killed with ``-9``:
 their hosts died with them, ``PR_SET_PDEATHSIG``).
@@ -403,28 +407,38 @@ def _write(path: str, text: str) -> None:
 
 
 def _version(directory: str) -> int:
-    """2 for a directory in a cgroup2 hierarchy with memory, 1 in v1's memory one, else 0."""
+    """1 for a directory in v1's memory hierarchy, 2 in a cgroup2 one
+    (with the memory controller or without: ``_v2_memory``), else 0."""
     if os.path.exists(os.path.join(directory, "memory.limit_in_bytes")):
         return 1
+    return 2 if os.path.exists(os.path.join(directory, "cgroup.controllers")) else 0
+
+
+def _v2_memory(directory: str) -> bool:
+    """Whether the cgroup2 directory ``directory`` may have the memory controller."""
     try:
-        return 2 if "memory" in _read(os.path.join(directory, "cgroup.controllers")).split() else 0
+        return "memory" in _read(os.path.join(directory, "cgroup.controllers")).split()
     except OSError:
-        return 0
+        return False
 
 
 def _candidates() -> list[str]:
-    """Directories ``devfsd/`` may go in, best first: v2 with memory, then v1's memory."""
+    """Directories ``devfsd/`` may go in, best first: v2 with memory, v1's
+    memory, then v2 without memory (its cgroups hold a host's processes, a
+    limit is ``RLIMIT_AS``)."""
     if _setting == "none":
         return []
     if _setting:
         return [_setting]
-    v2 = [p for p, t, _ in _mounts() if t == "cgroup2"]
+    v2 = [p for p, t, _ in _mounts() if t == "cgroup2" and _version(p) == 2]
     v1 = [p for p, t, o in _mounts() if t == "cgroup" and "memory" in o]
-    return [p for p in v2 if _version(p) == 2] + v1
+    return [p for p in v2 if _v2_memory(p)] + v1 + [p for p in v2 if not _v2_memory(p)]
 
 
 def _enable_memory(directory: str) -> None:
-    """cgroup v2: let ``directory``'s children have memory limits."""
+    """cgroup v2: let ``directory``'s children have memory limits, where it may."""
+    if not _v2_memory(directory):
+        return
     path = os.path.join(directory, "cgroup.subtree_control")
     if "memory" not in _read(path).split():
         _write(path, "+memory")
@@ -443,7 +457,7 @@ def _daemon_dir() -> tuple[str, int] | str:
     for base in _candidates():
         v = _version(base)
         if v == 0:
-            why = f"{base}: not a memory cgroup"
+            why = f"{base}: not a cgroup"
             continue
         top, mine = os.path.join(base, TOP), os.path.join(base, TOP, f"d{os.getpid()}")
         for _ in range(3):  # another daemon may remove an empty top meanwhile
@@ -473,8 +487,17 @@ def _procs(path: str) -> list[int]:
 
 
 def _rmdir(path: str) -> bool:
-    """Kill what is left in the cgroup ``path`` and remove it; False if it is still busy."""
-    for pid in _procs(path):
+    """Kill what is left in the cgroup ``path`` and remove it; False if it is still busy.
+
+    cgroup v2's ``cgroup.kill`` (Linux 5.14) kills all of it at once, a
+    process that forks meanwhile included; elsewhere each process listed
+    is killed, and one forked since waits for the next try."""
+    procs = _procs(path)
+    if procs:
+        with contextlib.suppress(OSError):
+            _write(os.path.join(path, "cgroup.kill"), "1")
+            procs = []
+    for pid in procs:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     try:
@@ -535,6 +558,9 @@ class HostCgroup:
     def __init__(self, path: str, version: int, limit: int | None) -> None:
         self.path = path
         self.version = version
+        #: The limit it holds the host to (``None``: none; a host with a
+        #: limit in a v2 hierarchy without the memory controller sets
+        #: ``RLIMIT_AS`` to it instead).
         self.limit = limit
 
     def __str__(self) -> str:
@@ -551,6 +577,8 @@ class HostCgroup:
             return got
         mine, v = got
         path = os.path.join(mine, f"h{pid}")
+        if v == 2 and not _v2_memory(mine):
+            limit = None  # (rlimit_as: the host's own RLIMIT_AS, in this cgroup)
         try:
             _mkdir(path)
             self = cls(path, v, limit)

@@ -533,8 +533,16 @@ class HostProcess:
         got = HostCgroup.make(self.proc.pid, limit)
         if isinstance(got, HostCgroup):
             self.cgroup = got
-            if limit is not None:
+            if got.limit is not None:
                 log.info("module %s: host %d: memory limit %d bytes by %s", self.name, self.pid, limit, got)
+            elif limit is not None:
+                log.info(
+                    "module %s: host %d: memory limit %d bytes by RLIMIT_AS, in %s (no memory controller)",
+                    self.name,
+                    self.pid,
+                    limit,
+                    got,
+                )
             else:
                 log.debug("module %s: host %d: in %s", self.name, self.pid, got)
         elif limit is not None:
@@ -555,8 +563,8 @@ class HostProcess:
 
     @property
     def rlimit_as(self) -> int | None:
-        """The ``RLIMIT_AS`` the host sets itself: its limit when no cgroup holds it."""
-        return self.memlimit if self.cgroup is None else None
+        """The ``RLIMIT_AS`` the host sets itself: its limit when no cgroup holds it to it."""
+        return self.memlimit if self.cgroup is None or self.cgroup.limit is None else None
 
     # -- calls -------------------------------------------------------------------
 

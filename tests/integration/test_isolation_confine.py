@@ -35,7 +35,7 @@ from devfsd.errors import ControlError, DevfsdError
 from devfsd.isolate import confine
 from devfsd.state import DB_NAME
 from devfsd.testing.mount import DevfsdMount, tool, wait_for
-from tests.integration.test_isolation import opened_reader
+from tests.integration.test_isolation import alive, host_pid, node, opened_reader
 from tests.nobody import tool_as_nobody
 
 if TYPE_CHECKING:
@@ -296,7 +296,7 @@ def _memory_cgroups() -> bool:
     if isinstance(got, str):
         return False
     confine._remove_daemon_dir(got[0])
-    return True
+    return got[1] == 1 or confine._v2_memory(got[0])
 
 
 needs_cgroup = pytest.mark.skipif(not _memory_cgroups(), reason="no usable memory cgroup")
@@ -407,7 +407,7 @@ def test_cgroups_of_a_killed_host_and_a_killed_daemon_are_removed(base: Path, ow
 
 @pytest.mark.parametrize(
     ("where", "why"),
-    [("none", "devfsd --host-cgroup none"), ("/nonexistent", "/nonexistent: not a memory cgroup")],
+    [("none", "devfsd --host-cgroup none"), ("/nonexistent", "/nonexistent: not a cgroup")],
 )
 def test_without_cgroups_memlimit_is_rlimit_as(base: Path, where: str, why: str) -> None:
     # The daemon's --host-memlimit, for a module without the property; a
@@ -434,9 +434,73 @@ def test_a_host_without_a_limit_says_its_cgroup_only_with_debug(base: Path) -> N
         with DevfsdMount(base, modpath=[MODS], args=["--host-cgroup", "/nonexistent", *debug]) as m:
             m.client().modload("probe", isolated=True)
             pid = int(ask(m, "pid"))
-            said = f"module probe: host {pid}: no cgroup (/nonexistent: not a memory cgroup): only its"
+            said = f"module probe: host {pid}: no cgroup (/nonexistent: not a cgroup): only its"
             assert (said in m.log_text()) == bool(debug), m.log_text()
             assert "memory limit" not in m.log_text()
+
+
+def _cgroup2_mounts() -> list[str]:
+    return [p for p, t, _ in confine._mounts() if t == "cgroup2" and os.access(p, os.W_OK)]
+
+
+@contextlib.contextmanager
+def _own_cgroup2() -> Iterator[Path]:
+    """A cgroup2 directory of this test's (what is left in it is killed and removed)."""
+    own = Path(_cgroup2_mounts()[0]) / f"isosec-v2-{os.getpid()}"
+    own.mkdir()
+    try:
+        yield own
+    finally:
+        for d in [*sorted((p for p in own.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)), own]:
+            for pid in (d / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            wait_for(lambda d=d: not (d / "cgroup.procs").read_text(), WAIT, f"{d} to empty")
+            d.rmdir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not _cgroup2_mounts(), reason="no cgroup2 hierarchy")
+def test_a_cgroup2_hierarchy_holds_what_a_driver_starts_and_it_ends_with_the_host(base: Path) -> None:
+    """cgroup v2 (here the hierarchy without the memory controller these
+    machines have, where the memory controller is v1's; with it, the limit
+    is the cgroup's): the host's cgroup holds the grandchild its driver left
+    in a session of its own; killing the host ends it and removes the
+    cgroup (``cgroup.kill``); the limit without the memory controller is
+    the host's ``RLIMIT_AS``, said with the cgroup it is in."""
+    with _own_cgroup2() as own:
+        memory = confine._v2_memory(str(own))
+        args = ["--debug", "--host-cgroup", str(own), "--host-memlimit", "300m"]
+        with DevfsdMount(base, modpath=[MODS], args=args) as m:
+            m.client().modload("crashy", isolated=True)
+            host = host_pid(node(m, "crashy", 2, "pid"))
+            cg = own / "devfsd" / f"d{daemon_pid(m)}" / f"h{host}"
+            if memory:
+                said = f"module crashy: host {host}: memory limit {300 << 20} bytes by cgroup v2 {cg}"
+            else:
+                said = (
+                    f"module crashy: host {host}: memory limit {300 << 20} bytes by RLIMIT_AS,"
+                    f" in cgroup v2 {cg} (no memory controller)"
+                )
+                with open(f"/proc/{host}/limits") as f:
+                    assert re.search(rf"Max address space\s+{300 << 20}\s+{300 << 20}", f.read())
+            assert said in m.log_text(), m.log_text()
+            with open(node(m, "crashy", 0, "cmd"), "wb", buffering=0) as f:
+                f.write(b"orphan")
+            child = host_pid(node(m, "crashy", 3, "child"))
+            try:
+                assert alive(child)
+                assert str(child) in (cg / "cgroup.procs").read_text().split()
+                with open(f"/proc/{child}/stat") as f:  # a session not the host's: its group is not it
+                    assert int(f.read().rsplit(")", 1)[1].split()[3]) != host
+                os.kill(host, signal.SIGKILL)
+                wait_for(lambda: not alive(child), WAIT, "the driver's grandchild to end with its host")
+                wait_for(lambda: not cg.exists(), WAIT, "the killed host's cgroup to go")
+                new = own / "devfsd" / f"d{daemon_pid(m)}"
+                wait_for(lambda: len(list(new.glob("h*"))) == 1, WAIT, "the restart's cgroup")
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+        assert not (own / "devfsd").exists()  # the daemon's directory went with its last host
 
 
 # -- the host's own trust check --------------------------------------------------

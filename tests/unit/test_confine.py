@@ -86,7 +86,7 @@ def test_cgroup_v2_limit_swap_oom_group_and_the_host(tmp_path: Path, monkeypatch
 
 def test_no_memory_cgroup_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(confine, "_setting", str(tmp_path))  # no controller files: not a cgroup
-    assert confine.HostCgroup.make(4242, 1 << 20) == f"{tmp_path}: not a memory cgroup"
+    assert confine.HostCgroup.make(4242, 1 << 20) == f"{tmp_path}: not a cgroup"
     monkeypatch.setattr(confine, "_setting", "none")
     assert confine.HostCgroup.make(4242, 1 << 20) == "devfsd --host-cgroup none"
     assert confine.memlimit_of({"memlimit": 5}) == 5
