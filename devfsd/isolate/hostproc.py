@@ -85,7 +85,6 @@ import mmap
 import os
 import select
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -168,13 +167,12 @@ SYNC_KINDS: Final = frozenset(
     {P.Kind.OPEN, P.Kind.CLOSE, P.Kind.READ, P.Kind.WRITE, P.Kind.POLL, P.Kind.IOCTL}
 )
 _REPLY: Final = int(P.Kind.REPLY)
-_READ: Final = int(P.Kind.READ)
-_READ_ARGS: Final = P.READ
-#: A whole ``READ`` request: the header, then its fields (``read_now``).
-_READ_MSG: Final = struct.Struct("<" + P.HEADER.format.lstrip("<") + P.READ.format.lstrip("<"))
 _REPLY_SHM: Final = int(P.Kind.REPLY_SHM)
 _REPLY_HEAD: Final = P.REPLY_HEAD
 _HEAD: Final = P.HEADER.size
+_pack_head: Final = P.HEADER.pack
+_MAX_BODY: Final = P.MAX_BODY
+_SHM_MIN: Final = P.SHM_MIN
 _SHM_REPLY: Final = P.SHM_REPLY
 #: The clock of the synchronous waits (``time.perf_counter``: trio's
 #: default clock plus its offset, so ``wait_idle_readable`` needs no call
@@ -676,23 +674,30 @@ class HostProcess:
         (``_sync_wait``), take its reply at once: its payload, or the call
         in flight (``InFlight``, maybe already answered) for ``reply``.
 
-        Its own reply alone in the pipe, there after the yield (the host
-        shares the CPU), is taken here, inline: no ``InFlight``, no entry in
-        ``pending``, no parse loop (bench/README.md, "Isolated modules").
-        Anything else goes the general way (``_sync_wait``).
+        The ordinary call goes a lean way, the way most of a host's calls
+        on this CPU go (the proxy's every read comes here): one ``write``,
+        the yield, one ``read``, and its own reply alone in the pipe taken
+        inline: no ``InFlight``, no entry in ``pending``, no parse loop.
+        The clock is read and the waste window rolled only once a wait
+        has been wasted or a backoff is pending (``_waste.spent``,
+        ``_sync_off``), or when the reply is not there after the yield;
+        the shared buffer's slots only for a read of ``SHM_MIN`` bytes or
+        more (bench/README.md, "Isolated modules", eighth and ninth
+        sessions). Anything else goes the general way (``_sync_wait``).
 
         Raises:
             DeviceError: the host's errno (a reply taken here); ``ENXIO``
                 if the host is already dead.
         """
-        if self.dead or self.out is None:
+        out = self.out
+        if self.dead or out is None:
             raise DeviceError(errno.ENXIO)
         rid = next(self._rids)
         if rid > self._rid_max:
             rid = self._rid_again(rid)
-        free = self._free
-        if P.SHM_MIN <= read <= P.SHM_SLOT and free:
+        if read >= _SHM_MIN and read <= P.SHM_SLOT and self._free:
             # _lendable(), inline while its first try finds the slot free.
+            free = self._free
             slot = free[0]
             if sys.getrefcount(self._slots[slot]) <= self._slot_refs:
                 free.popleft()
@@ -701,9 +706,8 @@ class HostProcess:
             if slot >= 0:
                 self._lent[rid] = (slot, read)  # until its reply, whatever becomes of the call
                 body += P.READ_SLOT.pack(slot)
-        out = self.out
         n = len(body)
-        msg = P.HEADER.pack(n, kind, rid) + body if n <= P.MAX_BODY else P.encode(kind, rid, body)
+        msg = _pack_head(n, kind, rid) + body if n <= _MAX_BODY else P.encode(kind, rid, body)
         if out._backlog or out.closed:
             out.send(msg)
         else:
@@ -732,16 +736,20 @@ class HostProcess:
             or self._stray_paused
         ):
             return self._in_flight(rid, kind, dev)
-        now = _clock()
-        off = self._sync_off.get((kind, dev or 0)) if self._sync_off else None
-        if off is not None and now < off[0]:
-            return self._in_flight(rid, kind, dev)
-        waste = _waste  # waste.allows(now), inline
-        if now - waste.start >= SYNC_WINDOW:
-            waste.start = now
-            waste.spent = 0.0
-        if waste.spent >= SYNC_WASTE:
-            return self._in_flight(rid, kind, dev)
+        off = None
+        now = 0.0
+        waste = _waste
+        if self._sync_off or waste.spent:
+            # Out of the ordinary: a backoff or a wasted wait pending.
+            now = _clock()
+            off = self._sync_off.get((kind, dev or 0))
+            if off is not None and now < off[0]:
+                return self._in_flight(rid, kind, dev)
+            if now - waste.start >= SYNC_WINDOW:  # waste.allows(now), inline
+                waste.start = now
+                waste.spent = 0.0
+            if waste.spent >= SYNC_WASTE:
+                return self._in_flight(rid, kind, dev)
         # Where the host shares this CPU, it answers while this thread
         # yields: its reply is most likely there already, and the first
         # read goes without select(2); only if nothing came does the call
@@ -789,85 +797,15 @@ class HostProcess:
                         if off is not None:
                             del self._sync_off[(kind, dev or 0)]
                         return memoryview(self._slots[lent[0]])[:e]
+        # Not its own reply alone: the general way, from what came. Its
+        # wait begins now (the window rolled first, as above).
+        if not now:
+            now = _clock()
+            if now - waste.start >= SYNC_WINDOW:
+                waste.start = now
+                waste.spent = 0.0
         c = self._in_flight(rid, kind, dev)
         c.late = self._sync_wait(c, rid, kind, dev, now, off, got)
-        return c
-
-    def read_now(self, fid: int, size: int, off: int, dev: Dev) -> Payload | InFlight:
-        """``call_now`` of a ``READ`` of ``size`` bytes at ``off`` of file
-        ``fid``, the proxy's every read: its data, or the call in flight.
-
-        A small read while nothing is out of the ordinary (no backlog, no
-        messages left for the reader, no backoff or wasted wait pending,
-        the fast paths on) goes a leaner way than ``call_now``'s, the way
-        most reads of a host on this CPU go: one ``pack`` of the whole
-        request, its ``write``, the yield and one ``read``, and its reply,
-        if alone and not an error, taken there (no clock, no window to
-        roll: those are needed only once a wait did not get its reply).
-        Anything else goes ``call_now``'s way, before the request is sent
-        or, once it is, from what the read brought (``_sync_wait``).
-        Measured: ~2 us less of the daemon's CPU time per 1-byte read than
-        ``call_now``'s way (bench/README.md, "Isolated modules", eighth
-        session).
-
-        Raises:
-            DeviceError: as ``call_now``.
-        """
-        out = self.out
-        if (
-            size >= P.SHM_MIN
-            or out is None
-            or out._backlog
-            or out.closed
-            or self.dead
-            or self._delivering
-            or self._deferred
-            or self._sync_off
-            or _waste.spent
-            or self._stray_paused
-            or self._sync_fds is None
-            or _trioloop.PRIVATE is None
-        ):
-            return self.call_now(_READ, _READ_ARGS.pack(fid, size, off), dev, size)
-        rid = next(self._rids)
-        if rid > self._rid_max:
-            rid = self._rid_again(rid)
-        msg = _READ_MSG.pack(_READ_ARGS.size, _READ, rid, fid, size, off)
-        try:
-            sent = os.write(out.fd, msg)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            out.closed = True
-            sent = -1
-        if sent != len(msg):  # (as call_now: a backlog, or the host's end gone)
-            if sent >= 0:
-                out.send(msg[sent:])
-            c = self._in_flight(rid, _READ, dev)
-            if out.closed:
-                self._die("closed its pipe")
-            return c
-        os.sched_yield()  # (call_now's: the host, on this CPU, answers meanwhile)
-        buf = self._buf
-        try:
-            got = os.readv(self.rfd, self._bufs)
-        except BlockingIOError:
-            got = -1
-        except OSError as exc:
-            if exc.errno not in ENDED:
-                raise
-            got = 0
-        if got >= _REPLY_HEAD.size and self.rx._view is None and not self.rx._buf:
-            length, mkind, mrid, e = _REPLY_HEAD.unpack_from(buf)
-            if mrid == rid and length + _HEAD == got and mkind == _REPLY and e == 0:
-                self.sync_replies += 1
-                return bytes(buf[_REPLY_HEAD.size : got])
-        # Not its own data alone: the general way, from what came.
-        now = _clock()
-        if now - _waste.start >= SYNC_WINDOW:  # (call_now's window, rolled here)
-            _waste.start = now
-        c = self._in_flight(rid, _READ, dev)
-        c.late = self._sync_wait(c, rid, _READ, dev, now, None, got)
         return c
 
     def _rid_again(self, rid: int) -> int:

@@ -29,7 +29,7 @@ which can have been opened since, the pipe keeping the order:
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from devfsd.cdevsw._switch import Cdevsw
 from devfsd.errors import DeviceError
@@ -64,6 +64,10 @@ class _HostFile:
         self.host.polls.pop(self.fid, None)
         if not self.closed:
             self.host.release(self.fid)  # (sent from the loop: see release)
+
+
+_READ: Final = int(P.Kind.READ)
+_pack_read: Final = P.READ.pack
 
 
 def _fields(host: HostProcess, st: struct.Struct, payload: bytes | memoryview) -> tuple[Any, ...]:
@@ -111,7 +115,7 @@ def make_proxy(host: HostProcess) -> Cdevsw:
 
     def d_read(dev: Dev, uio: Uio, ioflag: int) -> Awaitable[None] | None:
         # A function, not a coroutine (specfs.SYNC_DONE): most reads end
-        # here, their reply taken at once (host.read_now); the others
+        # here, their reply taken at once (host.call_now); the others
         # return what awaits it.
         l = uio.lwp
         fp = l.fp  # fid_of(l), inline: every read(2) comes here
@@ -119,7 +123,7 @@ def make_proxy(host: HostProcess) -> Cdevsw:
         if hf.__class__ is not _HostFile or hf.host is not host:
             raise DeviceError(errno.ENXIO)
         n = uio.resid
-        got = host.read_now(hf.fid, n, uio.offset, dev)
+        got = host.call_now(_READ, _pack_read(hf.fid, n, uio.offset), dev, n)
         if got.__class__ is InFlight:
             return _read_reply(uio, got, l)
         uio.uiomove(got)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -613,48 +614,131 @@ async def test_a_call_asleep_on_its_host_counts_as_its_callers_sleep(monkeypatch
 async def test_a_small_read_goes_the_lean_way_unless_something_is_out_of_the_ordinary(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # HostProcess.read_now: a small read, nothing out of the ordinary, is
-    # sent, yielded for and taken without call_now; an error reply read
-    # that way goes on the general way (its driver's traceback logged
-    # before its EIO); a wasted wait pending sends reads call_now's way
-    # until its window has rolled. Bytes and errors the same every way.
-    async with hosted() as h:
-        general = 0
-        call_now = h.host.call_now
+    # HostProcess.call_now (the proxy's every read): a small read, nothing
+    # out of the ordinary, is sent and yielded for without reading the
+    # clock (no window to roll, no backoff to check; the clock is read
+    # only if its reply is not there after the yield). A wasted wait
+    # pending makes each call read it first, and past SYNC_WASTE sends
+    # calls the slow way until the window has rolled; so does a backoff
+    # pending, until a reply that came within its wait lifts it. An error reply
+    # logs its driver's traceback before its EIO. Bytes and errors the
+    # same every way.
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})  # (the host inherits it: it answers during the yield)
+    try:
+        async with hosted() as h:
+            clocked = 0
+            before_yield = -1
 
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            nonlocal general
-            general += 1
-            return call_now(*args, **kwargs)
+            def clock() -> float:
+                nonlocal clocked
+                clocked += 1
+                return time.perf_counter()
 
-        monkeypatch.setattr(h.host, "call_now", counted)
-        monkeypatch.setattr(hostproc._waste, "spent", 0.0)  # (another test's wasted waits: all hosts')
+            sched_yield = os.sched_yield
 
-        async def read(fid: int, unit: int) -> bytes:
+            def counted_yield() -> None:
+                nonlocal before_yield
+                before_yield = clocked
+                sched_yield()
+
+            monkeypatch.setattr(hostproc, "_clock", clock)
+            monkeypatch.setattr(os, "sched_yield", counted_yield)
+            waste = hostproc._waste
+            monkeypatch.setattr(waste, "spent", 0.0)  # (another test's wasted waits: all hosts')
+            monkeypatch.setattr(waste, "start", -math.inf)
+
+            async def read(fid: int, unit: int) -> tuple[bytes, bool, bool]:
+                """The data; whether it was taken at once; whether the call
+                read the clock before its yield (or at all, if it did not
+                yield)."""
+                nonlocal clocked, before_yield
+                clocked, before_yield = 0, -1
+                with trio.fail_after(WAIT):
+                    got = h.host.call_now(P.Kind.READ, P.READ.pack(fid, 64, 0), h.dev(unit), 64)
+                    checked = (before_yield if before_yield >= 0 else clocked) > 0
+                    now = not isinstance(got, hostproc.InFlight)
+                    if isinstance(got, hostproc.InFlight):
+                        got = await h.host.reply(got)
+                return bytes(got), now, checked
+
+            fast, buggy = await h.open(0), await h.open(15)
+            h.host._sync_off.clear()  # (an OPEN's wait that ran out on a busy machine)
+            waste.spent = 0.0
+            got = [await read(fast, 0) for _ in range(20)]
+            assert {data for data, _, _ in got} == {b"fast\n"}
+            if not fast_paths():  # never at once, never the clock
+                assert {(now, checked) for _, now, checked in got} == {(False, False)}
+                assert h.host.sync_replies == 0
+            else:
+                # The first at least (more, unless a wait ran out on a busy
+                # machine: a backoff and wasted time, checked from then on).
+                assert not got[0][2]
+                assert h.host.sync_replies > 0
+                # And taken at once, inline, once the host answers during
+                # the yield (not always at first: a new host may be ahead of
+                # this process in the scheduler's count, and the yield then
+                # gives it nothing).
+                with trio.fail_after(WAIT):
+                    while (await read(fast, 0)) != (b"fast\n", True, False):
+                        h.host._sync_off.clear()  # (a busy machine's)
+                        waste.spent = 0.0
+            with pytest.raises(DeviceError) as ei:
+                await read(buggy, 15)
+            assert ei.value.errno == errno.EIO
+            assert "ZeroDivisionError" in caplog.text  # logged before its EIO returned
+            if not fast_paths():
+                return
+            # A wasted wait pending: the clock is read (the window checked), and
+            # past SYNC_WASTE in the window the call goes the slow way.
+            h.host._sync_off.clear()  # (a wait that ran out above, on a busy machine)
+            monkeypatch.setattr(waste, "spent", hostproc.SYNC_WAIT)
+            monkeypatch.setattr(waste, "start", time.perf_counter())
+            assert (await read(fast, 0))[::2] == (b"fast\n", True)
+            monkeypatch.setattr(waste, "spent", hostproc.SYNC_WASTE)
+            before = h.host.sync_replies
+            assert await read(fast, 0) == (b"fast\n", False, True)
+            assert h.host.sync_replies == before  # (no wait: the reader's)
+            # Its window over: rolled (the waste forgotten), then the lean way again.
+            h.host._sync_off.clear()
+            start = time.perf_counter() - hostproc.SYNC_WINDOW
+            monkeypatch.setattr(waste, "start", start)
+            assert (await read(fast, 0))[::2] == (b"fast\n", True)
+            assert waste.start > start
+            h.host._sync_off.clear()
+            monkeypatch.setattr(waste, "spent", 0.0)
+            assert (await read(fast, 0))[::2] == (b"fast\n", False)
+            # A wait that runs out (a driver asleep past SYNC_WAIT) in a
+            # window long over: the window rolled before the waste counts,
+            # and a backoff for its kind on its dev.
+            slow = await h.open(3)
+            h.host._sync_off.clear()
+            monkeypatch.setattr(waste, "spent", 0.0)
+            monkeypatch.setattr(waste, "start", -math.inf)
+            assert await read(slow, 3) == (b"slow\n", False, False)
+            assert waste.spent > 0
+            assert time.perf_counter() - waste.start < hostproc.SYNC_WINDOW
+            assert list(h.host._sync_off) == [(int(P.Kind.READ), h.dev(3))]
+            # A backoff pending for this kind on this dev: the slow way, and
+            # the clock read, until it runs out and a reply that comes within
+            # the wait lifts it; then the lean way again.
+            monkeypatch.setattr(waste, "spent", 0.0)
+            h.host._sync_off.clear()
+            key = (int(P.Kind.READ), h.dev(0))
+            h.host._sync_off[key] = (time.perf_counter() + 60, 1)
+            before = h.host.sync_replies
+            assert await read(fast, 0) == (b"fast\n", False, True)
+            assert h.host.sync_replies == before
+            h.host._sync_off[key] = (time.perf_counter(), 1)
             with trio.fail_after(WAIT):
-                got = h.host.read_now(fid, 64, 0, h.dev(unit))
-                if isinstance(got, hostproc.InFlight):
-                    got = await h.host.reply(got)
-            return bytes(got)
-
-        fast, buggy = await h.open(0), await h.open(15)
-        before = h.host.sync_replies
-        general = 0
-        for _ in range(20):
-            assert await read(fast, 0) == b"fast\n"
-        # (Not all on a very busy machine: a wait that runs out sends the
-        # rest call_now's way, below.)
-        assert general < 20 if fast_paths() else general == 20
-        assert (h.host.sync_replies > before) == fast_paths()
-        with pytest.raises(DeviceError) as ei:
-            await read(buggy, 15)
-        assert ei.value.errno == errno.EIO
-        assert "ZeroDivisionError" in caplog.text  # logged before its EIO returned
-        general = 0
-        monkeypatch.setattr(hostproc._waste, "spent", hostproc.SYNC_WAIT)
-        assert await read(fast, 0) == b"fast\n"
-        assert general == 1
-        assert not h.host.pending
+                while key in h.host._sync_off:  # (a wait that runs out on a busy machine backs off again)
+                    assert (await read(fast, 0))[::2] == (b"fast\n", True)
+            monkeypatch.setattr(waste, "spent", 0.0)
+            assert (await read(fast, 0))[::2] == (b"fast\n", False)
+            assert not h.host.pending
+            assert not h.host._lent
+    finally:
+        os.sched_setaffinity(0, cpus)
 
 
 async def test_a_file_dropped_in_the_middle_of_a_send_is_released_after_it(
