@@ -167,8 +167,8 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         metavar="DIR",
         help=(
-            "make isolated hosts' memory cgroups in DIR/devfsd"
-            " (default: at the memory hierarchy's top; none: RLIMIT_AS only)"
+            "make every isolated host's cgroup in DIR/devfsd (default: at the top of the"
+            " memory hierarchy, else of cgroup v2's; none: no cgroups, RLIMIT_AS and process groups)"
         ),
     )
     p.add_argument(
